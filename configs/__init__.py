@@ -1,0 +1,1 @@
+"""Experiment configs: one ml_collections ConfigDict per file (`get_config()`)."""

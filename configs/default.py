@@ -1,0 +1,108 @@
+"""Default experiment: two-stepped fine-tuning on generated pedestrians, CPU-sized.
+
+This is what `python -m keras_reid.train` runs with no flags. Every other
+config starts from `base_config()` and changes what differs, so that all
+experiments share one schema (an unknown key in an override is an error).
+"""
+
+from ml_collections import config_dict
+
+
+def stage_config(**overrides) -> config_dict.ConfigDict:
+  """One stage of staged transfer: a dataset and its two fine-tuning steps.
+
+  Step 1 trains only the newly created classification layer(s) with the rest
+  frozen (classification loss only); step 2 trains everything with
+  classification + verification (+ auxiliary) losses.
+  """
+  stage = config_dict.ConfigDict(dict(
+      dataset="synthetic",        # a name from keras_reid.data.DATASETS
+      root="",                     # dataset folder; "" = the dataset's default
+      split=0,                     # split index for repeated-split protocols
+      split_seed=0,                # seed that draws the random splits
+      ids_per_batch=8,             # K identities per batch (paper: 32)
+      images_per_id=4,             # M images per identity (paper: 4)
+      step1_steps=100,             # iterations of step 1 (new softmax only)
+      step2_steps=400,             # iterations of step 2 (all layers)
+      step1_lr=1e-2,
+      step2_lr=1e-3,
+      lr_decay_steps=40000,        # multiply lr by lr_decay_factor every this many steps
+      lr_decay_factor=0.1,
+      init="previous",             # "previous" stage, "backbone" (model.weights) or a checkpoint path
+      eval_every=0,                # evaluate every N steps of step 2 (0 = at the end only)
+  ))
+  stage.update(overrides)
+  return stage
+
+
+def base_config() -> config_dict.ConfigDict:
+  """The full schema with CPU-sized defaults."""
+  config = config_dict.ConfigDict()
+  config.seed = 0
+
+  config.data = config_dict.ConfigDict(dict(
+      image_height=128,
+      image_width=64,
+      # The paper's augmentation: each training image becomes `augment_copies`
+      # images by random 2D transforms about the centre. 1 = no augmentation.
+      augment_copies=5,
+      max_shift=0.05,              # fraction of the image size
+      max_scale=0.1,               # relative zoom in or out
+      max_rotation_deg=5.0,
+      flip=True,
+      skip_corrupt=False,          # skip (and count) undecodable images instead of failing
+      eval_batch_size=128,
+      # Where `dataset="synthetic"` writes (and reuses) its generated images.
+      synthetic_dir="runs/data/synthetic",
+      synthetic_num_ids=60,
+      synthetic_domain="a",
+  ))
+
+  config.model = config_dict.ConfigDict(dict(
+      backbone="mobilenet_v1",     # a name from keras_reid.models.BACKBONES
+      alpha=0.25,                  # width multiplier for MobileNet-family backbones
+      weights="",                  # "" (random init), "imagenet", or a .weights.h5 path
+      cls_dropout=0.5,             # dropout before the identity classifier
+      ver_dropout=0.5,             # dropout before the verification subtraction
+      # "pairwise": one mask per pair (the paper); "independent": a mask per
+      # image (ablation); "none": no dropout on the verification branch.
+      ver_dropout_mode="pairwise",
+      aux_heads=False,             # GoogLeNet-style auxiliary heads (6 losses)
+      freeze_bn=False,             # run BatchNorm on moving statistics in step 2
+  ))
+
+  config.loss = config_dict.ConfigDict(dict(
+      cls_weight=1.0,
+      ver_weight=3.0,              # paper: verification : classification = 3 : 1
+      aux_weight=0.3,              # weight of each auxiliary head's losses
+      label_smoothing=0.0,
+      triplet_weight=0.0,          # batch-hard triplet, for ablations only
+      triplet_margin=0.3,
+  ))
+
+  config.train = config_dict.ConfigDict(dict(
+      optimizer="sgd",
+      momentum=0.9,
+      weight_decay=5e-4,
+      jit_compile=False,           # XLA for the train step
+      mixed_precision=False,
+      distribute="auto",           # "auto", "default", "mirrored", "multi_worker"
+      checkpoint_every=200,        # steps between checkpoints (also at each step's end)
+      log_every=20,                # steps between TensorBoard scalar writes
+      max_checkpoints=3,
+  ))
+
+  config.eval = config_dict.ConfigDict(dict(
+      rerank=False,                # k-reciprocal re-ranking
+      cir_topk=0,                  # re-score the SIR top-k with the verification head; 0 = off
+      max_rank=50,
+  ))
+
+  config.stages = config_dict.ConfigDict()
+  return config
+
+
+def get_config() -> config_dict.ConfigDict:
+  config = base_config()
+  config.stages.synthetic = stage_config(init="backbone")
+  return config

@@ -1,0 +1,1 @@
+"""Dataset readers, synthetic pedestrians and tf.data pipelines."""
