@@ -1,0 +1,59 @@
+"""Tests for the config schema and keras_reid.config helpers."""
+
+import os
+
+import pytest
+from ml_collections import config_dict
+
+from configs import default
+from keras_reid import config as config_lib
+
+
+def test_default_config_is_valid():
+  config = default.get_config()
+  config_lib.validate_config(config)
+  assert list(config.stages.keys()) == ["synthetic"]
+
+
+def test_wrong_type_names_the_key():
+  config = default.get_config()
+  with pytest.raises(TypeError, match="image_height"):
+    config.data.image_height = "tall"
+
+
+def test_unknown_key_is_an_error_once_locked():
+  config = default.get_config()
+  config.lock()
+  with pytest.raises(AttributeError, match="lrr"):
+    config.train.lrr = 0.1
+
+
+def test_validate_names_bad_value():
+  config = default.get_config()
+  config.model.ver_dropout_mode = "sometimes"
+  with pytest.raises(ValueError, match="model.ver_dropout_mode"):
+    config_lib.validate_config(config)
+  config = default.get_config()
+  config.stages.synthetic.images_per_id = 1
+  with pytest.raises(ValueError, match="stages.synthetic.images_per_id"):
+    config_lib.validate_config(config)
+
+
+def test_save_and_load_round_trip(tmp_path):
+  config = default.get_config()
+  config.train.momentum = 0.5
+  path = config_lib.save_config(config, str(tmp_path))
+  assert os.path.exists(path)
+  loaded = config_lib.load_config(str(tmp_path))
+  assert loaded.train.momentum == 0.5
+  assert loaded.stages.synthetic.dataset == "synthetic"
+  assert loaded.to_dict() == config.to_dict()
+
+
+def test_load_missing_config_names_the_run(tmp_path):
+  with pytest.raises(FileNotFoundError, match=str(tmp_path)):
+    config_lib.load_config(str(tmp_path))
+
+
+if __name__ == "__main__":
+  raise SystemExit(pytest.main([__file__, "-q", "-p", "no:cacheprovider"]))
