@@ -90,6 +90,9 @@ def base_config() -> config_dict.ConfigDict:
       checkpoint_every=200,        # steps between checkpoints (also at each step's end)
       log_every=20,                # steps between TensorBoard scalar writes
       max_checkpoints=3,
+      # Deterministic ops (same result after a resume); some GPU kernels have
+      # no deterministic version, so GPU configs may turn this off.
+      deterministic=True,
   ))
 
   config.eval = config_dict.ConfigDict(dict(

@@ -1,0 +1,68 @@
+r"""Trains a Re-ID model: staged transfer with two-stepped fine-tuning.
+
+  python -m keras_reid.train                                # synthetic demo
+  python -m keras_reid.train --config=configs/viper_cpu.py \
+      --config.stages.viper.step2_steps=600 --workdir=runs/viper
+
+The resolved config is written to WORKDIR/config.json; TensorBoard logs go to
+WORKDIR/tensorboard; the final evaluation to WORKDIR/metrics.json. Rerunning
+with the same --workdir resumes from the last checkpoint.
+"""
+
+import os
+import time
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+from configs import default as default_config
+
+_DEFAULT_CONFIG_FILE = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",
+    "default.py")
+
+
+def _config_help() -> str:
+  """The --config help: every overridable field with its default."""
+  lines = ["Experiment config file (configs/*.py). Override any field with "
+           "--config.<section>.<key>=VALUE; the fields and their defaults "
+           "(configs/default.py):"]
+  def walk(prefix, node):
+    for key, value in node.items():
+      if hasattr(value, "items"):
+        walk(f"{prefix}{key}.", value)
+      else:
+        lines.append(f"  --config.{prefix}{key}={value!r}")
+  walk("", default_config.get_config())
+  return "\n".join(lines)
+
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", default=_DEFAULT_CONFIG_FILE, help_string=_config_help(),
+    lock_config=True)
+_WORKDIR = flags.DEFINE_string(
+    "workdir", None, "Run directory (default: runs/<config name>-<time>).")
+
+
+def default_workdir(config_path: str) -> str:
+  name = os.path.splitext(os.path.basename(config_path.split(":")[0]))[0]
+  return os.path.join("runs", f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  from keras_reid.training import stages  # pylint: disable=g-import-not-at-top
+  workdir = _WORKDIR.value or default_workdir(flags.FLAGS["config"].config_filename)
+  print(f"Run directory: {workdir}", flush=True)
+  metrics = stages.train(_CONFIG.value, workdir)
+  if metrics:
+    print("Final: " + stages.format_metrics(metrics), flush=True)
+  print(f"Metrics: {os.path.join(workdir, stages.METRICS_FILE)}; "
+        f"TensorBoard: tensorboard --logdir {os.path.join(workdir, 'tensorboard')}",
+        flush=True)
+
+
+if __name__ == "__main__":
+  app.run(main)

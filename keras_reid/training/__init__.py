@@ -1,0 +1,1 @@
+"""Training: the custom loop, staged transfer with two-stepped fine-tuning, checkpoints."""

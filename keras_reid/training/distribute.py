@@ -1,0 +1,47 @@
+"""The tf.distribute strategy a run trains under."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from absl import logging
+import tensorflow as tf
+
+STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
+
+
+def make_strategy(name: str) -> tf.distribute.Strategy:
+  """Returns the strategy named by config.train.distribute.
+
+  Args:
+    name: "default" (one device), "mirrored" (all local GPUs),
+      "multi_worker" (MultiWorkerMirroredStrategy across the machines listed
+      in the TF_CONFIG environment variable), or "auto": multi_worker when
+      TF_CONFIG names several workers, mirrored with several local GPUs,
+      default otherwise.
+  """
+  if name not in STRATEGIES:
+    raise ValueError(f"Unknown distribution strategy {name!r}; expected one "
+                     f"of {STRATEGIES}.")
+  if name == "auto":
+    tf_config = json.loads(os.environ.get("TF_CONFIG", "{}"))
+    if len(tf_config.get("cluster", {}).get("worker", [])) > 1:
+      name = "multi_worker"
+    elif len(tf.config.list_physical_devices("GPU")) > 1:
+      name = "mirrored"
+    else:
+      name = "default"
+  if name == "multi_worker":
+    if "TF_CONFIG" not in os.environ:
+      raise ValueError(
+          'train.distribute="multi_worker" needs the TF_CONFIG environment '
+          "variable (cluster and task of this worker); see README.md.")
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+  elif name == "mirrored":
+    strategy = tf.distribute.MirroredStrategy()
+  else:
+    strategy = tf.distribute.get_strategy()
+  logging.info("Distribution: %s with %d replica(s).", name,
+               strategy.num_replicas_in_sync)
+  return strategy

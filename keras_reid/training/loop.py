@@ -1,0 +1,283 @@
+"""The custom training loop for one fine-tuning step ("phase") of a stage.
+
+Phase 1 trains only the newly created classification layer(s) with the rest
+of the network frozen (classification loss only), so that a random new layer
+does not push garbage gradients into the pretrained base; phase 2 trains
+every layer with classification + verification (+ auxiliary) losses. Each
+phase builds a fresh optimizer and a freshly traced `tf.function`, as the
+paper's two steps are separate optimisations.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from typing import Callable
+
+from absl import logging
+import keras
+import numpy as np
+import tensorflow as tf
+from ml_collections import config_dict
+
+from keras_reid import losses
+from keras_reid.models import builders
+from keras_reid.training import checkpoints
+
+
+class NonFiniteLossError(FloatingPointError):
+  """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+@dataclasses.dataclass
+class Phase:
+  """One fine-tuning step of a stage.
+
+  Attributes:
+    stage: the stage's name in config.stages.
+    phase: 1 (new classification layers only) or 2 (all layers).
+    steps: iterations to run.
+    lr: initial learning rate.
+    lr_decay_steps: multiply the lr by lr_decay_factor every this many steps.
+    lr_decay_factor: see lr_decay_steps.
+    global_step_offset: steps of the run before this phase (TensorBoard x axis).
+    eval_every: evaluate every this many steps (0 = never inside the phase).
+    batch_size: images in one replica's batch (K x M), for images/s.
+  """
+  stage: str
+  phase: int
+  steps: int
+  lr: float
+  lr_decay_steps: int
+  lr_decay_factor: float
+  global_step_offset: int = 0
+  eval_every: int = 0
+  batch_size: int = 0
+
+
+def set_trainable(model: keras.Model, phase: int, freeze_bn: bool) -> None:
+  """Phase 1: only the classifiers train. Phase 2: everything (BN optional).
+
+  A BatchNormalization layer with `trainable = False` runs in inference mode
+  in Keras 3, which is how BN is frozen (a `training=False` inside the
+  functional graph would be overridden by the outer call).
+  """
+  model.trainable = phase == 2
+  if phase == 1:
+    for name in builders.CLASSIFIER_LAYER_NAMES:
+      try:
+        model.get_layer(name).trainable = True
+      except ValueError:
+        pass  # auxiliary classifiers exist only with aux heads
+  elif freeze_bn:
+    for layer in model._flatten_layers(include_self=False, recursive=True):  # pylint: disable=protected-access
+      if isinstance(layer, keras.layers.BatchNormalization):
+        layer.trainable = False
+
+
+def loss_weights(loss_config: config_dict.ConfigDict, phase: int) -> dict:
+  """The keyword arguments of losses.compute_losses for a phase."""
+  return dict(
+      cls_weight=loss_config.cls_weight,
+      ver_weight=loss_config.ver_weight if phase == 2 else 0.0,
+      aux_weight=loss_config.aux_weight,
+      label_smoothing=loss_config.label_smoothing,
+      triplet_weight=loss_config.triplet_weight if phase == 2 else 0.0,
+      triplet_margin=loss_config.triplet_margin)
+
+
+def make_optimizer(train_config: config_dict.ConfigDict,
+                   phase: Phase) -> keras.optimizers.Optimizer:
+  """SGD with momentum and a step-wise decayed lr (the paper's schedule)."""
+  schedule = keras.optimizers.schedules.ExponentialDecay(
+      phase.lr, decay_steps=max(1, phase.lr_decay_steps),
+      decay_rate=phase.lr_decay_factor, staircase=True)
+  wd = train_config.weight_decay or None
+  if train_config.optimizer == "sgd":
+    optimizer = keras.optimizers.SGD(
+        learning_rate=schedule, momentum=train_config.momentum, weight_decay=wd)
+  elif train_config.optimizer == "adam":
+    optimizer = keras.optimizers.AdamW(learning_rate=schedule,
+                                       weight_decay=wd or 0.0)
+  else:
+    raise ValueError(f"config.train.optimizer={train_config.optimizer!r}: "
+                     'expected "sgd" or "adam".')
+  if train_config.mixed_precision:
+    optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+  return optimizer
+
+
+def _accuracies(outputs: dict, labels: tf.Tensor,
+                pair_same: tf.Tensor) -> dict[str, tf.Tensor]:
+  if labels.shape.rank == 2:  # soft labels: the most likely class
+    labels = tf.argmax(labels, axis=-1)
+  predicted = tf.argmax(outputs["logits"], axis=-1)
+  result = {"accuracy/cls": tf.reduce_mean(tf.cast(
+      tf.equal(predicted, tf.cast(labels, predicted.dtype)), tf.float32))}
+  if "verification_logits" in outputs:
+    same = tf.argmax(outputs["verification_logits"], axis=-1)
+    result["accuracy/ver"] = tf.reduce_mean(tf.cast(
+        tf.equal(same, tf.cast(pair_same > 0.5, same.dtype)), tf.float32))
+  return result
+
+
+def make_train_step(model: keras.Model, optimizer: keras.optimizers.Optimizer,
+                    strategy: tf.distribute.Strategy, weights: dict, *,
+                    jit_compile: bool) -> Callable:
+  """A `tf.function` running one distributed step from an iterator.
+
+  Returns:
+    step(iterator) -> dict of scalars: "loss/<term>" for every loss term
+    (including "loss/total") and "accuracy/cls", "accuracy/ver".
+  """
+  variables = model.trainable_variables
+  num_replicas = strategy.num_replicas_in_sync
+
+  def replica_step(batch):
+    with tf.GradientTape() as tape:
+      outputs = model({"images": batch["images"], "pair_i": batch["pair_i"],
+                       "pair_j": batch["pair_j"]}, training=True)
+      # Mixed precision computes in float16; losses are taken in float32.
+      outputs = {k: tf.cast(v, tf.float32) for k, v in outputs.items()}
+      terms = losses.compute_losses(outputs, batch["labels"],
+                                    batch["pair_same"], **weights)
+      # Each replica averages over its own batch; gradients are summed
+      # across replicas, hence the division.
+      loss = terms["total"] / num_replicas
+      if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        loss = optimizer.scale_loss(loss)
+    grads = tape.gradient(loss, variables)
+    optimizer.apply_gradients(zip(grads, variables))
+    result = {f"loss/{k}": v for k, v in terms.items()}
+    result.update(_accuracies(outputs, batch["labels"], batch["pair_same"]))
+    return result
+
+  if jit_compile:
+    replica_step = tf.function(replica_step, jit_compile=True)
+
+  @tf.function
+  def step(iterator):
+    per_replica = strategy.run(replica_step, args=(next(iterator),))
+    return {k: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None)
+            for k, v in per_replica.items()}
+
+  return step
+
+
+def _all_finite(variables) -> bool:
+  return all(bool(tf.reduce_all(tf.math.is_finite(v))) for v in variables)
+
+
+def run_phase(model: keras.Model, phase: Phase, *,
+              make_dataset: Callable[[tf.distribute.InputContext], tf.data.Dataset],
+              config: config_dict.ConfigDict, strategy: tf.distribute.Strategy,
+              workdir: str, writer: tf.summary.SummaryWriter,
+              evaluate: Callable[[keras.Model], dict] | None = None) -> str:
+  """Runs (or resumes) one phase and returns its final checkpoint path.
+
+  Args:
+    model: the training model (see builders.build_training_model).
+    phase: what to run.
+    make_dataset: input_context -> infinite tf.data.Dataset of training
+      batches (see keras_reid.data.pipeline.make_train_dataset).
+    config: the run's config (train, loss, model sections are read).
+    strategy: the distribution strategy the model was built under.
+    workdir: run directory; checkpoints go to checkpoints/<stage>/step<n>.
+    writer: TensorBoard writer.
+    evaluate: model -> metrics dict, called every phase.eval_every steps.
+
+  Raises:
+    NonFiniteLossError: the loss became NaN/inf (the checkpoints keep the
+      last good state).
+  """
+  set_trainable(model, phase.phase, config.model.freeze_bn)
+  with strategy.scope():
+    optimizer = make_optimizer(config.train, phase)
+    optimizer.build(model.trainable_variables)
+  dataset = strategy.distribute_datasets_from_function(make_dataset)
+  iterator = iter(dataset)
+  step_counter = tf.Variable(0, dtype=tf.int64, trainable=False)
+  checkpoint = tf.train.Checkpoint(
+      model=model, optimizer=optimizer, iterator=iterator, step=step_counter,
+      seeds=checkpoints.seed_state_variables(model))
+  manager = tf.train.CheckpointManager(
+      checkpoint, checkpoints.phase_dir(workdir, phase.stage, phase.phase),
+      max_to_keep=config.train.max_checkpoints)
+  if manager.latest_checkpoint:
+    checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+    logging.info("Resuming %s step %d at iteration %d from %s", phase.stage,
+                 phase.phase, int(step_counter.numpy()),
+                 manager.latest_checkpoint)
+
+  train_step = make_train_step(model, optimizer, strategy,
+                               loss_weights(config.loss, phase.phase),
+                               jit_compile=config.train.jit_compile)
+  start = int(step_counter.numpy())
+  print(f"Stage {phase.stage!r}, step {phase.phase} "
+        f"({'new classifiers only' if phase.phase == 1 else 'all layers'}): "
+        f"iterations {start}..{phase.steps}", flush=True)
+  progbar = keras.utils.Progbar(phase.steps, stateful_metrics=None,
+                                unit_name="iter")
+  progbar.update(start)
+  images_per_step = phase.batch_size * strategy.num_replicas_in_sync
+  last_time, last_step = time.perf_counter(), start
+
+  def save():
+    if not _all_finite(model.trainable_variables):
+      raise NonFiniteLossError(
+          f"Weights became NaN/inf in stage {phase.stage!r} step "
+          f"{phase.phase} at iteration {int(step_counter.numpy())}; not "
+          f"saving. Last good checkpoint: {manager.latest_checkpoint}.")
+    return manager.save(checkpoint_number=int(step_counter.numpy()))
+
+  for step in range(start, phase.steps):
+    values = train_step(iterator)
+    total = float(values["loss/total"])
+    if not math.isfinite(total):
+      raise NonFiniteLossError(
+          f"Loss is {total} in stage {phase.stage!r} step {phase.phase} at "
+          f"iteration {step} (lr {phase.lr}). The last good checkpoint is "
+          f"kept: {manager.latest_checkpoint}. Lower the learning rate "
+          "(--config.stages.<name>.step<n>_lr) or check the data, then rerun "
+          "with the same --workdir to resume from it.")
+    step_counter.assign(step + 1)
+    progbar.update(step + 1, [("loss", total),
+                              ("acc", float(values["accuracy/cls"]))])
+    global_step = phase.global_step_offset + step + 1
+    if (step + 1) % config.train.log_every == 0 or step + 1 == phase.steps:
+      now = time.perf_counter()
+      throughput = images_per_step * (step + 1 - last_step) / (now - last_time)
+      last_time, last_step = now, step + 1
+      with writer.as_default(step=global_step):
+        for name, value in values.items():
+          tf.summary.scalar(name, value)
+        tf.summary.scalar("lr", optimizer.learning_rate)
+        tf.summary.scalar("throughput/images_per_sec", throughput)
+    if (step + 1) % config.train.checkpoint_every == 0:
+      save()
+    if evaluate and phase.eval_every and (step + 1) % phase.eval_every == 0:
+      metrics = evaluate(model)
+      write_eval_summaries(writer, metrics, global_step)
+  path = save()
+  writer.flush()
+  return path
+
+
+def write_eval_summaries(writer: tf.summary.SummaryWriter, metrics: dict,
+                         step: int) -> None:
+  with writer.as_default(step=step):
+    for key in ("rank1", "rank5", "rank10", "rank20", "mAP", "mINP"):
+      if key in metrics:
+        tf.summary.scalar(f"eval/{key}", metrics[key])
+
+
+def write_input_images(writer: tf.summary.SummaryWriter, images: np.ndarray,
+                       name: str, step: int, max_outputs: int = 8) -> None:
+  """A few training inputs, rescaled to [0, 1] for display."""
+  images = np.asarray(images[:max_outputs], np.float32)
+  low = images.min(axis=(1, 2, 3), keepdims=True)
+  high = images.max(axis=(1, 2, 3), keepdims=True)
+  with writer.as_default(step=step):
+    tf.summary.image(name, (images - low) / np.maximum(high - low, 1e-6),
+                     max_outputs=max_outputs)

@@ -1,0 +1,242 @@
+"""Staged transfer: ImageNet -> large Re-ID set -> small Re-ID set.
+
+`train(config, workdir)` runs every stage of config.stages in order; each
+stage is two-stepped (see loop.py). A run killed at any point resumes from
+its checkpoints when started again with the same workdir and config.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import time
+
+from absl import logging
+import keras
+import tensorflow as tf
+from ml_collections import config_dict
+
+from keras_reid import config as config_lib
+from keras_reid.data import datasets
+from keras_reid.data import pipeline
+from keras_reid.data import records as records_lib
+from keras_reid.data import synthetic
+from keras_reid.evaluation import ranking
+from keras_reid.models import builders
+from keras_reid.training import checkpoints
+from keras_reid.training import distribute
+from keras_reid.training import loop
+
+METRICS_FILE = "metrics.json"
+
+
+def stage_root(stage: config_dict.ConfigDict,
+               config: config_dict.ConfigDict) -> str:
+  """The dataset folder of a stage; generates the synthetic set if absent."""
+  if stage.dataset == "synthetic":
+    root = stage.root or config.data.synthetic_dir
+    if not os.path.isdir(root):
+      logging.info("Generating synthetic pedestrians into %s", root)
+      print(f"Generating {config.data.synthetic_num_ids} synthetic identities "
+            f"into {root} (once) ...", flush=True)
+      synthetic.generate(root, num_ids=config.data.synthetic_num_ids,
+                         seed=config.seed, domain=config.data.synthetic_domain)
+    return root
+  if not stage.root:
+    raise ValueError(
+        f"Stage dataset {stage.dataset!r} needs a folder: set "
+        "--config.stages.<name>.root=DIR (see README.md, Datasets).")
+  return stage.root
+
+
+def load_stage_dataset(stage: config_dict.ConfigDict,
+                       config: config_dict.ConfigDict) -> records_lib.ReidDataset:
+  return datasets.load_dataset(stage.dataset, stage_root(stage, config),
+                               split=stage.split, split_seed=stage.split_seed)
+
+
+def input_shape(config: config_dict.ConfigDict) -> tuple[int, int, int]:
+  return (config.data.image_height, config.data.image_width, 3)
+
+
+def train_dataset_fn(dataset: records_lib.ReidDataset,
+                     stage: config_dict.ConfigDict,
+                     config: config_dict.ConfigDict, normalization: str,
+                     seed: int):
+  """input_context -> the stage's training batches (one pipeline per worker)."""
+  def make(context: tf.distribute.InputContext) -> tf.data.Dataset:
+    return pipeline.make_train_dataset(
+        dataset.train, ids_per_batch=stage.ids_per_batch,
+        images_per_id=stage.images_per_id,
+        image_size=(config.data.image_height, config.data.image_width),
+        normalization=normalization,
+        augment_copies=config.data.augment_copies,
+        max_shift=config.data.max_shift, max_scale=config.data.max_scale,
+        max_rotation_deg=config.data.max_rotation_deg, flip=config.data.flip,
+        seed=seed + 7919 * context.input_pipeline_id,
+        skip_corrupt=config.data.skip_corrupt)
+  return make
+
+
+def evaluate_model(model: keras.Model, dataset: records_lib.ReidDataset,
+                   config: config_dict.ConfigDict) -> dict:
+  """SIR evaluation of the training model on a dataset's query / gallery."""
+  embedder = builders.build_embedder(model)
+  normalization = builders.normalization_for(config.model)
+
+  @tf.function
+  def embed(images):
+    return embedder(images, training=False)
+
+  def features(records):
+    ds = pipeline.make_eval_dataset(
+        records, image_size=(config.data.image_height, config.data.image_width),
+        normalization=normalization, batch_size=config.data.eval_batch_size)
+    return tf.concat([embed(batch) for batch in ds], axis=0).numpy()
+
+  query, gallery = dataset.query, dataset.gallery
+  return ranking.evaluate_features(
+      features(query), features(gallery),
+      [r.pid for r in query], [r.pid for r in gallery],
+      [r.camid for r in query], [r.camid for r in gallery],
+      max_rank=config.eval.max_rank)
+
+
+def _init_stage_model(model: keras.Model | None, stage: config_dict.ConfigDict,
+                      config: config_dict.ConfigDict,
+                      num_classes: int) -> keras.Model:
+  """The model a stage starts from, with new heads for its identities."""
+  if stage.init == "backbone" or (stage.init == "previous" and model is None):
+    return builders.build_training_model(
+        config.model, num_classes=num_classes, input_shape=input_shape(config))
+  if stage.init != "previous":  # a previous run's workdir
+    model, _ = checkpoints.restore_training_model(stage.init)
+  return builders.replace_classifiers(model, config.model,
+                                      num_classes=num_classes,
+                                      input_shape=input_shape(config))
+
+
+def _restore_last(progress: checkpoints.Progress,
+                  config: config_dict.ConfigDict) -> keras.Model:
+  model_config = config.model.copy_and_resolve_references()
+  model_config.weights = ""  # the checkpoint supplies every weight
+  model = builders.build_training_model(
+      model_config, num_classes=progress.last.num_classes,
+      input_shape=input_shape(config))
+  checkpoints.restore_weights(model, progress.last.checkpoint)
+  return model
+
+
+def _check_same_config(config: config_dict.ConfigDict, workdir: str) -> None:
+  """A run resumes only with the config it started with."""
+  path = os.path.join(workdir, config_lib.CONFIG_FILE)
+  if not os.path.exists(path):
+    return
+  previous = config_lib.load_config(workdir).to_dict()
+  current = json.loads(config.to_json_best_effort())
+  if previous != current:
+    changed = sorted(k for k in set(previous) | set(current)
+                     if previous.get(k) != current.get(k))
+    raise ValueError(
+        f"Run directory {workdir!r} was started with a different config "
+        f"(sections differing: {changed}). Resume with the same config, or "
+        "pass a new --workdir.")
+
+
+def train(config: config_dict.ConfigDict, workdir: str) -> dict:
+  """Trains every stage of `config` in `workdir` and returns final metrics.
+
+  Args:
+    config: an experiment config (see configs/default.py).
+    workdir: run directory: config.json, progress.json, checkpoints/,
+      tensorboard/, eval/<stage>.json and metrics.json go here.
+
+  Returns:
+    The last evaluated stage's metrics (rank1, rank5, rank10, rank20, mAP,
+    mINP as fractions, ...), also written to workdir/metrics.json; empty if
+    no stage has a query / gallery split.
+  """
+  config_lib.validate_config(config)
+  _check_same_config(config, workdir)
+  config_lib.save_config(config, workdir)
+  keras.utils.set_random_seed(config.seed)
+  if config.train.deterministic:
+    tf.config.experimental.enable_op_determinism()
+  if config.train.mixed_precision:
+    keras.mixed_precision.set_global_policy("mixed_float16")
+  strategy = distribute.make_strategy(config.train.distribute)
+  writer = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard"))
+  progress = checkpoints.Progress.load(workdir)
+  normalization = builders.normalization_for(config.model)
+  model = None
+  global_offset = 0
+  final_metrics: dict = {}
+  started = time.perf_counter()
+
+  for stage_index, (name, stage) in enumerate(config.stages.items()):
+    dataset = load_stage_dataset(stage, config)
+    num_classes = len({r.pid for r in dataset.train})
+    logging.info("Stage %s: %s", name, dataset.summary())
+    phases = [
+        loop.Phase(name, 1, stage.step1_steps, stage.step1_lr,
+                   stage.lr_decay_steps, stage.lr_decay_factor,
+                   batch_size=stage.ids_per_batch * stage.images_per_id),
+        loop.Phase(name, 2, stage.step2_steps, stage.step2_lr,
+                   stage.lr_decay_steps, stage.lr_decay_factor,
+                   eval_every=stage.eval_every,
+                   batch_size=stage.ids_per_batch * stage.images_per_id)]
+    evaluate = None
+    if dataset.query and dataset.gallery:
+      evaluate = functools.partial(evaluate_model, dataset=dataset,
+                                   config=config)
+    stage_started = any(f.stage == name for f in progress.finished)
+    for phase in phases:
+      phase.global_step_offset = global_offset
+      global_offset += phase.steps
+      if phase.steps == 0 or progress.is_finished(name, phase.phase):
+        continue
+      with strategy.scope():
+        if model is None and progress.last is not None:
+          model = _restore_last(progress, config)
+        if not stage_started:
+          model = _init_stage_model(model, stage, config, num_classes)
+          stage_started = True
+      seed = config.seed + 1000 * stage_index + phase.phase
+      make_dataset = train_dataset_fn(dataset, stage, config, normalization,
+                                      seed)
+      sample = next(iter(make_dataset(tf.distribute.InputContext())))
+      loop.write_input_images(writer, sample["images"].numpy(),
+                              f"inputs/{name}", phase.global_step_offset)
+      path = loop.run_phase(model, phase, make_dataset=make_dataset,
+                            config=config, strategy=strategy, workdir=workdir,
+                            writer=writer, evaluate=evaluate)
+      progress.finished.append(checkpoints.FinishedPhase(
+          name, phase.phase, num_classes, path))
+      progress.save(workdir)
+
+    if evaluate is not None:
+      if model is None:  # every phase was finished before this process
+        with strategy.scope():
+          model = _restore_last(progress, config)
+      final_metrics = evaluate(model)
+      loop.write_eval_summaries(writer, final_metrics, global_offset)
+      _write_json(os.path.join(workdir, "eval", f"{name}.json"), final_metrics)
+      print(f"Stage {name!r} evaluation: " + format_metrics(final_metrics),
+            flush=True)
+
+  writer.flush()
+  final_metrics = dict(final_metrics, train_seconds=time.perf_counter() - started)
+  _write_json(os.path.join(workdir, METRICS_FILE), final_metrics)
+  return final_metrics
+
+
+def format_metrics(metrics: dict) -> str:
+  keys = ("rank1", "rank5", "rank10", "rank20", "mAP", "mINP")
+  return ", ".join(f"{k} {100 * metrics[k]:.1f}%" for k in keys if k in metrics)
+
+
+def _write_json(path: str, data: dict) -> None:
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path, "w") as f:
+    json.dump(data, f, indent=2, default=float)
