@@ -107,5 +107,5 @@ def base_config() -> config_dict.ConfigDict:
 
 def get_config() -> config_dict.ConfigDict:
   config = base_config()
-  config.stages.synthetic = stage_config(init="backbone")
+  config.stages.synthetic = stage_config()
   return config

@@ -9,6 +9,7 @@ WORKDIR/tensorboard; the final evaluation to WORKDIR/metrics.json. Rerunning
 with the same --workdir resumes from the last checkpoint.
 """
 
+import logging
 import os
 import time
 
@@ -54,6 +55,9 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   from keras_reid.training import stages  # pylint: disable=g-import-not-at-top
+  # TensorFlow logs every checkpoint write at INFO; keep the console readable.
+  logging.getLogger("absl").addFilter(
+      lambda record: not record.pathname.endswith("functional_saver.py"))
   workdir = _WORKDIR.value or default_workdir(flags.FLAGS["config"].config_filename)
   print(f"Run directory: {workdir}", flush=True)
   metrics = stages.train(_CONFIG.value, workdir)

@@ -55,14 +55,19 @@ class Progress:
       return cls()
     with open(path) as f:
       data = json.load(f)
-    return cls([FinishedPhase(**item) for item in data["finished"]])
+    # Stored relative to the run directory, so a run can be moved or copied.
+    return cls([FinishedPhase(**dict(
+        item, checkpoint=os.path.join(workdir, item["checkpoint"])))
+                for item in data["finished"]])
 
   def save(self, workdir: str) -> None:
     path = os.path.join(workdir, PROGRESS_FILE)
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
-      json.dump({"finished": [dataclasses.asdict(p) for p in self.finished]},
-                f, indent=2)
+      json.dump({"finished": [
+          dict(dataclasses.asdict(p),
+               checkpoint=os.path.relpath(p.checkpoint, workdir))
+          for p in self.finished]}, f, indent=2)
     os.replace(tmp, path)  # atomic: a kill never leaves a half-written file
 
 
@@ -92,6 +97,20 @@ def restore_weights(model: keras.Model, checkpoint_path: str) -> None:
   status.assert_existing_objects_matched()
 
 
+def rebuild_model(config: config_dict.ConfigDict, num_classes: int,
+                  checkpoint_path: str) -> keras.Model:
+  """Builds the training model of `config` and loads a checkpoint into it."""
+  from keras_reid.models import builders  # pylint: disable=g-import-not-at-top
+  model_config = config.model.copy_and_resolve_references()
+  model_config.weights = ""  # the checkpoint supplies every weight
+  model = builders.build_training_model(
+      model_config, num_classes=num_classes,
+      input_shape=(config.data.image_height, config.data.image_width, 3),
+      seed=config.seed)
+  restore_weights(model, checkpoint_path)
+  return model
+
+
 def restore_training_model(
     workdir: str) -> tuple[keras.Model, config_dict.ConfigDict]:
   """Rebuilds a run's training model and loads its latest finished weights.
@@ -105,19 +124,14 @@ def restore_training_model(
   Raises:
     FileNotFoundError: the run has no config or no finished phase yet.
   """
-  from keras_reid.models import builders  # pylint: disable=g-import-not-at-top
   config = config_lib.load_config(workdir)
   progress = Progress.load(workdir)
   if progress.last is None:
     raise FileNotFoundError(
         f"Run {workdir!r} has no finished training step yet "
         f"({PROGRESS_FILE} is missing or empty); train it first.")
-  model_config = config.model.copy_and_resolve_references()
-  model_config.weights = ""  # the checkpoint supplies every weight
-  model = builders.build_training_model(
-      model_config, num_classes=progress.last.num_classes,
-      input_shape=(config.data.image_height, config.data.image_width, 3))
-  restore_weights(model, progress.last.checkpoint)
+  model = rebuild_model(config, progress.last.num_classes,
+                        progress.last.checkpoint)
   return model, config
 
 

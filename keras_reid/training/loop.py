@@ -56,26 +56,6 @@ class Phase:
   batch_size: int = 0
 
 
-def set_trainable(model: keras.Model, phase: int, freeze_bn: bool) -> None:
-  """Phase 1: only the classifiers train. Phase 2: everything (BN optional).
-
-  A BatchNormalization layer with `trainable = False` runs in inference mode
-  in Keras 3, which is how BN is frozen (a `training=False` inside the
-  functional graph would be overridden by the outer call).
-  """
-  model.trainable = phase == 2
-  if phase == 1:
-    for name in builders.CLASSIFIER_LAYER_NAMES:
-      try:
-        model.get_layer(name).trainable = True
-      except ValueError:
-        pass  # auxiliary classifiers exist only with aux heads
-  elif freeze_bn:
-    for layer in model._flatten_layers(include_self=False, recursive=True):  # pylint: disable=protected-access
-      if isinstance(layer, keras.layers.BatchNormalization):
-        layer.trainable = False
-
-
 def loss_weights(loss_config: config_dict.ConfigDict, phase: int) -> dict:
   """The keyword arguments of losses.compute_losses for a phase."""
   return dict(
@@ -191,7 +171,8 @@ def run_phase(model: keras.Model, phase: Phase, *,
     NonFiniteLossError: the loss became NaN/inf (the checkpoints keep the
       last good state).
   """
-  set_trainable(model, phase.phase, config.model.freeze_bn)
+  builders.set_step_trainable(model, phase.phase,
+                              freeze_bn=config.model.freeze_bn)
   with strategy.scope():
     optimizer = make_optimizer(config.train, phase)
     optimizer.build(model.trainable_variables)

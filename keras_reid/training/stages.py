@@ -109,23 +109,14 @@ def _init_stage_model(model: keras.Model | None, stage: config_dict.ConfigDict,
   """The model a stage starts from, with new heads for its identities."""
   if stage.init == "backbone" or (stage.init == "previous" and model is None):
     return builders.build_training_model(
-        config.model, num_classes=num_classes, input_shape=input_shape(config))
+        config.model, num_classes=num_classes, input_shape=input_shape(config),
+        seed=config.seed)
   if stage.init != "previous":  # a previous run's workdir
     model, _ = checkpoints.restore_training_model(stage.init)
   return builders.replace_classifiers(model, config.model,
                                       num_classes=num_classes,
-                                      input_shape=input_shape(config))
-
-
-def _restore_last(progress: checkpoints.Progress,
-                  config: config_dict.ConfigDict) -> keras.Model:
-  model_config = config.model.copy_and_resolve_references()
-  model_config.weights = ""  # the checkpoint supplies every weight
-  model = builders.build_training_model(
-      model_config, num_classes=progress.last.num_classes,
-      input_shape=input_shape(config))
-  checkpoints.restore_weights(model, progress.last.checkpoint)
-  return model
+                                      input_shape=input_shape(config),
+                                      seed=config.seed)
 
 
 def _check_same_config(config: config_dict.ConfigDict, workdir: str) -> None:
@@ -198,7 +189,8 @@ def train(config: config_dict.ConfigDict, workdir: str) -> dict:
         continue
       with strategy.scope():
         if model is None and progress.last is not None:
-          model = _restore_last(progress, config)
+          model = checkpoints.rebuild_model(
+              config, progress.last.num_classes, progress.last.checkpoint)
         if not stage_started:
           model = _init_stage_model(model, stage, config, num_classes)
           stage_started = True
@@ -218,7 +210,8 @@ def train(config: config_dict.ConfigDict, workdir: str) -> dict:
     if evaluate is not None:
       if model is None:  # every phase was finished before this process
         with strategy.scope():
-          model = _restore_last(progress, config)
+          model = checkpoints.rebuild_model(
+              config, progress.last.num_classes, progress.last.checkpoint)
       final_metrics = evaluate(model)
       loop.write_eval_summaries(writer, final_metrics, global_offset)
       _write_json(os.path.join(workdir, "eval", f"{name}.json"), final_metrics)

@@ -1,0 +1,96 @@
+"""Tests of one fine-tuning phase: what trains in each step, NaN handling."""
+
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_reid.models import builders
+from keras_reid.training import loop
+from tests.training import tiny_config
+
+NUM_CLASSES = 3
+K, M, H, W = 3, 2, 64, 32
+
+
+def _make_dataset(context):
+  del context
+  rng = np.random.default_rng(0)
+  images = rng.normal(size=(K * M, H, W, 3)).astype(np.float32)
+  labels = np.repeat(np.arange(K), M).astype(np.int32)
+  ii, jj = np.triu_indices(K * M, k=1)
+  batch = dict(images=images, labels=labels,
+               camids=np.zeros(K * M, np.int32),
+               pair_i=ii.astype(np.int32), pair_j=jj.astype(np.int32),
+               pair_same=(labels[ii] == labels[jj]).astype(np.float32))
+  return tf.data.Dataset.from_tensors(batch).repeat()
+
+
+def _setup(tmp_path, **train_overrides):
+  config = tiny_config.get_config()
+  config.train.update(train_overrides)
+  model = builders.build_training_model(
+      config.model, num_classes=NUM_CLASSES, input_shape=(H, W, 3), seed=0)
+  writer = tf.summary.create_file_writer(str(tmp_path / "tb"))
+  return config, model, writer
+
+
+def _weights(layer):
+  return [w.numpy().copy() for w in layer.weights]
+
+
+def _changed(before, after):
+  return any(not np.array_equal(b, a) for b, a in zip(before, after))
+
+
+def test_step1_trains_only_classifier_and_step2_trains_all(tmp_path):
+  config, model, writer = _setup(tmp_path)
+  strategy = tf.distribute.get_strategy()
+  backbone0 = _weights(model.get_layer("backbone"))
+  verifier0 = _weights(model.get_layer("verifier"))
+  classifier0 = _weights(model.get_layer("classifier"))
+
+  phase1 = loop.Phase("s", 1, steps=3, lr=0.05, lr_decay_steps=100,
+                      lr_decay_factor=0.1, batch_size=K * M)
+  path = loop.run_phase(model, phase1, make_dataset=_make_dataset,
+                        config=config, strategy=strategy,
+                        workdir=str(tmp_path), writer=writer)
+  assert os.path.exists(path + ".index")
+  # Frozen in step 1: BN moving statistics included (inference mode).
+  assert not _changed(backbone0, _weights(model.get_layer("backbone")))
+  assert not _changed(verifier0, _weights(model.get_layer("verifier")))
+  assert _changed(classifier0, _weights(model.get_layer("classifier")))
+  trainable = {v.path for v in model.trainable_variables}
+  assert trainable and all("classifier" in p for p in trainable)
+
+  phase2 = loop.Phase("s", 2, steps=3, lr=0.05, lr_decay_steps=100,
+                      lr_decay_factor=0.1, batch_size=K * M)
+  loop.run_phase(model, phase2, make_dataset=_make_dataset, config=config,
+                 strategy=strategy, workdir=str(tmp_path), writer=writer)
+  assert _changed(backbone0, _weights(model.get_layer("backbone")))
+  assert _changed(verifier0, _weights(model.get_layer("verifier")))
+  assert len(model.trainable_variables) == len(
+      [v for v in model.variables if v.trainable]) > len(trainable)
+
+
+def test_nan_loss_stops_with_clear_error_and_keeps_checkpoint(tmp_path):
+  config, model, writer = _setup(tmp_path, checkpoint_every=1)
+  phase = loop.Phase("s", 2, steps=50, lr=1e30, lr_decay_steps=1000,
+                     lr_decay_factor=0.1, batch_size=K * M)
+  with pytest.raises(FloatingPointError, match="Last good checkpoint|last good checkpoint"):
+    loop.run_phase(model, phase, make_dataset=_make_dataset, config=config,
+                   strategy=tf.distribute.get_strategy(),
+                   workdir=str(tmp_path), writer=writer)
+  latest = tf.train.latest_checkpoint(str(tmp_path / "checkpoints" / "s" / "step2"))
+  assert latest is not None
+  # The kept checkpoint holds only finite weights.
+  for name, _ in tf.train.list_variables(latest):
+    if name.startswith("model/") and "VARIABLE_VALUE" in name:
+      value = tf.train.load_variable(latest, name)
+      if np.issubdtype(np.asarray(value).dtype, np.floating):
+        assert np.all(np.isfinite(value)), name
+
+
+if __name__ == "__main__":
+  raise SystemExit(pytest.main([__file__, "-q", "-p", "no:cacheprovider"]))

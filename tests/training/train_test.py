@@ -1,0 +1,163 @@
+"""End-to-end tests of `keras_reid.train`: stages, metrics, resume after SIGKILL."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_reid.data import synthetic
+from keras_reid.training import checkpoints
+from keras_reid.training import stages
+from tests.training import tiny_config
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TINY_CONFIG = os.path.join(REPO, "tests", "training", "tiny_config.py")
+
+
+@pytest.fixture(scope="module")
+def synthetic_dir(tmp_path_factory):
+  root = str(tmp_path_factory.mktemp("data") / "synthetic")
+  synthetic.generate(root, num_ids=6, seed=0)
+  return root
+
+
+def _tensorboard_tags(logdir):
+  tags = set()
+  for name in os.listdir(logdir):
+    for event in tf.compat.v1.train.summary_iterator(os.path.join(logdir, name)):
+      for value in event.summary.value:
+        tags.add(value.tag)
+  return tags
+
+
+def test_tiny_run_end_to_end(tmp_path, synthetic_dir):
+  config = tiny_config.get_config()
+  config.data.synthetic_dir = synthetic_dir
+  workdir = str(tmp_path / "run")
+  metrics = stages.train(config, workdir)
+
+  with open(os.path.join(workdir, "metrics.json")) as f:
+    written = json.load(f)
+  for key in ("rank1", "rank5", "rank10", "rank20", "mAP", "mINP"):
+    assert 0.0 <= written[key] <= 1.0
+    assert written[key] == pytest.approx(metrics[key])
+  assert written["rank1"] <= written["rank5"] <= written["rank20"]
+  assert os.path.exists(os.path.join(workdir, "config.json"))
+  progress = checkpoints.Progress.load(workdir)
+  assert [(p.stage, p.phase) for p in progress.finished] == [
+      ("synthetic", 1), ("synthetic", 2)]
+  tags = _tensorboard_tags(os.path.join(workdir, "tensorboard"))
+  for tag in ("loss/total", "loss/cls", "loss/ver", "accuracy/cls",
+              "accuracy/ver", "lr", "throughput/images_per_sec", "eval/rank1",
+              "eval/mAP", "inputs/synthetic"):
+    assert tag in tags, (tag, sorted(tags))
+
+  # The trained run reloads for evaluation / export with the same weights.
+  model, loaded_config = checkpoints.restore_training_model(workdir)
+  assert loaded_config.to_dict() == json.loads(config.to_json_best_effort())
+  assert model.get_layer("classifier").get_weights()[0].shape[-1] == 3
+
+  # Rerunning a finished run does no training and gives the same metrics.
+  again = stages.train(config, workdir)
+  assert again["rank1"] == metrics["rank1"] and again["mAP"] == metrics["mAP"]
+
+
+def test_resume_refuses_a_different_config(tmp_path, synthetic_dir):
+  config = tiny_config.get_config()
+  config.data.synthetic_dir = synthetic_dir
+  config.stages.synthetic.update(dict(step1_steps=1, step2_steps=0))
+  workdir = str(tmp_path / "run")
+  stages.train(config, workdir)
+  config.train.momentum = 0.5
+  with pytest.raises(ValueError, match="different config"):
+    stages.train(config, workdir)
+
+
+def test_stage_transition_replaces_heads_and_keeps_base(tmp_path, synthetic_dir):
+  other = str(tmp_path / "other")
+  synthetic.generate(other, num_ids=10, seed=1, domain="b")
+  config = tiny_config.get_config()
+  config.data.synthetic_dir = synthetic_dir
+  config.stages.synthetic.update(dict(step1_steps=1, step2_steps=2))
+  config.stages.target = config.stages.synthetic.copy_and_resolve_references()
+  config.stages.target.update(dict(root=other, init="previous", step1_steps=2,
+                                   step2_steps=0))
+  workdir = str(tmp_path / "run")
+  stages.train(config, workdir)
+
+  progress = checkpoints.Progress.load(workdir)
+  assert [(p.stage, p.phase) for p in progress.finished] == [
+      ("synthetic", 1), ("synthetic", 2), ("target", 1)]
+  first = checkpoints.rebuild_model(config, progress.finished[1].num_classes,
+                                    progress.finished[1].checkpoint)
+  last = checkpoints.rebuild_model(config, progress.finished[2].num_classes,
+                                   progress.finished[2].checkpoint)
+  assert progress.finished[2].num_classes != progress.finished[1].num_classes
+  assert (last.get_layer("classifier").get_weights()[0].shape[-1]
+          == progress.finished[2].num_classes)
+  # Step 1 of the new stage trained only the new classifier: the base and the
+  # verification head are exactly those the first stage ended with.
+  for name in ("backbone", "verifier"):
+    for a, b in zip(first.get_layer(name).get_weights(),
+                    last.get_layer(name).get_weights()):
+      np.testing.assert_array_equal(a, b)
+
+
+def _train_cmd(workdir, synthetic_dir):
+  return [sys.executable, "-m", "keras_reid.train", f"--config={TINY_CONFIG}",
+          f"--workdir={workdir}", f"--config.data.synthetic_dir={synthetic_dir}",
+          "--config.stages.synthetic.step2_steps=12",
+          "--config.train.checkpoint_every=1"]
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path, synthetic_dir):
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2",
+             PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+  full = str(tmp_path / "full")
+  subprocess.run(_train_cmd(full, synthetic_dir), env=env, cwd=REPO,
+                 check=True, capture_output=True, timeout=600)
+
+  killed = str(tmp_path / "killed")
+  proc = subprocess.Popen(_train_cmd(killed, synthetic_dir), env=env, cwd=REPO,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  step2 = os.path.join(killed, "checkpoints", "synthetic", "step2")
+  deadline = time.time() + 600
+  # Kill in the middle of step 2, after a few of its checkpoints.
+  while time.time() < deadline and proc.poll() is None:
+    latest = tf.train.latest_checkpoint(step2) if os.path.isdir(step2) else None
+    if latest and int(latest.rsplit("-", 1)[1]) >= 4:
+      break
+    time.sleep(0.05)
+  assert proc.poll() is None, "training ended before it could be killed"
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  assert not os.path.exists(os.path.join(killed, "metrics.json"))
+
+  resumed = subprocess.run(_train_cmd(killed, synthetic_dir), env=env,
+                           cwd=REPO, capture_output=True, text=True,
+                           timeout=600)
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert "Resuming synthetic step 2" in resumed.stderr
+
+  def final_weights(workdir):
+    model, _ = checkpoints.restore_training_model(workdir)
+    return model.get_weights()
+  for a, b in zip(final_weights(full), final_weights(killed)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+  with open(os.path.join(full, "metrics.json")) as f:
+    m_full = json.load(f)
+  with open(os.path.join(killed, "metrics.json")) as f:
+    m_killed = json.load(f)
+  for key in ("rank1", "mAP", "mINP"):
+    assert m_full[key] == pytest.approx(m_killed[key], abs=1e-6)
+
+
+if __name__ == "__main__":
+  raise SystemExit(pytest.main([__file__, "-q", "-p", "no:cacheprovider"]))
