@@ -16,8 +16,11 @@ def stage_config(**overrides) -> config_dict.ConfigDict:
   classification + verification (+ auxiliary) losses.
   """
   stage = config_dict.ConfigDict(dict(
-      dataset="synthetic",        # a name from keras_reid.data.DATASETS
-      root="",                     # dataset folder; "" = the dataset's default
+      # A name from keras_reid.data.DATASETS; "a+b" pools the training sets
+      # of several datasets (roots "A+B"); evaluation uses the first one.
+      dataset="synthetic",
+      root="",                     # dataset folder; "" only for synthetic
+      options="",                  # reader options, e.g. "protocol=new,kind=detected"
       split=0,                     # split index for repeated-split protocols
       split_seed=0,                # seed that draws the random splits
       ids_per_batch=8,             # K identities per batch (paper: 32)

@@ -1,5 +1,7 @@
 """Tests for the config schema and keras_reid.config helpers."""
 
+import glob
+import importlib
 import os
 
 import pytest
@@ -13,6 +15,33 @@ def test_default_config_is_valid():
   config = default.get_config()
   config_lib.validate_config(config)
   assert list(config.stages.keys()) == ["synthetic"]
+
+
+CONFIG_FILES = sorted(
+    os.path.basename(p)[:-3] for p in glob.glob(
+        os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                     "configs", "*.py"))
+    if not os.path.basename(p).startswith("__"))
+
+
+@pytest.mark.parametrize("name", CONFIG_FILES)
+def test_every_experiment_config_is_valid(name):
+  module = importlib.import_module(f"configs.{name}")
+  if not hasattr(module, "get_config"):
+    return  # a shared helper module (e.g. configs/paper.py)
+  config = module.get_config()
+  config_lib.validate_config(config)
+  # Same schema as the default: an override valid for one is valid for all.
+  assert set(config.keys()) == set(default.get_config().keys())
+  for stage in config.stages.values():
+    assert set(stage.keys()) == set(default.stage_config().keys())
+
+
+def test_staged_config_rejects_unknown_target():
+  from configs import staged_googlenet  # pylint: disable=g-import-not-at-top
+  assert staged_googlenet.get_config("prid2011").stages.target.dataset == "prid2011"
+  with pytest.raises(ValueError, match="viper"):
+    staged_googlenet.get_config("grid")
 
 
 def test_wrong_type_names_the_key():

@@ -53,3 +53,35 @@ class ReidDataset:
         num_query_ids=ids(self.query), num_query_images=len(self.query),
         num_gallery_ids=ids(self.gallery), num_gallery_images=len(self.gallery),
         num_cameras=len(cams))
+
+
+def combine_for_training(datasets: list[ReidDataset]) -> ReidDataset:
+  """Pools the training sets of several datasets into one (e.g. Market + CUHK03).
+
+  Identities and cameras of different datasets are kept apart by offsetting
+  them; query and gallery are those of the first dataset.
+
+  Args:
+    datasets: at least one dataset.
+
+  Returns:
+    A ReidDataset named "a+b+..." whose train holds every training record.
+  """
+  if not datasets:
+    raise ValueError("combine_for_training needs at least one dataset.")
+  if len(datasets) == 1:
+    return datasets[0]
+  train = []
+  pid_offset = cam_offset = 0
+  for dataset in datasets:
+    pids = sorted({r.pid for r in dataset.train})
+    new_pid = {pid: pid_offset + i for i, pid in enumerate(pids)}
+    cams = [r.camid for r in dataset.train if r.camid != UNKNOWN_CAMID]
+    for r in dataset.train:
+      camid = r.camid if r.camid == UNKNOWN_CAMID else r.camid + cam_offset
+      train.append(Record(r.path, new_pid[r.pid], camid))
+    pid_offset += len(pids)
+    cam_offset += (max(cams) + 1) if cams else 0
+  first = datasets[0]
+  return ReidDataset("+".join(d.name for d in datasets), train, first.query,
+                     first.gallery)

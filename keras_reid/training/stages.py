@@ -31,11 +31,10 @@ from keras_reid.training import loop
 METRICS_FILE = "metrics.json"
 
 
-def stage_root(stage: config_dict.ConfigDict,
-               config: config_dict.ConfigDict) -> str:
-  """The dataset folder of a stage; generates the synthetic set if absent."""
-  if stage.dataset == "synthetic":
-    root = stage.root or config.data.synthetic_dir
+def _dataset_root(name: str, root: str, config: config_dict.ConfigDict) -> str:
+  """The folder of one dataset; generates the synthetic set if absent."""
+  if name == "synthetic":
+    root = root or config.data.synthetic_dir
     if not os.path.isdir(root):
       logging.info("Generating synthetic pedestrians into %s", root)
       print(f"Generating {config.data.synthetic_num_ids} synthetic identities "
@@ -43,17 +42,47 @@ def stage_root(stage: config_dict.ConfigDict,
       synthetic.generate(root, num_ids=config.data.synthetic_num_ids,
                          seed=config.seed, domain=config.data.synthetic_domain)
     return root
-  if not stage.root:
+  if not root:
     raise ValueError(
-        f"Stage dataset {stage.dataset!r} needs a folder: set "
+        f"Stage dataset {name!r} needs a folder: set "
         "--config.stages.<name>.root=DIR (see README.md, Datasets).")
-  return stage.root
+  return root
+
+
+def parse_options(text: str) -> dict:
+  """Reader options written "key=value,key=value" (values: int, float, bool, str)."""
+  options = {}
+  for item in filter(None, (part.strip() for part in text.split(","))):
+    key, sep, value = item.partition("=")
+    if not sep:
+      raise ValueError(f"Dataset option {item!r} in {text!r}: expected "
+                       "key=value, e.g. \"protocol=new,kind=detected\".")
+    for cast in (int, float):
+      try:
+        value = cast(value)
+        break
+      except ValueError:
+        pass
+    options[key.strip()] = {"true": True, "false": False}.get(value, value)
+  return options
 
 
 def load_stage_dataset(stage: config_dict.ConfigDict,
                        config: config_dict.ConfigDict) -> records_lib.ReidDataset:
-  return datasets.load_dataset(stage.dataset, stage_root(stage, config),
-                               split=stage.split, split_seed=stage.split_seed)
+  """The stage's dataset; "a+b" with roots "A+B" pools their training sets."""
+  names = stage.dataset.split("+")
+  roots = stage.root.split("+") if stage.root else [""] * len(names)
+  if len(roots) != len(names):
+    raise ValueError(
+        f"Stage dataset {stage.dataset!r} names {len(names)} dataset(s) but "
+        f"root {stage.root!r} gives {len(roots)} folder(s); separate both "
+        "with '+' in the same order.")
+  options = parse_options(stage.options)
+  return records_lib.combine_for_training([
+      datasets.load_dataset(name, _dataset_root(name, root, config),
+                            split=stage.split, split_seed=stage.split_seed,
+                            **options)
+      for name, root in zip(names, roots)])
 
 
 def input_shape(config: config_dict.ConfigDict) -> tuple[int, int, int]:

@@ -1,0 +1,41 @@
+"""Real data on a CPU: MobileNet v1 0.5 (ImageNet) -> reid_pool -> VIPeR split 0.
+
+The full method at CPU size: classification + 3 x verification with
+pairwise-consistent dropout, two-stepped fine-tuning, staged transfer through
+reid_pool (GRID, CAVIAR4REID, i-LIDS, 3DPeS) to VIPeR. Reads the data
+described in ../shared/data/README.md from $REID_DATA_ROOT. Its measured
+result and time are in bench/training_results.md.
+"""
+
+import os
+
+from configs import default
+
+
+def data_root() -> str:
+  return os.environ.get("REID_DATA_ROOT", os.path.join("..", "shared", "data"))
+
+
+def get_config():
+  config = default.base_config()
+  root = data_root()
+  config.model.update(dict(
+      backbone="mobilenet_v1", alpha=0.5,
+      weights=os.path.join(
+          root, "weights", "mobilenet_v1_0.5_imagenet_bn_no_top.weights.h5")))
+  config.data.image_height = 128
+  config.data.image_width = 64
+  config.train.checkpoint_every = 500
+  config.train.log_every = 50
+  # Epochs as in the reference prototype (K=32 ids x M=2 images = 64 images
+  # a batch): reid_pool 10 + 60 epochs of its 3,984 images, VIPeR 10 + 30
+  # epochs of its 632 training images.
+  config.stages.reid_pool = default.stage_config(
+      dataset="manifest", root=os.path.join(root, "reid_pool"),
+      ids_per_batch=32, images_per_id=2, step1_steps=620, step2_steps=3720,
+      step1_lr=0.01, step2_lr=0.01, lr_decay_steps=2500, init="backbone")
+  config.stages.viper = default.stage_config(
+      dataset="viper", root=os.path.join(root, "viper"), split=0,
+      ids_per_batch=32, images_per_id=2, step1_steps=100, step2_steps=300,
+      step1_lr=0.01, step2_lr=0.005, lr_decay_steps=200)
+  return config

@@ -1,0 +1,43 @@
+"""Tests of stage set-up: dataset options, pooled datasets, clear errors."""
+
+import pytest
+
+from configs import default
+from keras_reid.data import synthetic
+from keras_reid.training import stages
+
+
+def test_parse_options_types():
+  assert stages.parse_options("") == {}
+  assert stages.parse_options("protocol=old, kind=detected,split=3,x=0.5,y=true") == dict(
+      protocol="old", kind="detected", split=3, x=0.5, y=True)
+  with pytest.raises(ValueError, match="key=value"):
+    stages.parse_options("protocol")
+
+
+def test_stage_pools_two_datasets(tmp_path):
+  a, b = str(tmp_path / "a"), str(tmp_path / "b")
+  synthetic.generate(a, num_ids=4, seed=0)
+  synthetic.generate(b, num_ids=6, seed=1, domain="b")
+  config = default.get_config()
+  stage = default.stage_config(dataset="synthetic+synthetic", root=f"{a}+{b}")
+  pooled = stages.load_stage_dataset(stage, config)
+  only_a = stages.load_stage_dataset(default.stage_config(root=a), config)
+  only_b = stages.load_stage_dataset(default.stage_config(root=b), config)
+  assert len(pooled.train) == len(only_a.train) + len(only_b.train)
+  assert len({r.pid for r in pooled.train}) == (
+      len({r.pid for r in only_a.train}) + len({r.pid for r in only_b.train}))
+  assert pooled.query == only_a.query
+
+
+def test_stage_errors_name_the_problem(tmp_path):
+  config = default.get_config()
+  with pytest.raises(ValueError, match="needs a folder"):
+    stages.load_stage_dataset(default.stage_config(dataset="viper"), config)
+  with pytest.raises(ValueError, match="2 dataset"):
+    stages.load_stage_dataset(
+        default.stage_config(dataset="viper+prid2011", root=str(tmp_path)), config)
+
+
+if __name__ == "__main__":
+  raise SystemExit(pytest.main([__file__, "-q", "-p", "no:cacheprovider"]))
