@@ -22,7 +22,7 @@ from keras_reid.data import datasets
 from keras_reid.data import pipeline
 from keras_reid.data import records as records_lib
 from keras_reid.data import synthetic
-from keras_reid.evaluation import ranking
+from keras_reid.evaluation import extract
 from keras_reid.models import builders
 from keras_reid.training import checkpoints
 from keras_reid.training import distribute
@@ -112,24 +112,14 @@ def evaluate_model(model: keras.Model, dataset: records_lib.ReidDataset,
                    config: config_dict.ConfigDict) -> dict:
   """SIR evaluation of the training model on a dataset's query / gallery."""
   embedder = builders.build_embedder(model)
-  normalization = builders.normalization_for(config.model)
-
-  @tf.function
-  def embed(images):
-    return embedder(images, training=False)
-
-  def features(records):
-    ds = pipeline.make_eval_dataset(
-        records, image_size=(config.data.image_height, config.data.image_width),
-        normalization=normalization, batch_size=config.data.eval_batch_size)
-    return tf.concat([embed(batch) for batch in ds], axis=0).numpy()
-
-  query, gallery = dataset.query, dataset.gallery
-  return ranking.evaluate_features(
-      features(query), features(gallery),
-      [r.pid for r in query], [r.pid for r in gallery],
-      [r.camid for r in query], [r.camid for r in gallery],
-      max_rank=config.eval.max_rank)
+  embed = tf.function(lambda images: embedder(images, training=False),
+                      reduce_retracing=True)
+  return extract.evaluate_embedder(
+      embed, dataset,
+      image_size=(config.data.image_height, config.data.image_width),
+      normalization=builders.normalization_for(config.model),
+      batch_size=config.data.eval_batch_size, max_rank=config.eval.max_rank,
+      rerank=config.eval.rerank)
 
 
 def _init_stage_model(model: keras.Model | None, stage: config_dict.ConfigDict,

@@ -1,0 +1,139 @@
+"""Benchmark: SIR evaluation on a Market-1501-sized synthetic problem.
+
+3,368 queries x (15,913 gallery + 3,819 junk) images, Market-like ids
+(750 test ids, 6 cameras, 2,798 distractors), features = identity centre +
+noise (tuned to a Market-like Rank-1). Each method runs in its own
+subprocess so that its peak RSS is its own:
+
+  fast       keras_reid.evaluation.ranking.evaluate_features
+  baseline   float32 GEMM distance matrix + full argsort + torchreid's
+             eval_market1501 loop (keras_reid.evaluation.reference), i.e. what
+             PyTorch Re-ID toolkits do, in NumPy instead of Cython
+  rerank     k-reciprocal re-ranking (keras_reid.evaluation.rerank) + evaluation
+
+Usage:
+  python bench/eval_market.py [--dim 1024] [--methods fast,baseline]
+      [--scale 1.0] [--repeats 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+NUM_QUERY, NUM_GALLERY, NUM_JUNK, NUM_DISTRACTORS, NUM_IDS, NUM_CAMS = (
+    3368, 15913, 3819, 2798, 750, 6)
+
+
+def market_like(dim: int, scale: float = 1.0, seed: int = 0, noise=2.7):
+  """Synthetic Market-sized features; `scale` shrinks every count."""
+  rng = np.random.default_rng(seed)
+  nq, ng = int(NUM_QUERY * scale), int(NUM_GALLERY * scale)
+  nj, nd, ni = int(NUM_JUNK * scale), int(NUM_DISTRACTORS * scale), max(
+      2, int(NUM_IDS * scale))
+  centres = rng.standard_normal((ni + 1, dim), dtype=np.float32)
+  # Each id is seen in 2..6 cameras; queries: one per (id, camera) for the
+  # first nq of them, gallery: the id images spread over the id's cameras.
+  q_pids = rng.integers(1, ni + 1, nq)
+  q_cams = rng.integers(0, NUM_CAMS, nq)
+  g_pids_id = np.concatenate([np.arange(1, ni + 1),
+                              rng.integers(1, ni + 1, ng - nd - ni)])
+  g_cams_id = rng.integers(0, NUM_CAMS, g_pids_id.size)
+  g_pids = np.concatenate([g_pids_id, np.zeros(nd, np.int64),
+                           -np.ones(nj, np.int64)])
+  g_cams = np.concatenate([g_cams_id, rng.integers(0, NUM_CAMS, nd + nj)])
+  perm = rng.permutation(g_pids.size)
+  g_pids, g_cams = g_pids[perm], g_cams[perm]
+
+  def feats(pids):
+    out = rng.standard_normal((pids.size, dim), dtype=np.float32)
+    out *= noise
+    id_rows = pids > 0
+    out[id_rows] += centres[pids[id_rows]]
+    out[~id_rows] *= 1.2
+    return out
+
+  return feats(q_pids), feats(g_pids), q_pids, g_pids, q_cams, g_cams
+
+
+def rss_mb() -> float:
+  with open("/proc/self/statm") as f:
+    return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def run_one(method: str, dim: int, scale: float, repeats: int) -> dict:
+  from keras_reid.evaluation import ranking, reference
+  data = market_like(dim, scale)
+  before = rss_mb()
+  times = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    if method == "fast":
+      result = ranking.evaluate_features(*data)
+    elif method == "baseline":
+      result = reference.evaluate_features(*data, sort_kind="quicksort")
+    elif method == "gemm":
+      keep = data[3] != -1
+      reference.distance_matrix(data[0], data[1][keep])
+      result = {}
+    elif method == "gemm_argsort":
+      keep = data[3] != -1
+      np.argsort(reference.distance_matrix(data[0], data[1][keep]), axis=1)
+      result = {}
+    elif method == "rerank":
+      from keras_reid.evaluation import rerank
+      result = rerank.evaluate_reranked(*data)
+    elif method == "rerank_reference":
+      from keras_reid.evaluation import rerank
+      result = rerank.reference_evaluate_reranked(*data)
+    else:
+      raise ValueError(f"unknown method {method!r}")
+    times.append(time.perf_counter() - t0)
+  peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+  return dict(method=method, dim=dim, scale=scale, seconds=min(times),
+              all_seconds=times, peak_rss_mb=peak, rss_before_mb=before,
+              peak_increase_mb=peak - before,
+              metrics={k: result[k] for k in ("rank1", "mAP", "mINP",
+                                               "num_queries")
+                       if k in result})
+
+
+def main():
+  parser = argparse.ArgumentParser()
+  parser.add_argument("--dim", type=int, default=1024)
+  parser.add_argument("--scale", type=float, default=1.0)
+  parser.add_argument("--repeats", type=int, default=1)
+  parser.add_argument("--methods", default="gemm,gemm_argsort,baseline,fast")
+  parser.add_argument("--child", default="")
+  args = parser.parse_args()
+  if args.child:
+    print(json.dumps(run_one(args.child, args.dim, args.scale, args.repeats)))
+    return
+  rows = []
+  for method in args.methods.split(","):
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", method, "--dim", str(args.dim),
+         "--scale", str(args.scale), "--repeats", str(args.repeats)],
+        check=True, capture_output=True, text=True).stdout
+    rows.append(json.loads(out.strip().splitlines()[-1]))
+    print(json.dumps(rows[-1]), flush=True)
+  by = {r["method"]: r for r in rows}
+  if "fast" in by and "baseline" in by:
+    print(f"speed-up fast vs baseline: "
+          f"{by['baseline']['seconds'] / by['fast']['seconds']:.2f}x")
+  if "rerank" in by and "rerank_reference" in by:
+    print(f"speed-up rerank vs reference: "
+          f"{by['rerank_reference']['seconds'] / by['rerank']['seconds']:.2f}x")
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,538 @@
+"""Dataset readers: one small function per dataset, in the DATASETS registry.
+
+Every reader takes the dataset's own folder (the one holding `cam_a/`,
+`bounding_box_train/`, ...) or the folder above it where the archive unpacked
+under its usual name, and returns a `ReidDataset` of (path, pid, camid)
+records with the dataset's standard protocol. Random-split protocols draw
+split `split` from a generator seeded by (split_seed, split), so the same
+split comes back every time. camids are 0-based, -1 when unknown. Market-1501
+style junk (pid -1) and distractors (pid 0) are kept in the test sets as they
+are, for the evaluator to treat.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+from typing import Callable, Iterable, Sequence
+
+from absl import logging
+import numpy as np
+
+from keras_reid.data import records as records_lib
+from keras_reid.data.records import Record
+from keras_reid.data.records import ReidDataset
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+
+
+def find_root(root: str, markers: Sequence[str], usual_names: Sequence[str],
+              dataset: str, layout: str) -> str:
+  """Returns the folder holding all `markers`: `root` or root/<usual name>.
+
+  Raises:
+    FileNotFoundError: naming the expected layout.
+  """
+  root = os.path.abspath(os.path.expanduser(root))
+  for cand in [root] + [os.path.join(root, n) for n in usual_names]:
+    if all(os.path.exists(os.path.join(cand, m)) for m in markers):
+      return cand
+  raise FileNotFoundError(
+      f"{dataset}: {root!r} is not a {dataset} folder. Expected "
+      f"{layout} in it or in one of its subfolders {list(usual_names)}.")
+
+
+def _images(folder: str) -> list[str]:
+  names = [n for n in os.listdir(folder)
+           if n.lower().endswith(IMAGE_EXTENSIONS)]
+  return [os.path.join(folder, n) for n in sorted(names)]
+
+
+def _parse(pattern: re.Pattern, path: str, what: str) -> re.Match:
+  m = pattern.match(os.path.basename(path))
+  if m is None:
+    raise ValueError(
+        f"Cannot parse file name {path!r}: expected {what} "
+        f"(regular expression {pattern.pattern}). Remove or rename the file.")
+  return m
+
+
+def _nonempty(dataset: str, **splits: list[Record]) -> None:
+  for name, recs in splits.items():
+    if not recs:
+      raise ValueError(
+          f"{dataset}: the {name} split is empty; check that the dataset "
+          "folder is complete.")
+
+
+def _split_ids(ids: Sequence[int], num_train: int, split: int,
+               split_seed: int) -> tuple[set[int], set[int]]:
+  """Random train / test identity split number `split`."""
+  if split < 0:
+    raise ValueError(f"split must be >= 0, got {split}.")
+  rng = np.random.default_rng([split_seed, split])
+  perm = rng.permutation(sorted(ids))
+  return set(perm[:num_train].tolist()), set(perm[num_train:].tolist())
+
+
+# Market-1501 / DukeMTMC-reID ------------------------------------------------
+
+_MARKET_RE = re.compile(r"^(-1|\d+)_c(\d)s(\d+)_(\d+)_(\d+)\.jpg$")
+_DUKE_RE = re.compile(r"^(\d+)_c(\d+)_f(\d+)\.jpg$")
+_MARKET_DIRS = ("bounding_box_train", "bounding_box_test", "query")
+
+
+def _read_market_layout(folder: str, pattern: re.Pattern, what: str,
+                        name: str) -> ReidDataset:
+  def read(sub, drop_junk):
+    out = []
+    for path in _images(os.path.join(folder, sub)):
+      if not path.endswith(".jpg"):
+        continue
+      m = _parse(pattern, path, what)
+      pid = int(m.group(1))
+      if drop_junk and pid == records_lib.JUNK_PID:
+        continue  # a junk box cannot be a training class
+      out.append(Record(path, pid, int(m.group(2)) - 1))
+    return out
+  ds = ReidDataset(name, read("bounding_box_train", True),
+                   read("query", False), read("bounding_box_test", False))
+  _nonempty(name, train=ds.train, query=ds.query, gallery=ds.gallery)
+  return ds
+
+
+def market1501(root: str, *, split: int = 0, split_seed: int = 0
+               ) -> ReidDataset:
+  """Market-1501: bounding_box_train / bounding_box_test / query.
+
+  File names `0002_c1s1_000451_03.jpg` (pid, camera 1-6, sequence, frame,
+  box); pid -1 = junk, 0000 = distractor (kept in the gallery; junk is
+  dropped from train only).
+  """
+  del split, split_seed
+  folder = find_root(root, _MARKET_DIRS,
+                     ("Market-1501-v15.09.15", "Market-1501", "market1501"),
+                     "market1501", "bounding_box_train/, bounding_box_test/, "
+                     "query/")
+  return _read_market_layout(folder, _MARKET_RE,
+                             "PID_cCsS_FRAME_BOX.jpg, e.g. "
+                             "0002_c1s1_000451_03.jpg", "market1501")
+
+
+def dukemtmcreid(root: str, *, split: int = 0, split_seed: int = 0
+                 ) -> ReidDataset:
+  """DukeMTMC-reID: Market layout, names `0001_c2_f0046182.jpg`."""
+  del split, split_seed
+  folder = find_root(root, _MARKET_DIRS, ("DukeMTMC-reID", "dukemtmc-reid"),
+                     "dukemtmcreid", "bounding_box_train/, "
+                     "bounding_box_test/, query/")
+  return _read_market_layout(folder, _DUKE_RE,
+                             "PID_cC_fFRAME.jpg, e.g. 0001_c2_f0046182.jpg",
+                             "dukemtmcreid")
+
+
+def synthetic(root: str, *, split: int = 0, split_seed: int = 0,
+              **generate_options) -> ReidDataset:
+  """Generated pedestrians (Market layout), see keras_reid.data.synthetic.
+
+  If `root` holds no dataset and `generate_options` (num_ids, seed, domain,
+  ...) are given, the dataset is generated there first.
+  """
+  del split, split_seed
+  has = all(os.path.isdir(os.path.join(root, d)) for d in _MARKET_DIRS)
+  if not has and generate_options:
+    from keras_reid.data import synthetic as synthetic_lib  # pylint: disable=g-import-not-at-top
+    synthetic_lib.generate(root, **generate_options)
+  folder = find_root(root, _MARKET_DIRS, ("synthetic",), "synthetic",
+                     "bounding_box_train/, bounding_box_test/, query/ (write "
+                     "them with `python -m keras_reid.data.synthetic "
+                     "--out=DIR`)")
+  ds = _read_market_layout(folder, _MARKET_RE, "PID_cCsS_FRAME_BOX.jpg",
+                           "synthetic")
+  return ds
+
+
+# MSMT17 ---------------------------------------------------------------------
+
+def msmt17(root: str, *, split: int = 0, split_seed: int = 0,
+           combine_val: bool = True) -> ReidDataset:
+  """MSMT17 (V1 or V2) from its list files.
+
+  train = list_train.txt (+ list_val.txt, which the standard protocol trains
+  on), query = list_query.txt, gallery = list_gallery.txt. Lines are
+  `PID/NAME.jpg LABEL`; the camera is the third `_` field of the name
+  (1-15, made 0-based).
+  """
+  del split, split_seed
+  folder = find_root(root, ("list_train.txt", "list_query.txt",
+                            "list_gallery.txt"),
+                     ("MSMT17_V1", "MSMT17_V2", "MSMT17", "msmt17"),
+                     "msmt17", "list_train.txt, list_val.txt, list_query.txt,"
+                     " list_gallery.txt and train/, test/ (V2: mask_train_v2/"
+                     ", mask_test_v2/)")
+  train_dir = next((d for d in ("train", "mask_train_v2")
+                    if os.path.isdir(os.path.join(folder, d))), "train")
+  test_dir = next((d for d in ("test", "mask_test_v2")
+                   if os.path.isdir(os.path.join(folder, d))), "test")
+
+  def read(list_name, img_dir):
+    out = []
+    with open(os.path.join(folder, list_name)) as f:
+      for n, line in enumerate(f, 1):
+        if not line.strip():
+          continue
+        parts = line.split()
+        try:
+          rel, pid = parts[0], int(parts[1])
+          camid = int(os.path.basename(rel).split("_")[2]) - 1
+        except (IndexError, ValueError) as e:
+          raise ValueError(
+              f"msmt17: cannot parse line {n} of {list_name}: {line!r}; "
+              "expected `PID/PID_IDX_CAM_....jpg LABEL`.") from e
+        out.append(Record(os.path.join(folder, img_dir, rel), pid, camid))
+    return out
+  train = read("list_train.txt", train_dir)
+  if combine_val and os.path.exists(os.path.join(folder, "list_val.txt")):
+    train += read("list_val.txt", train_dir)
+  ds = ReidDataset("msmt17", train, read("list_query.txt", test_dir),
+                   read("list_gallery.txt", test_dir))
+  _nonempty("msmt17", train=ds.train, query=ds.query, gallery=ds.gallery)
+  return ds
+
+
+# VIPeR ----------------------------------------------------------------------
+
+_VIPER_RE = re.compile(r"^(\d+)_(\d+)\.bmp$")
+
+
+def viper(root: str, *, split: int = 0, split_seed: int = 0) -> ReidDataset:
+  """VIPeR: cam_a/PID_ANGLE.bmp, cam_b/PID_ANGLE.bmp, 632 ids.
+
+  Protocol: 10 random splits of 316 train / 316 test ids; train = both
+  cameras of the train ids; query = cam_a test images, gallery = cam_b.
+  """
+  folder = find_root(root, ("cam_a", "cam_b"), ("VIPeR", "viper",
+                                                "VIPeR.v1.0"),
+                     "viper", "cam_a/ and cam_b/ holding PID_ANGLE.bmp")
+  cams = []
+  for c, sub in enumerate(("cam_a", "cam_b")):
+    cams.append([Record(p, int(_parse(_VIPER_RE, p, "PID_ANGLE.bmp, e.g. "
+                                      "000_45.bmp").group(1)), c)
+                 for p in _images(os.path.join(folder, sub))])
+  ids = sorted({r.pid for r in cams[0]} & {r.pid for r in cams[1]})
+  train_ids, test_ids = _split_ids(ids, len(ids) // 2, split, split_seed)
+  ds = ReidDataset(
+      "viper", [r for r in cams[0] + cams[1] if r.pid in train_ids],
+      [r for r in cams[0] if r.pid in test_ids],
+      [r for r in cams[1] if r.pid in test_ids])
+  _nonempty("viper", train=ds.train, query=ds.query, gallery=ds.gallery)
+  return ds
+
+
+# PRID 2011 ------------------------------------------------------------------
+
+_PRID_RE = re.compile(r"^person_(\d+)\.png$")
+
+
+def prid2011(root: str, *, split: int = 0, split_seed: int = 0,
+             num_shared: int = 200) -> ReidDataset:
+  """PRID 2011 single-shot: single_shot/cam_a (385), single_shot/cam_b (749).
+
+  Persons 1-200 appear in both cameras. Protocol: 10 random splits; 100 of
+  the 200 shared persons train (both cameras), the other 100 test; query =
+  their cam_a images; gallery = every cam_b image except the training
+  persons' (100 test persons + 549 cam_b-only persons = 649 images).
+  """
+  folder = find_root(root, ("single_shot/cam_a", "single_shot/cam_b"),
+                     ("prid_2011", "prid2011", "PRID2011"), "prid2011",
+                     "single_shot/cam_a/ and single_shot/cam_b/ holding "
+                     "person_NNNN.png")
+  cams = []
+  for c, sub in enumerate(("cam_a", "cam_b")):
+    cams.append([Record(p, int(_parse(_PRID_RE, p, "person_NNNN.png").group(
+        1)), c) for p in _images(os.path.join(folder, "single_shot", sub))])
+  shared = sorted({r.pid for r in cams[0]} & {r.pid for r in cams[1]} &
+                  set(range(1, num_shared + 1)))
+  train_ids, test_ids = _split_ids(shared, len(shared) // 2, split,
+                                   split_seed)
+  ds = ReidDataset(
+      "prid2011", [r for r in cams[0] + cams[1] if r.pid in train_ids],
+      [r for r in cams[0] if r.pid in test_ids],
+      [r for r in cams[1] if r.pid not in train_ids])
+  _nonempty("prid2011", train=ds.train, query=ds.query, gallery=ds.gallery)
+  return ds
+
+
+# CUHK01 ---------------------------------------------------------------------
+
+_CUHK01_RE = re.compile(r"^(\d{3})(\d{3,4})\.png$")
+
+
+def cuhk01(root: str, *, split: int = 0, split_seed: int = 0,
+           num_train_ids: int = 485) -> ReidDataset:
+  """CUHK01: campus/NNNMMMM.png, 971 persons x 4 images.
+
+  MMMM 001-002 are camera A, 003-004 camera B. Protocol: 10 random splits of
+  485 train / 486 test ids; query = camera A test images, gallery = camera B.
+  """
+  folder = find_root(root, ("campus",), ("CUHK01", "cuhk01"), "cuhk01",
+                     "campus/ holding NNNMMMM.png")
+  recs = []
+  for p in _images(os.path.join(folder, "campus")):
+    m = _parse(_CUHK01_RE, p, "NNNMMMM.png (person NNN, image MMMM 1-4), "
+               "e.g. 0010003.png")
+    recs.append(Record(p, int(m.group(1)), 0 if int(m.group(2)) <= 2 else 1))
+  ids = sorted({r.pid for r in recs})
+  train_ids, test_ids = _split_ids(ids, min(num_train_ids, len(ids) // 2),
+                                   split, split_seed)
+  ds = ReidDataset(
+      "cuhk01", [r for r in recs if r.pid in train_ids],
+      [r for r in recs if r.pid in test_ids and r.camid == 0],
+      [r for r in recs if r.pid in test_ids and r.camid == 1])
+  _nonempty("cuhk01", train=ds.train, query=ds.query, gallery=ds.gallery)
+  return ds
+
+
+# Manifest / folder tree -----------------------------------------------------
+
+_SPLITS = ("train", "query", "gallery")
+
+
+def _pid_map(names: Iterable[str]) -> tuple[dict[str, int], dict[int, str]]:
+  """Integer pids for string identities; integer strings keep their value."""
+  names = sorted(set(names))
+  try:
+    ints = {n: int(n) for n in names}
+    return ints, {}
+  except ValueError:
+    pass
+  to_int = {n: i + 1 for i, n in enumerate(names)}  # 0 / -1 are reserved
+  return to_int, {i: n for n, i in to_int.items()}
+
+
+def manifest(root: str, *, split: int = 0, split_seed: int = 0
+             ) -> ReidDataset:
+  """A user's own data: a CSV manifest or a folder-per-identity tree.
+
+  CSV (`root` is the file, or a folder holding `manifest.csv`): columns
+  `path,pid,camid` and optionally `split` (train / query / gallery; without
+  it everything is training data). Paths are relative to the CSV; pid is any
+  string; camid an integer, -1 if unknown. Other columns are ignored.
+
+  Tree (a folder without manifest.csv): `ROOT/<identity>/<images>`, or
+  `ROOT/{train,query,gallery}/<identity>/<images>`; cameras unknown.
+  """
+  del split, split_seed
+  root = os.path.abspath(os.path.expanduser(root))
+  csv_path = root if os.path.isfile(root) else os.path.join(root,
+                                                            "manifest.csv")
+  if os.path.isfile(csv_path):
+    return _read_csv(csv_path)
+  if os.path.isdir(root):
+    return _read_tree(root)
+  raise FileNotFoundError(
+      f"manifest: {root!r} is neither a CSV file nor a folder. Expected a "
+      "CSV with columns path,pid,camid[,split], a folder holding "
+      "manifest.csv, or a folder with one subfolder of images per identity.")
+
+
+def _read_csv(csv_path: str) -> ReidDataset:
+  base = os.path.dirname(csv_path)
+  rows = []
+  with open(csv_path, newline="") as f:
+    reader = csv.DictReader(f)
+    missing = {"path", "pid", "camid"} - set(reader.fieldnames or [])
+    if missing:
+      raise ValueError(
+          f"manifest {csv_path!r} lacks column(s) {sorted(missing)}; "
+          "expected a header `path,pid,camid[,split]`.")
+    for n, row in enumerate(reader, 2):
+      try:
+        camid = int(row["camid"]) if row["camid"].strip() else -1
+      except ValueError as e:
+        raise ValueError(f"manifest {csv_path!r} line {n}: camid "
+                         f"{row['camid']!r} is not an integer (-1 = "
+                         "unknown).") from e
+      sp = (row.get("split") or "train").strip().lower()
+      if sp not in _SPLITS:
+        raise ValueError(f"manifest {csv_path!r} line {n}: split {sp!r} is "
+                         f"not one of {list(_SPLITS)}.")
+      rows.append((os.path.join(base, row["path"].strip()),
+                   row["pid"].strip(), camid, sp))
+  if not rows:
+    raise ValueError(f"manifest {csv_path!r} lists no images.")
+  to_int, names = _pid_map(r[1] for r in rows)
+  out = {s: [] for s in _SPLITS}
+  for path, pid, camid, sp in rows:
+    out[sp].append(Record(path, to_int[pid], camid))
+  if not (out["query"] or out["gallery"]):
+    _nonempty("manifest", train=out["train"])
+  return ReidDataset("manifest", out["train"], out["query"], out["gallery"],
+                     names)
+
+
+def _read_tree(root: str) -> ReidDataset:
+  split_dirs = [s for s in _SPLITS if os.path.isdir(os.path.join(root, s))]
+  tops = split_dirs if split_dirs else [""]
+  found = []
+  for top in tops:
+    base = os.path.join(root, top)
+    for ident in sorted(os.listdir(base)):
+      d = os.path.join(base, ident)
+      if os.path.isdir(d):
+        for p in _images(d):
+          found.append((p, ident, top or "train"))
+  if not found:
+    raise ValueError(
+        f"manifest: no images found under {root!r}; expected "
+        "ROOT/<identity>/<image files> or ROOT/{train,query,gallery}/"
+        "<identity>/<image files>, or a manifest.csv.")
+  to_int, names = _pid_map(f[1] for f in found)
+  out = {s: [] for s in _SPLITS}
+  for path, ident, sp in found:
+    out[sp].append(Record(path, to_int[ident], records_lib.UNKNOWN_CAMID))
+  return ReidDataset("manifest", out["train"], out["query"], out["gallery"],
+                     names)
+
+
+# CUHK03 ---------------------------------------------------------------------
+
+def _cuhk03_cache(mat_path: str, cache_dir: str, kind: str) -> str:
+  """Writes the `kind` images of cuhk-03.mat as PNGs once; returns the dir.
+
+  Names follow the common convention `CAMPAIR_PID_VIEW_IMG.png` (1-based;
+  view 1 = images 1-5, view 2 = images 6-10), which the new-protocol
+  config files' `filelist` uses.
+  """
+  import h5py  # pylint: disable=g-import-not-at-top
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  out = os.path.join(cache_dir, f"images_{kind}")
+  done = os.path.join(out, ".complete")
+  if os.path.exists(done):
+    return out
+  os.makedirs(out, exist_ok=True)
+  logging.info("Extracting CUHK03 %s images from %s to %s", kind, mat_path,
+               out)
+  with h5py.File(mat_path, "r") as mat:
+    for campid, camp_ref in enumerate(mat[kind][0]):
+      camp = mat[camp_ref][:].T
+      for pid in range(camp.shape[0]):
+        for imgid, ref in enumerate(camp[pid]):
+          img = mat[ref][:].T
+          if img.size == 0 or img.ndim < 3:
+            continue  # empty cell: fewer than 10 images
+          view = 1 if imgid < 5 else 2
+          name = f"{campid + 1}_{pid + 1:03d}_{view}_{imgid + 1:02d}.png"
+          Image.fromarray(img.astype(np.uint8)).save(os.path.join(out, name))
+  open(done, "w").close()
+  return out
+
+
+_CUHK03_RE = re.compile(r"^(\d)_(\d{3})_(\d)_(\d{2})\.png$")
+
+
+def cuhk03(root: str, *, split: int = 0, split_seed: int = 0,
+           protocol: str = "new", kind: str = "labeled",
+           cache_dir: str = "") -> ReidDataset:
+  """CUHK03 from cuhk-03.mat (MATLAB v7.3 / HDF5), labelled or detected.
+
+  protocol="new" (Zhong et al. 2017): 767 train / 700 test ids from
+  `cuhk03_new_protocol_config_{labeled,detected}.mat` (train_idx, query_idx,
+  gallery_idx, labels, camId, filelist); `split` is ignored.
+  protocol="old" (Li et al. 2014): the 20 `testsets` of cuhk-03.mat, 100 test
+  ids each (split 0-19), the other 1,367 ids train; query and gallery are
+  both the test images, camid = view (the evaluator excludes same-view
+  matches), as the common open-source implementations do.
+
+  Images are extracted once to `cache_dir` (default: the dataset folder).
+  """
+  del split_seed
+  if protocol not in ("new", "old") or kind not in ("labeled", "detected"):
+    raise ValueError(f"cuhk03: protocol={protocol!r}, kind={kind!r}; expected"
+                     " protocol 'new' or 'old' and kind 'labeled' or "
+                     "'detected'.")
+  folder = find_root(root, ("cuhk-03.mat",), ("cuhk03_release", "cuhk03",
+                                              "CUHK03"),
+                     "cuhk03", "cuhk-03.mat (and for the new protocol "
+                     "cuhk03_new_protocol_config_labeled.mat / _detected.mat)")
+  mat_path = os.path.join(folder, "cuhk-03.mat")
+  img_dir = _cuhk03_cache(mat_path, cache_dir or folder, kind)
+  if protocol == "new":
+    cfg_name = f"cuhk03_new_protocol_config_{kind}.mat"
+    cfg_path = next((p for p in (os.path.join(folder, cfg_name),
+                                 os.path.join(os.path.dirname(folder),
+                                              cfg_name))
+                     if os.path.exists(p)), None)
+    if cfg_path is None:
+      raise FileNotFoundError(
+          f"cuhk03: {cfg_name} not found in {folder!r}; download it from "
+          "the re-ranking repository (zhunzhong07/person-re-ranking).")
+    import scipy.io  # pylint: disable=g-import-not-at-top
+    cfg = scipy.io.loadmat(cfg_path)
+    filelist = [str(np.ravel(f)[0]) for f in np.ravel(cfg["filelist"])]
+    labels = np.ravel(cfg["labels"]).astype(int)
+    cams = np.ravel(cfg["camId"]).astype(int)
+
+    def take(key):
+      return [Record(os.path.join(img_dir, filelist[i - 1]),
+                     int(labels[i - 1]), int(cams[i - 1]) - 1)
+              for i in np.ravel(cfg[key]).astype(int)]
+    ds = ReidDataset("cuhk03", take("train_idx"), take("query_idx"),
+                     take("gallery_idx"))
+  else:
+    import h5py  # pylint: disable=g-import-not-at-top
+    with h5py.File(mat_path, "r") as mat:
+      sets = mat["testsets"][0]
+      if not 0 <= split < len(sets):
+        raise ValueError(f"cuhk03 old protocol has {len(sets)} splits; got "
+                         f"split={split}.")
+      test = {(int(c), int(p)) for c, p in mat[sets[split]][:].T}
+    train, test_recs = [], []
+    for p in _images(img_dir):
+      m = _parse(_CUHK03_RE, p, "CAMPAIR_PID_VIEW_IMG.png")
+      campid, pid, view = int(m.group(1)), int(m.group(2)), int(m.group(3))
+      # Unique integer pid over camera pairs (pids restart in each pair).
+      rec = Record(p, campid * 1000 + pid, view - 1)
+      (test_recs if (campid, pid) in test else train).append(rec)
+    ds = ReidDataset("cuhk03", train, test_recs, list(test_recs))
+  _nonempty("cuhk03", train=ds.train, query=ds.query, gallery=ds.gallery)
+  return ds
+
+
+# Registry -------------------------------------------------------------------
+
+DATASETS: dict[str, Callable[..., ReidDataset]] = {
+    "market1501": market1501,
+    "dukemtmcreid": dukemtmcreid,
+    "msmt17": msmt17,
+    "cuhk03": cuhk03,
+    "viper": viper,
+    "prid2011": prid2011,
+    "cuhk01": cuhk01,
+    "manifest": manifest,
+    "synthetic": synthetic,
+}
+
+
+def load_dataset(name: str, root: str, *, split: int = 0, split_seed: int = 0,
+                 **options) -> ReidDataset:
+  """Reads dataset `name` from `root` with its standard protocol.
+
+  Args:
+    name: a key of DATASETS.
+    root: the dataset folder or the folder above it.
+    split: split index for repeated random-split protocols.
+    split_seed: seed drawing the random splits.
+    **options: reader-specific options (e.g. cuhk03 protocol / kind).
+
+  Returns:
+    ReidDataset.
+  """
+  if name not in DATASETS:
+    raise ValueError(f"Unknown dataset {name!r}; expected one of "
+                     f"{sorted(DATASETS)}.")
+  ds = DATASETS[name](root, split=split, split_seed=split_seed, **options)
+  logging.info("Loaded %s from %s: %s", name, root, ds.summary())
+  return ds
+

@@ -1,0 +1,404 @@
+"""tf.data pipelines: K x M training batches with the paper's pairs, and eval.
+
+Training batches follow the paper (Geng et al. 2016, Sec. 3): K identities x M
+images per batch, every training image augmented into `augment_copies` fixed
+variants by random 2D transforms about the centre, and all i < j pairs of the
+batch with the positive pairs replicated until they are as many as the
+negatives. Because the batch composition is fixed (K blocks of M), the pair
+index tensors are constants and P is static.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+from absl import logging
+import numpy as np
+import tensorflow as tf
+
+from keras_reid.data import preprocessing
+from keras_reid.data import records as records_lib
+
+AUTOTUNE = tf.data.AUTOTUNE
+
+
+class CorruptImageError(ValueError):
+  """An image file could not be read or decoded."""
+
+
+# Paths already checked by `validate_images`, keyed with size and mtime so an
+# edited file is checked again. Avoids decoding a dataset twice per process.
+_VALID_CACHE: dict[tuple[str, int, float], bool] = {}
+
+
+def _file_key(path: str) -> tuple[str, int, float] | None:
+  try:
+    st = os.stat(path)
+  except OSError:
+    return None
+  return (path, st.st_size, st.st_mtime)
+
+
+def validate_images(paths: Sequence[str]) -> list[int]:
+  """Decodes every file once and returns the indices that fail.
+
+  Runs as a parallel tf.data pass (the same decoder as the pipelines), so
+  every quirk that would break training is found before training starts.
+
+  Args:
+    paths: image file paths.
+
+  Returns:
+    Sorted indices into `paths` of files that are missing, unreadable or
+    undecodable.
+  """
+  bad = []
+  todo = []
+  for i, p in enumerate(paths):
+    key = _file_key(p)
+    if key is None or (key[1] == 0):
+      bad.append(i)
+    elif key not in _VALID_CACHE:
+      todo.append(i)
+  if todo:
+    todo_paths = [paths[i] for i in todo]
+    ds = tf.data.Dataset.from_tensor_slices(
+        (np.asarray(todo, np.int64), todo_paths))
+    ds = ds.map(
+        lambda i, p: (i, tf.shape(preprocessing.decode_image(
+            tf.io.read_file(p)))),
+        num_parallel_calls=AUTOTUNE, deterministic=False)
+    ds = ds.ignore_errors().batch(1024)
+    ok = set()
+    for idx, shape in ds.as_numpy_iterator():
+      # A decodable but empty image cannot be resized: treat it as corrupt.
+      for i, s in zip(idx.tolist(), shape.tolist()):
+        if s[0] > 0 and s[1] > 0:
+          ok.add(i)
+    for i in todo:
+      if i in ok:
+        _VALID_CACHE[_file_key(paths[i])] = True
+      else:
+        bad.append(i)
+  return sorted(bad)
+
+
+def _check_images(records: Sequence[records_lib.Record], skip_corrupt: bool
+                  ) -> tuple[list[int], int]:
+  """Returns (indices of good records, number skipped) or raises."""
+  bad = validate_images([r.path for r in records])
+  if bad and not skip_corrupt:
+    shown = ", ".join(repr(records[i].path) for i in bad[:5])
+    more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+    raise CorruptImageError(
+        f"{len(bad)} image file(s) are missing or cannot be decoded as "
+        f"jpg/png/bmp/gif: {shown}{more}. Fix or remove them, or pass "
+        "skip_corrupt=True (config data.skip_corrupt) to skip and count them.")
+  if bad:
+    logging.warning("Skipping %d corrupt image(s), e.g. %s", len(bad),
+                    records[bad[0]].path)
+  bad_set = set(bad)
+  return [i for i in range(len(records)) if i not in bad_set], len(bad)
+
+
+def pair_indices(ids_per_batch: int, images_per_id: int
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """All i < j pairs of a K x M batch, positives tiled to match negatives.
+
+  Batch element b belongs to identity block b // M.
+
+  Args:
+    ids_per_batch: K.
+    images_per_id: M.
+
+  Returns:
+    (pair_i int32 [P], pair_j int32 [P], pair_same float32 [P]). With both
+    kinds present P = 2 * num_negatives (negatives first, then the positives
+    repeated cyclically); if one kind is absent (K = 1 or M = 1) the pairs
+    are just all i < j pairs.
+  """
+  b = ids_per_batch * images_per_id
+  ii, jj = np.triu_indices(b, k=1)
+  same = (ii // images_per_id) == (jj // images_per_id)
+  pos_i, pos_j = ii[same], jj[same]
+  neg_i, neg_j = ii[~same], jj[~same]
+  if len(pos_i) and len(neg_i):
+    reps = np.resize(np.arange(len(pos_i)), len(neg_i))
+    pos_i, pos_j = pos_i[reps], pos_j[reps]
+  pi = np.concatenate([neg_i, pos_i]).astype(np.int32)
+  pj = np.concatenate([neg_j, pos_j]).astype(np.int32)
+  ps = np.concatenate([np.zeros(len(neg_i)), np.ones(len(pos_i))]
+                      ).astype(np.float32)
+  return pi, pj, ps
+
+
+def augmentation_transforms(num_images: int, *, copies: int,
+                            image_size: tuple[int, int], max_shift: float,
+                            max_scale: float, max_rotation_deg: float,
+                            flip: bool, seed: int) -> np.ndarray:
+  """The fixed random 2D transform of every (image, variant).
+
+  Variant 0 is the untransformed image (so the clean images the model is
+  evaluated on stay in the training distribution); variants 1..copies-1 are
+  random: shift uniform in +-max_shift of the size, zoom 1 +- max_scale,
+  rotation +-max_rotation_deg about the centre, and a horizontal flip with
+  probability 1/2 if `flip`.
+
+  Args:
+    num_images: number of training images N.
+    copies: variants per image.
+    image_size: (height, width) the transforms apply to.
+    max_shift, max_scale, max_rotation_deg, flip: ranges, see above.
+    seed: the same seed gives the same transforms.
+
+  Returns:
+    float32 [N, copies, 8] projective transforms mapping output to input
+    pixel coordinates, as `tf.raw_ops.ImageProjectiveTransformV3` takes them.
+  """
+  h, w = image_size
+  rng = np.random.default_rng(seed)
+  u = rng.uniform(-1., 1., size=(num_images, copies, 4))
+  flips = rng.uniform(size=(num_images, copies)) < 0.5
+  tx = u[..., 0] * max_shift * w
+  ty = u[..., 1] * max_shift * h
+  s = 1. + u[..., 2] * max_scale
+  theta = np.deg2rad(u[..., 3] * max_rotation_deg)
+  fl = flips & flip
+  tx[:, 0] = ty[:, 0] = theta[:, 0] = 0.
+  s[:, 0] = 1.
+  fl[:, 0] = False
+  cx, cy = (w - 1) / 2., (h - 1) / 2.
+  # Output -> input: in = R(-theta) (out - c - t) / s + c, then mirror x.
+  cos, sin = np.cos(theta) / s, np.sin(theta) / s
+  a0, a1 = cos, sin
+  b0, b1 = -sin, cos
+  ox, oy = -cx - tx, -cy - ty
+  a2 = a0 * ox + a1 * oy + cx
+  b2 = b0 * ox + b1 * oy + cy
+  sign = np.where(fl, -1., 1.)
+  a0, a1 = sign * a0, sign * a1
+  a2 = np.where(fl, (w - 1) - a2, a2)
+  zeros = np.zeros_like(a0)
+  out = np.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=-1)
+  return out.astype(np.float32)
+
+
+def apply_transforms(images: tf.Tensor, transforms: tf.Tensor) -> tf.Tensor:
+  """Warps a batch of images with per-image projective transforms.
+
+  Args:
+    images: float32 [B, H, W, C].
+    transforms: float32 [B, 8] output -> input transforms.
+
+  Returns:
+    float32 [B, H, W, C], borders filled by reflection.
+  """
+  return tf.raw_ops.ImageProjectiveTransformV3(
+      images=images, transforms=transforms,
+      output_shape=tf.shape(images)[1:3], fill_value=0.,
+      interpolation="BILINEAR", fill_mode="REFLECT")
+
+
+def _contiguous_labels(records: Sequence[records_lib.Record],
+                       labels: Sequence[int] | None) -> np.ndarray:
+  if labels is None:
+    pids = np.asarray([r.pid for r in records])
+    _, inverse = np.unique(pids, return_inverse=True)
+    return inverse.astype(np.int32)
+  labels = np.asarray(labels)
+  if labels.shape != (len(records),):
+    raise ValueError(
+        f"labels has shape {labels.shape}; expected one label per record "
+        f"({len(records)},).")
+  if not np.issubdtype(labels.dtype, np.integer) or (
+      len(labels) and labels.min() < 0):
+    raise ValueError("labels must be non-negative integers (class indices), "
+                     f"got dtype {labels.dtype}, min {labels.min()}.")
+  return labels.astype(np.int32)
+
+
+class _Sampler:
+  """Draws the (record index, variant) of each element of batch `step`."""
+
+  def __init__(self, members: list[np.ndarray], *, ids_per_batch: int,
+               images_per_id: int, copies: int, seed: int):
+    self.members = members
+    self.k = ids_per_batch
+    self.m = images_per_id
+    self.copies = copies
+    self.seed = seed
+
+  def __call__(self, step: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    # One generator per (seed, step): batch t is the same however the
+    # pipeline is parallelised or restarted.
+    rng = np.random.default_rng([self.seed, int(step)])
+    ids = rng.choice(len(self.members), self.k, replace=False)
+    index, variant = [], []
+    for c in ids:
+      imgs = self.members[c]
+      n = len(imgs)
+      if n >= self.m:
+        index.append(rng.choice(imgs, self.m, replace=False))
+        variant.append(rng.integers(self.copies, size=self.m))
+      else:
+        # Too few images: sample (image, variant) items, distinct while the
+        # augmented pool allows, so the M slots are still different views.
+        pool = n * self.copies
+        items = rng.choice(pool, self.m, replace=pool < self.m)
+        index.append(imgs[items // self.copies])
+        variant.append(items % self.copies)
+    return (np.concatenate(index).astype(np.int32),
+            np.concatenate(variant).astype(np.int32))
+
+
+def make_train_dataset(records: Sequence[records_lib.Record], *,
+                       ids_per_batch: int, images_per_id: int,
+                       image_size: tuple[int, int], normalization: str,
+                       augment_copies: int = 5, max_shift: float = .05,
+                       max_scale: float = .1, max_rotation_deg: float = 5.,
+                       flip: bool = True, seed: int = 0,
+                       skip_corrupt: bool = False,
+                       labels: Sequence[int] | None = None,
+                       validate: bool = True) -> tf.data.Dataset:
+  """Infinite dataset of K x M training batches with their pairs.
+
+  Args:
+    records: training records.
+    ids_per_batch: K identities per batch (distinct within a batch).
+    images_per_id: M images per identity; identities with fewer images are
+      sampled with replacement.
+    image_size: (height, width) of the model input.
+    normalization: a key of preprocessing.NORMALIZATIONS.
+    augment_copies: each image becomes this many fixed variants (variant 0
+      is the original); 1 = no augmentation.
+    max_shift, max_scale, max_rotation_deg, flip: augmentation ranges.
+    seed: seeds the batch sampling and the transforms.
+    skip_corrupt: skip (and log the count of) undecodable files instead of
+      raising CorruptImageError naming them.
+    labels: optional class index per record (e.g. soft labels of
+      self-training) used instead of mapping pids to 0..N-1.
+    validate: decode every file once up front (needed for skip_corrupt and
+      for errors naming the file).
+
+  Returns:
+    tf.data.Dataset of dicts, B = K * M:
+      "images": float32 [B, H, W, 3] normalised,
+      "labels": int32 [B] class indices (contiguous 0..N-1 from pids),
+      "camids": int32 [B],
+      "pair_i", "pair_j": int32 [P] batch indices, i < j,
+      "pair_same": float32 [P] 1 for same identity, 0 otherwise.
+    Iterating it again restarts the same sequence of batches.
+  """
+  preprocessing.check_normalization(normalization)
+  if ids_per_batch < 1 or images_per_id < 1 or augment_copies < 1:
+    raise ValueError(
+        f"ids_per_batch={ids_per_batch}, images_per_id={images_per_id} and "
+        f"augment_copies={augment_copies} must all be >= 1.")
+  records = list(records)
+  if not records:
+    raise ValueError("make_train_dataset got no training records: the "
+                     "dataset's train split is empty.")
+  class_of = _contiguous_labels(records, labels)
+  keep = list(range(len(records)))
+  if validate or skip_corrupt:
+    keep, _ = _check_images(records, skip_corrupt)
+  if not keep:
+    raise ValueError("No decodable training image left after skipping "
+                     "corrupt files.")
+  kept = np.asarray(keep)
+  classes, inverse = np.unique(class_of[kept], return_inverse=True)
+  members = [kept[inverse == c] for c in range(len(classes))]
+  if ids_per_batch > len(classes):
+    raise ValueError(
+        f"ids_per_batch={ids_per_batch} but the training set has only "
+        f"{len(classes)} identities; lower ids_per_batch (config "
+        "stages.<name>.ids_per_batch).")
+  sampler = _Sampler(members, ids_per_batch=ids_per_batch,
+                     images_per_id=images_per_id, copies=augment_copies,
+                     seed=seed)
+  transforms = augmentation_transforms(
+      len(records), copies=augment_copies, image_size=image_size,
+      max_shift=max_shift, max_scale=max_scale,
+      max_rotation_deg=max_rotation_deg, flip=flip, seed=seed)
+  transforms = tf.constant(transforms.reshape(-1, 8))
+  paths = tf.constant([r.path for r in records])
+  label_table = tf.constant(class_of)
+  camid_table = tf.constant([r.camid for r in records], tf.int32)
+  pi, pj, ps = pair_indices(ids_per_batch, images_per_id)
+  batch = ids_per_batch * images_per_id
+  image_size = (int(image_size[0]), int(image_size[1]))
+  copies = augment_copies
+
+  def sample(step):
+    index, variant = tf.numpy_function(
+        sampler, [step], (tf.int32, tf.int32), stateful=False)
+    index.set_shape([batch])
+    variant.set_shape([batch])
+    return tf.data.Dataset.from_tensor_slices(dict(
+        path=tf.gather(paths, index),
+        labels=tf.gather(label_table, index),
+        camids=tf.gather(camid_table, index),
+        transform=tf.gather(transforms, index * copies + variant)))
+
+  def load(item):
+    item = dict(item)
+    item["images"] = preprocessing.load_image(item.pop("path"), image_size)
+    return item
+
+  def finish(b):
+    images = b["images"]
+    if copies > 1:
+      images = apply_transforms(images, b["transform"])
+    return {
+        "images": preprocessing.normalize(images, normalization),
+        "labels": b["labels"],
+        "camids": b["camids"],
+        "pair_i": tf.constant(pi),
+        "pair_j": tf.constant(pj),
+        "pair_same": tf.constant(ps),
+    }
+
+  ds = tf.data.Dataset.counter().flat_map(sample)
+  ds = ds.map(load, num_parallel_calls=AUTOTUNE, deterministic=True)
+  ds = ds.batch(batch, drop_remainder=True)
+  ds = ds.map(finish, num_parallel_calls=AUTOTUNE, deterministic=True)
+  return ds.prefetch(AUTOTUNE)
+
+
+def make_eval_dataset(records: Sequence[records_lib.Record], *,
+                      image_size: tuple[int, int], normalization: str,
+                      batch_size: int, validate: bool = True
+                      ) -> tf.data.Dataset:
+  """Ordered, deterministic, batched and prefetched evaluation images.
+
+  Args:
+    records: query or gallery records; output order follows them.
+    image_size: (height, width) of the model input.
+    normalization: a key of preprocessing.NORMALIZATIONS.
+    batch_size: images per batch (the last batch may be smaller).
+    validate: decode every file once up front so a corrupt one raises
+      CorruptImageError naming it (evaluation cannot skip images).
+
+  Returns:
+    tf.data.Dataset of float32 [b, H, W, 3] normalised image batches.
+  """
+  preprocessing.check_normalization(normalization)
+  records = list(records)
+  if validate and records:
+    _check_images(records, skip_corrupt=False)
+  image_size = (int(image_size[0]), int(image_size[1]))
+  ds = tf.data.Dataset.from_tensor_slices(
+      tf.constant([r.path for r in records], tf.string))
+  ds = ds.map(lambda p: preprocessing.load_image(p, image_size),
+              num_parallel_calls=AUTOTUNE, deterministic=True)
+  ds = ds.batch(batch_size)
+  ds = ds.map(lambda x: preprocessing.normalize(x, normalization),
+              num_parallel_calls=AUTOTUNE, deterministic=True)
+  return ds.prefetch(AUTOTUNE)
+
+
+def num_pairs(ids_per_batch: int, images_per_id: int) -> int:
+  """P, the static number of pairs per training batch."""
+  return len(pair_indices(ids_per_batch, images_per_id)[0])
+

@@ -1,0 +1,133 @@
+"""Image decoding and backbone-specific normalisation, usable inside tf.data.
+
+Every function here is pure and takes explicit arguments, so it can be used
+as (part of) a `tf.data` map function.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import tensorflow as tf
+from keras.applications import imagenet_utils
+
+
+def _normalize_tf(images: tf.Tensor) -> tf.Tensor:
+  # MobileNet / Inception convention: [0, 255] -> [-1, 1].
+  return imagenet_utils.preprocess_input(images, mode="tf")
+
+
+def _normalize_torch(images: tf.Tensor) -> tf.Tensor:
+  # torchvision convention: [0, 1] then ImageNet mean / std per RGB channel.
+  return imagenet_utils.preprocess_input(images, mode="torch")
+
+
+def _normalize_caffe(images: tf.Tensor) -> tf.Tensor:
+  # Caffe / VGG / ResNet50 convention: RGB -> BGR, minus the ImageNet mean.
+  return imagenet_utils.preprocess_input(images, mode="caffe")
+
+
+def _normalize_none(images: tf.Tensor) -> tf.Tensor:
+  return tf.identity(images)
+
+
+# Registry: mode name -> function float32 [..., 3] in [0, 255] -> float32.
+NORMALIZATIONS: dict[str, Callable[[tf.Tensor], tf.Tensor]] = {
+    "tf": _normalize_tf,
+    "torch": _normalize_torch,
+    "caffe": _normalize_caffe,
+    "none": _normalize_none,
+}
+
+
+def check_normalization(mode: str) -> None:
+  """Raises ValueError naming the valid modes if `mode` is unknown."""
+  if mode not in NORMALIZATIONS:
+    raise ValueError(
+        f"Unknown normalization {mode!r}; expected one of "
+        f"{sorted(NORMALIZATIONS)}.")
+
+
+def normalize(images_0_255: tf.Tensor, mode: str) -> tf.Tensor:
+  """Maps RGB pixels in [0, 255] to what a backbone expects.
+
+  Args:
+    images_0_255: float32 [..., H, W, 3] RGB in [0, 255].
+    mode: a key of NORMALIZATIONS: "tf" ([-1, 1]), "torch" (ImageNet mean /
+      std on [0, 1]), "caffe" (BGR minus the ImageNet mean), "none"
+      (unchanged).
+
+  Returns:
+    float32 tensor of the same shape.
+  """
+  check_normalization(mode)
+  images = tf.convert_to_tensor(images_0_255, tf.float32)
+  return NORMALIZATIONS[mode](images)
+
+
+def _header_int(contents: tf.Tensor, offset: int, dtype: tf.DType
+                ) -> tf.Tensor:
+  size = dtype.size
+  raw = tf.strings.substr(contents, offset, size)
+  return tf.cast(tf.io.decode_raw(raw, dtype, little_endian=True)[0],
+                 tf.int64)
+
+
+def trim_bmp(contents: tf.Tensor) -> tf.Tensor:
+  """Drops trailing bytes after a BMP's pixel data.
+
+  Many real BMPs (e.g. every other VIPeR image) end with 2 padding bytes;
+  TF's decoder requires the file size to match the header exactly and
+  rejects them. Non-BMP input is returned unchanged.
+
+  Args:
+    contents: scalar string tensor, an encoded image.
+
+  Returns:
+    scalar string tensor.
+  """
+  def trim():
+    offset = _header_int(contents, 10, tf.int32)
+    width = _header_int(contents, 18, tf.int32)
+    height = tf.abs(_header_int(contents, 22, tf.int32))
+    bpp = _header_int(contents, 28, tf.int16)
+    row = (bpp * tf.abs(width) + 31) // 32 * 4
+    return tf.strings.substr(contents, tf.constant(0, tf.int64),
+                             offset + row * height)
+  is_bmp = tf.logical_and(tf.strings.length(contents) >= 30,
+                          tf.equal(tf.strings.substr(contents, 0, 2), "BM"))
+  return tf.cond(is_bmp, trim, lambda: contents)
+
+
+def decode_image(contents: tf.Tensor) -> tf.Tensor:
+  """Decodes jpg / png / bmp / gif bytes to uint8 RGB.
+
+  Args:
+    contents: scalar string tensor, the encoded file.
+
+  Returns:
+    uint8 [h, w, 3]; grey images are expanded to 3 channels, alpha dropped,
+    animated gifs give their first frame.
+  """
+  image = tf.io.decode_image(trim_bmp(contents), channels=3,
+                             expand_animations=False)
+  image.set_shape([None, None, 3])
+  return image
+
+
+def load_image(path: tf.Tensor, image_size: tuple[int, int]) -> tf.Tensor:
+  """Reads, decodes and resizes one image file.
+
+  Args:
+    path: scalar string tensor.
+    image_size: (height, width) of the output.
+
+  Returns:
+    float32 [height, width, 3] RGB in [0, 255].
+  """
+  image = decode_image(tf.io.read_file(path))
+  # Antialiasing matters when shrinking large boxes (e.g. 3DPeS) to 128x64;
+  # the clip removes its float rounding just outside [0, 255].
+  image = tf.image.resize(image, image_size, method="bilinear", antialias=True)
+  image = tf.clip_by_value(image, 0., 255.)
+  return tf.ensure_shape(image, [image_size[0], image_size[1], 3])

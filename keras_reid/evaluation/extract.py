@@ -1,0 +1,193 @@
+"""SIR feature extraction from any embedder, and evaluation of a dataset.
+
+An embedder is any callable mapping a batch of images to embeddings: a Keras
+model (`builders.build_embedder`), a SavedModel signature (see
+`saved_model_embed_fn`), or a user function. Every image is embedded once.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable, Optional, Sequence
+
+from absl import logging
+import numpy as np
+
+from keras_reid.data import records as records_lib
+from keras_reid.evaluation import protocols
+from keras_reid.evaluation import ranking
+
+# images [B, H, W, 3] (tf.Tensor or array, as the dataset yields them) ->
+# embeddings [B, D] (anything np.asarray accepts).
+EmbedFn = Callable[[object], object]
+
+
+def extract_features(embed_fn: EmbedFn,
+                     records: Sequence[records_lib.Record], *,
+                     image_size: tuple[int, int], normalization: str,
+                     batch_size: int = 128) -> np.ndarray:
+  """Embeds every record's image once, in record order.
+
+  Args:
+    embed_fn: images float32 [B, H, W, 3] (normalised with `normalization`)
+      -> embeddings [B, D].
+    records: the images.
+    image_size: (height, width) the embedder expects.
+    normalization: a key of keras_reid.data.preprocessing.NORMALIZATIONS
+      ("none" keeps 0..255 pixels).
+    batch_size: images per batch.
+
+  Returns:
+    [len(records), D] float32 features.
+  """
+  from keras_reid.data import pipeline  # pylint: disable=g-import-not-at-top
+  records = list(records)
+  if not records:
+    raise ValueError("extract_features got no records; the split is empty.")
+  ds = pipeline.make_eval_dataset(records, image_size=tuple(image_size),
+                                  normalization=normalization,
+                                  batch_size=batch_size)
+  chunks = [np.asarray(embed_fn(batch), np.float32) for batch in ds]
+  features = np.concatenate(chunks, 0)
+  if features.ndim != 2 or features.shape[0] != len(records):
+    raise ValueError(
+        f"the embedder returned features of shape {features.shape} for "
+        f"{len(records)} images; expected [num_images, D].")
+  return features
+
+
+def evaluate_embedder(embed_fn: EmbedFn, dataset: records_lib.ReidDataset, *,
+                      image_size: tuple[int, int], normalization: str,
+                      batch_size: int = 128, max_rank: int = 50,
+                      multi_query: bool = False, rerank: bool = False,
+                      rerank_options: Optional[dict] = None,
+                      return_features: bool = False) -> dict:
+  """Extracts query and gallery features and evaluates SIR ranking.
+
+  Args:
+    embed_fn: see `extract_features`.
+    dataset: the ReidDataset whose query / gallery is evaluated (a different
+      dataset than the training one gives cross-dataset evaluation).
+    image_size: (height, width).
+    normalization: pixel normalisation the embedder expects.
+    batch_size: images per batch.
+    max_rank: CMC length.
+    multi_query: Market-1501 multi-query (mean over same pid + camera).
+    rerank: k-reciprocal re-ranking (keras_reid.evaluation.rerank).
+    rerank_options: keyword arguments of `rerank.evaluate_reranked`.
+    return_features: also return the features under "features" (a dict of
+      arrays; not JSON-serialisable).
+
+  Returns:
+    `ranking.evaluate_features`'s dict plus "dataset", "extract_seconds",
+    "rank_seconds", "protocol".
+  """
+  t0 = time.perf_counter()
+  kwargs = dict(image_size=image_size, normalization=normalization,
+                batch_size=batch_size)
+  qf = extract_features(embed_fn, dataset.query, **kwargs)
+  gf = extract_features(embed_fn, dataset.gallery, **kwargs)
+  t1 = time.perf_counter()
+  arrays = dict(
+      query_features=qf, gallery_features=gf,
+      query_pids=np.array([r.pid for r in dataset.query]),
+      gallery_pids=np.array([r.pid for r in dataset.gallery]),
+      query_camids=np.array([r.camid for r in dataset.query]),
+      gallery_camids=np.array([r.camid for r in dataset.gallery]))
+  result = evaluate_arrays(arrays, max_rank=max_rank, multi_query=multi_query,
+                           rerank=rerank, rerank_options=rerank_options)
+  result.update(dataset=dataset.name, extract_seconds=t1 - t0)
+  logging.info("%s: rank1 %.4f mAP %.4f (%d queries, %d skipped)",
+               dataset.name, result["rank1"], result["mAP"],
+               result["num_queries"], result["num_skipped_queries"])
+  if return_features:
+    result["features"] = arrays
+  return result
+
+
+def evaluate_arrays(arrays: dict, *, max_rank: int = 50,
+                    multi_query: bool = False, rerank: bool = False,
+                    rerank_options: Optional[dict] = None) -> dict:
+  """Evaluates a dict with the six .npz keys (see `FEATURE_KEYS`)."""
+  t0 = time.perf_counter()
+  args = [arrays[k] for k in FEATURE_KEYS]
+  if multi_query:
+    args[0] = protocols.pool_multi_query(args[0], args[2], args[4])
+  if rerank:
+    from keras_reid.evaluation import rerank as rerank_lib  # pylint: disable=g-import-not-at-top
+    result = rerank_lib.evaluate_reranked(*args, max_rank=max_rank,
+                                          **(rerank_options or {}))
+  else:
+    result = ranking.evaluate_features(*args, max_rank=max_rank)
+  result["protocol"] = ("multi_query" if multi_query else "single_query") + (
+      "+rerank" if rerank else "")
+  result["rank_seconds"] = time.perf_counter() - t0
+  return result
+
+
+FEATURE_KEYS = ("query_features", "gallery_features", "query_pids",
+                "gallery_pids", "query_camids", "gallery_camids")
+
+
+def load_feature_file(path: str) -> dict:
+  """Reads and checks a features .npz (keys `FEATURE_KEYS`)."""
+  with np.load(path, allow_pickle=False) as data:
+    missing = [k for k in FEATURE_KEYS if k not in data.files]
+    if missing:
+      raise ValueError(
+          f"{path} lacks the keys {missing}; a features file needs "
+          f"{list(FEATURE_KEYS)} (found {sorted(data.files)}). Write it with "
+          "np.savez(path, query_features=..., gallery_features=..., ...).")
+    arrays = {k: np.asarray(data[k]) for k in FEATURE_KEYS}
+  for side in ("query", "gallery"):
+    feats = arrays[f"{side}_features"]
+    if feats.ndim != 2:
+      raise ValueError(f"{path}: {side}_features must be [N, D], got shape "
+                       f"{feats.shape}.")
+    for key in (f"{side}_pids", f"{side}_camids"):
+      if arrays[key].shape != (feats.shape[0],):
+        raise ValueError(
+            f"{path}: {key} has shape {arrays[key].shape}, expected "
+            f"({feats.shape[0]},) to match {side}_features {feats.shape}.")
+  if arrays["query_features"].shape[1] != arrays["gallery_features"].shape[1]:
+    raise ValueError(
+        f"{path}: query_features dimension "
+        f"{arrays['query_features'].shape[1]} != gallery_features dimension "
+        f"{arrays['gallery_features'].shape[1]}.")
+  return arrays
+
+
+def saved_model_embed_fn(path: str):
+  """Embedder and input size from an exported SavedModel.
+
+  The SavedModel's "serving_default" signature takes "images" uint8
+  [B, H, W, 3] (raw RGB pixels; the model normalises) and returns
+  "embeddings" [B, D]. Use with normalization="none".
+
+  Returns:
+    (embed_fn, (height, width)); height / width are None when the signature
+    leaves them dynamic.
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  loaded = tf.saved_model.load(path)
+  if "serving_default" not in loaded.signatures:
+    raise ValueError(
+        f"SavedModel {path!r} has no 'serving_default' signature (has "
+        f"{list(loaded.signatures)}); export it with keras_reid.export.")
+  signature = loaded.signatures["serving_default"]
+  spec = signature.structured_input_signature[1].get("images")
+  if spec is None:
+    raise ValueError(f"SavedModel {path!r}: serving_default has no 'images' "
+                     f"input (inputs: {signature.structured_input_signature}).")
+  height, width = spec.shape[1], spec.shape[2]
+
+  def embed(images):
+    pixels = tf.cast(tf.clip_by_value(tf.round(images), 0, 255), tf.uint8)
+    out = signature(images=pixels)
+    if "embeddings" not in out:
+      raise ValueError(f"SavedModel {path!r} returned {list(out)}; expected "
+                       "an 'embeddings' output.")
+    return out["embeddings"].numpy()
+
+  embed.model = loaded  # keeps the SavedModel's variables alive
+  return embed, (height, width)

@@ -1,0 +1,217 @@
+"""k-reciprocal re-ranking (Zhong et al., CVPR 2017), sparse and chunked.
+
+Same maths as the common implementation (`reference_rerank` below, the
+version PyTorch Re-ID toolkits ship), but it never forms an N x N matrix
+(N = queries + gallery): the (k1+1)-nearest neighbours of every item come
+from chunked GEMMs, the encodings V are a sparse matrix (about k1 non-zeros
+per row), query expansion is a sparse product, and the Jaccard distances of
+a chunk of queries are computed when the evaluator asks for that chunk.
+
+Distances are squared Euclidean, each row divided by its maximum over all N
+items, as in the original code.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+from scipy import sparse
+
+from keras_reid.evaluation import ranking
+
+
+def _neighbours(feats: np.ndarray, k: int, chunk_size: int):
+  """(k nearest indices [N, k] ordered by (dist, index), row maxima [N])."""
+  sq = np.einsum("ij,ij->i", feats, feats)
+  n = feats.shape[0]
+  nn = np.empty((n, k), np.int64)
+  row_max = np.empty(n, np.float32)
+  for s in range(0, n, chunk_size):
+    d = ranking.squared_euclidean(feats[s:s + chunk_size], feats, sq)
+    row_max[s:s + d.shape[0]] = d.max(1)
+    part = np.argpartition(d, k - 1, axis=1)[:, :k]
+    vals = np.take_along_axis(d, part, 1)
+    order = np.lexsort((part, vals), axis=1)
+    nn[s:s + d.shape[0]] = np.take_along_axis(part, order, 1)
+  return nn, row_max, sq
+
+
+def _reciprocal_mask(nn: np.ndarray, k: int) -> np.ndarray:
+  """[N, k+1] bool: is nn[i, j] a k-reciprocal neighbour of i."""
+  fwd = nn[:, :k + 1]
+  back = fwd[fwd]  # [N, k+1, k+1]: the neighbours of i's neighbours
+  return (back == np.arange(nn.shape[0])[:, None, None]).any(2)
+
+
+def encodings(feats: np.ndarray, *, k1: int = 20, k2: int = 6,
+              chunk_size: int = 512):
+  """Sparse k-reciprocal encodings V (after query expansion).
+
+  Args:
+    feats: [N, D] float32, queries then gallery.
+    k1, k2: the paper's k1 (reciprocal neighbours) and k2 (query expansion).
+    chunk_size: rows per GEMM chunk.
+
+  Returns:
+    (V as a CSR [N, N] float32 matrix with rows summing to 1, row maxima of
+    the squared distances [N], squared norms [N]).
+  """
+  n = feats.shape[0]
+  half = int(np.around(k1 / 2.0))
+  kk = min(max(k1 + 1, k2), n)
+  nn, row_max, sq = _neighbours(feats, kk, chunk_size)
+  fwd, fwd_mask = nn[:, :k1 + 1], _reciprocal_mask(nn, k1)
+  hfwd, hmask = nn[:, :half + 1], _reciprocal_mask(nn, half)
+  indptr, indices, data = [0], [], []
+  for i in range(n):
+    recip = fwd[i][fwd_mask[i]]
+    cand_sets = hfwd[recip]  # [m, half+1], valid where hmask[recip]
+    cand_valid = hmask[recip]
+    overlap = (np.isin(cand_sets, recip) & cand_valid).sum(1)
+    grow = overlap > 2.0 / 3 * cand_valid.sum(1)
+    expansion = np.unique(np.concatenate(
+        [recip, cand_sets[cand_valid & grow[:, None]]]))
+    d = (sq[i] + sq[expansion] - 2.0 * (feats[expansion] @ feats[i]))
+    d = np.maximum(d, 0) / row_max[i]
+    weight = np.exp(-d.astype(np.float32))
+    indices.append(expansion)
+    data.append(weight / weight.sum())
+    indptr.append(indptr[-1] + expansion.size)
+  v = sparse.csr_matrix(
+      (np.concatenate(data).astype(np.float32), np.concatenate(indices),
+       np.array(indptr)), shape=(n, n))
+  if k2 != 1:
+    # Query expansion: each row becomes the mean of its k2 neighbours' rows.
+    rows = np.repeat(np.arange(n), k2)
+    qe = sparse.csr_matrix(
+        (np.full(n * k2, 1.0 / k2, np.float32), (rows, nn[:, :k2].ravel())),
+        shape=(n, n))
+    v = (qe @ v).tocsr()
+  return v, row_max, sq
+
+
+def reranked_distance_fn(query_features, gallery_features, *, k1: int = 20,
+                         k2: int = 6, lambda_value: float = 0.3,
+                         chunk_size: int = 512) -> ranking.DistanceChunkFn:
+  """A chunked [Q, G] re-ranked distance function (see module doc)."""
+  qf = ranking._check_features("query_features", query_features)
+  gf = ranking._check_features("gallery_features", gallery_features)
+  feats = np.concatenate([qf, gf], 0)
+  nq = qf.shape[0]
+  v, row_max, sq = encodings(feats, k1=k1, k2=k2, chunk_size=chunk_size)
+  v_query = v[:nq]
+  v_gal = v[nq:].tocsc()  # columns = encoding dims, rows = gallery items
+  g_sq = sq[nq:]
+  ng = gf.shape[0]
+
+  def dist_fn(start: int, stop: int) -> np.ndarray:
+    original = ranking.squared_euclidean(qf[start:stop], gf, g_sq)
+    original /= row_max[start:stop, None]
+    out = np.empty_like(original)
+    for r, q in enumerate(range(start, stop)):
+      lo, hi = v_query.indptr[q], v_query.indptr[q + 1]
+      dims, vals = v_query.indices[lo:hi], v_query.data[lo:hi]
+      starts, ends = v_gal.indptr[dims], v_gal.indptr[dims + 1]
+      lens = ends - starts
+      # Positions of every stored gallery value in the query's dimensions.
+      pos = np.repeat(ends - lens.cumsum(), lens) + np.arange(lens.sum())
+      mins = np.minimum(v_gal.data[pos], np.repeat(vals, lens))
+      temp_min = np.bincount(v_gal.indices[pos], weights=mins, minlength=ng)
+      out[r] = 1.0 - temp_min / (2.0 - temp_min)
+    out *= 1.0 - lambda_value
+    out += lambda_value * original
+    return out
+
+  return dist_fn
+
+
+def evaluate_reranked(query_features, gallery_features, query_pids,
+                      gallery_pids, query_camids, gallery_camids, *,
+                      k1: int = 20, k2: int = 6, lambda_value: float = 0.3,
+                      max_rank: int = 50, chunk_size: int = 256,
+                      num_threads: Optional[int] = None) -> dict:
+  """`ranking.evaluate_features` on k-reciprocal re-ranked distances.
+
+  Junk gallery images (pid -1) are dropped first, so they neither rank nor
+  act as neighbours.
+  """
+  gallery_pids = np.asarray(gallery_pids)
+  keep = gallery_pids != ranking.JUNK_PID
+  gf = np.asarray(gallery_features)[keep]
+  dist_fn = reranked_distance_fn(query_features, gf, k1=k1, k2=k2,
+                                 lambda_value=lambda_value)
+  return ranking.evaluate_distance_fn(
+      dist_fn, np.asarray(query_features).shape[0], query_pids,
+      gallery_pids[keep], query_camids, np.asarray(gallery_camids)[keep],
+      max_rank=max_rank, chunk_size=chunk_size, num_threads=num_threads)
+
+
+def reference_rerank(query_features, gallery_features, k1: int = 20,
+                     k2: int = 6, lambda_value: float = 0.3) -> np.ndarray:
+  """The common dense implementation (oracle / bench baseline), [Q, G]."""
+  qf = np.asarray(query_features, np.float32)
+  gf = np.asarray(gallery_features, np.float32)
+  feat = np.concatenate([qf, gf], 0)
+  query_num, all_num = qf.shape[0], feat.shape[0]
+  sq = np.einsum("ij,ij->i", feat, feat)
+  original_dist = sq[:, None] + sq[None, :] - 2 * feat @ feat.T
+  original_dist = np.maximum(original_dist, 0)
+  original_dist = np.transpose(original_dist / np.max(original_dist, axis=0))
+  v = np.zeros_like(original_dist).astype(np.float32)
+  initial_rank = np.argsort(original_dist, kind="stable").astype(np.int32)
+  for i in range(all_num):
+    forward_k_neigh_index = initial_rank[i, :k1 + 1]
+    backward_k_neigh_index = initial_rank[forward_k_neigh_index, :k1 + 1]
+    fi = np.where(backward_k_neigh_index == i)[0]
+    k_reciprocal_index = forward_k_neigh_index[fi]
+    k_reciprocal_expansion_index = k_reciprocal_index
+    for j in range(len(k_reciprocal_index)):
+      candidate = k_reciprocal_index[j]
+      h = int(np.around(k1 / 2.)) + 1
+      cand_fwd = initial_rank[candidate, :h]
+      cand_back = initial_rank[cand_fwd, :h]
+      fi_candidate = np.where(cand_back == candidate)[0]
+      cand_recip = cand_fwd[fi_candidate]
+      if len(np.intersect1d(cand_recip, k_reciprocal_index)) > 2. / 3 * len(
+          cand_recip):
+        k_reciprocal_expansion_index = np.append(k_reciprocal_expansion_index,
+                                                 cand_recip)
+    k_reciprocal_expansion_index = np.unique(k_reciprocal_expansion_index)
+    weight = np.exp(-original_dist[i, k_reciprocal_expansion_index])
+    v[i, k_reciprocal_expansion_index] = 1. * weight / np.sum(weight)
+  original_dist = original_dist[:query_num,]
+  if k2 != 1:
+    v_qe = np.zeros_like(v, dtype=np.float32)
+    for i in range(all_num):
+      v_qe[i, :] = np.mean(v[initial_rank[i, :k2], :], axis=0)
+    v = v_qe
+    del v_qe
+  del initial_rank
+  inv_index = [np.where(v[:, i] != 0)[0] for i in range(all_num)]
+  jaccard_dist = np.zeros_like(original_dist, dtype=np.float32)
+  for i in range(query_num):
+    temp_min = np.zeros(shape=[1, all_num], dtype=np.float32)
+    ind_non_zero = np.where(v[i, :] != 0)[0]
+    ind_images = [inv_index[ind] for ind in ind_non_zero]
+    for j in range(len(ind_non_zero)):
+      temp_min[0, ind_images[j]] = temp_min[0, ind_images[j]] + np.minimum(
+          v[i, ind_non_zero[j]], v[ind_images[j], ind_non_zero[j]])
+    jaccard_dist[i] = 1 - temp_min / (2. - temp_min)
+  final_dist = jaccard_dist * (1 - lambda_value) + original_dist * lambda_value
+  return final_dist[:query_num, query_num:]
+
+
+def reference_evaluate_reranked(query_features, gallery_features, query_pids,
+                                gallery_pids, query_camids, gallery_camids,
+                                max_rank: int = 50, **kwargs) -> dict:
+  """Baseline: dense re-ranking, then the standard evaluator."""
+  from keras_reid.evaluation import reference  # pylint: disable=g-import-not-at-top
+  gallery_pids = np.asarray(gallery_pids)
+  keep = gallery_pids != ranking.JUNK_PID
+  dist = reference_rerank(query_features,
+                          np.asarray(gallery_features)[keep], **kwargs)
+  return reference.eval_market1501(dist, query_pids, gallery_pids[keep],
+                                   query_camids,
+                                   np.asarray(gallery_camids)[keep], max_rank,
+                                   sort_kind="quicksort")

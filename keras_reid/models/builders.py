@@ -1,0 +1,165 @@
+"""Model builders: the training model, head replacement, SIR embedder, CIR scorer.
+
+The training model takes {"images" [B, H, W, 3] (normalised), "pair_i" [P],
+"pair_j" [P]} and returns a dict with stable keys:
+  "embedding" [B, D], "logits" [B, N], "verification_logits" [P, 2], and with
+  model.aux_heads "aux1_logits", "aux1_verification_logits", "aux2_logits",
+  "aux2_verification_logits".
+The backbone is a nested model named "backbone"; heads are named (see
+heads.py), the classifiers "classifier", "aux1_classifier", "aux2_classifier".
+"""
+
+from __future__ import annotations
+
+import keras
+from ml_collections import config_dict
+
+from keras_reid.models import backbones
+from keras_reid.models import heads
+from keras_reid.models import layers as reid_layers
+
+CLASSIFIER_LAYER_NAMES = ("classifier", "aux1_classifier", "aux2_classifier")
+AUX_KEYS = ("aux1", "aux2")
+# GoogLeNet's auxiliary classifiers use dropout 0.7.
+AUX_CLS_DROPOUT = 0.7
+
+
+def normalization_for(model_config: config_dict.ConfigDict) -> str:
+  """The input normalisation mode the configured backbone expects."""
+  if model_config.backbone not in backbones.BACKBONES:
+    raise KeyError(f"Unknown backbone {model_config.backbone!r}: expected one "
+                   f"of {sorted(backbones.BACKBONES)} (model.backbone).")
+  return backbones.BACKBONES[model_config.backbone].normalization
+
+
+def _build(model_config, *, num_classes: int, input_shape, weights, seed):
+  backbone = backbones.build_backbone(
+      model_config.backbone, input_shape=input_shape, weights=weights,
+      alpha=model_config.alpha)
+  if model_config.freeze_bn:
+    backbones.freeze_batch_norm(backbone.model)
+  if model_config.aux_heads and "aux1" not in backbone.model.output:
+    raise ValueError(f"model.aux_heads=True but backbone "
+                     f"{model_config.backbone!r} has no auxiliary taps; set "
+                     "model.aux_heads=False.")
+  mode = model_config.ver_dropout_mode
+  images = keras.Input(shape=tuple(input_shape), dtype="float32", name="images")
+  pair_i = keras.Input(shape=(), dtype="int32", name="pair_i")
+  pair_j = keras.Input(shape=(), dtype="int32", name="pair_j")
+  features = backbone.model(images)
+  embedding = features["feature"]
+  outputs = {
+      "embedding": embedding,
+      "logits": heads.classification_head(
+          embedding, num_classes=num_classes, dropout=model_config.cls_dropout,
+          seed=seed),
+      "verification_logits": heads.verification_head(
+          embedding, pair_i, pair_j, dropout=model_config.ver_dropout,
+          mode=mode, seed=None if seed is None else seed + 1),
+  }
+  if model_config.aux_heads:
+    for n, key in enumerate(AUX_KEYS):
+      prefix = f"{key}_"
+      aux = heads.auxiliary_feature(features[key], prefix=prefix)
+      aux_seed = None if seed is None else seed + 2 * n + 2
+      outputs[f"{key}_logits"] = heads.classification_head(
+          aux, num_classes=num_classes, dropout=AUX_CLS_DROPOUT, prefix=prefix,
+          seed=aux_seed)
+      outputs[f"{key}_verification_logits"] = heads.verification_head(
+          aux, pair_i, pair_j, dropout=model_config.ver_dropout, mode=mode,
+          prefix=prefix, seed=None if seed is None else aux_seed + 1)
+  return keras.Model({"images": images, "pair_i": pair_i, "pair_j": pair_j},
+                     outputs, name="reid_training_model")
+
+
+def build_training_model(model_config: config_dict.ConfigDict, *,
+                         num_classes: int, input_shape: tuple[int, int, int],
+                         seed: int | None = None) -> keras.Model:
+  """Builds the training model (see the module docstring for its I/O).
+
+  Args:
+    model_config: config.model (backbone, alpha, weights, cls_dropout,
+      ver_dropout, ver_dropout_mode, aux_heads, freeze_bn).
+    num_classes: N, identities of the training set.
+    input_shape: (H, W, 3).
+    seed: seeds the dropout masks (None: unseeded).
+  """
+  return _build(model_config, num_classes=num_classes, input_shape=input_shape,
+                weights=model_config.weights, seed=seed)
+
+
+def replace_classifiers(model: keras.Model, model_config: config_dict.ConfigDict,
+                        *, num_classes: int, input_shape: tuple[int, int, int],
+                        seed: int | None = None) -> keras.Model:
+  """A new training model with fresh classifiers for `num_classes` identities.
+
+  Every other layer (backbone, verification and auxiliary trunks) takes the
+  weights of `model`: this is the start of a stage of staged transfer.
+  """
+  new = _build(model_config, num_classes=num_classes, input_shape=input_shape,
+               weights="", seed=seed)
+  for layer in new.layers:
+    if layer.name in CLASSIFIER_LAYER_NAMES or not layer.weights:
+      continue
+    try:
+      old = model.get_layer(layer.name)
+    except ValueError as e:
+      raise ValueError(
+          f"replace_classifiers: layer {layer.name!r} of the new model is not "
+          "in the given model; build both from the same model config "
+          "(backbone, alpha, aux_heads).") from e
+    layer.set_weights(old.get_weights())
+  return new
+
+
+def set_step_trainable(model: keras.Model, step: int, *, freeze_bn: bool = False) -> None:
+  """Sets trainable flags for a step of two-stepped fine-tuning.
+
+  Step 1 trains only the classifier layers (CLASSIFIER_LAYER_NAMES); step 2
+  trains everything, except BatchNormalization layers when freeze_bn.
+  """
+  if step not in (1, 2):
+    raise ValueError(f"step={step!r}: expected 1 (classifiers only) or 2 (all).")
+  # Set every layer explicitly: in Keras 3 `model.trainable = True` does not
+  # reach the layers of a nested functional model frozen by a previous step.
+  for layer in model._flatten_layers(include_self=True, recursive=True):  # pylint: disable=protected-access
+    layer.trainable = True
+  if step == 1:
+    for layer in model.layers:
+      if layer.name not in CLASSIFIER_LAYER_NAMES:
+        layer.trainable = False
+  elif freeze_bn:
+    backbones.freeze_batch_norm(model)
+
+
+def build_embedder(training_model: keras.Model) -> keras.Model:
+  """SIR embedder sharing the training model's backbone weights.
+
+  Returns:
+    keras.Model images float [B, H, W, 3] (normalised) -> embedding [B, D].
+  """
+  backbone = training_model.get_layer("backbone")
+  images = keras.Input(shape=backbone.input_shape[1:], dtype="float32",
+                       name="images")
+  embedding = backbone(images)["feature"]
+  return keras.Model(images, embedding, name="embedder")
+
+
+def build_pair_scorer(training_model: keras.Model) -> keras.Model:
+  """CIR pair scorer sharing the backbone and the main verification head.
+
+  Returns:
+    keras.Model {"images_a", "images_b"} float [B, H, W, 3] -> probability
+    [B] that image a and image b show the same person.
+  """
+  backbone = training_model.get_layer("backbone")
+  shape = backbone.input_shape[1:]
+  images_a = keras.Input(shape=shape, dtype="float32", name="images_a")
+  images_b = keras.Input(shape=shape, dtype="float32", name="images_b")
+  verifier = [training_model.get_layer(n)
+              for n in ("ver_subtract", "ver_relu", "verifier")]
+  logits = heads.apply_verifier(backbone(images_a)["feature"],
+                                backbone(images_b)["feature"], layers=verifier)
+  probability = reid_layers.SameProbability(name="same_probability")(logits)
+  return keras.Model({"images_a": images_a, "images_b": images_b}, probability,
+                     name="pair_scorer")

@@ -1,0 +1,93 @@
+"""Classification, verification and GoogLeNet-style auxiliary heads.
+
+Each function applies freshly created, named layers to Keras tensors inside
+a functional model. Layer names are `<prefix><role>` with prefix "" for the
+main heads and "aux1_" / "aux2_" for the auxiliary ones, so freezing, head
+replacement and the pair scorer can find them by name.
+"""
+
+from __future__ import annotations
+
+import keras
+
+from keras_reid.models import layers as reid_layers
+
+
+def classification_head(features, *, num_classes: int, dropout: float,
+                        prefix: str = "", seed: int | None = None):
+  """Identity classifier: dropout (a standard mask per image) -> Dense(N).
+
+  Args:
+    features: float [B, D].
+    num_classes: N, the number of training identities.
+    dropout: dropout rate before the classifier.
+    prefix: layer-name prefix ("" or "aux1_" ...).
+    seed: dropout seed.
+
+  Returns:
+    Logits float [B, N] from the layer named `<prefix>classifier`.
+  """
+  x = keras.layers.Dropout(dropout, seed=seed, name=f"{prefix}cls_dropout")(features)
+  return keras.layers.Dense(num_classes, name=f"{prefix}classifier")(x)
+
+
+def verification_head(features, pair_i, pair_j, *, dropout: float,
+                      mode: str = "pairwise", prefix: str = "",
+                      seed: int | None = None):
+  """Pair verifier: dropout on both members -> y_i - y_j -> ReLU -> Dense(2).
+
+  Args:
+    features: float [B, D].
+    pair_i, pair_j: int [P], indices into the batch.
+    dropout: rate of the verification dropout.
+    mode: "pairwise" (one mask per pair), "independent" or "none".
+    prefix: layer-name prefix.
+    seed: dropout seed.
+
+  Returns:
+    Logits float [P, 2] (class 1 = same person) from `<prefix>verifier`.
+  """
+  a, b = reid_layers.PairwiseConsistentDropout(
+      dropout, mode=mode, seed=seed, name=f"{prefix}ver_dropout")(
+          [features, pair_i, pair_j])
+  return apply_verifier(a, b, prefix=prefix)
+
+
+def verifier_layers(prefix: str = "") -> list[keras.layers.Layer]:
+  """The three layers after the dropout: subtract, ReLU, Dense(2)."""
+  return [keras.layers.Subtract(name=f"{prefix}ver_subtract"),
+          keras.layers.ReLU(name=f"{prefix}ver_relu"),
+          keras.layers.Dense(2, name=f"{prefix}verifier")]
+
+
+def apply_verifier(a, b, *, prefix: str = "", layers=None):
+  """Subtract -> ReLU -> Dense(2) on pair features a, b [P, D] -> [P, 2].
+
+  `layers` reuses existing (trained) layers, e.g. in the pair scorer.
+  """
+  subtract, relu, dense = layers or verifier_layers(prefix)
+  return dense(relu(subtract([a, b])))
+
+
+def auxiliary_feature(feature_map, *, prefix: str, pool_size=(4, 4),
+                      conv_filters: int = 128, units: int = 1024):
+  """GoogLeNet's auxiliary trunk: pool 4x4 -> 1x1 conv + BN + ReLU -> FC + ReLU.
+
+  Adaptive pooling (PyTorch's bins) makes it work on maps smaller than 4x4
+  too (e.g. 8x4 at 128x64 input). GoogLeNet's dropout 0.7 is the
+  classification head's dropout, applied by the caller.
+
+  Args:
+    feature_map: float [B, h, w, C].
+    prefix: "aux1_" or "aux2_".
+
+  Returns:
+    float [B, units].
+  """
+  x = keras.layers.AdaptiveAveragePooling2D(pool_size, name=f"{prefix}pool")(feature_map)
+  x = keras.layers.Conv2D(conv_filters, 1, use_bias=False, name=f"{prefix}conv")(x)
+  x = keras.layers.BatchNormalization(epsilon=1e-3, momentum=0.9, name=f"{prefix}bn")(x)
+  x = keras.layers.ReLU(name=f"{prefix}conv_relu")(x)
+  x = keras.layers.Flatten(name=f"{prefix}flatten")(x)
+  x = keras.layers.Dense(units, name=f"{prefix}fc")(x)
+  return keras.layers.ReLU(name=f"{prefix}fc_relu")(x)

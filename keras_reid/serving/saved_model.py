@@ -1,0 +1,282 @@
+"""Exports the SIR embedder and the CIR pair scorer as a TF-Serving SavedModel.
+
+The SavedModel is self-contained: resizing, normalisation, L2 normalisation
+and input validation are traced into its graph, so TF-Serving (or any process
+that never imports keras_reid) can run it. Layout, as TF-Serving expects:
+
+    <export_base>/<version>/saved_model.pb, variables/, assets.extra/
+
+Signatures:
+  serving_default: "images" uint8 [B, H, W, 3], any H and W
+      -> "embeddings" float32 [B, D], L2-normalised.
+  serve_bytes: "images" string [B], encoded JPEG / PNG / BMP / GIF files
+      -> "embeddings" float32 [B, D], L2-normalised.
+  verify: "images_a", "images_b" uint8 [B, H, W, 3] (equal B; the two batches
+      may have different H, W) -> "same_probability" float32 [B].
+
+Invalid inputs fail with tf.errors.InvalidArgumentError raised by graph
+assertions (TF-Serving answers INVALID_ARGUMENT with the message): wrong rank
+or channel count, empty batch, images larger than MAX_IMAGE_SIDE pixels per
+side, encoded files larger than MAX_ENCODED_BYTES or not an image, and
+`verify` batches of different sizes. A wrong dtype is rejected by the
+signature itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from typing import Optional
+
+import keras
+import tensorflow as tf
+
+from keras_reid.data import preprocessing
+
+# Largest accepted image side (height or width), in pixels. Re-ID boxes are a
+# few hundred pixels; the limit bounds the memory one request can take.
+MAX_IMAGE_SIDE = 4096
+# Largest accepted encoded file, in bytes (checked before decoding).
+MAX_ENCODED_BYTES = 16 * 1024 * 1024
+
+SIGNATURES = ("serving_default", "serve_bytes", "verify")
+EXPORT_INFO_FILE = os.path.join("assets.extra", "export_info.json")
+
+# File signatures ("magic numbers") of the formats serve_bytes accepts.
+_MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"BM", b"GIF8")
+
+
+def _check_images(images: tf.Tensor, name: str) -> tf.Tensor:
+  """Validates a uint8 image batch of unknown rank; returns it as [B, H, W, 3].
+
+  Raises (at run time) InvalidArgumentError naming `name` and the expectation.
+  """
+  # Grappler may run these checks in any order (control dependencies do not
+  # survive its rewrites), so each holds trivially unless the rank is 4, and
+  # the shape is padded so that reading it cannot fail first.
+  rank_ok = tf.equal(tf.size(tf.shape(images)), 4)
+  shape = tf.concat([tf.shape(images), tf.zeros([4], tf.int32)], 0)[:4]
+
+  def check(condition, message):
+    return tf.debugging.Assert(
+        tf.logical_or(tf.logical_not(rank_ok), condition),
+        [f"{name}: {message}; got shape", tf.shape(images)])
+
+  checks = [
+      tf.debugging.Assert(rank_ok, [
+          f"{name}: expected a uint8 image batch [B, H, W, 3] (rank 4); got "
+          "shape", tf.shape(images)]),
+      check(tf.equal(shape[3], 3), "expected 3 (RGB) channels in the last axis"),
+      check(shape[0] > 0, "empty batch; send at least one image"),
+      check(tf.reduce_all(shape[1:3] > 0), "height and width must be > 0"),
+      check(tf.reduce_all(shape[1:3] <= MAX_IMAGE_SIDE),
+            f"image too large; height and width must be <= {MAX_IMAGE_SIDE} "
+            "pixels (resize on the client)"),
+  ]
+  with tf.control_dependencies(checks):
+    images = tf.identity(images)
+  return tf.ensure_shape(images, [None, None, None, 3])
+
+
+def _resize(images: tf.Tensor, image_size: tuple[int, int]) -> tf.Tensor:
+  """uint8 [..., h, w, 3] -> float32 [..., H, W, 3] in [0, 255].
+
+  Same kernel as keras_reid.data.preprocessing.load_image (bilinear with
+  antialiasing), so served embeddings match the evaluation pipeline's.
+  """
+  images = tf.cast(images, tf.float32)
+  return tf.image.resize(images, image_size, method="bilinear", antialias=True)
+
+
+def _decode_one(contents: tf.Tensor, image_size: tuple[int, int]) -> tf.Tensor:
+  """Encoded file (scalar string) -> float32 [H, W, 3] in [0, 255], checked."""
+  size = tf.strings.length(contents)
+  known = tf.reduce_any(tf.stack(
+      [tf.strings.substr(contents, 0, len(m)) == m for m in _MAGIC]))
+  checks = [
+      tf.debugging.Assert(
+          size <= MAX_ENCODED_BYTES,
+          [f"serve_bytes: encoded image too large; at most {MAX_ENCODED_BYTES}"
+           " bytes per image; got", size]),
+      tf.debugging.Assert(
+          known,
+          ["serve_bytes: could not decode an image: expected JPEG, PNG, BMP "
+           "or GIF file contents (send the raw file bytes, base64-encoded "
+           "only in REST's {\"b64\": ...}); got", size, "bytes starting with",
+           tf.strings.substr(contents, 0, 8)]),
+  ]
+  with tf.control_dependencies(checks):
+    image = preprocessing.decode_image(contents)
+  shape = tf.shape(image)
+  with tf.control_dependencies([tf.debugging.Assert(
+      tf.reduce_all(shape[:2] <= MAX_IMAGE_SIDE),
+      [f"serve_bytes: image too large; height and width must be <= "
+       f"{MAX_IMAGE_SIDE} pixels; got shape", shape])]):
+    image = tf.identity(image)
+  return _resize(image, image_size)
+
+
+class ReidServingModule(tf.Module):
+  """Holds the Keras models and the three serving functions.
+
+  Attributes:
+    embedder: keras.Model, float32 normalised images [B, H, W, 3] -> [B, D].
+    pair_scorer: keras.Model, {"images_a", "images_b"} -> probability [B].
+    image_size: (H, W), the models' input size.
+    normalization: a key of keras_reid.data.preprocessing.NORMALIZATIONS.
+  """
+
+  def __init__(self, embedder: keras.Model, pair_scorer: keras.Model,
+               image_size: tuple[int, int], normalization: str):
+    super().__init__(name="reid_serving")
+    preprocessing.check_normalization(normalization)
+    self.embedder = embedder
+    self.pair_scorer = pair_scorer
+    self.image_size = tuple(int(s) for s in image_size)
+    self.normalization = normalization
+
+  def _embed(self, images_0_255: tf.Tensor) -> dict[str, tf.Tensor]:
+    x = preprocessing.normalize(images_0_255, self.normalization)
+    embeddings = self.embedder(x, training=False)
+    embeddings = tf.cast(embeddings, tf.float32)
+    return {"embeddings": tf.math.l2_normalize(embeddings, axis=-1)}
+
+  @tf.function(input_signature=[
+      tf.TensorSpec(shape=None, dtype=tf.uint8, name="images")])
+  def serving_default(self, images):
+    images = _check_images(images, "images")
+    return self._embed(_resize(images, self.image_size))
+
+  @tf.function(input_signature=[
+      tf.TensorSpec(shape=[None], dtype=tf.string, name="images")])
+  def serve_bytes(self, images):
+    with tf.control_dependencies([tf.debugging.Assert(
+        tf.size(images) > 0,
+        ["serve_bytes: empty batch; send at least one encoded image"])]):
+      images = tf.identity(images)
+    h, w = self.image_size
+    decoded = tf.map_fn(
+        lambda c: _decode_one(c, self.image_size), images,
+        fn_output_signature=tf.TensorSpec([h, w, 3], tf.float32))
+    return self._embed(decoded)
+
+  @tf.function(input_signature=[
+      tf.TensorSpec(shape=None, dtype=tf.uint8, name="images_a"),
+      tf.TensorSpec(shape=None, dtype=tf.uint8, name="images_b")])
+  def verify(self, images_a, images_b):
+    images_a = _check_images(images_a, "images_a")
+    images_b = _check_images(images_b, "images_b")
+    with tf.control_dependencies([tf.debugging.Assert(
+        tf.equal(tf.shape(images_a)[0], tf.shape(images_b)[0]),
+        ["verify: images_a and images_b must have the same batch size "
+         "(one pair per row); got", tf.shape(images_a)[0],
+         tf.shape(images_b)[0]])]):
+      images_a = tf.identity(images_a)
+    a = preprocessing.normalize(_resize(images_a, self.image_size),
+                                self.normalization)
+    b = preprocessing.normalize(_resize(images_b, self.image_size),
+                                self.normalization)
+    prob = self.pair_scorer({"images_a": a, "images_b": b}, training=False)
+    prob = tf.reshape(tf.cast(prob, tf.float32), [-1])
+    return {"same_probability": prob}
+
+
+def next_version(export_base: str) -> int:
+  """1 + the largest numeric version folder under `export_base` (1 if none)."""
+  if not os.path.isdir(export_base):
+    return 1
+  versions = [int(n) for n in os.listdir(export_base)
+              if re.fullmatch(r"\d+", n)
+              and os.path.isdir(os.path.join(export_base, n))]
+  return max(versions, default=0) + 1
+
+
+def export_saved_model(embedder: keras.Model, pair_scorer: keras.Model, *,
+                       export_base: str, image_size: tuple[int, int],
+                       normalization: str,
+                       version: Optional[int] = None) -> str:
+  """Writes a versioned SavedModel with the three serving signatures.
+
+  The version is written to a hidden temporary folder and renamed into place,
+  so a TF-Serving instance polling `export_base` never sees half a model.
+
+  Args:
+    embedder: keras.Model, float32 normalised images [B, H, W, 3] -> [B, D]
+      (e.g. keras_reid.models.builders.build_embedder(training_model)).
+    pair_scorer: keras.Model, {"images_a", "images_b"} float32 normalised
+      [B, H, W, 3] -> same-person probability [B] (or [B, 1]).
+    export_base: the model's base path (TF-Serving's `base_path`).
+    image_size: (H, W), the models' input size.
+    normalization: a key of keras_reid.data.preprocessing.NORMALIZATIONS.
+    version: the version number; None = next_version(export_base).
+
+  Returns:
+    The version folder, `<export_base>/<version>`.
+
+  Raises:
+    ValueError: unknown normalization, bad version, or the version exists.
+  """
+  preprocessing.check_normalization(normalization)
+  if version is None:
+    version = next_version(export_base)
+  if int(version) < 1:
+    raise ValueError(f"version={version!r}: expected a positive integer "
+                     "(TF-Serving loads numeric version folders).")
+  path = os.path.join(export_base, str(int(version)))
+  if os.path.exists(path):
+    raise ValueError(
+        f"Export folder {path!r} exists already: pass another version, or "
+        "version=None for the next free number.")
+  os.makedirs(export_base, exist_ok=True)
+  module = ReidServingModule(embedder, pair_scorer, image_size, normalization)
+  signatures = {
+      "serving_default": module.serving_default.get_concrete_function(),
+      "serve_bytes": module.serve_bytes.get_concrete_function(),
+      "verify": module.verify.get_concrete_function(),
+  }
+  tmp = tempfile.mkdtemp(prefix=f".tmp-{int(version)}-", dir=export_base)
+  try:
+    tf.saved_model.save(module, tmp, signatures=signatures)
+    info = {
+        "image_size": list(module.image_size),
+        "normalization": normalization,
+        "embedding_dim": int(embedder.output.shape[-1]),
+        "max_image_side": MAX_IMAGE_SIDE,
+        "max_encoded_bytes": MAX_ENCODED_BYTES,
+        "signatures": list(SIGNATURES),
+    }
+    os.makedirs(os.path.join(tmp, "assets.extra"), exist_ok=True)
+    with open(os.path.join(tmp, EXPORT_INFO_FILE), "w") as f:
+      json.dump(info, f, indent=2)
+    os.rename(tmp, path)
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+  return path
+
+
+def export_run(workdir: str, export_base: str) -> str:
+  """Restores a training run's model and exports it (without aux heads).
+
+  Args:
+    workdir: the run directory of `python -m keras_reid.train`.
+    export_base: the model's base path, e.g. "export/reid".
+
+  Returns:
+    The new version folder.
+  """
+  # Imported here: they pull in the model code, which the rest of this module
+  # (and a serving-only user) does not need.
+  from keras_reid.models import builders
+  from keras_reid.training import checkpoints
+
+  training_model, config = checkpoints.restore_training_model(workdir)
+  return export_saved_model(
+      builders.build_embedder(training_model),
+      builders.build_pair_scorer(training_model),
+      export_base=export_base,
+      image_size=(config.data.image_height, config.data.image_width),
+      normalization=builders.normalization_for(config.model))

@@ -1,0 +1,154 @@
+"""Tests for keras_reid.evaluation.ranking (with reference.py as the oracle)."""
+
+import numpy as np
+import pytest
+
+from keras_reid.evaluation import ranking
+from keras_reid.evaluation import reference
+
+INF = 9.0
+
+# Gallery: pid, camid. g2 is junk, g4 a distractor.
+G_PIDS = np.array([1, 2, -1, 1, 0, 1, 3])
+G_CAMS = np.array([0, 1, 1, 1, 2, 2, 1])
+Q_PIDS = np.array([1, 2, 3, 2])
+Q_CAMS = np.array([0, 1, -1, -1])
+DIST = np.array([
+    # g0 (same pid+cam: ignored), g1 wrong, g2 junk, g3 match, g4 distractor,
+    # g5 match, g6 wrong -> valid order g1 g3 g4 g5 g6: matches at ranks 1, 3.
+    [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7],
+    # pid 2 cam 1: its only gallery image g1 is same camera -> skipped.
+    [0.5, 0.1, 0.2, 0.3, 0.4, 0.6, 0.7],
+    # pid 3, unknown camera: nothing removed; g2 junk ignored -> g6 at rank 1.
+    [0.5, 0.1, 0.05, 0.9, 0.3, 0.8, 0.2],
+    # pid 2, unknown camera: g1 (cam 1) is NOT dropped -> rank 0.
+    [0.5, 0.1, 0.2, 0.3, 0.4, 0.6, 0.7],
+], np.float32)
+
+
+def market_like(rng, num_ids=30, dim=16, noise=1.0, num_cams=4,
+                num_distractors=20, num_junk=15):
+  """Small Market-like problem: ids with images in several cameras."""
+  centers = rng.normal(size=(num_ids + 1, dim)).astype(np.float32)
+  q_f, q_p, q_c, g_f, g_p, g_c = [], [], [], [], [], []
+  for pid in range(1, num_ids + 1):
+    cams = rng.choice(num_cams, size=rng.integers(2, num_cams + 1),
+                      replace=False)
+    for cam in cams:
+      q_f.append(centers[pid] + noise * rng.normal(size=dim))
+      q_p.append(pid)
+      q_c.append(cam)
+      for _ in range(rng.integers(1, 4)):
+        g_f.append(centers[pid] + noise * rng.normal(size=dim))
+        g_p.append(pid)
+        g_c.append(cam)
+  for pid, n in ((0, num_distractors), (-1, num_junk)):
+    for _ in range(n):
+      g_f.append(rng.normal(size=dim) * 1.5)
+      g_p.append(pid)
+      g_c.append(rng.integers(num_cams))
+  f32 = lambda x: np.asarray(x, np.float32)
+  return (f32(q_f), f32(g_f), np.array(q_p), np.array(g_p), np.array(q_c),
+          np.array(g_c))
+
+
+def assert_same(a, b, exact=True):
+  assert a.keys() == b.keys()
+  for key in a:
+    if exact:
+      np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    else:
+      np.testing.assert_allclose(a[key], b[key], rtol=1e-12, err_msg=key)
+
+
+def test_hand_computed_distance_matrix():
+  r = ranking.evaluate_distances(DIST, Q_PIDS, G_PIDS, Q_CAMS, G_CAMS,
+                                 max_rank=5)
+  assert r["num_queries"] == 3
+  assert r["num_skipped_queries"] == 1
+  np.testing.assert_allclose(r["cmc"], [1 / 3, 1, 1, 1, 1])
+  assert r["rank1"] == pytest.approx(1 / 3)
+  assert r["rank5"] == pytest.approx(1.0)
+  assert np.isnan(r["rank10"])  # beyond max_rank
+  # APs: q0 (1/2 + 2/4) / 2 = .5, q2 1/2, q3 1 ; INPs: 2/4, 1/2, 1.
+  assert r["mAP"] == pytest.approx(2 / 3)
+  assert r["mINP"] == pytest.approx(2 / 3)
+  assert_same(r, reference.eval_market1501(DIST, Q_PIDS, G_PIDS, Q_CAMS,
+                                           G_CAMS, max_rank=5), exact=False)
+
+
+def test_unknown_gallery_camera_keeps_match():
+  dist = np.array([[0.3, 0.1, 0.2]], np.float32)
+  r = ranking.evaluate_distances(dist, [5], [5, 7, 5], [0], [-1, 1, 0],
+                                 max_rank=3)
+  # g2 (same pid, same cam 0) ignored; g0 (cam unknown) is a match at rank 1.
+  assert r["num_queries"] == 1
+  assert r["cmc"] == [0.0, 1.0, 1.0]
+  assert r["mAP"] == pytest.approx(0.5)
+
+
+def test_perfect_features_give_one():
+  rng = np.random.default_rng(0)
+  qf, gf, qp, gp, qc, gc = market_like(rng, noise=0.0, num_distractors=0,
+                                       num_junk=0)
+  r = ranking.evaluate_features(qf, gf, qp, gp, qc, gc)
+  assert r["num_queries"] > 0
+  assert r["rank1"] == 1.0 and r["mAP"] == 1.0 and r["mINP"] == 1.0
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_matches_reference_evaluator(seed):
+  rng = np.random.default_rng(seed)
+  data = market_like(rng, noise=1.2)
+  got = ranking.evaluate_features(*data, max_rank=50)
+  want = reference.evaluate_features(*data, max_rank=50)
+  assert 0.05 < got["rank1"] < 1.0  # a non-trivial problem
+  assert_same(got, want, exact=False)
+
+
+def test_chunked_equals_unchunked_and_threads():
+  rng = np.random.default_rng(3)
+  data = market_like(rng, noise=1.2)
+  full = ranking.evaluate_features(*data, chunk_size=10_000, num_threads=1)
+  for chunk, threads in ((1, 1), (7, 2), (32, 2)):
+    assert_same(ranking.evaluate_features(*data, chunk_size=chunk,
+                                          num_threads=threads), full)
+
+
+def test_invariant_to_gallery_order():
+  rng = np.random.default_rng(4)
+  qf, gf, qp, gp, qc, gc = market_like(rng, noise=1.2)
+  base = ranking.evaluate_features(qf, gf, qp, gp, qc, gc)
+  perm = rng.permutation(len(gp))
+  shuffled = ranking.evaluate_features(qf, gf[perm], qp, gp[perm], qc,
+                                       gc[perm])
+  assert_same(base, shuffled, exact=False)
+
+
+def test_ties_are_ordered_by_gallery_index_like_stable_sort():
+  rng = np.random.default_rng(5)
+  # Integer features in a tiny range: many exactly tied distances.
+  qf = rng.integers(0, 2, size=(40, 3)).astype(np.float32)
+  gf = rng.integers(0, 2, size=(120, 3)).astype(np.float32)
+  qp, gp = rng.integers(1, 6, 40), rng.integers(-1, 6, 120)
+  qc, gc = rng.integers(-1, 3, 40), rng.integers(-1, 3, 120)
+  got = ranking.evaluate_features(qf, gf, qp, gp, qc, gc, max_rank=20,
+                                  chunk_size=9)
+  want = reference.evaluate_features(qf, gf, qp, gp, qc, gc, max_rank=20,
+                                     sort_kind="stable")
+  assert_same(got, want, exact=False)
+
+
+def test_top_k_orders_by_distance_then_index():
+  dist = np.array([[0.3, 0.1, 0.1, 0.0, 0.5]], np.float32)
+  np.testing.assert_array_equal(ranking.top_k(dist, 1, 3), [[3, 1, 2]])
+  np.testing.assert_array_equal(ranking.top_k(dist, 1, 9), [[3, 1, 2, 0, 4]])
+
+
+def test_errors_name_the_problem():
+  with pytest.raises(ValueError, match="gallery_pids"):
+    ranking.evaluate_features(np.zeros((2, 3)), np.zeros((4, 3)), [1, 2],
+                              [1, 2, 3], [0, 0], [0, 0, 0, 0])
+  with pytest.raises(ValueError, match="dimension"):
+    ranking.evaluate_features(np.zeros((2, 3)), np.zeros((4, 5)), [1, 2],
+                              [1, 2, 3, 4], [0, 0], [0, 0, 0, 0])

@@ -1,0 +1,90 @@
+"""Tests of the Re-ID layers: pairwise-consistent dropout and ceil-mode pooling."""
+
+import numpy as np
+import pytest
+
+import keras
+
+from keras_reid.models import layers
+
+
+def _pairs():
+  features = np.random.default_rng(0).uniform(1, 2, (4, 256)).astype("float32")
+  pair_i = np.array([0, 0, 1, 2, 3], "int32")
+  pair_j = np.array([1, 2, 3, 3, 0], "int32")
+  return features, pair_i, pair_j
+
+
+def test_pairwise_mask_is_shared_by_both_members():
+  features, pair_i, pair_j = _pairs()
+  layer = layers.PairwiseConsistentDropout(0.5, seed=1, name="d")
+  a, b = [np.asarray(t) for t in layer([features, pair_i, pair_j], training=True)]
+  assert a.shape == b.shape == (5, 256)
+  np.testing.assert_array_equal(a == 0, b == 0)
+  kept = a != 0
+  assert 0.35 < kept.mean() < 0.65
+  # Kept units are scaled by 1 / (1 - rate).
+  np.testing.assert_allclose(a[kept], 2 * features[pair_i][kept], rtol=1e-6)
+  np.testing.assert_allclose(b[kept], 2 * features[pair_j][kept], rtol=1e-6)
+  # Different pairs get different masks.
+  assert (kept[0] != kept[1]).any()
+
+
+def test_off_at_inference():
+  features, pair_i, pair_j = _pairs()
+  layer = layers.PairwiseConsistentDropout(0.5, seed=1, name="d")
+  for training in (False, None):
+    a, b = layer([features, pair_i, pair_j], training=training)
+    np.testing.assert_array_equal(np.asarray(a), features[pair_i])
+    np.testing.assert_array_equal(np.asarray(b), features[pair_j])
+
+
+def test_independent_masks_differ():
+  features, pair_i, pair_j = _pairs()
+  layer = layers.PairwiseConsistentDropout(0.5, mode="independent", seed=1, name="d")
+  a, b = [np.asarray(t) for t in layer([features, pair_i, pair_j], training=True)]
+  assert ((a == 0) != (b == 0)).mean() > 0.3
+
+
+def test_none_mode_only_gathers():
+  features, pair_i, pair_j = _pairs()
+  layer = layers.PairwiseConsistentDropout(0.5, mode="none", name="d")
+  a, _ = layer([features, pair_i, pair_j], training=True)
+  np.testing.assert_array_equal(np.asarray(a), features[pair_i])
+
+
+def test_invalid_arguments_are_refused():
+  with pytest.raises(ValueError, match="mode"):
+    layers.PairwiseConsistentDropout(0.5, mode="per_image")
+  with pytest.raises(ValueError, match="rate"):
+    layers.PairwiseConsistentDropout(1.0)
+
+
+@pytest.mark.parametrize("layer", [
+    layers.PairwiseConsistentDropout(0.3, mode="independent", seed=4, name="x"),
+    layers.CeilMaxPooling2D(3, 2, name="y"),
+    layers.SameProbability(name="z"),
+])
+def test_get_config_round_trips(layer):
+  config = layer.get_config()
+  clone = type(layer).from_config(config)
+  assert clone.get_config() == config
+  restored = keras.saving.deserialize_keras_object(
+      keras.saving.serialize_keras_object(layer))
+  assert type(restored) is type(layer) and restored.get_config() == config
+
+
+def test_ceil_max_pooling_matches_pytorch_ceil_mode():
+  x = np.random.default_rng(0).normal(size=(1, 6, 5, 2)).astype("float32")
+  out = np.asarray(layers.CeilMaxPooling2D(3, 2)(x))
+  # ceil((6 - 3) / 2) + 1 = 3 rows, ceil((5 - 3) / 2) + 1 = 2 columns; the
+  # last row window covers rows 4..5 only.
+  assert out.shape == (1, 3, 2, 2)
+  for r in range(3):
+    for c in range(2):
+      window = x[0, 2 * r:2 * r + 3, 2 * c:2 * c + 3]
+      np.testing.assert_allclose(out[0, r, c], window.max(axis=(0, 1)))
+
+
+if __name__ == "__main__":
+  raise SystemExit(pytest.main([__file__, "-q"]))
