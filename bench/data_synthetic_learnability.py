@@ -64,8 +64,8 @@ def main():
     print(f"queries {len(qp)}, gallery {len(gp)}, "
           f"chance ~{1 / len(set(gp[gp > 0])):.3f}")
     print(f"colour histogram rank-1: {rank1(hist(qx), hist(gx), *args):.3f}")
-    print(f"raw pixels rank-1: "
-          f"{rank1(qx.reshape(len(qx), -1) / 255, gx.reshape(len(gx), -1) / 255, *args):.3f}")
+    flat = lambda x: x.reshape(len(x), -1) / 255
+    print(f"raw pixels rank-1: {rank1(flat(qx), flat(gx), *args):.3f}")
     n_cls = len({r.pid for r in ds.train})
     keras.utils.set_random_seed(0)
     inp = keras.Input(SIZE + (3,))

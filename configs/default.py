@@ -16,7 +16,7 @@ def stage_config(**overrides) -> config_dict.ConfigDict:
   classification + verification (+ auxiliary) losses.
   """
   stage = config_dict.ConfigDict(dict(
-      # A name from keras_reid.data.DATASETS; "a+b" pools the training sets
+      # A name from keras_reid.data.datasets.DATASETS; "a+b" pools the training sets
       # of several datasets (roots "A+B"); evaluation uses the first one.
       dataset="synthetic",
       root="",                     # dataset folder; "" only for synthetic
@@ -62,7 +62,7 @@ def base_config() -> config_dict.ConfigDict:
   ))
 
   config.model = config_dict.ConfigDict(dict(
-      backbone="mobilenet_v1",     # a name from keras_reid.models.BACKBONES
+      backbone="mobilenet_v1",     # a name from keras_reid.models.backbones.BACKBONES
       alpha=0.25,                  # width multiplier for MobileNet-family backbones
       weights="",                  # "" (random init), "imagenet", or a .weights.h5 path
       cls_dropout=0.5,             # dropout before the identity classifier
@@ -110,5 +110,8 @@ def base_config() -> config_dict.ConfigDict:
 
 def get_config() -> config_dict.ConfigDict:
   config = base_config()
-  config.stages.synthetic = stage_config()
+  # From random initialisation, so a higher lr than fine-tuning from ImageNet.
+  config.stages.synthetic = stage_config(
+      step1_steps=100, step2_steps=1000, step1_lr=0.01, step2_lr=0.03,
+      lr_decay_steps=700)
   return config

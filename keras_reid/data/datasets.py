@@ -142,7 +142,8 @@ def synthetic(root: str, *, split: int = 0, split_seed: int = 0,
   del split, split_seed
   has = all(os.path.isdir(os.path.join(root, d)) for d in _MARKET_DIRS)
   if not has and generate_options:
-    from keras_reid.data import synthetic as synthetic_lib  # pylint: disable=g-import-not-at-top
+    # Imported here: only this reader needs the generator (and Pillow).
+    from keras_reid.data import synthetic as synthetic_lib
     synthetic_lib.generate(root, **generate_options)
   folder = find_root(root, _MARKET_DIRS, ("synthetic",), "synthetic",
                      "bounding_box_train/, bounding_box_test/, query/ (write "
@@ -266,22 +267,24 @@ def prid2011(root: str, *, split: int = 0, split_seed: int = 0,
 
 # CUHK01 ---------------------------------------------------------------------
 
-_CUHK01_RE = re.compile(r"^(\d{3})(\d{3,4})\.png$")
+# 7 digits: person (4, 0001-0971) then image (3, 001-004), e.g. 0001003.png.
+_CUHK01_RE = re.compile(r"^(\d{4})(\d{3})\.png$")
 
 
 def cuhk01(root: str, *, split: int = 0, split_seed: int = 0,
            num_train_ids: int = 485) -> ReidDataset:
-  """CUHK01: campus/NNNMMMM.png, 971 persons x 4 images.
+  """CUHK01: campus/PPPPIII.png, 971 persons x 4 images.
 
-  MMMM 001-002 are camera A, 003-004 camera B. Protocol: 10 random splits of
+  PPPP is the person (0001-0971), III the image: 001-002 camera A, 003-004
+  camera B (as the dataset and the reference implementations name them). Protocol: 10 random splits of
   485 train / 486 test ids; query = camera A test images, gallery = camera B.
   """
   folder = find_root(root, ("campus",), ("CUHK01", "cuhk01"), "cuhk01",
-                     "campus/ holding NNNMMMM.png")
+                     "campus/ holding PPPPIII.png")
   recs = []
   for p in _images(os.path.join(folder, "campus")):
-    m = _parse(_CUHK01_RE, p, "NNNMMMM.png (person NNN, image MMMM 1-4), "
-               "e.g. 0010003.png")
+    m = _parse(_CUHK01_RE, p, "PPPPIII.png (person PPPP, image III 001-004)"
+               ", e.g. 0001003.png")
     recs.append(Record(p, int(m.group(1)), 0 if int(m.group(2)) <= 2 else 1))
   ids = sorted({r.pid for r in recs})
   train_ids, test_ids = _split_ids(ids, min(num_train_ids, len(ids) // 2),
@@ -438,8 +441,9 @@ def cuhk03(root: str, *, split: int = 0, split_seed: int = 0,
   """CUHK03 from cuhk-03.mat (MATLAB v7.3 / HDF5), labelled or detected.
 
   protocol="new" (Zhong et al. 2017): 767 train / 700 test ids from
-  `cuhk03_new_protocol_config_{labeled,detected}.mat` (train_idx, query_idx,
-  gallery_idx, labels, camId, filelist); `split` is ignored.
+  `cuhk03_new_protocol_config_{labeled,detected}.mat` (1-based train_idx,
+  query_idx, gallery_idx into filelist / labels; camera = the view field of
+  the file name); `split` is ignored.
   protocol="old" (Li et al. 2014): the 20 `testsets` of cuhk-03.mat, 100 test
   ids each (split 0-19), the other 1,367 ids train; query and gallery are
   both the test images, camid = view (the evaluator excludes same-view
@@ -472,12 +476,17 @@ def cuhk03(root: str, *, split: int = 0, split_seed: int = 0,
     cfg = scipy.io.loadmat(cfg_path)
     filelist = [str(np.ravel(f)[0]) for f in np.ravel(cfg["filelist"])]
     labels = np.ravel(cfg["labels"]).astype(int)
-    cams = np.ravel(cfg["camId"]).astype(int)
 
     def take(key):
-      return [Record(os.path.join(img_dir, filelist[i - 1]),
-                     int(labels[i - 1]), int(cams[i - 1]) - 1)
-              for i in np.ravel(cfg[key]).astype(int)]
+      out = []
+      for i in np.ravel(cfg[key]).astype(int) - 1:  # MATLAB indices
+        path = os.path.join(img_dir, filelist[i])
+        # The camera (view) is the third field of the name, as in the
+        # protocol's reference code.
+        m = _parse(_CUHK03_RE, path, "CAMPAIR_PID_VIEW_IMG.png")
+        view = int(m.group(3))
+        out.append(Record(path, int(labels[i]), view - 1))
+      return out
     ds = ReidDataset("cuhk03", take("train_idx"), take("query_idx"),
                      take("gallery_idx"))
   else:

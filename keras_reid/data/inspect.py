@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import json
+import sys
 
 from absl import app
 from absl import flags
@@ -68,8 +69,13 @@ _SPLIT_SEED = flags.DEFINE_integer("split_seed", 0, "Seed of the splits.")
 
 def main(argv: list[str]) -> None:
   del argv
-  print(inspect_dataset(_DATASET.value, _ROOT.value, split=_SPLIT.value,
-                        split_seed=_SPLIT_SEED.value))
+  try:
+    text = inspect_dataset(_DATASET.value, _ROOT.value, split=_SPLIT.value,
+                           split_seed=_SPLIT_SEED.value)
+  except (FileNotFoundError, ValueError) as e:
+    # A wrong folder or name is the user's input, not a bug: no traceback.
+    sys.exit(f"error: {e}")
+  print(text)
 
 
 if __name__ == "__main__":

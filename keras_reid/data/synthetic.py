@@ -1,4 +1,4 @@
-"""Synthetic pedestrians in the Market-1501 layout, for tests and the default run.
+"""Synthetic pedestrians in the Market-1501 layout (tests, the default run).
 
 Each identity is a parametric person (body proportions, skin and hair, top and
 bottom garments with colours and patterns, shoes, bag or backpack, hat);
@@ -39,6 +39,7 @@ from absl import flags
 from absl import logging
 import numpy as np
 from PIL import Image
+from PIL import ImageChops
 from PIL import ImageDraw
 from PIL import ImageFilter
 
@@ -110,7 +111,10 @@ class Camera:
   scale: float           # render resolution factor (then upsampled)
   occlusion: float       # probability of a partial occluder
   scene: np.ndarray      # uint8 [H, 4W, 3] background canvas
-  noise_field: np.ndarray  # int16 [2H, 2W, 3] sensor noise, cropped per image
+  # Sensor noise (positive and negative parts, uint8 [2H, 2W, 3] images),
+  # cropped at random per image: fast and seeded.
+  noise_pos: Image.Image | None = None
+  noise_neg: Image.Image | None = None
 
 
 def _jitter(rng: np.random.Generator, colour: np.ndarray, amount: float
@@ -194,14 +198,17 @@ def sample_camera(rng: np.random.Generator, domain: str, h: int, w: int
       noise=rng.uniform(*style["noise"]),
       scale=float(rng.choice(style["scales"])),
       occlusion=rng.uniform(*style["occlusion"]),
-      scene=_make_scene(rng, domain, h, w),
-      noise_field=np.zeros((2 * h, 2 * w, 3), np.int16))
+      scene=_make_scene(rng, domain, h, w))
 
 
 def _with_noise(camera: Camera, rng: np.random.Generator) -> Camera:
-  field = np.round(rng.standard_normal(camera.noise_field.shape) *
-                   camera.noise).astype(np.int16)
-  return dataclasses.replace(camera, noise_field=field)
+  h, w = camera.scene.shape[0], camera.scene.shape[1] // 4
+  field = np.round(rng.standard_normal((2 * h, 2 * w, 3)) * camera.noise)
+  field = np.clip(field, -255, 255)
+  return dataclasses.replace(
+      camera,
+      noise_pos=Image.fromarray(np.maximum(field, 0).astype(np.uint8)),
+      noise_neg=Image.fromarray(np.maximum(-field, 0).astype(np.uint8)))
 
 
 def _c(colour, shade: float = 1.) -> tuple[int, int, int]:
@@ -359,11 +366,11 @@ def _draw_person(draw: ImageDraw.ImageDraw, p: Person, view: int,
 
 
 def render(person: Person | None, camera: Camera, rng: np.random.Generator,
-           image_size: tuple[int, int]) -> np.ndarray:
+           image_size: tuple[int, int]) -> Image.Image:
   """Renders one image of `person` (None = junk box) seen by `camera`.
 
   Returns:
-    uint8 [H, W, 3].
+    RGB image of size (W, H).
   """
   h, w = image_size
   off = int(rng.integers(0, camera.scene.shape[1] - w + 1))
@@ -387,25 +394,26 @@ def render(person: Person | None, camera: Camera, rng: np.random.Generator,
       draw.rectangle([xs[0], h * rng.uniform(0, 0.4), xs[1], h], fill=c)
   if rng.uniform() < 0.5:
     img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+  # Resolution and blur (blur at the low resolution: cheaper, same look).
   if camera.scale < 1.:
-    small = (max(1, int(w * camera.scale)), max(1, int(h * camera.scale)))
-    img = img.resize(small, Image.Resampling.BILINEAR).resize(
-        (w, h), Image.Resampling.BILINEAR)
-  if camera.blur > 0.05:
-    img = img.filter(ImageFilter.BoxBlur(camera.blur))
-  # Illumination and colour cast: per-channel gains in 8-bit fixed point.
-  gain = camera.cast * (camera.gain * rng.uniform(0.88, 1.12))
-  gain = np.round(gain * 256).astype(np.int32)
-  # Sensor noise: a random crop of the camera's fixed noise field, flipped
-  # at random so crops rarely repeat.
-  nf = camera.noise_field
-  y = int(rng.integers(0, nf.shape[0] - h + 1))
-  x = int(rng.integers(0, nf.shape[1] - w + 1))
-  noise = nf[y:y + h, x:x + w]
-  if rng.uniform() < 0.5:
-    noise = noise[::-1]
-  arr = ((np.asarray(img).astype(np.int32) * gain) >> 8) + noise
-  return np.clip(arr, 0, 255).astype(np.uint8)
+    img = img.resize((max(1, int(w * camera.scale)),
+                      max(1, int(h * camera.scale))),
+                     Image.Resampling.BILINEAR)
+  blur = camera.blur * min(1., camera.scale)
+  if blur > 0.05:
+    img = img.filter(ImageFilter.BoxBlur(blur))
+  if camera.scale < 1.:
+    img = img.resize((w, h), Image.Resampling.BILINEAR)
+  # Illumination and colour cast: a per-channel linear map (saturating).
+  g = camera.cast * (camera.gain * rng.uniform(0.88, 1.12))
+  img = img.convert("RGB", (g[0], 0, 0, 0, 0, g[1], 0, 0, 0, 0, g[2], 0))
+  # Sensor noise: a random crop of the camera's noise field, added with
+  # saturation.
+  y = int(rng.integers(0, camera.noise_pos.height - h + 1))
+  x = int(rng.integers(0, camera.noise_pos.width - w + 1))
+  box = (x, y, x + w, y + h)
+  img = ImageChops.add(img, camera.noise_pos.crop(box))
+  return ImageChops.subtract(img, camera.noise_neg.crop(box))
 
 
 def market_name(pid: int, cam: int, frame: int, box: int = 1) -> str:
@@ -427,6 +435,13 @@ def _params(num_ids, seed, domain, num_cameras, images_per_camera,
               domain=domain, num_cameras=int(num_cameras),
               images_per_camera=int(images_per_camera),
               image_size=[int(image_size[0]), int(image_size[1])])
+
+
+def _read_meta(path: str) -> dict[str, Any] | None:
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
 
 
 def generate(out_dir: str, *, num_ids: int, seed: int, domain: str = "a",
@@ -466,9 +481,8 @@ def generate(out_dir: str, *, num_ids: int, seed: int, domain: str = "a",
   params = _params(num_ids, seed, domain, num_cameras, images_per_camera,
                    image_size)
   meta_path = os.path.join(out_dir, META_FILE)
-  if os.path.exists(meta_path):
-    with open(meta_path) as f:
-      old = json.load(f)
+  old = _read_meta(meta_path)
+  if old is not None:
     if old == params:
       logging.info("Reusing synthetic dataset %s", out_dir)
       return out_dir
@@ -497,8 +511,7 @@ def generate(out_dir: str, *, num_ids: int, seed: int, domain: str = "a",
 
     def write(sub, pid, cam, person, rng):
       frames[cam] += 1
-      arr = render(person, cameras[cam], rng, (h, w))
-      Image.fromarray(arr).save(
+      render(person, cameras[cam], rng, (h, w)).save(
           os.path.join(tmp, sub, market_name(pid, cam, frames[cam])),
           quality=92)
 
@@ -527,7 +540,7 @@ def generate(out_dir: str, *, num_ids: int, seed: int, domain: str = "a",
       cam = int(rng.integers(num_cameras))
       person = sample_person(rng, domain) if k % 2 else None
       frames[cam] += 1
-      arr = render(person, cameras[cam], rng, (h, w))
+      arr = np.asarray(render(person, cameras[cam], rng, (h, w)))
       if person is not None:  # keep only the legs: a bad detection
         arr = np.concatenate([arr[h // 2:], arr[h // 2:]], axis=0)
       Image.fromarray(arr).save(
@@ -535,6 +548,10 @@ def generate(out_dir: str, *, num_ids: int, seed: int, domain: str = "a",
                        market_name(-1, cam, frames[cam])), quality=92)
     with open(os.path.join(tmp, META_FILE), "w") as f:
       json.dump(params, f)
+    if _read_meta(meta_path) == params:
+      # Another process wrote the same dataset meanwhile: keep theirs.
+      shutil.rmtree(tmp)
+      return out_dir
     if os.path.exists(out_dir):
       shutil.rmtree(out_dir)
     os.rename(tmp, out_dir)

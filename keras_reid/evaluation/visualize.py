@@ -91,7 +91,8 @@ def save_png(image: np.ndarray, path: str) -> str:
 def save_ranked_lists(query_paths: Sequence[str], gallery_paths: Sequence[str],
                       query_pids, gallery_pids, top: np.ndarray, out_dir: str,
                       *, num_queries: int = 10, k: int = 10,
-                      seed: int = 0) -> list[str]:
+                      seed: int = 0, images: Optional[list] = None
+                      ) -> list[str]:
   """Writes ranked-list PNGs of `num_queries` seeded random queries.
 
   Args:
@@ -103,6 +104,8 @@ def save_ranked_lists(query_paths: Sequence[str], gallery_paths: Sequence[str],
     out_dir: folder for `ranked_<query index>.png`.
     num_queries, k: how many lists, how long.
     seed: which queries.
+    images: if a list, the uint8 row images are appended to it (e.g. for
+      `write_tensorboard_images`).
 
   Returns:
     the written paths.
@@ -116,15 +119,29 @@ def save_ranked_lists(query_paths: Sequence[str], gallery_paths: Sequence[str],
     image = ranked_list_image(
         query_paths[q], [gallery_paths[g] for g in idx],
         [gallery_pids[g] == query_pids[q] for g in idx])
+    if images is not None:
+      images.append(image)
     out.append(save_png(image, os.path.join(out_dir, f"ranked_{q}.png")))
   return out
 
 
 def write_tensorboard_images(logdir: str, images: dict, step: int = 0,
                              max_outputs: Optional[int] = None) -> None:
-  """Writes uint8 [H, W, 3] images under their tags (e.g. "eval/cmc")."""
+  """Writes uint8 images under their tags (e.g. "eval/cmc").
+
+  Args:
+    logdir: TensorBoard folder (e.g. <workdir>/tensorboard).
+    images: tag -> one [H, W, 3] image or a batch [N, H, W, 3] (one size).
+    step: the summary step.
+    max_outputs: images kept per tag; default: all of the batch.
+  """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  with tf.summary.create_file_writer(logdir).as_default():
+  writer = tf.summary.create_file_writer(logdir)
+  with writer.as_default():
     for tag, image in images.items():
-      tf.summary.image(tag, np.asarray(image, np.uint8)[None], step=step,
-                       max_outputs=max_outputs or 1)
+      batch = np.asarray(image, np.uint8)
+      if batch.ndim == 3:
+        batch = batch[None]
+      tf.summary.image(tag, batch, step=step,
+                       max_outputs=max_outputs or len(batch))
+  writer.flush()

@@ -208,8 +208,11 @@ def freeze_batch_norm(model: keras.Model) -> int:
     The number of layers frozen.
   """
   count = 0
-  for layer in model._flatten_layers(include_self=False):  # pylint: disable=protected-access
+  stack = list(model.layers)
+  while stack:
+    layer = stack.pop()
     if isinstance(layer, keras.layers.BatchNormalization):
       layer.trainable = False
       count += 1
+    stack.extend(getattr(layer, "layers", []))  # nested models
   return count

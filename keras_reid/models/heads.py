@@ -84,7 +84,7 @@ def auxiliary_feature(feature_map, *, prefix: str, pool_size=(4, 4),
   Returns:
     float [B, units].
   """
-  x = keras.layers.AdaptiveAveragePooling2D(pool_size, name=f"{prefix}pool")(feature_map)
+  x = reid_layers.AdaptiveAveragePooling2D(pool_size, name=f"{prefix}pool")(feature_map)
   x = keras.layers.Conv2D(conv_filters, 1, use_bias=False, name=f"{prefix}conv")(x)
   x = keras.layers.BatchNormalization(epsilon=1e-3, momentum=0.9, name=f"{prefix}bn")(x)
   x = keras.layers.ReLU(name=f"{prefix}conv_relu")(x)

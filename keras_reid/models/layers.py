@@ -120,6 +120,45 @@ class CeilMaxPooling2D(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="keras_reid")
+class AdaptiveAveragePooling2D(keras.layers.Layer):
+  """PyTorch's `AdaptiveAvgPool2d`: average over bins to a fixed output size.
+
+  Bin i of an axis of size n covers [floor(i*n/out), ceil((i+1)*n/out)), so a
+  map smaller than the output repeats pixels instead of failing: the
+  auxiliary heads work at any input size (`keras.layers.AdaptiveAveragePooling2D`
+  gives the same values but fails on maps like 2x1, at 32x16 input). Needs
+  static H and W.
+
+  Input: float [B, H, W, C]. Output: [B, out_h, out_w, C].
+  """
+
+  def __init__(self, output_size: tuple[int, int] | list[int], **kwargs):
+    super().__init__(**kwargs)
+    self.output_size = tuple(output_size)
+
+  @staticmethod
+  def _bins(size, out):
+    return [(i * size // out, -(-(i + 1) * size // out)) for i in range(out)]
+
+  def call(self, inputs):
+    height, width = inputs.shape[1], inputs.shape[2]
+    rows = []
+    for h0, h1 in self._bins(height, self.output_size[0]):
+      cols = [ops.mean(inputs[:, h0:h1, w0:w1, :], axis=(1, 2))
+              for w0, w1 in self._bins(width, self.output_size[1])]
+      rows.append(ops.stack(cols, axis=1))
+    return ops.stack(rows, axis=1)
+
+  def compute_output_shape(self, input_shape):
+    return (input_shape[0], *self.output_size, input_shape[-1])
+
+  def get_config(self):
+    config = super().get_config()
+    config.update(output_size=list(self.output_size))
+    return config
+
+
+@keras.saving.register_keras_serializable(package="keras_reid")
 class SameProbability(keras.layers.Layer):
   """Verification logits [P, 2] -> probability of "same person" [P].
 

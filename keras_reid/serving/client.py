@@ -203,7 +203,10 @@ class GrpcClient(_Client):
     request = predict_pb2.PredictRequest()
     self._set_spec(request.model_spec, signature)
     for name, value in inputs.items():
-      request.inputs[name].CopyFrom(tf.make_tensor_proto(value))
+      value = np.asarray(value)
+      # An object array holds encoded files (bytes); say so even when empty.
+      dtype = tf.string if value.dtype == object else None
+      request.inputs[name].CopyFrom(tf.make_tensor_proto(value, dtype=dtype))
     response = self._call(self._stub.Predict, request, signature)
     return {k: tf.make_ndarray(v) for k, v in response.outputs.items()}
 

@@ -88,7 +88,19 @@ def _resize(images: tf.Tensor, image_size: tuple[int, int]) -> tf.Tensor:
   antialiasing), so served embeddings match the evaluation pipeline's.
   """
   images = tf.cast(images, tf.float32)
-  return tf.image.resize(images, image_size, method="bilinear", antialias=True)
+  shape = tf.shape(images)
+  # Images already of the model's size skip the resize: it would return them
+  # unchanged, and its kernel costs more than the rest of a small model.
+  same_size = tf.logical_and(tf.equal(shape[-3], image_size[0]),
+                             tf.equal(shape[-2], image_size[1]))
+  images = tf.cond(
+      same_size, lambda: tf.identity(images),
+      lambda: tf.image.resize(images, image_size, method="bilinear",
+                              antialias=True))
+  # Both branches give the model's size; state it for the static shape (an
+  # EnsureShape inside the branch would be hoisted out of it by Grappler).
+  images.set_shape(images.shape[:-3].concatenate(list(image_size) + [3]))
+  return images
 
 
 def _decode_one(contents: tf.Tensor, image_size: tuple[int, int]) -> tf.Tensor:

@@ -23,7 +23,6 @@ import collections
 import io
 import pickle
 import struct
-import sys
 import zipfile
 
 from absl import app

@@ -112,8 +112,11 @@ def evaluate_model(model: keras.Model, dataset: records_lib.ReidDataset,
                    config: config_dict.ConfigDict) -> dict:
   """SIR evaluation of the training model on a dataset's query / gallery."""
   embedder = builders.build_embedder(model)
-  embed = tf.function(lambda images: embedder(images, training=False),
-                      reduce_retracing=True)
+
+  @tf.function(reduce_retracing=True, autograph=False)
+  def embed(images):
+    return embedder(images, training=False)
+
   return extract.evaluate_embedder(
       embed, dataset,
       image_size=(config.data.image_height, config.data.image_width),

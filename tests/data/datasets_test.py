@@ -132,7 +132,7 @@ def test_prid2011(tmp_path):
 def test_cuhk01(tmp_path):
   for pid in range(1, 7):
     for k in range(1, 5):
-      _touch(str(tmp_path / "CUHK01" / "campus" / f"{pid:03d}{k:04d}.png"))
+      _touch(str(tmp_path / "CUHK01" / "campus" / f"{pid:04d}{k:03d}.png"))
   ds = datasets.load_dataset("cuhk01", str(tmp_path), split=2)
   assert ds.summary()["num_train_ids"] == 3
   assert len(ds.train) == 12 and len(ds.query) == 6 and len(ds.gallery) == 6
@@ -204,7 +204,8 @@ def test_cuhk03(tmp_path):
   ds = datasets.load_dataset("cuhk03", str(tmp_path), protocol="old",
                              kind="detected", split=1,
                              cache_dir=str(tmp_path / "cache"))
-  assert len(os.listdir(tmp_path / "cache" / "images_detected")) == 78 + 1  # 2 empty cells
+  # 2 x 4 x 10 cells, 2 of them empty, plus the ".complete" marker.
+  assert len(os.listdir(tmp_path / "cache" / "images_detected")) == 78 + 1
   assert {r.pid for r in ds.query} == {1002, 2001}   # (camp 1, pid 2), (2, 1)
   assert ds.query == ds.gallery and {r.camid for r in ds.query} == {0, 1}
   assert len(ds.train) == 78 - 19
@@ -214,7 +215,6 @@ def test_cuhk03(tmp_path):
   scipy.io.savemat(str(folder / "cuhk03_new_protocol_config_labeled.mat"), {
       "filelist": np.array(names, dtype=object).reshape(-1, 1),
       "labels": np.repeat(np.arange(1, 9), 10)[:len(names)].reshape(-1, 1),
-      "camId": np.array([int(n.split("_")[2]) for n in names]).reshape(-1, 1),
       "train_idx": idx(1, 41), "query_idx": idx(41, 45),
       "gallery_idx": idx(45, len(names) + 1)})
   ds = datasets.load_dataset("cuhk03", str(folder), protocol="new",
@@ -232,3 +232,10 @@ def test_inspect_last_line_is_json(tmp_path):
   counts = json.loads(out.splitlines()[-1])
   assert counts["num_train_ids"] == 2 and counts["num_cameras"] == 2
   assert "train" in out.splitlines()[1]
+
+
+def test_cuhk01_bad_name(tmp_path):
+  _touch(str(tmp_path / "campus" / "0001001.png"))
+  _touch(str(tmp_path / "campus" / "person1.png"))
+  with pytest.raises(ValueError, match=r"person1\.png.*PPPPIII"):
+    datasets.load_dataset("cuhk01", str(tmp_path))

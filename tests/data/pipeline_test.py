@@ -180,3 +180,23 @@ def test_bmp_with_trailing_bytes(tmp_path):
   Image.fromarray(arr).save(png)
   np.testing.assert_array_equal(
       preprocessing.decode_image(tf.io.read_file(png)), arr)
+
+
+def test_transforms_are_about_the_centre():
+  size = (33, 17)  # odd: the centre is a pixel
+  t = pipeline.augmentation_transforms(1, copies=4, image_size=size,
+                                       max_shift=0., max_scale=.2,
+                                       max_rotation_deg=10., flip=True,
+                                       seed=5)
+  img = np.zeros((3, 33, 17, 3), np.float32)
+  img[:, 16, 8] = 1.
+  out = pipeline.apply_transforms(tf.constant(img),
+                                  tf.constant(t[0, 1:])).numpy()
+  for o in out:  # scale, rotation and flip keep the centre where it is
+    assert np.unravel_index(o[..., 0].argmax(), size) == (16, 8)
+  shifted = pipeline.augmentation_transforms(
+      50, copies=2, image_size=size, max_shift=.1, max_scale=0.,
+      max_rotation_deg=0., flip=False, seed=0)[:, 1]
+  assert np.abs(shifted[:, 2]).max() <= .1 * 17 + 1e-5   # x shift bound
+  assert np.abs(shifted[:, 5]).max() <= .1 * 33 + 1e-5   # y shift bound
+  assert np.abs(shifted[:, 2]).max() > .05 * 17

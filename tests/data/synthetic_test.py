@@ -86,3 +86,16 @@ def test_identities_not_separable_by_one_colour(tmp_path):
   nearest = [min(np.abs(np.subtract(t, u)).sum() for j, u in enumerate(tops)
                  if j != i) for i, t in enumerate(tops)]
   assert np.median(nearest) < 40
+
+
+def test_command_line(tmp_path):
+  import subprocess
+  import sys
+  out = subprocess.run(
+      [sys.executable, "-m", "keras_reid.data.synthetic",
+       f"--out={tmp_path / 'cli'}", "--num_ids=4", "--seed=1", "--height=32",
+       "--width=16", "--images_per_camera=2"],
+      capture_output=True, text=True, check=True).stdout
+  counts = json.loads(out.strip().splitlines()[-1])
+  assert counts["bounding_box_train"] > 0 and counts["query"] > 0
+  assert os.path.exists(tmp_path / "cli" / synthetic.META_FILE)

@@ -100,3 +100,37 @@ def test_evaluate_embedder_on_generated_images(tmp_path):
   assert result["num_queries"] == 3 and result["num_skipped_queries"] == 0
   assert result["rank1"] == 1.0 and result["mAP"] == 1.0
   assert result["dataset"] == "tiny"
+
+
+def test_parse_splits():
+  from keras_reid import evaluate
+  assert evaluate.parse_splits("0-3") == [0, 1, 2, 3]
+  assert evaluate.parse_splits("1-2,7") == [1, 2, 7]
+  with pytest.raises(ValueError, match="split indices"):
+    evaluate.parse_splits("a-b")
+
+
+def test_evaluate_feature_files_average_and_verification(tmp_path):
+  from keras_reid import evaluate
+  a = _features(tmp_path / "s0.npz")
+  rng = np.random.default_rng(1)
+  val_pids = np.repeat(np.arange(4), 3)
+  centres = rng.normal(size=(4, 8))
+  _features(tmp_path / "s1.npz", query_features=a["query_features"] + 3.0,
+            val_features=centres[val_pids] + .1 * rng.normal(size=(12, 8)),
+            val_pids=val_pids)
+  paths = [str(tmp_path / "s0.npz"), str(tmp_path / "s1.npz")]
+  out = tmp_path / "avg.json"
+  result = evaluate.evaluate_feature_file(paths, output_json=str(out))
+  per = [evaluate.evaluate_feature_file(p, output_json=str(tmp_path / "x.json"),
+                                        pictures=False) for p in paths]
+  assert result["num_splits"] == 2
+  assert result["mAP"] == pytest.approx((per[0]["mAP"] + per[1]["mAP"]) / 2)
+  assert result["mAP_std"] == pytest.approx(abs(per[0]["mAP"] -
+                                                per[1]["mAP"]) / 2)
+  assert json.loads(out.read_text())["features"] == paths
+  assert os.path.exists(result["pictures"]["cmc"])
+  # Only the second file has val_* arrays: well separated ids -> EER 0.
+  assert "verification" not in per[0]
+  assert per[1]["verification"]["sir_distance"]["eer"] == pytest.approx(0.0)
+  assert per[1]["verification"]["sir_distance"]["auc"] == pytest.approx(1.0)

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from configs import default
 from keras_reid import losses
@@ -38,11 +39,21 @@ def test_training_model_has_six_losses():
   model = builders.build_training_model(config, num_classes=2, input_shape=(32, 16, 3),
                                         seed=0)
   images = np.random.default_rng(0).uniform(-1, 1, (4, 32, 16, 3)).astype("float32")
-  outputs = model({"images": images, "pair_i": np.array([0, 1, 0, 2], "int32"),
-                   "pair_j": np.array([1, 0, 2, 3], "int32")}, training=True)
+  inputs = {"images": images, "pair_i": np.array([0, 1, 0, 2], "int32"),
+            "pair_j": np.array([1, 0, 2, 3], "int32")}
+
+  @tf.function  # Graph mode, as in training (static-shape checks differ).
+  def forward(inputs):
+    with tf.GradientTape() as tape:
+      outputs = model(inputs, training=True)
+      terms = losses.compute_losses(outputs, np.array([0, 0, 1, 1]),
+                                    np.array([1.0, 1.0, 0.0, 0.0]))
+    gradients = tape.gradient(terms["total"], model.trainable_variables)
+    return outputs, terms, gradients
+
+  outputs, terms, gradients = forward(inputs)
   assert tuple(outputs["aux2_verification_logits"].shape) == (4, 2)
-  terms = losses.compute_losses(outputs, np.array([0, 0, 1, 1]),
-                                np.array([1.0, 1.0, 0.0, 0.0]))
+  assert all(g is not None for g in gradients)
   assert sorted(terms) == ["aux1_cls", "aux1_ver", "aux2_cls", "aux2_ver", "cls",
                            "total", "ver"]
   assert np.isfinite(float(terms["total"]))

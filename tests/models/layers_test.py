@@ -64,6 +64,7 @@ def test_invalid_arguments_are_refused():
     layers.PairwiseConsistentDropout(0.3, mode="independent", seed=4, name="x"),
     layers.CeilMaxPooling2D(3, 2, name="y"),
     layers.SameProbability(name="z"),
+    layers.AdaptiveAveragePooling2D((4, 4), name="w"),
 ])
 def test_get_config_round_trips(layer):
   config = layer.get_config()
@@ -72,6 +73,22 @@ def test_get_config_round_trips(layer):
   restored = keras.saving.deserialize_keras_object(
       keras.saving.serialize_keras_object(layer))
   assert type(restored) is type(layer) and restored.get_config() == config
+
+
+@pytest.mark.parametrize("shape", [(8, 4), (7, 3), (14, 14)])
+def test_adaptive_pooling_matches_keras(shape):
+  x = np.random.default_rng(0).normal(size=(2, *shape, 3)).astype("float32")
+  np.testing.assert_allclose(
+      layers.AdaptiveAveragePooling2D((4, 4))(x),
+      keras.layers.AdaptiveAveragePooling2D((4, 4))(x), rtol=1e-5, atol=1e-6)
+
+
+def test_adaptive_pooling_repeats_pixels_of_tiny_maps():
+  x = np.arange(2 * 1 * 2, dtype="float32").reshape(1, 2, 1, 2)
+  out = np.asarray(layers.AdaptiveAveragePooling2D((4, 4))(x))
+  assert out.shape == (1, 4, 4, 2)
+  np.testing.assert_array_equal(out[0, :2], np.broadcast_to(x[0, 0], (2, 4, 2)))
+  np.testing.assert_array_equal(out[0, 2:], np.broadcast_to(x[0, 1], (2, 4, 2)))
 
 
 def test_ceil_max_pooling_matches_pytorch_ceil_mode():

@@ -1,0 +1,144 @@
+"""End-to-end tests of keras_reid.evaluate on one tiny trained run."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_reid import evaluate
+from keras_reid.evaluation import extract
+from keras_reid.training import stages
+from tests.training import tiny_config
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+  """(workdir, config, training metrics) of one tiny run shared by all tests."""
+  base = tmp_path_factory.mktemp("eval_run")
+  config = tiny_config.get_config()
+  config.data.synthetic_dir = str(base / "synthetic")
+  workdir = str(base / "run")
+  metrics = stages.train(config, workdir)
+  return workdir, config, metrics
+
+
+def _tags(logdir):
+  tags = set()
+  for name in os.listdir(logdir):
+    for event in tf.compat.v1.train.summary_iterator(
+        os.path.join(logdir, name)):
+      tags.update(v.tag for v in event.summary.value)
+  return tags
+
+
+def test_workdir_default_matches_training_eval(run, tmp_path):
+  workdir, _, metrics = run
+  out = str(tmp_path / "eval.json")
+  result = evaluate.evaluate_run(workdir, output_json=out)
+  with open(out) as f:
+    written = json.load(f)
+  # Same dataset (the stage's synthetic set), same weights, same metrics.
+  for key in ("rank1", "rank5", "mAP", "mINP", "num_queries"):
+    assert written[key] == pytest.approx(metrics[key]), key
+  assert len(written["cmc"]) == 50 and written["split"] == 0
+  assert "cir" not in written  # off by default
+  ver = written["verification"]
+  assert ver["split"] == "train" and ver["seen_in_training"] is True
+  for part in ("sir_distance", "verification_head"):
+    assert 0.0 <= ver[part]["auc"] <= 1.0 and 0.0 <= ver[part]["eer"] <= 1.0
+  # A Euclidean distance threshold, and a probability one.
+  assert ver["sir_distance"]["threshold"] >= 0.0
+  assert 0.0 <= ver["verification_head"]["threshold"] <= 1.0
+  pictures = result["pictures"]
+  assert len(pictures["ranked_lists"]) == min(10, result["num_queries"] +
+                                              result["num_skipped_queries"])
+  for path in pictures["ranked_lists"] + [pictures["cmc"]]:
+    assert os.path.exists(path) and path.startswith(str(tmp_path))
+  tags = _tags(os.path.join(workdir, "tensorboard"))
+  assert {"eval/ranked_lists", "eval/cmc"} <= tags, sorted(tags)
+
+
+def test_workdir_cir_topk_and_full(run, tmp_path):
+  workdir, _, _ = run
+  top = evaluate.evaluate_run(workdir, output_json=str(tmp_path / "a.json"),
+                              cir_topk=3, verification=False, pictures=False)
+  report = top["cir"]
+  assert report["mode"] == "top3"
+  assert report["pairs_scored"] == 3 * (top["num_queries"] +
+                                        top["num_skipped_queries"])
+  assert report["sir"]["rank1"] == pytest.approx(top["rank1"])
+  assert report["cir_seconds"] > 0 and report["sir_seconds"] > 0
+  assert report["cir_to_sir_time_ratio"] == pytest.approx(
+      report["cir_seconds"] / report["sir_seconds"])
+  # Re-scoring only re-orders the top 3: from rank 3 on the CMC is SIR's.
+  assert report["cir"]["cmc"][3:] == pytest.approx(top["cmc"][3:])
+  full = evaluate.evaluate_run(workdir, output_json=str(tmp_path / "b.json"),
+                               cir="full", verification=False, pictures=False)
+  assert full["cir"]["mode"] == "full"
+  assert 0.0 <= full["cir"]["cir"]["mAP"] <= 1.0
+  with open(tmp_path / "b.json") as f:
+    assert json.load(f)["cir"]["pairs_scored"] == full["cir"]["pairs_scored"]
+
+
+def test_workdir_splits_and_dataset_flag(run, tmp_path, monkeypatch):
+  workdir, config, _ = run
+  warnings = []
+  monkeypatch.setattr(evaluate.logging, "warning",
+                      lambda msg, *a: warnings.append(msg % a))
+  result = evaluate.evaluate_run(
+      workdir, dataset="synthetic", root=config.data.synthetic_dir,
+      splits=[0, 1], output_json=str(tmp_path / "s.json"),
+      verification=False, pictures=False)
+  # The synthetic set has one fixed split: both give the same numbers.
+  assert result["num_splits"] == 2 and result["split_indices"] == [0, 1]
+  assert result["rank1_std"] == pytest.approx(0.0)
+  assert result["splits"][0]["mAP"] == pytest.approx(result["mAP"])
+  assert any("optimistic" in w for w in warnings), warnings
+
+
+def test_saved_model(run, tmp_path):
+  saved_model = pytest.importorskip("keras_reid.serving.saved_model")
+  from keras_reid.models import builders
+  from keras_reid.training import checkpoints
+  workdir, config, _ = run
+  model, _ = checkpoints.restore_training_model(workdir)
+  path = saved_model.export_saved_model(
+      builders.build_embedder(model), builders.build_pair_scorer(model),
+      export_base=str(tmp_path / "export"),
+      image_size=(config.data.image_height, config.data.image_width),
+      normalization=builders.normalization_for(config.model))
+  result = evaluate.evaluate_saved_model(
+      path, dataset="synthetic", root=config.data.synthetic_dir,
+      output_json=str(tmp_path / "sm.json"), cir_topk=2, pictures=False)
+  total = result["num_queries"] + result["num_skipped_queries"]
+  # The export L2-normalises embeddings (SIR order may differ from the
+  # run's); its verify signature re-scores the same number of candidates.
+  assert 0.0 <= result["mAP"] <= 1.0 and total > 0
+  assert result["cir"]["pairs_scored"] == 2 * total
+  assert result["cir"]["cir_to_sir_time_ratio"] > 0
+  head = result["verification"]["verification_head"]
+  assert head["num_positive"] > 0 and 0.0 <= head["threshold"] <= 1.0
+  embed, size = extract.saved_model_embed_fn(path)
+  assert size == (config.data.image_height, config.data.image_width)
+  out = embed(np.full((2, *size, 3), 100.0, np.float32))
+  np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, rtol=1e-5)
+
+
+def test_main_parses_flags_and_calls_evaluate_run(run, tmp_path, capsys):
+  from absl import flags
+  from absl.testing import flagsaver
+  workdir, _, _ = run
+  out = tmp_path / "main.json"
+  with flagsaver.flagsaver():
+    flags.FLAGS(["evaluate", f"--workdir={workdir}", f"--output_json={out}",
+                 "--cir_topk=2", "--noverification", "--nopictures"])
+    evaluate.main(["evaluate"])
+  printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+  written = json.loads(out.read_text())
+  assert printed["rank1"] == pytest.approx(written["rank1"])
+  assert printed["cir_rank1"] == pytest.approx(written["cir"]["cir"]["rank1"])
+  assert "verification" not in written and "pictures" not in written
