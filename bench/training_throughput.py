@@ -32,6 +32,8 @@ _STEPS = flags.DEFINE_integer("steps", 10, "Timed steps.")
 _WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed steps first.")
 _SIZES = flags.DEFINE_list("sizes", ["128x64", "224x224"], "HxW input sizes.")
 _BACKBONE = flags.DEFINE_string("backbone", "googlenet", "Backbone name.")
+_ALPHA = flags.DEFINE_float("alpha", 0.25, "Width multiplier (MobileNets).")
+_XLA = flags.DEFINE_list("xla", ["false", "true"], "XLA settings to time.")
 _OUTPUT = flags.DEFINE_string("output_json", "", "Also write results here.")
 
 
@@ -48,6 +50,7 @@ def random_batches(k, m, h, w):
 def measure(height, width, jit):
   config = default.get_config()
   config.model.backbone = _BACKBONE.value
+  config.model.alpha = _ALPHA.value
   config.model.aux_heads = _BACKBONE.value == "googlenet"
   config.train.jit_compile = jit
   k, m = _K.value, _M.value
@@ -77,7 +80,7 @@ def main(argv):
   results = []
   for size in _SIZES.value:
     h, w = (int(v) for v in size.split("x"))
-    for jit in (False, True):
+    for jit in (v.lower() == "true" for v in _XLA.value):
       ips = measure(h, w, jit)
       results.append(dict(backbone=_BACKBONE.value, size=size, xla=jit,
                           batch=_K.value * _M.value, images_per_sec=ips))

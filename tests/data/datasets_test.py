@@ -239,3 +239,7 @@ def test_cuhk01_bad_name(tmp_path):
   _touch(str(tmp_path / "campus" / "person1.png"))
   with pytest.raises(ValueError, match=r"person1\.png.*PPPPIII"):
     datasets.load_dataset("cuhk01", str(tmp_path))
+
+
+if __name__ == "__main__":
+  raise SystemExit(pytest.main([__file__, "-q", "-p", "no:cacheprovider"]))

@@ -200,3 +200,7 @@ def test_transforms_are_about_the_centre():
   assert np.abs(shifted[:, 2]).max() <= .1 * 17 + 1e-5   # x shift bound
   assert np.abs(shifted[:, 5]).max() <= .1 * 33 + 1e-5   # y shift bound
   assert np.abs(shifted[:, 2]).max() > .05 * 17
+
+
+if __name__ == "__main__":
+  raise SystemExit(pytest.main([__file__, "-q", "-p", "no:cacheprovider"]))

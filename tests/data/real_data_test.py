@@ -79,3 +79,7 @@ def test_every_real_image_decodes_through_both_pipelines():
                                    validate=False)
   for b in ds.take(4):
     assert np.isfinite(b["images"].numpy()).all()
+
+
+if __name__ == "__main__":
+  raise SystemExit(pytest.main([__file__, "-q", "-p", "no:cacheprovider"]))

@@ -99,3 +99,7 @@ def test_command_line(tmp_path):
   counts = json.loads(out.strip().splitlines()[-1])
   assert counts["bounding_box_train"] > 0 and counts["query"] > 0
   assert os.path.exists(tmp_path / "cli" / synthetic.META_FILE)
+
+
+if __name__ == "__main__":
+  raise SystemExit(pytest.main([__file__, "-q", "-p", "no:cacheprovider"]))

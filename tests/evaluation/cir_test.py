@@ -78,3 +78,7 @@ def test_sir_pairs_all_and_sampled():
                                      np.repeat(np.arange(100), 3),
                                      max_pairs=500)
   assert same2.sum() == 300 and d2.size <= 500
+
+
+if __name__ == "__main__":
+  raise SystemExit(pytest.main([__file__, "-q", "-p", "no:cacheprovider"]))

@@ -134,3 +134,7 @@ def test_evaluate_feature_files_average_and_verification(tmp_path):
   assert "verification" not in per[0]
   assert per[1]["verification"]["sir_distance"]["eer"] == pytest.approx(0.0)
   assert per[1]["verification"]["sir_distance"]["auc"] == pytest.approx(1.0)
+
+
+if __name__ == "__main__":
+  raise SystemExit(pytest.main([__file__, "-q", "-p", "no:cacheprovider"]))

@@ -142,3 +142,7 @@ def test_main_parses_flags_and_calls_evaluate_run(run, tmp_path, capsys):
   assert printed["rank1"] == pytest.approx(written["rank1"])
   assert printed["cir_rank1"] == pytest.approx(written["cir"]["cir"]["rank1"])
   assert "verification" not in written and "pictures" not in written
+
+
+if __name__ == "__main__":
+  raise SystemExit(pytest.main([__file__, "-q", "-p", "no:cacheprovider"]))

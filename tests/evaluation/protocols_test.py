@@ -44,3 +44,7 @@ def test_aggregate_splits_mean_and_std():
   assert out["num_queries"] == 20 and out["num_skipped_queries"] == 1
   with pytest.raises(ValueError, match="at least one"):
     protocols.aggregate_splits([])
+
+
+if __name__ == "__main__":
+  raise SystemExit(pytest.main([__file__, "-q", "-p", "no:cacheprovider"]))

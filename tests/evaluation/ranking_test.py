@@ -152,3 +152,7 @@ def test_errors_name_the_problem():
   with pytest.raises(ValueError, match="dimension"):
     ranking.evaluate_features(np.zeros((2, 3)), np.zeros((4, 5)), [1, 2],
                               [1, 2, 3, 4], [0, 0], [0, 0, 0, 0])
+
+
+if __name__ == "__main__":
+  raise SystemExit(pytest.main([__file__, "-q", "-p", "no:cacheprovider"]))

@@ -39,3 +39,7 @@ def test_evaluate_reranked_matches_reference_and_helps():
   plain = ranking.evaluate_features(*data)
   assert got["num_queries"] == plain["num_queries"] > 0
   assert got["mAP"] >= plain["mAP"] - 0.05  # re-ranking should not collapse
+
+
+if __name__ == "__main__":
+  raise SystemExit(pytest.main([__file__, "-q", "-p", "no:cacheprovider"]))

@@ -1,5 +1,6 @@
 """Tests for keras_reid.evaluation.visualize."""
 
+import pytest
 import numpy as np
 from PIL import Image
 
@@ -33,3 +34,7 @@ def test_save_ranked_lists_and_cmc(tmp_path):
   assert cmc.shape == (320, 480, 3) and (cmc != 255).any()
   visualize.save_png(cmc, str(tmp_path / "cmc.png"))
   assert (tmp_path / "cmc.png").exists()
+
+
+if __name__ == "__main__":
+  raise SystemExit(pytest.main([__file__, "-q", "-p", "no:cacheprovider"]))
