@@ -10,7 +10,7 @@ import pytest
 import scipy.io
 
 from keras_reid.data import datasets
-from keras_reid.data import inspect as inspect_lib
+from keras_reid.data import describe as inspect_lib
 
 _PIXEL = Image.fromarray(np.zeros((8, 4, 3), np.uint8))
 

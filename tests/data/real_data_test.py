@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from keras_reid.data import inspect as inspect_lib
+from keras_reid.data import describe as inspect_lib
 from keras_reid.data import pipeline
 from keras_reid.data.records import Record
 

@@ -103,15 +103,15 @@ def test_evaluate_embedder_on_generated_images(tmp_path):
 
 
 def test_parse_splits():
-  from keras_reid import evaluate
-  assert evaluate.parse_splits("0-3") == [0, 1, 2, 3]
-  assert evaluate.parse_splits("1-2,7") == [1, 2, 7]
+  from keras_reid.evaluation import run as evaluation_run
+  assert evaluation_run.parse_splits("0-3") == [0, 1, 2, 3]
+  assert evaluation_run.parse_splits("1-2,7") == [1, 2, 7]
   with pytest.raises(ValueError, match="split indices"):
-    evaluate.parse_splits("a-b")
+    evaluation_run.parse_splits("a-b")
 
 
 def test_evaluate_feature_files_average_and_verification(tmp_path):
-  from keras_reid import evaluate
+  from keras_reid.evaluation import run as evaluation_run
   a = _features(tmp_path / "s0.npz")
   rng = np.random.default_rng(1)
   val_pids = np.repeat(np.arange(4), 3)
@@ -121,8 +121,8 @@ def test_evaluate_feature_files_average_and_verification(tmp_path):
             val_pids=val_pids)
   paths = [str(tmp_path / "s0.npz"), str(tmp_path / "s1.npz")]
   out = tmp_path / "avg.json"
-  result = evaluate.evaluate_feature_file(paths, output_json=str(out))
-  per = [evaluate.evaluate_feature_file(p, output_json=str(tmp_path / "x.json"),
+  result = evaluation_run.evaluate_feature_file(paths, output_json=str(out))
+  per = [evaluation_run.evaluate_feature_file(p, output_json=str(tmp_path / "x.json"),
                                         pictures=False) for p in paths]
   assert result["num_splits"] == 2
   assert result["mAP"] == pytest.approx((per[0]["mAP"] + per[1]["mAP"]) / 2)

@@ -2,13 +2,15 @@
 
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_reid import evaluate
 from keras_reid.evaluation import extract
+from keras_reid.evaluation import run as evaluation_run
 from keras_reid.training import stages
 from tests.training import tiny_config
 
@@ -38,7 +40,7 @@ def _tags(logdir):
 def test_workdir_default_matches_training_eval(run, tmp_path):
   workdir, _, metrics = run
   out = str(tmp_path / "eval.json")
-  result = evaluate.evaluate_run(workdir, output_json=out)
+  result = evaluation_run.evaluate_run(workdir, output_json=out)
   with open(out) as f:
     written = json.load(f)
   # Same dataset (the stage's synthetic set), same weights, same metrics.
@@ -64,7 +66,7 @@ def test_workdir_default_matches_training_eval(run, tmp_path):
 
 def test_workdir_cir_topk_and_full(run, tmp_path):
   workdir, _, _ = run
-  top = evaluate.evaluate_run(workdir, output_json=str(tmp_path / "a.json"),
+  top = evaluation_run.evaluate_run(workdir, output_json=str(tmp_path / "a.json"),
                               cir_topk=3, verification=False, pictures=False)
   report = top["cir"]
   assert report["mode"] == "top3"
@@ -76,7 +78,7 @@ def test_workdir_cir_topk_and_full(run, tmp_path):
       report["cir_seconds"] / report["sir_seconds"])
   # Re-scoring only re-orders the top 3: from rank 3 on the CMC is SIR's.
   assert report["cir"]["cmc"][3:] == pytest.approx(top["cmc"][3:])
-  full = evaluate.evaluate_run(workdir, output_json=str(tmp_path / "b.json"),
+  full = evaluation_run.evaluate_run(workdir, output_json=str(tmp_path / "b.json"),
                                cir="full", verification=False, pictures=False)
   assert full["cir"]["mode"] == "full"
   assert 0.0 <= full["cir"]["cir"]["mAP"] <= 1.0
@@ -87,9 +89,9 @@ def test_workdir_cir_topk_and_full(run, tmp_path):
 def test_workdir_splits_and_dataset_flag(run, tmp_path, monkeypatch):
   workdir, config, _ = run
   warnings = []
-  monkeypatch.setattr(evaluate.logging, "warning",
+  monkeypatch.setattr(evaluation_run.logging, "warning",
                       lambda msg, *a: warnings.append(msg % a))
-  result = evaluate.evaluate_run(
+  result = evaluation_run.evaluate_run(
       workdir, dataset="synthetic", root=config.data.synthetic_dir,
       splits=[0, 1], output_json=str(tmp_path / "s.json"),
       verification=False, pictures=False)
@@ -111,7 +113,7 @@ def test_saved_model(run, tmp_path):
       export_base=str(tmp_path / "export"),
       image_size=(config.data.image_height, config.data.image_width),
       normalization=builders.normalization_for(config.model))
-  result = evaluate.evaluate_saved_model(
+  result = evaluation_run.evaluate_saved_model(
       path, dataset="synthetic", root=config.data.synthetic_dir,
       output_json=str(tmp_path / "sm.json"), cir_topk=2, pictures=False)
   total = result["num_queries"] + result["num_skipped_queries"]
@@ -128,16 +130,19 @@ def test_saved_model(run, tmp_path):
   np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, rtol=1e-5)
 
 
-def test_main_parses_flags_and_calls_evaluate_run(run, tmp_path, capsys):
-  from absl import flags
-  from absl.testing import flagsaver
+def test_command_line_evaluates_a_run(run, tmp_path):
   workdir, _, _ = run
   out = tmp_path / "main.json"
-  with flagsaver.flagsaver():
-    flags.FLAGS(["evaluate", f"--workdir={workdir}", f"--output_json={out}",
-                 "--cir_topk=2", "--noverification", "--nopictures"])
-    evaluate.main(["evaluate"])
-  printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+  repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2",
+             PYTHONPATH=repo + os.pathsep + os.environ.get("PYTHONPATH", ""))
+  proc = subprocess.run(
+      [sys.executable, "-m", "keras_reid.evaluate", f"--workdir={workdir}",
+       f"--output_json={out}", "--cir_topk=2", "--noverification",
+       "--nopictures"], cwd=repo, env=env, capture_output=True, text=True,
+      timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  printed = json.loads(proc.stdout.strip().splitlines()[-1])
   written = json.loads(out.read_text())
   assert printed["rank1"] == pytest.approx(written["rank1"])
   assert printed["cir_rank1"] == pytest.approx(written["cir"]["cir"]["rank1"])
