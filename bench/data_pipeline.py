@@ -6,10 +6,10 @@ Measures, in one run so the ratios are comparable on a shared machine:
   1. synthetic generation rate (images/s, one process = one core);
   2. training pipeline throughput with the paper's 5x augmentation
      (K=32 x M=4 batches of 128x64 images, images/s);
-  3. the consumption rate of a training step: forward + backward + SGD of
-     MobileNet v1 (alpha 0.25) with classification + verification heads on
-     the same batches fed from memory (images/s), a stand-in for the real
-     training step (keras_reid.training), which the pipeline must beat >= 3x.
+  3. the consumption rate of the real training step (keras_reid.training.loop,
+     step 2 of the default config: MobileNet v1 0.25, classification +
+     verification) on the same batches fed from memory (images/s), which
+     the pipeline must beat >= 3x.
 Results are recorded in bench/data_results.md.
 """
 
@@ -24,11 +24,13 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 import numpy as np  # pylint: disable=g-import-not-at-top
 import tensorflow as tf  # pylint: disable=g-import-not-at-top
-import keras  # pylint: disable=g-import-not-at-top
 
+from configs import default  # pylint: disable=g-import-not-at-top
 from keras_reid.data import datasets  # pylint: disable=g-import-not-at-top
 from keras_reid.data import pipeline  # pylint: disable=g-import-not-at-top
 from keras_reid.data import synthetic  # pylint: disable=g-import-not-at-top
+from keras_reid.models import builders  # pylint: disable=g-import-not-at-top
+from keras_reid.training import loop  # pylint: disable=g-import-not-at-top
 
 
 def bench_generation(tmp, num_ids):
@@ -58,36 +60,28 @@ def bench_pipeline(records, k, m, steps):
 
 
 def bench_step(batch, num_classes, steps):
-  """Stand-in training step: MobileNet 0.25 + cls + pairwise ver heads."""
-  images = keras.Input((128, 64, 3))
-  base = keras.applications.MobileNet(input_shape=(128, 64, 3), alpha=0.25,
-                                      include_top=False, weights=None,
-                                      pooling="avg")
-  feat = base(images)
-  model = keras.Model(images, [feat, keras.layers.Dense(num_classes)(feat)])
-  ver = keras.layers.Dense(2)
-  opt = keras.optimizers.SGD(1e-3, momentum=0.9)
-  ver.build((None, feat.shape[-1]))
+  """The real training step (keras_reid.training.loop, step 2) on `batch`.
 
-  @tf.function
-  def step(b):
-    with tf.GradientTape() as tape:
-      f, logits = model(b["images"], training=True)
-      cls = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
-          b["labels"], logits))
-      d = tf.nn.relu(tf.gather(f, b["pair_i"]) - tf.gather(f, b["pair_j"]))
-      v = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
-          tf.cast(b["pair_same"], tf.int32), ver(d)))
-      loss = cls + 3 * v
-    variables = model.trainable_variables + ver.trainable_variables
-    opt.apply_gradients(zip(tape.gradient(loss, variables), variables))
-    return loss
-
+  The default config's model (MobileNet v1 0.25, classification +
+  verification with pairwise-consistent dropout), fed from memory.
+  """
+  config = default.get_config()
+  model = builders.build_training_model(
+      config.model, num_classes=num_classes,
+      input_shape=tuple(batch["images"].shape[1:]), seed=0)
+  builders.set_step_trainable(model, 2)
+  strategy = tf.distribute.get_strategy()
+  phase = loop.Phase("bench", 2, steps, 1e-3, 40000, 0.1)
+  step = loop.make_train_step(model, loop.make_optimizer(config.train, phase),
+                              strategy, loop.loss_weights(config.loss, 2),
+                              jit_compile=False)
+  iterator = iter(tf.data.Dataset.from_tensors(batch).repeat())
   for _ in range(2):
-    step(batch)
+    float(step(iterator)["loss/total"])
   t = time.perf_counter()
   for _ in range(steps):
-    step(batch).numpy()
+    values = step(iterator)
+  float(values["loss/total"])
   dt = time.perf_counter() - t
   return steps * batch["images"].shape[0] / dt
 
@@ -108,7 +102,7 @@ def main():
     print(f"training pipeline (K={k} x M={m}, 128x64, 5x augmentation): "
           f"{pipe_rate:.0f} images/s")
     step_rate = bench_step(batch, len({r.pid for r in ds.train}), steps)
-    print(f"training step stand-in (MobileNet 0.25, cls + ver): "
+    print(f"training step (keras_reid.training.loop, default model): "
           f"{step_rate:.0f} images/s")
     print(f"pipeline / step = {pipe_rate / step_rate:.1f}x")
   finally:
