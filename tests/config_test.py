@@ -5,7 +5,6 @@ import importlib
 import os
 
 import pytest
-from ml_collections import config_dict
 
 from configs import default
 from keras_reid import config as config_lib

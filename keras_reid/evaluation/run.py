@@ -1,49 +1,16 @@
 """Evaluation of a training run, a SavedModel or feature files: the JSON report.
 
-The library behind `python -m keras_reid.evaluate` (see that module for the
-command line); every function takes explicit arguments so that it can be
-called from Python and from tests.
-  # Features from any model (an .npz with query_features, gallery_features,
-  # query_pids, gallery_pids, query_camids, gallery_camids; optionally
-  # val_features, val_pids for the verification report). Several files
-  # (one per random split) are averaged:
-  python -m keras_reid.evaluate --features=FILE.npz --output_json=OUT.json
-  python -m keras_reid.evaluate --features=split0.npz,split1.npz,...
+The library behind `python -m keras_reid.evaluate`, whose docstring lists
+what a report holds and the command-line flags. Every function here takes
+explicit arguments so that it can be called from Python and from tests:
+`evaluate_run` (a training run's checkpoint), `evaluate_saved_model` (an
+exported SavedModel), `evaluate_feature_file` (.npz features from any model)
+and `evaluate_dataset`, the core they share.
 
-  # A training run (dataset of its last stage unless --dataset is given):
-  python -m keras_reid.evaluate --workdir=RUN [--split=3] [--cir_topk=10]
-  python -m keras_reid.evaluate --workdir=RUN --dataset=viper --root=DIR
-
-  # An exported SavedModel (keras_reid.serving.saved_model):
-  python -m keras_reid.evaluate --saved_model=DIR/1 --dataset=NAME --root=DIR
-
-Cross-dataset evaluation: pass another --dataset than the run trained on.
-
-What a report holds (all optional parts can be switched off):
-  * SIR metrics: rank1/5/10/20, mAP, mINP (fractions), cmc (to --max_rank),
-    num_queries, num_skipped_queries, protocol, timings.
-  * "cir" (--cir_topk=K or --cir=full, off by default: it runs the network on
-    every scored pair): CIR metrics, the measured SIR and CIR times and
-    cir_to_sir_time_ratio.
-  * "verification" (--verification, on): ROC AUC, EER and a suggested
-    threshold from SIR distances and, for a model, from the verification
-    head, on a validation split: the dataset's training identities (which
-    the model saw in training unless the evaluation is cross-dataset; the
-    report says which split was used and whether it was seen).
-  * pictures (--pictures, on): ranked lists (query + top-10 in SIR order,
-    green = same person, red = wrong) and the CMC curve as PNG in
-    --report_dir (default: <output_json without .json>_report/), and for
-    --workdir also in <workdir>/tensorboard (tags eval/ranked_lists,
-    eval/cmc).
-
-Repeated random splits (VIPeR, PRID, CUHK01, old CUHK03): --splits=0-9 (or
-0,3,5) evaluates each split and reports mean and "<metric>_std" (population
-std) plus every split under "splits". A model evaluated on a split it was
-not trained on has seen that split's test identities in training, so the
-numbers are optimistic: the paper protocol trains one model per split
-(one --workdir per split), exports features per split and averages them
-with --features=split0.npz,...,split9.npz. --splits with --workdir or
---saved_model is allowed for quick looks and logs a warning.
+Repeated random splits: a model evaluated on a split it was not trained on
+has seen that split's test identities in training, so the numbers are
+optimistic; the paper protocol trains one model per split and averages the
+per-split results (`evaluate_feature_file` with one file per split).
 """
 
 from __future__ import annotations
@@ -51,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import Any, Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 from absl import logging
 import numpy as np

@@ -161,7 +161,7 @@ def _load_legacy(path: str) -> dict:
       return np.zeros(numel, dtype)  # Filled in below, once the data is read.
 
     unpickler = RestrictedUnpickler(f, load_storage)
-    result = unpickler.load()
+    unpickler.load()  # registers the storages; tensors are rebuilt below
     keys = RestrictedUnpickler(f, None).load()
     for key in keys:
       dtype, numel = pending[str(key)]

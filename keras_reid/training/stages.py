@@ -230,10 +230,13 @@ def train(config: config_dict.ConfigDict, workdir: str) -> dict:
       progress.save(workdir)
 
     if evaluate is not None:
-      if model is None:  # every phase was finished before this process
+      if model is None:
         with strategy.scope():
-          model = checkpoints.rebuild_model(
-              config, progress.last.num_classes, progress.last.checkpoint)
+          if progress.last is not None:  # finished before this process
+            model = checkpoints.rebuild_model(
+                config, progress.last.num_classes, progress.last.checkpoint)
+          else:  # no training at all: evaluates the initial features
+            model = _init_stage_model(None, stage, config, num_classes)
       final_metrics = evaluate(model)
       loop.write_eval_summaries(writer, final_metrics, global_offset)
       _write_json(os.path.join(workdir, "eval", f"{name}.json"), final_metrics)

@@ -109,6 +109,16 @@ def test_stage_transition_replaces_heads_and_keeps_base(tmp_path, synthetic_dir)
       np.testing.assert_array_equal(a, b)
 
 
+def test_stage_without_training_evaluates_initial_features(tmp_path,
+                                                          synthetic_dir):
+  config = tiny_config.get_config()
+  config.data.synthetic_dir = synthetic_dir
+  config.stages.synthetic.update(dict(step1_steps=0, step2_steps=0))
+  metrics = stages.train(config, str(tmp_path / "run"))
+  assert 0.0 < metrics["rank20"] <= 1.0
+  assert checkpoints.Progress.load(str(tmp_path / "run")).finished == []
+
+
 def _train_cmd(workdir, synthetic_dir):
   return [sys.executable, "-m", "keras_reid.train", f"--config={TINY_CONFIG}",
           f"--workdir={workdir}", f"--config.data.synthetic_dir={synthetic_dir}",
