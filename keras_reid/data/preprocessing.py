@@ -115,6 +115,23 @@ def decode_image(contents: tf.Tensor) -> tf.Tensor:
   return image
 
 
+def resize(images: tf.Tensor, image_size: tuple[int, int]) -> tf.Tensor:
+  """The one resize of the package (training, evaluation, serving).
+
+  Args:
+    images: float32 [..., h, w, 3] in [0, 255].
+    image_size: (height, width) of the output.
+
+  Returns:
+    float32 [..., height, width, 3] in [0, 255].
+  """
+  # Antialiasing matters when shrinking large boxes (e.g. 3DPeS) to 128x64;
+  # the clip removes its float rounding just outside [0, 255].
+  images = tf.image.resize(images, image_size, method="bilinear",
+                           antialias=True)
+  return tf.clip_by_value(images, 0., 255.)
+
+
 def load_image(path: tf.Tensor, image_size: tuple[int, int]) -> tf.Tensor:
   """Reads, decodes and resizes one image file.
 
@@ -125,9 +142,5 @@ def load_image(path: tf.Tensor, image_size: tuple[int, int]) -> tf.Tensor:
   Returns:
     float32 [height, width, 3] RGB in [0, 255].
   """
-  image = decode_image(tf.io.read_file(path))
-  # Antialiasing matters when shrinking large boxes (e.g. 3DPeS) to 128x64;
-  # the clip removes its float rounding just outside [0, 255].
-  image = tf.image.resize(image, image_size, method="bilinear", antialias=True)
-  image = tf.clip_by_value(image, 0., 255.)
+  image = resize(decode_image(tf.io.read_file(path)), image_size)
   return tf.ensure_shape(image, [image_size[0], image_size[1], 3])

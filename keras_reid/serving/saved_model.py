@@ -84,8 +84,8 @@ def _check_images(images: tf.Tensor, name: str) -> tf.Tensor:
 def _resize(images: tf.Tensor, image_size: tuple[int, int]) -> tf.Tensor:
   """uint8 [..., h, w, 3] -> float32 [..., H, W, 3] in [0, 255].
 
-  Same kernel as keras_reid.data.preprocessing.load_image (bilinear with
-  antialiasing), so served embeddings match the evaluation pipeline's.
+  keras_reid.data.preprocessing.resize, the resize of training and
+  evaluation, so served embeddings match the evaluation pipeline's.
   """
   images = tf.cast(images, tf.float32)
   shape = tf.shape(images)
@@ -95,8 +95,7 @@ def _resize(images: tf.Tensor, image_size: tuple[int, int]) -> tf.Tensor:
                              tf.equal(shape[-2], image_size[1]))
   images = tf.cond(
       same_size, lambda: tf.identity(images),
-      lambda: tf.image.resize(images, image_size, method="bilinear",
-                              antialias=True))
+      lambda: preprocessing.resize(images, image_size))
   # Both branches give the model's size; state it for the static shape (an
   # EnsureShape inside the branch would be hoisted out of it by Grappler).
   images.set_shape(images.shape[:-3].concatenate(list(image_size) + [3]))
