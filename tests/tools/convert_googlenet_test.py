@@ -1,81 +1,36 @@
-"""Tests of the torch-free GoogLeNet converter on .pth files written here."""
+"""Tests of the torch-free GoogLeNet converter (library and entry point)."""
 
 import collections
 import functools
 import os
-import pickle
-import struct
+import subprocess
 import sys
-import types
-import zipfile
+import textwrap
 
+from absl import flags
 import h5py
 import numpy as np
 import pytest
 
 from keras_reid.models import backbones
 from keras_reid.models import googlenet
+from keras_reid.models import torch_state_dict
 from keras_reid.tools import convert_googlenet
+from keras_reid.tools import googlenet_conversion
+from tests.tools import pth_files
 
-
-class _Storage:
-  def __init__(self, key, array):
-    self.key, self.array = key, np.ascontiguousarray(array).ravel()
-
-
-class _Tensor:
-  """Pickles like a torch tensor: _rebuild_tensor_v2(storage, offset, size, stride)."""
-
-  def __init__(self, storage, size, stride, offset=0):
-    self.storage, self.size, self.stride, self.offset = storage, size, stride, offset
-
-  def __reduce__(self):
-    rebuild = sys.modules["torch._utils"]._rebuild_tensor_v2
-    return rebuild, (self.storage, self.offset, self.size, self.stride, False,
-                     collections.OrderedDict())
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.fixture
-def fake_torch(monkeypatch):
-  """Just enough of a `torch` module for pickle to name its globals."""
-  torch = types.ModuleType("torch")
-  utils = types.ModuleType("torch._utils")
-  def _rebuild_tensor_v2(*args):
-    raise AssertionError("never called")
-  _rebuild_tensor_v2.__module__ = "torch._utils"
-  _rebuild_tensor_v2.__qualname__ = "_rebuild_tensor_v2"
-  utils._rebuild_tensor_v2 = _rebuild_tensor_v2
-  for name in ("FloatStorage", "LongStorage"):
-    setattr(torch, name, type(name, (), {"__module__": "torch"}))
-  torch._utils = utils
-  monkeypatch.setitem(sys.modules, "torch", torch)
-  monkeypatch.setitem(sys.modules, "torch._utils", utils)
-  return torch
-
-
-def _pickler(file, torch):
-  pickler = pickle.Pickler(file, protocol=2)
-  def persistent_id(obj):
-    if isinstance(obj, _Storage):
-      kind = torch.FloatStorage if obj.array.dtype == np.float32 else torch.LongStorage
-      return ("storage", kind, obj.key, "cpu", obj.array.size)
-    return None
-  pickler.persistent_id = persistent_id
-  return pickler
+def torch_stub(monkeypatch):
+  return pth_files.fake_torch(monkeypatch)
 
 
 @functools.lru_cache(maxsize=1)
 def _cached_state_dict():
-  return _make_random_state_dict(np.random.default_rng(1))
-
-
-def _random_state_dict(rng):
-  del rng
-  return collections.OrderedDict(_cached_state_dict())
-
-
-def _make_random_state_dict(rng):
   """torchvision-layout arrays for every layer of the Keras GoogLeNet + extras."""
+  rng = np.random.default_rng(1)
   model = googlenet.build_googlenet((32, 32, 3), include_top=True)
   state = collections.OrderedDict()
   for layer in model.layers:
@@ -97,66 +52,17 @@ def _make_random_state_dict(rng):
   return state
 
 
-def _tensors(state):
-  out = collections.OrderedDict()
-  for n, (key, value) in enumerate(state.items()):
-    if key == "fc.weight":
-      # Stored transposed (non-contiguous), as torch keeps a .t() view.
-      storage = _Storage(str(n), value.T)
-      out[key] = _Tensor(storage, value.shape, (1, value.shape[0]))
-    else:
-      strides = tuple(s // value.itemsize for s in value.strides)
-      out[key] = _Tensor(_Storage(str(n), value), value.shape, strides)
-  return out
+def _random_state_dict():
+  return collections.OrderedDict(_cached_state_dict())
 
 
-def _write_zip_pth(path, state, torch):
-  with zipfile.ZipFile(path, "w") as archive:
-    buffer = __import__("io").BytesIO()
-    _pickler(buffer, torch).dump(_tensors(state))
-    archive.writestr("archive/data.pkl", buffer.getvalue())
-    archive.writestr("archive/byteorder", "little")
-    for n, (key, value) in enumerate(state.items()):
-      data = value.T if key == "fc.weight" else value
-      archive.writestr(f"archive/data/{n}", np.ascontiguousarray(data).tobytes())
-
-
-def _write_legacy_pth(path, state, torch):
-  with open(path, "wb") as f:
-    for header in (0x1950a86a20f9469cfc6c, 1001, {"little_endian": True}):
-      pickle.dump(header, f, protocol=2)
-    _pickler(f, torch).dump(_tensors(state))
-    keys = [str(n) for n in range(len(state))]
-    pickle.dump(keys, f, protocol=2)
-    for key, value in zip(keys, state.values()):
-      data = np.ascontiguousarray(value.T if key == str(list(state).index("fc.weight"))
-                                  else value)
-      f.write(struct.pack("<q", data.size))
-      f.write(data.tobytes())
-
-
-@pytest.mark.parametrize("writer", [_write_zip_pth, _write_legacy_pth])
-def test_load_state_dict_reads_both_formats(tmp_path, fake_torch, writer):
-  rng = np.random.default_rng(0)
-  state = collections.OrderedDict(
-      [("a.weight", rng.normal(size=(3, 2, 2, 1)).astype("float32")),
-       ("fc.weight", rng.normal(size=(4, 5)).astype("float32")),
-       ("a.num_batches_tracked", np.array(3, "int64"))])
-  path = str(tmp_path / "x.pth")
-  writer(path, state, fake_torch)
-  loaded = convert_googlenet.load_state_dict(path)
-  assert list(loaded) == list(state)
-  for key, value in state.items():
-    np.testing.assert_array_equal(loaded[key], value)
-    assert loaded[key].dtype == value.dtype
-
-
-def test_convert_file_loads_into_the_backbone(tmp_path, fake_torch):
-  state = _random_state_dict(np.random.default_rng(1))
+def test_convert_file_loads_into_the_backbone(tmp_path, torch_stub):
+  state = _random_state_dict()
   src, dst = str(tmp_path / "googlenet.pth"), str(tmp_path / "g.weights.h5")
-  _write_zip_pth(src, state, fake_torch)
-  unused = convert_googlenet.convert_file(src, dst)
+  pth_files.write_state_dict(src, state, "legacy")
+  unused = googlenet_conversion.convert_file(src, dst)
   assert unused == ["aux1.fc1.weight", "fc.bias", "fc.weight"]
+  assert sorted(os.listdir(tmp_path)) == ["g.weights.h5", "googlenet.pth"]  # no temp left
   with h5py.File(dst) as f:
     assert f.attrs["keras_reid_normalization"] == "tf"
     assert bool(f.attrs["keras_reid_torch_transform_input"])
@@ -170,36 +76,70 @@ def test_convert_file_loads_into_the_backbone(tmp_path, fake_torch):
   assert backbone.feature_dim == 1024 and backbone.normalization == "tf"
 
 
-def test_include_top_converts_the_transposed_fc(tmp_path, fake_torch):
-  state = _random_state_dict(np.random.default_rng(2))
+def test_include_top_converts_the_transposed_fc(tmp_path, torch_stub):
+  state = _random_state_dict()
   src = str(tmp_path / "googlenet.pth")
-  _write_zip_pth(src, state, fake_torch)
-  model, _ = convert_googlenet.convert(convert_googlenet.load_state_dict(src),
-                                       include_top=True)
+  pth_files.write_state_dict(src, state, "zip")  # fc.weight stored as a .t() view
+  model, _ = googlenet_conversion.convert(torch_state_dict.load_state_dict(src),
+                                          include_top=True)
   np.testing.assert_array_equal(model.get_layer("fc").kernel.numpy(),
                                 state["fc.weight"].T)
 
 
-def test_malicious_pickle_is_refused(tmp_path):
-  marker = tmp_path / "pwned"
-
-  class Evil:
-    def __reduce__(self):
-      return os.system, (f"touch {marker}",)
-
-  path = str(tmp_path / "evil.pth")
-  with zipfile.ZipFile(path, "w") as archive:
-    archive.writestr("archive/data.pkl", pickle.dumps({"x": Evil()}, protocol=2))
-  with pytest.raises(pickle.UnpicklingError, match=r"Refusing to unpickle .*system"):
-    convert_googlenet.load_state_dict(path)
-  assert not marker.exists()
-
-
-def test_missing_layer_is_named(tmp_path, fake_torch):
-  state = _random_state_dict(np.random.default_rng(3))
+def test_missing_layer_is_named():
+  state = _random_state_dict()
   del state["conv2.conv.weight"]
   with pytest.raises(ValueError, match="conv2_conv"):
-    convert_googlenet.convert(state)
+    googlenet_conversion.convert(state)
+
+
+def test_bad_destination_is_refused(tmp_path):
+  with pytest.raises(ValueError, match=r"\.weights\.h5"):
+    googlenet_conversion.convert_file(str(tmp_path / "x.pth"), str(tmp_path / "x.h5"))
+
+
+def test_entry_point_converts_with_its_flag(tmp_path, torch_stub, capsys):
+  src, dst = str(tmp_path / "googlenet.pth"), str(tmp_path / "top.weights.h5")
+  state = _random_state_dict()
+  pth_files.write_state_dict(src, state, "zip")
+  flags.FLAGS(["convert_googlenet", "--include_top"])
+  try:
+    convert_googlenet.main(["convert_googlenet", src, dst])
+  finally:
+    flags.FLAGS.unparse_flags()
+  assert "unused state-dict entries: 1 (aux1)" in capsys.readouterr().out
+  model = googlenet.build_googlenet((32, 32, 3), include_top=True)
+  model.load_weights(dst)
+  np.testing.assert_array_equal(model.get_layer("fc").kernel.numpy(),
+                                state["fc.weight"].T)
+
+
+def test_entry_point_reports_a_bad_file_in_one_line(tmp_path):
+  bad = tmp_path / "photo.pth"
+  bad.write_bytes(b"\xff\xd8\xff\xe0 not a state dict")
+  result = subprocess.run(
+      [sys.executable, "-m", "keras_reid.tools.convert_googlenet", str(bad),
+       str(tmp_path / "out.weights.h5")],
+      capture_output=True, text=True, cwd=ROOT, check=False, timeout=300)
+  assert result.returncode != 0
+  assert "Traceback" not in result.stderr
+  assert f"{bad}: not a readable PyTorch state dict" in result.stderr
+  assert not (tmp_path / "out.weights.h5").exists()
+
+
+def test_library_defines_no_flags():
+  # An absl program with its own --include_top can import the library.
+  script = textwrap.dedent("""
+      from absl import flags
+      flags.DEFINE_bool("include_top", True, "the program's own flag")
+      from keras_reid.tools import googlenet_conversion
+      from keras_reid.models import torch_state_dict
+      print("ok", flags.FLAGS["include_top"].help)
+      """)
+  result = subprocess.run([sys.executable, "-c", script], capture_output=True,
+                          text=True, cwd=ROOT, check=False, timeout=300)
+  assert result.returncode == 0, result.stderr
+  assert "ok the program's own flag" in result.stdout
 
 
 if __name__ == "__main__":

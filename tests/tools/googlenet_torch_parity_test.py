@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 
-from keras_reid.tools import convert_googlenet  # pylint: disable=g-import-not-at-top
+from keras_reid.models import torch_state_dict
+from keras_reid.tools import googlenet_conversion
 
 
 def test_keras_port_matches_torchvision(tmp_path):
@@ -27,8 +28,8 @@ def test_keras_port_matches_torchvision(tmp_path):
   reference.eval()
   path = str(tmp_path / "googlenet.pth")
   torch.save(reference.state_dict(), path)
-  model, unused = convert_googlenet.convert(
-      convert_googlenet.load_state_dict(path), include_top=True)
+  model, unused = googlenet_conversion.convert(
+      torch_state_dict.load_state_dict(path), include_top=True)
   assert not unused
   x = np.random.default_rng(0).normal(size=(2, 64, 64, 3)).astype("float32")
   with torch.no_grad():
