@@ -51,7 +51,7 @@ from typing import Any
 from absl import app
 from absl import flags
 
-from keras_reid.evaluation import run
+from keras_reid.evaluation import report
 
 _FEATURES = flags.DEFINE_list(
     "features", None, "Features .npz to score; several (one per split) are "
@@ -106,7 +106,7 @@ def main(argv):
     raise app.UsageError(
         "give exactly one of --features, --workdir, --saved_model (got "
         f"{sources or 'none'}).")
-  splits = run.parse_splits(_SPLITS.value) if _SPLITS.value else None
+  splits = report.parse_splits(_SPLITS.value) if _SPLITS.value else None
   common: dict[str, Any] = dict(
       output_json=_OUTPUT_JSON.value, report_dir=_REPORT_DIR.value,
       max_rank=_MAX_RANK.value, multi_query=_MULTI_QUERY.value,
@@ -119,14 +119,19 @@ def main(argv):
     if splits or _CIR.value or _CIR_TOPK.value:
       raise app.UsageError("--features takes no --splits (give one file per "
                            "split) and no CIR (needs a model).")
-    result = run.evaluate_feature_file(_FEATURES.value, **common)
+    result = report.evaluate_feature_file(_FEATURES.value, **common)
   elif _WORKDIR.value:
-    result = run.evaluate_run(_WORKDIR.value, dataset=_DATASET.value,
-                          split=_SPLIT.value, **model_args)
+    # Imported here, not at the top: scoring --features must not load
+    # TensorFlow (report is TF-free; these two are not).
+    from keras_reid import run_evaluation  # pylint: disable=g-import-not-at-top
+    result = run_evaluation.evaluate_run(
+        _WORKDIR.value, dataset=_DATASET.value, split=_SPLIT.value,
+        **model_args)
   else:
     if not _DATASET.value:
       raise app.UsageError("--saved_model needs --dataset (and --root).")
-    result = run.evaluate_saved_model(
+    from keras_reid.evaluation import model_report  # pylint: disable=g-import-not-at-top
+    result = model_report.evaluate_saved_model(
         _SAVED_MODEL.value, dataset=_DATASET.value,
         split=_SPLIT.value or 0, image_size=_IMAGE_SIZE.value, **model_args)
   summary = {k: result[k] for k in (

@@ -1,4 +1,4 @@
-"""End-to-end tests of keras_reid.evaluate on one tiny trained run."""
+"""End-to-end tests of the evaluation of one tiny trained run (and its export)."""
 
 import json
 import os
@@ -9,8 +9,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from keras_reid import run_evaluation
 from keras_reid.evaluation import extract
-from keras_reid.evaluation import run as evaluation_run
+from keras_reid.evaluation import model_report
+from keras_reid.models import builders
+from keras_reid.serving import saved_model
+from keras_reid.training import checkpoints
 from keras_reid.training import stages
 from tests.training import tiny_config
 
@@ -40,7 +44,7 @@ def _tags(logdir):
 def test_workdir_default_matches_training_eval(run, tmp_path):
   workdir, _, metrics = run
   out = str(tmp_path / "eval.json")
-  result = evaluation_run.evaluate_run(workdir, output_json=out)
+  result = run_evaluation.evaluate_run(workdir, output_json=out)
   with open(out) as f:
     written = json.load(f)
   # Same dataset (the stage's synthetic set), same weights, same metrics.
@@ -66,8 +70,9 @@ def test_workdir_default_matches_training_eval(run, tmp_path):
 
 def test_workdir_cir_topk_and_full(run, tmp_path):
   workdir, _, _ = run
-  top = evaluation_run.evaluate_run(workdir, output_json=str(tmp_path / "a.json"),
-                              cir_topk=3, verification=False, pictures=False)
+  top = run_evaluation.evaluate_run(
+      workdir, output_json=str(tmp_path / "a.json"), cir_topk=3,
+      verification=False, pictures=False)
   report = top["cir"]
   assert report["mode"] == "top3"
   assert report["pairs_scored"] == 3 * (top["num_queries"] +
@@ -78,8 +83,9 @@ def test_workdir_cir_topk_and_full(run, tmp_path):
       report["cir_seconds"] / report["sir_seconds"])
   # Re-scoring only re-orders the top 3: from rank 3 on the CMC is SIR's.
   assert report["cir"]["cmc"][3:] == pytest.approx(top["cmc"][3:])
-  full = evaluation_run.evaluate_run(workdir, output_json=str(tmp_path / "b.json"),
-                               cir="full", verification=False, pictures=False)
+  full = run_evaluation.evaluate_run(
+      workdir, output_json=str(tmp_path / "b.json"), cir="full",
+      verification=False, pictures=False)
   assert full["cir"]["mode"] == "full"
   assert 0.0 <= full["cir"]["cir"]["mAP"] <= 1.0
   with open(tmp_path / "b.json") as f:
@@ -89,9 +95,9 @@ def test_workdir_cir_topk_and_full(run, tmp_path):
 def test_workdir_splits_and_dataset_flag(run, tmp_path, monkeypatch):
   workdir, config, _ = run
   warnings = []
-  monkeypatch.setattr(evaluation_run.logging, "warning",
+  monkeypatch.setattr(run_evaluation.logging, "warning",
                       lambda msg, *a: warnings.append(msg % a))
-  result = evaluation_run.evaluate_run(
+  result = run_evaluation.evaluate_run(
       workdir, dataset="synthetic", root=config.data.synthetic_dir,
       splits=[0, 1], output_json=str(tmp_path / "s.json"),
       verification=False, pictures=False)
@@ -103,9 +109,6 @@ def test_workdir_splits_and_dataset_flag(run, tmp_path, monkeypatch):
 
 
 def test_saved_model(run, tmp_path):
-  saved_model = pytest.importorskip("keras_reid.serving.saved_model")
-  from keras_reid.models import builders
-  from keras_reid.training import checkpoints
   workdir, config, _ = run
   model, _ = checkpoints.restore_training_model(workdir)
   path = saved_model.export_saved_model(
@@ -113,7 +116,7 @@ def test_saved_model(run, tmp_path):
       export_base=str(tmp_path / "export"),
       image_size=(config.data.image_height, config.data.image_width),
       normalization=builders.normalization_for(config.model))
-  result = evaluation_run.evaluate_saved_model(
+  result = model_report.evaluate_saved_model(
       path, dataset="synthetic", root=config.data.synthetic_dir,
       output_json=str(tmp_path / "sm.json"), cir_topk=2, pictures=False)
   total = result["num_queries"] + result["num_skipped_queries"]
@@ -133,7 +136,7 @@ def test_saved_model(run, tmp_path):
 def test_command_line_evaluates_a_run(run, tmp_path):
   workdir, _, _ = run
   out = tmp_path / "main.json"
-  repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2",
              PYTHONPATH=repo + os.pathsep + os.environ.get("PYTHONPATH", ""))
   proc = subprocess.run(

@@ -7,15 +7,18 @@ model (`builders.build_embedder`), a SavedModel signature (see
 
 from __future__ import annotations
 
+import json
+import os
 import time
 from typing import Callable, Optional, Sequence
 
 from absl import logging
 import numpy as np
+import tensorflow as tf
 
+from keras_reid.data import pipeline
 from keras_reid.data import records as records_lib
-from keras_reid.evaluation import protocols
-from keras_reid.evaluation import ranking
+from keras_reid.evaluation import features as features_lib
 
 # images [B, H, W, 3] (tf.Tensor or array, as the dataset yields them) ->
 # embeddings [B, D] (anything np.asarray accepts).
@@ -40,7 +43,6 @@ def extract_features(embed_fn: EmbedFn,
   Returns:
     [len(records), D] float32 features.
   """
-  from keras_reid.data import pipeline  # pylint: disable=g-import-not-at-top
   records = list(records)
   if not records:
     raise ValueError("extract_features got no records; the split is empty.")
@@ -79,7 +81,7 @@ def evaluate_embedder(embed_fn: EmbedFn, dataset: records_lib.ReidDataset, *,
       arrays; not JSON-serialisable).
 
   Returns:
-    `ranking.evaluate_features`'s dict plus "dataset", "extract_seconds",
+    `features.evaluate_arrays`'s dict plus "dataset", "extract_seconds",
     "rank_seconds", "protocol".
   """
   t0 = time.perf_counter()
@@ -94,7 +96,7 @@ def evaluate_embedder(embed_fn: EmbedFn, dataset: records_lib.ReidDataset, *,
       gallery_pids=np.array([r.pid for r in dataset.gallery]),
       query_camids=np.array([r.camid for r in dataset.query]),
       gallery_camids=np.array([r.camid for r in dataset.gallery]))
-  result = evaluate_arrays(arrays, max_rank=max_rank, multi_query=multi_query,
+  result = features_lib.evaluate_arrays(arrays, max_rank=max_rank, multi_query=multi_query,
                            rerank=rerank, rerank_options=rerank_options)
   result.update(dataset=dataset.name, extract_seconds=t1 - t0)
   logging.info("%s: rank1 %.4f mAP %.4f (%d queries, %d skipped)",
@@ -103,58 +105,6 @@ def evaluate_embedder(embed_fn: EmbedFn, dataset: records_lib.ReidDataset, *,
   if return_features:
     result["features"] = arrays
   return result
-
-
-def evaluate_arrays(arrays: dict, *, max_rank: int = 50,
-                    multi_query: bool = False, rerank: bool = False,
-                    rerank_options: Optional[dict] = None) -> dict:
-  """Evaluates a dict with the six .npz keys (see `FEATURE_KEYS`)."""
-  t0 = time.perf_counter()
-  args = [arrays[k] for k in FEATURE_KEYS]
-  if multi_query:
-    args[0] = protocols.pool_multi_query(args[0], args[2], args[4])
-  if rerank:
-    from keras_reid.evaluation import rerank as rerank_lib  # pylint: disable=g-import-not-at-top
-    result = rerank_lib.evaluate_reranked(*args, max_rank=max_rank,
-                                          **(rerank_options or {}))
-  else:
-    result = ranking.evaluate_features(*args, max_rank=max_rank)
-  result["protocol"] = ("multi_query" if multi_query else "single_query") + (
-      "+rerank" if rerank else "")
-  result["rank_seconds"] = time.perf_counter() - t0
-  return result
-
-
-FEATURE_KEYS = ("query_features", "gallery_features", "query_pids",
-                "gallery_pids", "query_camids", "gallery_camids")
-
-
-def load_feature_file(path: str) -> dict:
-  """Reads and checks a features .npz (keys `FEATURE_KEYS`)."""
-  with np.load(path, allow_pickle=False) as data:
-    missing = [k for k in FEATURE_KEYS if k not in data.files]
-    if missing:
-      raise ValueError(
-          f"{path} lacks the keys {missing}; a features file needs "
-          f"{list(FEATURE_KEYS)} (found {sorted(data.files)}). Write it with "
-          "np.savez(path, query_features=..., gallery_features=..., ...).")
-    arrays = {k: np.asarray(data[k]) for k in FEATURE_KEYS}
-  for side in ("query", "gallery"):
-    feats = arrays[f"{side}_features"]
-    if feats.ndim != 2:
-      raise ValueError(f"{path}: {side}_features must be [N, D], got shape "
-                       f"{feats.shape}.")
-    for key in (f"{side}_pids", f"{side}_camids"):
-      if arrays[key].shape != (feats.shape[0],):
-        raise ValueError(
-            f"{path}: {key} has shape {arrays[key].shape}, expected "
-            f"({feats.shape[0]},) to match {side}_features {feats.shape}.")
-  if arrays["query_features"].shape[1] != arrays["gallery_features"].shape[1]:
-    raise ValueError(
-        f"{path}: query_features dimension "
-        f"{arrays['query_features'].shape[1]} != gallery_features dimension "
-        f"{arrays['gallery_features'].shape[1]}.")
-  return arrays
 
 
 def load_images(records: Sequence[records_lib.Record], *,
@@ -169,7 +119,6 @@ def load_images(records: Sequence[records_lib.Record], *,
   Returns:
     [len(records), H, W, 3] array of `dtype`.
   """
-  from keras_reid.data import pipeline  # pylint: disable=g-import-not-at-top
   records = list(records)
   out = np.empty((len(records), *image_size, 3), dtype)
   ds = pipeline.make_eval_dataset(records, image_size=tuple(image_size),
@@ -185,7 +134,6 @@ def load_images(records: Sequence[records_lib.Record], *,
 
 def keras_pair_scorer(pair_scorer) -> Callable[[object, object], np.ndarray]:
   """Wraps `builders.build_pair_scorer(model)` as (images_a, images_b) -> p."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   call = tf.function(
       lambda a, b: pair_scorer({"images_a": a, "images_b": b}, training=False),
       reduce_retracing=True)
@@ -198,8 +146,6 @@ def keras_pair_scorer(pair_scorer) -> Callable[[object, object], np.ndarray]:
 
 
 def _saved_model_info(path: str) -> dict:
-  import json  # pylint: disable=g-import-not-at-top
-  import os  # pylint: disable=g-import-not-at-top
   info = os.path.join(path, "assets.extra", "export_info.json")
   if os.path.exists(info):
     with open(info) as f:
@@ -222,7 +168,6 @@ def saved_model_embed_fn(path: str):
     embed_fn.pair_scorer is a `cir.PairScorer` over 0..255 images, or None
     without a "verify" signature.
   """
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   loaded = tf.saved_model.load(path)
   if "serving_default" not in loaded.signatures:
     raise ValueError(

@@ -105,7 +105,7 @@ def save_ranked_lists(query_paths: Sequence[str], gallery_paths: Sequence[str],
     num_queries, k: how many lists, how long.
     seed: which queries.
     images: if a list, the uint8 row images are appended to it (e.g. for
-      `write_tensorboard_images`).
+      `run_evaluation.write_tensorboard_images`).
 
   Returns:
     the written paths.
@@ -123,25 +123,3 @@ def save_ranked_lists(query_paths: Sequence[str], gallery_paths: Sequence[str],
       images.append(image)
     out.append(save_png(image, os.path.join(out_dir, f"ranked_{q}.png")))
   return out
-
-
-def write_tensorboard_images(logdir: str, images: dict, step: int = 0,
-                             max_outputs: Optional[int] = None) -> None:
-  """Writes uint8 images under their tags (e.g. "eval/cmc").
-
-  Args:
-    logdir: TensorBoard folder (e.g. <workdir>/tensorboard).
-    images: tag -> one [H, W, 3] image or a batch [N, H, W, 3] (one size).
-    step: the summary step.
-    max_outputs: images kept per tag; default: all of the batch.
-  """
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  writer = tf.summary.create_file_writer(logdir)
-  with writer.as_default():
-    for tag, image in images.items():
-      batch = np.asarray(image, np.uint8)
-      if batch.ndim == 3:
-        batch = batch[None]
-      tf.summary.image(tag, batch, step=step,
-                       max_outputs=max_outputs or len(batch))
-  writer.flush()

@@ -18,71 +18,17 @@ import tensorflow as tf
 from ml_collections import config_dict
 
 from keras_reid import config as config_lib
-from keras_reid.data import datasets
+from keras_reid.data import from_config
 from keras_reid.data import pipeline
 from keras_reid.data import records as records_lib
-from keras_reid.data import synthetic
 from keras_reid.evaluation import extract
+from keras_reid.evaluation import report
 from keras_reid.models import builders
 from keras_reid.training import checkpoints
 from keras_reid.training import distribute
 from keras_reid.training import loop
 
 METRICS_FILE = "metrics.json"
-
-
-def _dataset_root(name: str, root: str, config: config_dict.ConfigDict) -> str:
-  """The folder of one dataset; generates the synthetic set if absent."""
-  if name == "synthetic":
-    root = root or config.data.synthetic_dir
-    if not os.path.isdir(root):
-      logging.info("Generating synthetic pedestrians into %s", root)
-      print(f"Generating {config.data.synthetic_num_ids} synthetic identities "
-            f"into {root} (once) ...", flush=True)
-      synthetic.generate(root, num_ids=config.data.synthetic_num_ids,
-                         seed=config.seed, domain=config.data.synthetic_domain)
-    return root
-  if not root:
-    raise ValueError(
-        f"Stage dataset {name!r} needs a folder: set "
-        "--config.stages.<name>.root=DIR (see README.md, Datasets).")
-  return root
-
-
-def parse_options(text: str) -> dict:
-  """Reader options written "key=value,key=value" (values: int, float, bool, str)."""
-  options = {}
-  for item in filter(None, (part.strip() for part in text.split(","))):
-    key, sep, value = item.partition("=")
-    if not sep:
-      raise ValueError(f"Dataset option {item!r} in {text!r}: expected "
-                       "key=value, e.g. \"protocol=new,kind=detected\".")
-    for cast in (int, float):
-      try:
-        value = cast(value)
-        break
-      except ValueError:
-        pass
-    options[key.strip()] = {"true": True, "false": False}.get(value, value)
-  return options
-
-
-def load_stage_dataset(stage: config_dict.ConfigDict,
-                       config: config_dict.ConfigDict) -> records_lib.ReidDataset:
-  """The stage's dataset; "a+b" with roots "A+B" pools their training sets."""
-  names = stage.dataset.split("+")
-  roots = stage.root.split("+") if stage.root else [""] * len(names)
-  if len(roots) != len(names):
-    raise ValueError(
-        f"Stage dataset {stage.dataset!r} names {len(names)} dataset(s) but "
-        f"root {stage.root!r} gives {len(roots)} folder(s); separate both "
-        "with '+' in the same order.")
-  options = parse_options(stage.options)
-  return records_lib.combine_for_training([
-      datasets.load_dataset(name, _dataset_root(name, root, config),
-                            split=stage.split, split_seed=stage.split_seed,
-                            **options)
-      for name, root in zip(names, roots)])
 
 
 def input_shape(config: config_dict.ConfigDict) -> tuple[int, int, int]:
@@ -188,7 +134,7 @@ def train(config: config_dict.ConfigDict, workdir: str) -> dict:
   started = time.perf_counter()
 
   for stage_index, (name, stage) in enumerate(config.stages.items()):
-    dataset = load_stage_dataset(stage, config)
+    dataset = from_config.load_stage_dataset(stage, config)
     num_classes = len({r.pid for r in dataset.train})
     logging.info("Stage %s: %s", name, dataset.summary())
     phases = [
@@ -239,22 +185,17 @@ def train(config: config_dict.ConfigDict, workdir: str) -> dict:
             model = _init_stage_model(None, stage, config, num_classes)
       final_metrics = evaluate(model)
       loop.write_eval_summaries(writer, final_metrics, global_offset)
-      _write_json(os.path.join(workdir, "eval", f"{name}.json"), final_metrics)
+      report.write_json(os.path.join(workdir, "eval", f"{name}.json"),
+                        final_metrics)
       print(f"Stage {name!r} evaluation: " + format_metrics(final_metrics),
             flush=True)
 
   writer.flush()
   final_metrics = dict(final_metrics, train_seconds=time.perf_counter() - started)
-  _write_json(os.path.join(workdir, METRICS_FILE), final_metrics)
+  report.write_json(os.path.join(workdir, METRICS_FILE), final_metrics)
   return final_metrics
 
 
 def format_metrics(metrics: dict) -> str:
   keys = ("rank1", "rank5", "rank10", "rank20", "mAP", "mINP")
   return ", ".join(f"{k} {100 * metrics[k]:.1f}%" for k in keys if k in metrics)
-
-
-def _write_json(path: str, data: dict) -> None:
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  with open(path, "w") as f:
-    json.dump(data, f, indent=2, default=float)

@@ -4,15 +4,15 @@ import pytest
 
 from configs import default
 from keras_reid.data import synthetic
-from keras_reid.training import stages
+from keras_reid.data import from_config
 
 
 def test_parse_options_types():
-  assert stages.parse_options("") == {}
-  assert stages.parse_options("protocol=old, kind=detected,split=3,x=0.5,y=true") == dict(
+  assert from_config.parse_options("") == {}
+  assert from_config.parse_options("protocol=old, kind=detected,split=3,x=0.5,y=true") == dict(
       protocol="old", kind="detected", split=3, x=0.5, y=True)
   with pytest.raises(ValueError, match="key=value"):
-    stages.parse_options("protocol")
+    from_config.parse_options("protocol")
 
 
 def test_stage_pools_two_datasets(tmp_path):
@@ -21,9 +21,9 @@ def test_stage_pools_two_datasets(tmp_path):
   synthetic.generate(b, num_ids=6, seed=1, domain="b")
   config = default.get_config()
   stage = default.stage_config(dataset="synthetic+synthetic", root=f"{a}+{b}")
-  pooled = stages.load_stage_dataset(stage, config)
-  only_a = stages.load_stage_dataset(default.stage_config(root=a), config)
-  only_b = stages.load_stage_dataset(default.stage_config(root=b), config)
+  pooled = from_config.load_stage_dataset(stage, config)
+  only_a = from_config.load_stage_dataset(default.stage_config(root=a), config)
+  only_b = from_config.load_stage_dataset(default.stage_config(root=b), config)
   assert len(pooled.train) == len(only_a.train) + len(only_b.train)
   assert len({r.pid for r in pooled.train}) == (
       len({r.pid for r in only_a.train}) + len({r.pid for r in only_b.train}))
@@ -33,9 +33,9 @@ def test_stage_pools_two_datasets(tmp_path):
 def test_stage_errors_name_the_problem(tmp_path):
   config = default.get_config()
   with pytest.raises(ValueError, match="needs a folder"):
-    stages.load_stage_dataset(default.stage_config(dataset="viper"), config)
+    from_config.load_stage_dataset(default.stage_config(dataset="viper"), config)
   with pytest.raises(ValueError, match="2 dataset"):
-    stages.load_stage_dataset(
+    from_config.load_stage_dataset(
         default.stage_config(dataset="viper+prid2011", root=str(tmp_path)), config)
 
 

@@ -8,8 +8,11 @@ import sys
 import numpy as np
 import pytest
 
+from keras_reid.data import records
 from keras_reid.evaluation import extract
+from keras_reid.evaluation import features
 from keras_reid.evaluation import reference
+from keras_reid.evaluation import report as report_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
@@ -44,7 +47,7 @@ def test_features_end_to_end(tmp_path):
   assert proc.returncode == 0, proc.stderr
   report = json.loads(out.read_text())
   want = reference.evaluate_features(*[arrays[k] for k in
-                                       extract.FEATURE_KEYS])
+                                       features.FEATURE_KEYS])
   for key in ("rank1", "rank5", "rank10", "rank20", "mAP", "mINP"):
     assert report[key] == pytest.approx(want[key]), key
   assert len(report["cmc"]) == 50
@@ -59,18 +62,18 @@ def test_missing_key_and_shape_errors(tmp_path):
   path = tmp_path / "bad.npz"
   np.savez(path, query_features=np.zeros((2, 3)))
   with pytest.raises(ValueError, match="gallery_features"):
-    extract.load_feature_file(str(path))
+    features.load_feature_file(str(path))
   _features(path, query_pids=np.array([1, 2]))
   with pytest.raises(ValueError, match=r"query_pids has shape \(2,\)"):
-    extract.load_feature_file(str(path))
+    features.load_feature_file(str(path))
   _features(path, gallery_features=np.zeros((8, 4)))
   with pytest.raises(ValueError, match="dimension"):
-    extract.load_feature_file(str(path))
+    features.load_feature_file(str(path))
 
 
 def test_evaluate_arrays_multi_query_protocol(tmp_path):
   arrays = _features(tmp_path / "f.npz")
-  result = extract.evaluate_arrays(arrays, multi_query=True, max_rank=5)
+  result = features.evaluate_arrays(arrays, multi_query=True, max_rank=5)
   assert result["protocol"] == "multi_query"
   assert len(result["cmc"]) == 5
 
@@ -78,7 +81,6 @@ def test_evaluate_arrays_multi_query_protocol(tmp_path):
 @pytest.mark.slow
 def test_evaluate_embedder_on_generated_images(tmp_path):
   from PIL import Image
-  from keras_reid.data import records
   colours = {1: (200, 30, 30), 2: (30, 200, 30), 3: (30, 30, 200)}
   recs = {"query": [], "gallery": []}
   for pid, colour in colours.items():
@@ -103,15 +105,13 @@ def test_evaluate_embedder_on_generated_images(tmp_path):
 
 
 def test_parse_splits():
-  from keras_reid.evaluation import run as evaluation_run
-  assert evaluation_run.parse_splits("0-3") == [0, 1, 2, 3]
-  assert evaluation_run.parse_splits("1-2,7") == [1, 2, 7]
+  assert report_lib.parse_splits("0-3") == [0, 1, 2, 3]
+  assert report_lib.parse_splits("1-2,7") == [1, 2, 7]
   with pytest.raises(ValueError, match="split indices"):
-    evaluation_run.parse_splits("a-b")
+    report_lib.parse_splits("a-b")
 
 
 def test_evaluate_feature_files_average_and_verification(tmp_path):
-  from keras_reid.evaluation import run as evaluation_run
   a = _features(tmp_path / "s0.npz")
   rng = np.random.default_rng(1)
   val_pids = np.repeat(np.arange(4), 3)
@@ -121,9 +121,9 @@ def test_evaluate_feature_files_average_and_verification(tmp_path):
             val_pids=val_pids)
   paths = [str(tmp_path / "s0.npz"), str(tmp_path / "s1.npz")]
   out = tmp_path / "avg.json"
-  result = evaluation_run.evaluate_feature_file(paths, output_json=str(out))
-  per = [evaluation_run.evaluate_feature_file(p, output_json=str(tmp_path / "x.json"),
-                                        pictures=False) for p in paths]
+  result = report_lib.evaluate_feature_file(paths, output_json=str(out))
+  per = [report_lib.evaluate_feature_file(
+      p, output_json=str(tmp_path / "x.json"), pictures=False) for p in paths]
   assert result["num_splits"] == 2
   assert result["mAP"] == pytest.approx((per[0]["mAP"] + per[1]["mAP"]) / 2)
   assert result["mAP_std"] == pytest.approx(abs(per[0]["mAP"] -

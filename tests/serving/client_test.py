@@ -4,6 +4,7 @@ The server is tensorflow_model_server when it is on PATH, else the test
 server of keras_reid.serving.test_server (same APIs, same SavedModel).
 """
 
+import importlib
 import os
 import shutil
 import socket
@@ -18,6 +19,9 @@ import tensorflow as tf
 
 from keras_reid.serving import client
 from keras_reid.serving import test_server
+
+# The `python -m keras_reid.serving.client` entry point (defines its flags).
+client_main = importlib.import_module("keras_reid.serving.client.__main__")
 
 MODEL = "reid"
 
@@ -187,14 +191,14 @@ def test_cli_prints_embeddings_distance_and_probability(
   if not flags.FLAGS.is_parsed():
     flags.FLAGS.mark_as_parsed()
   with flagsaver.flagsaver(server=server[0], model=MODEL):
-    assert client.main(["client"] + paths) == 0
+    assert client_main.main(["client"] + paths) == 0
   out = capsys.readouterr().out
   assert f"embedding {paths[0]}" in out and f"embedding {paths[1]}" in out
   distance = float(out.split("euclidean distance: ")[1].split()[0])
   probability = float(out.split("same-person probability: ")[1].split()[0])
   assert 0 < distance <= 2 and 0 <= probability <= 1
   with flagsaver.flagsaver(server=server[0], model="nope"):
-    assert client.main(["client"] + paths) == 1
+    assert client_main.main(["client"] + paths) == 1
   assert "Not served" in capsys.readouterr().err
 
 

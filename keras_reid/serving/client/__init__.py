@@ -19,14 +19,11 @@ from __future__ import annotations
 
 import base64
 import json
-import sys
 import time
 import urllib.error
 import urllib.request
 from typing import Callable, Mapping, Optional, Sequence
 
-from absl import app
-from absl import flags
 from absl import logging
 from google.protobuf import json_format
 import grpc
@@ -374,34 +371,3 @@ def format_comparison(result: Mapping, path_a: str, path_b: str) -> str:
       f"euclidean distance: {result['distance']:.4f}",
       f"same-person probability: {result['same_probability']:.4f}",
   ])
-
-
-FLAGS = flags.FLAGS
-flags.DEFINE_string("server", "localhost:8500",
-                    "host:port of the model server (gRPC 8500, REST 8501).")
-flags.DEFINE_string("model", "reid", "Model name in the server's models.config.")
-flags.DEFINE_integer("version", 0, "Model version; 0 = the latest served.")
-flags.DEFINE_enum("protocol", "grpc", ["grpc", "rest"], "Which API to use.")
-flags.DEFINE_float("timeout_s", 10.0, "Deadline of each request attempt.")
-flags.DEFINE_integer("retries", 2, "Retries when the server is unavailable.")
-
-
-def main(argv: Sequence[str]) -> int:
-  if len(argv) != 3:
-    raise app.UsageError(
-        "Expected two image files: python -m keras_reid.serving.client "
-        "[--server=host:port --model=reid] a.jpg b.jpg")
-  client = make_client(FLAGS.server, FLAGS.model, protocol=FLAGS.protocol,
-                       version=FLAGS.version or None,
-                       timeout_s=FLAGS.timeout_s, retries=FLAGS.retries)
-  try:
-    result = compare_files(client, argv[1], argv[2])
-  except ServingError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 1
-  print(format_comparison(result, argv[1], argv[2]))
-  return 0
-
-
-if __name__ == "__main__":
-  app.run(main)

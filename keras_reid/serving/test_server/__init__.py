@@ -31,10 +31,8 @@ import json
 import os
 import re
 import threading
-from typing import Mapping, Optional, Sequence
+from typing import Mapping, Optional
 
-from absl import app
-from absl import flags
 from absl import logging
 from google.protobuf import json_format
 import grpc
@@ -358,27 +356,3 @@ def serve(models: Mapping[str, str], *, host: str = "127.0.0.1",
     threading.Thread(target=http_server.serve_forever, daemon=True).start()
   logging.info("Test server: gRPC %s:%d, REST %s", host, bound, rest_port)
   return TestServer(server, bound, http_server, rest_port)
-
-
-FLAGS = flags.FLAGS
-flags.DEFINE_string("model_name", "reid", "Name clients ask for.")
-flags.DEFINE_string("model_base_path", "export/reid",
-                    "Folder with numeric version subfolders.")
-flags.DEFINE_string("host", "127.0.0.1", "Interface to bind.")
-flags.DEFINE_integer("port", 8500, "gRPC port.")
-flags.DEFINE_integer("rest_api_port", 8501, "REST port; -1 disables REST.")
-
-
-def main(argv: Sequence[str]) -> None:
-  del argv
-  server = serve({FLAGS.model_name: FLAGS.model_base_path}, host=FLAGS.host,
-                 port=FLAGS.port,
-                 rest_api_port=None if FLAGS.rest_api_port < 0
-                 else FLAGS.rest_api_port)
-  print(f"TEST server (not for production): gRPC {FLAGS.host}:"
-        f"{server.grpc_port}, REST {server.rest_port}", flush=True)
-  server.wait()
-
-
-if __name__ == "__main__":
-  app.run(main)

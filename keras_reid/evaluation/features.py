@@ -1,0 +1,67 @@
+"""Feature files: the six arrays an evaluation scores, read, checked, scored.
+
+A features file is an .npz with `FEATURE_KEYS` (from any model; see
+`python -m keras_reid.evaluate --features`). This module never imports
+TensorFlow (tests/evaluation/tf_free_test.py).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Optional
+
+import numpy as np
+
+from keras_reid.evaluation import protocols
+from keras_reid.evaluation import ranking
+from keras_reid.evaluation import rerank as rerank_lib
+
+def evaluate_arrays(arrays: dict, *, max_rank: int = 50,
+                    multi_query: bool = False, rerank: bool = False,
+                    rerank_options: Optional[dict] = None) -> dict:
+  """Evaluates a dict with the six .npz keys (see `FEATURE_KEYS`)."""
+  t0 = time.perf_counter()
+  args = [arrays[k] for k in FEATURE_KEYS]
+  if multi_query:
+    args[0] = protocols.pool_multi_query(args[0], args[2], args[4])
+  if rerank:
+    result = rerank_lib.evaluate_reranked(*args, max_rank=max_rank,
+                                          **(rerank_options or {}))
+  else:
+    result = ranking.evaluate_features(*args, max_rank=max_rank)
+  result["protocol"] = ("multi_query" if multi_query else "single_query") + (
+      "+rerank" if rerank else "")
+  result["rank_seconds"] = time.perf_counter() - t0
+  return result
+
+
+FEATURE_KEYS = ("query_features", "gallery_features", "query_pids",
+                "gallery_pids", "query_camids", "gallery_camids")
+
+
+def load_feature_file(path: str) -> dict:
+  """Reads and checks a features .npz (keys `FEATURE_KEYS`)."""
+  with np.load(path, allow_pickle=False) as data:
+    missing = [k for k in FEATURE_KEYS if k not in data.files]
+    if missing:
+      raise ValueError(
+          f"{path} lacks the keys {missing}; a features file needs "
+          f"{list(FEATURE_KEYS)} (found {sorted(data.files)}). Write it with "
+          "np.savez(path, query_features=..., gallery_features=..., ...).")
+    arrays = {k: np.asarray(data[k]) for k in FEATURE_KEYS}
+  for side in ("query", "gallery"):
+    feats = arrays[f"{side}_features"]
+    if feats.ndim != 2:
+      raise ValueError(f"{path}: {side}_features must be [N, D], got shape "
+                       f"{feats.shape}.")
+    for key in (f"{side}_pids", f"{side}_camids"):
+      if arrays[key].shape != (feats.shape[0],):
+        raise ValueError(
+            f"{path}: {key} has shape {arrays[key].shape}, expected "
+            f"({feats.shape[0]},) to match {side}_features {feats.shape}.")
+  if arrays["query_features"].shape[1] != arrays["gallery_features"].shape[1]:
+    raise ValueError(
+        f"{path}: query_features dimension "
+        f"{arrays['query_features'].shape[1]} != gallery_features dimension "
+        f"{arrays['gallery_features'].shape[1]}.")
+  return arrays

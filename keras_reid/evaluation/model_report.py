@@ -1,0 +1,209 @@
+"""The JSON report of a model on a dataset: any embedder, or a SavedModel.
+
+`evaluate_dataset` embeds a dataset's query / gallery with any embedder and
+adds, on request, CIR re-scoring, the verification report and the ranked-list
+pictures; `evaluate_saved_model` does it for an exported SavedModel. A
+training run's checkpoint: keras_reid.run_evaluation.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Optional, Sequence
+
+from absl import logging
+import numpy as np
+
+from keras_reid.data import datasets
+from keras_reid.data import from_config
+from keras_reid.evaluation import cir as cir_lib
+from keras_reid.evaluation import extract
+from keras_reid.evaluation import features as features_lib
+from keras_reid.evaluation import ranking
+from keras_reid.evaluation import report as report_lib
+from keras_reid.evaluation import visualize
+
+# Full CIR above this many pairs logs a warning (use --cir_topk instead).
+FULL_CIR_WARN_PAIRS = 200_000
+NUM_RANKED_LISTS = 10
+RANKED_LIST_LENGTH = 10
+
+
+def evaluate_dataset(embed_fn: extract.EmbedFn, dataset, *,
+                     image_size: tuple[int, int], normalization: str,
+                     batch_size: int = 128,
+                     pair_scorer: Optional[cir_lib.PairScorer] = None,
+                     max_rank: int = 50, multi_query: bool = False,
+                     rerank: bool = False, cir: str = "", cir_topk: int = 0,
+                     verification: bool = True,
+                     validation_seen_in_training: Optional[bool] = None,
+                     report_dir: Optional[str] = None,
+                     tensorboard: Optional[dict] = None) -> dict:
+  """Evaluates one model on one dataset split: SIR, and optionally the rest.
+
+  Args:
+    embed_fn: images [B, H, W, 3] (normalised) -> embeddings [B, D].
+    dataset: a ReidDataset (query / gallery evaluated; train = validation
+      split of the verification report).
+    image_size: (height, width) of the model input.
+    normalization: pixel normalisation embed_fn and pair_scorer expect.
+    batch_size: images per batch.
+    pair_scorer: (images_a, images_b) -> same probability [B]; needed for
+      CIR, optional for verification.
+    max_rank, multi_query, rerank: SIR protocol (see features.evaluate_arrays).
+    cir: "full" for CIR over every pair, "" for none.
+    cir_topk: CIR re-scoring of the SIR top-k (0 = off).
+    verification: add the open-set verification report.
+    validation_seen_in_training: recorded in the report (None = unknown).
+    report_dir: where the PNGs go; None = no pictures.
+    tensorboard: if a dict, the pictures are also added to it (tag -> image)
+      for the caller to write.
+
+  Returns:
+    The report dict (JSON-serialisable).
+  """
+  result = extract.evaluate_embedder(
+      embed_fn, dataset, image_size=image_size, normalization=normalization,
+      batch_size=batch_size, max_rank=max_rank, multi_query=multi_query,
+      rerank=rerank, return_features=True)
+  arrays = result.pop("features")
+  load = dict(image_size=image_size, normalization=normalization,
+              batch_size=batch_size)
+
+  if cir or cir_topk:
+    if pair_scorer is None:
+      raise ValueError("CIR needs a pair scorer: evaluate a --workdir or a "
+                       "--saved_model with a 'verify' signature.")
+    pairs = len(dataset.query) * len(dataset.gallery)
+    if cir == "full" and pairs > FULL_CIR_WARN_PAIRS:
+      logging.warning(
+          "Full CIR runs the network on %d query-gallery pairs; this takes "
+          "long. Use cir_topk=K (--cir_topk=10) to re-score the SIR top-k.",
+          pairs)
+    t0 = time.perf_counter()
+    q_images = extract.load_images(dataset.query, **load)
+    g_images = extract.load_images(dataset.gallery, **load)
+    load_seconds = time.perf_counter() - t0
+    report = cir_lib.evaluate_cir(
+        pair_scorer, q_images, g_images, *[arrays[k] for k in
+                                           features_lib.FEATURE_KEYS[2:]],
+        query_features=arrays["query_features"],
+        gallery_features=arrays["gallery_features"],
+        top_k=None if cir == "full" else cir_topk, max_rank=max_rank,
+        batch_size=batch_size)
+    del q_images, g_images
+    # SIR's full cost includes embedding every image once; CIR's does not
+    # include decoding the images (shared work, reported separately).
+    report["sir_extract_seconds"] = result["extract_seconds"]
+    report["image_load_seconds"] = load_seconds
+    report["cir_to_sir_time_ratio_with_extraction"] = report["cir_seconds"] / (
+        max(report["sir_seconds"] + result["extract_seconds"], 1e-9))
+    logging.info("CIR (%s): rank1 %.4f mAP %.4f; %.2f s vs SIR %.2f s "
+                 "ranking (+%.2f s extraction)", report["mode"],
+                 report["cir"]["rank1"], report["cir"]["mAP"],
+                 report["cir_seconds"], report["sir_seconds"],
+                 result["extract_seconds"])
+    result["cir"] = report
+
+  if verification:
+    val = report_lib.sample_identities(dataset.train, report_lib.VERIFICATION_MAX_IMAGES)
+    if len({r.pid for r in val}) < 2:
+      result["verification"] = {
+          "skipped": f"the training split of {dataset.name!r} has fewer than "
+                     "2 identities with 2 images; no validation pairs."}
+    else:
+      t0 = time.perf_counter()
+      feats = extract.extract_features(embed_fn, val, **load)
+      images = (extract.load_images(val, **load)
+                if pair_scorer is not None else None)
+      report = report_lib.verification_report(feats, [r.pid for r in val],
+                                   pair_scorer=pair_scorer, images=images)
+      report.update(
+          split="train",
+          num_images=len(val), num_ids=len({r.pid for r in val}),
+          seen_in_training=validation_seen_in_training,
+          note="validation split = the dataset's training identities "
+               "(VIPeR-style; no separate validation set). If the model was "
+               "trained on them the thresholds are optimistic.",
+          seconds=time.perf_counter() - t0)
+      result["verification"] = report
+
+  if report_dir:
+    keep = arrays["gallery_pids"] != ranking.JUNK_PID
+    gallery = [r for r, k in zip(dataset.gallery, keep) if k]
+    k = min(RANKED_LIST_LENGTH, len(gallery))
+    top = ranking.features_top_k(arrays["query_features"],
+                                 arrays["gallery_features"][keep], k)
+    rows: list = []
+    paths = visualize.save_ranked_lists(
+        [r.path for r in dataset.query], [r.path for r in gallery],
+        arrays["query_pids"], arrays["gallery_pids"][keep], top,
+        os.path.join(report_dir, "ranked_lists"),
+        num_queries=NUM_RANKED_LISTS, k=k, images=rows)
+    if tensorboard is not None and rows:
+      tensorboard["eval/ranked_lists"] = np.stack(rows)
+    result["pictures"] = {
+        "ranked_lists": paths,
+        "cmc": report_lib.cmc_picture(result, report_dir, f"CMC {dataset.name}",
+                            tensorboard)}
+  return result
+
+
+def evaluate_saved_model(saved_model: str, *, dataset: str,
+                         root: Optional[str] = None, options: str = "",
+                         split: int = 0,
+                         splits: Optional[Sequence[int]] = None,
+                         image_size: Optional[tuple[int, int]] = None,
+                         output_json: Optional[str] = None,
+                         report_dir: Optional[str] = None, max_rank: int = 50,
+                         multi_query: bool = False, rerank: bool = False,
+                         cir: str = "", cir_topk: int = 0,
+                         verification: bool = True, pictures: bool = True,
+                         batch_size: int = 128) -> dict:
+  """Evaluates an exported SavedModel (serving_default, optional verify).
+
+  Args:
+    saved_model: the version folder (<export_base>/<version>).
+    dataset, root, options: the dataset to read (datasets.load_dataset).
+    split / splits: as in `run_evaluation.evaluate_run` (splits: see the warning there).
+    image_size: (height, width) fed to the model; default: the export's
+      assets.extra/export_info.json or its signature.
+    output_json: default ./eval.json.
+    Others: see `run_evaluation.evaluate_run`. CIR and the head's verification use the
+      "verify" signature when the SavedModel has one.
+
+  Returns:
+    The report dict, also written to output_json.
+  """
+  embed_fn, size = extract.saved_model_embed_fn(saved_model)
+  if image_size:
+    size = tuple(int(v) for v in image_size)
+  if None in size:
+    raise ValueError(
+        f"SavedModel {saved_model!r} does not record its input size; give "
+        "image_size=(HEIGHT, WIDTH) (--image_size=HEIGHT,WIDTH).")
+  opts = from_config.parse_options(options or "")
+  output_json = output_json or "eval.json"
+  report_dir = (report_dir or report_lib.default_report_dir(output_json)
+                ) if pictures else None
+  pair_scorer = embed_fn.pair_scorer if (cir or cir_topk or verification) \
+      else None
+
+  def one(s: int, first: bool) -> dict:
+    data = datasets.load_dataset(dataset, root or "", split=s, **opts)
+    return evaluate_dataset(
+        embed_fn, data, image_size=size, normalization="none",
+        batch_size=batch_size, pair_scorer=pair_scorer, max_rank=max_rank,
+        multi_query=multi_query, rerank=rerank, cir=cir, cir_topk=cir_topk,
+        verification=verification and first,
+        report_dir=report_dir if first else None)
+
+  if splits:
+    report_lib.warn_splits("SavedModel", splits, None)
+    result = report_lib.evaluate_splits(one, list(splits))
+  else:
+    result = one(split, True)
+    result["split"] = split
+  result["saved_model"] = os.path.abspath(saved_model)
+  return report_lib.finish(result, output_json)

@@ -1,0 +1,219 @@
+"""The JSON evaluation report, and the evaluation of feature files.
+
+What every evaluation shares (`python -m keras_reid.evaluate`, whose
+docstring lists what a report holds): the open-set verification report,
+averaging over random splits, the CMC picture and writing the JSON;
+`evaluate_feature_file` scores .npz features from any model. This module
+and everything it imports never import TensorFlow, so scoring feature files
+needs NumPy, SciPy, scikit-learn and Pillow only
+(tests/evaluation/tf_free_test.py checks it). A model on a dataset:
+keras_reid.evaluation.model_report; a training run:
+keras_reid.run_evaluation.
+
+Repeated random splits: a model evaluated on a split it was not trained on
+has seen that split's test identities in training, so the numbers are
+optimistic; the paper protocol trains one model per split and averages the
+per-split results (`evaluate_feature_file` with one file per split).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Callable, Optional, Sequence
+
+from absl import logging
+import numpy as np
+
+from keras_reid.evaluation import cir
+from keras_reid.evaluation import features as features_lib
+from keras_reid.evaluation import protocols
+from keras_reid.evaluation import ranking
+from keras_reid.evaluation import verification
+from keras_reid.evaluation import visualize
+
+# Validation split of the verification report: at most this many training
+# images (whole identities, seeded) are embedded, and at most this many
+# pairs are run through the verification head; keeps the default path cheap.
+VERIFICATION_MAX_IMAGES = 400
+VERIFICATION_MAX_HEAD_PAIRS = 1000
+
+
+def parse_splits(text: str) -> list[int]:
+  """"0-9" -> [0, ..., 9]; "0,2,5" -> [0, 2, 5]; "1-3,7" -> [1, 2, 3, 7]."""
+  out = []
+  for part in filter(None, (p.strip() for p in str(text).split(","))):
+    lo, sep, hi = part.partition("-")
+    try:
+      out.extend(range(int(lo), int(hi) + 1) if sep else [int(lo)])
+    except ValueError:
+      raise ValueError(f"--splits={text!r}: expected split indices like "
+                       "\"0-9\" or \"0,2,5\".") from None
+  if not out:
+    raise ValueError(f"--splits={text!r} names no split.")
+  return out
+
+
+def write_json(path: str, data: dict) -> None:
+  """Writes `data` as indented JSON, atomically (temp file + os.replace)."""
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  tmp = f"{path}.tmp{os.getpid()}"
+  with open(tmp, "w") as f:
+    json.dump(data, f, indent=2, default=float)
+  os.replace(tmp, path)
+
+
+def default_report_dir(output_json: str) -> str:
+  return os.path.splitext(output_json)[0] + "_report"
+
+
+def cmc_picture(result: dict, report_dir: str, title: str,
+                 tensorboard: Optional[dict]) -> str:
+  image = visualize.cmc_curve_image(result["cmc"], title=title)
+  if tensorboard is not None:
+    tensorboard["eval/cmc"] = image
+  return visualize.save_png(image, os.path.join(report_dir, "cmc.png"))
+
+
+def sample_identities(records, max_images: int, seed: int = 0):
+  """Whole identities (>= 2 images), seeded, up to about max_images images."""
+  by_pid: dict[int, list] = {}
+  for r in records:
+    if r.pid not in (ranking.JUNK_PID, 0):
+      by_pid.setdefault(r.pid, []).append(r)
+  pids = [p for p in sorted(by_pid) if len(by_pid[p]) >= 2]
+  rng = np.random.default_rng(seed)
+  chosen = []
+  for p in rng.permutation(pids):
+    if len(chosen) >= max_images:
+      break
+    chosen.extend(by_pid[int(p)][:max(2, max_images // 20)])
+  return chosen
+
+
+def verification_report(features, pids, *, pair_scorer: Optional[cir.PairScorer]
+                        = None, images=None,
+                        max_head_pairs: int = VERIFICATION_MAX_HEAD_PAIRS,
+                        seed: int = 0) -> dict:
+  """ROC / EER / threshold from SIR distances and the verification head.
+
+  Args:
+    features: [N, D] validation embeddings.
+    pids: [N] their identities.
+    pair_scorer: optional (images_a, images_b) -> same probability [B].
+    images: [N, H, W, 3] validation images for the pair scorer.
+    max_head_pairs: pairs scored by the head (all positives up to half of
+      it, the rest random negatives).
+    seed: pair sampling seed.
+
+  Returns:
+    {"sir_distance": roc_report (threshold is a Euclidean distance: same
+    person if below), "verification_head": roc_report (probability: same if
+    above) when a scorer is given}.
+  """
+  pids = np.asarray(pids)
+  dist, same = verification.sir_pairs(features, pids, seed=seed)
+  out = {"sir_distance": verification.roc_report(dist, same,
+                                                 higher_means_same=False)}
+  if pair_scorer is not None and images is not None:
+    i, j = np.triu_indices(len(pids), k=1)
+    same = pids[i] == pids[j]
+    rng = np.random.default_rng(seed)
+    pos, neg = np.nonzero(same)[0], np.nonzero(~same)[0]
+    pos = rng.permutation(pos)[:max_head_pairs // 2]
+    neg = rng.permutation(neg)[:max_head_pairs - pos.size]
+    pick = np.sort(np.r_[pos, neg])
+    t0 = time.perf_counter()
+    prob = cir.score_pairs(pair_scorer, images, images, i[pick], j[pick],
+                           batch_size=64)
+    out["verification_head"] = verification.roc_report(prob, same[pick])
+    out["verification_head"]["seconds"] = time.perf_counter() - t0
+  return out
+
+
+def evaluate_splits(evaluate_one: Callable[[int, bool], dict],
+                     splits: Sequence[int]) -> dict:
+  """Runs evaluate_one(split, first) per split and aggregates mean / std."""
+  per_split = []
+  for n, split in enumerate(splits):
+    r = evaluate_one(split, n == 0)
+    r["split"] = split
+    per_split.append(r)
+  out = protocols.aggregate_splits(per_split)
+  if all("cir" in r for r in per_split):
+    out["cir"] = protocols.aggregate_splits([r["cir"]["cir"]
+                                             for r in per_split])
+  for key in ("verification", "pictures", "dataset", "protocol"):
+    if key in per_split[0]:
+      out[key] = per_split[0][key]
+  out["split_indices"] = list(splits)
+  out["splits"] = per_split
+  return out
+
+
+def warn_splits(what: str, splits: Sequence[int],
+                 trained_split: Optional[int]) -> None:
+  logging.warning(
+      "Evaluating one %s on splits %s: a model trained on split %s has seen "
+      "the test identities of the other splits in training, so their numbers"
+      " are optimistic. Paper-style evaluation trains one model per split and"
+      " averages (e.g. --features=split0.npz,...).", what, list(splits),
+      "?" if trained_split is None else trained_split)
+
+
+def finish(result: dict, output_json: str) -> dict:
+  """Adds "output_json" to `result`, writes it there and returns it."""
+  result["output_json"] = os.path.abspath(output_json)
+  write_json(output_json, result)
+  logging.info("wrote %s", output_json)
+  return result
+
+
+def evaluate_feature_file(paths: str | Sequence[str], *,
+                          output_json: Optional[str] = None,
+                          report_dir: Optional[str] = None,
+                          max_rank: int = 50, multi_query: bool = False,
+                          rerank: bool = False, verification: bool = True,
+                          pictures: bool = True) -> dict:
+  """Scores features from any model; several files = one per split.
+
+  Args:
+    paths: one .npz (keys features.FEATURE_KEYS, optionally "val_features"
+      and "val_pids" for the verification report) or a list of them, whose
+      results are averaged (repeated-split protocols).
+    output_json: report path; default <first path>.eval.json.
+    report_dir: PNG folder; default next to the JSON.
+    max_rank, multi_query, rerank: protocol.
+    verification: ROC / EER from SIR distances when val_* arrays exist.
+    pictures: the CMC curve PNG (no ranked lists: no images).
+
+  Returns:
+    The report dict, also written to output_json.
+  """
+  paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+  output_json = output_json or os.path.splitext(paths[0])[0] + ".eval.json"
+  results = []
+  for path in paths:
+    arrays = features_lib.load_feature_file(path)
+    r = features_lib.evaluate_arrays(arrays, max_rank=max_rank,
+                                multi_query=multi_query, rerank=rerank)
+    r["features"] = os.path.abspath(path)
+    if verification:
+      with np.load(path, allow_pickle=False) as data:
+        if "val_features" in data.files and "val_pids" in data.files:
+          report = verification_report(data["val_features"], data["val_pids"])
+          report["split"] = "val_features / val_pids of the .npz"
+          r["verification"] = report
+    results.append(r)
+  if len(results) == 1:
+    result = results[0]
+  else:
+    result = evaluate_splits(lambda n, first: results[n],
+                              list(range(len(results))))
+    result["features"] = [os.path.abspath(p) for p in paths]
+  if pictures:
+    report_dir = report_dir or default_report_dir(output_json)
+    result["pictures"] = {"cmc": cmc_picture(result, report_dir, "CMC",
+                                              None)}
+  return finish(result, output_json)

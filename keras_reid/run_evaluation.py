@@ -1,0 +1,153 @@
+"""Evaluation of a finished training run: restore its weights, write the report.
+
+`evaluate_run(workdir)` restores a run's latest checkpoint
+(keras_reid.training.checkpoints), rebuilds its last stage's dataset from the
+run's config (keras_reid.data.from_config) unless told another, and writes
+the JSON report of keras_reid.evaluation.model_report, with the pictures also
+in the run's TensorBoard. It sits above training: training imports the
+metric code of keras_reid.evaluation, never this module.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Optional, Sequence
+
+from absl import logging
+import numpy as np
+import tensorflow as tf
+
+from keras_reid.data import datasets
+from keras_reid.data import from_config
+from keras_reid.evaluation import extract
+from keras_reid.evaluation import model_report
+from keras_reid.evaluation import report as report_lib
+from keras_reid.models import builders
+from keras_reid.training import checkpoints
+
+
+def write_tensorboard_images(logdir: str, images: dict, step: int = 0,
+                             max_outputs: Optional[int] = None) -> None:
+  """Writes uint8 images under their tags (e.g. "eval/cmc").
+
+  Args:
+    logdir: TensorBoard folder (e.g. <workdir>/tensorboard).
+    images: tag -> one [H, W, 3] image or a batch [N, H, W, 3] (one size).
+    step: the summary step.
+    max_outputs: images kept per tag; default: all of the batch.
+  """
+  writer = tf.summary.create_file_writer(logdir)
+  with writer.as_default():
+    for tag, image in images.items():
+      batch = np.asarray(image, np.uint8)
+      if batch.ndim == 3:
+        batch = batch[None]
+      tf.summary.image(tag, batch, step=step,
+                       max_outputs=max_outputs or len(batch))
+  writer.flush()
+
+
+def _resolve_dataset(config, *, dataset: Optional[str], root: Optional[str],
+                     options: str):
+  """-> (split -> ReidDataset, the stage's split or None, dataset name)."""
+  if dataset:
+    opts = from_config.parse_options(options or "")
+    root = from_config.default_root(dataset, root or "", config)
+    return (lambda s: datasets.load_dataset(dataset, root, split=s, **opts)
+            ), None, dataset
+  if not config.stages:
+    raise ValueError("the run has no stages; give --dataset and --root.")
+  stage = list(config.stages.values())[-1]
+
+  def load(s: int):
+    st = stage.copy_and_resolve_references()
+    st.split = s
+    if root:
+      st.root = root
+    return from_config.load_stage_dataset(st, config)
+
+  return load, int(stage.split), stage.dataset
+
+
+def evaluate_run(workdir: str, *, dataset: Optional[str] = None,
+                 root: Optional[str] = None, options: str = "",
+                 split: Optional[int] = None,
+                 splits: Optional[Sequence[int]] = None,
+                 output_json: Optional[str] = None,
+                 report_dir: Optional[str] = None, max_rank: int = 50,
+                 multi_query: bool = False, rerank: bool = False,
+                 cir: str = "", cir_topk: int = 0, verification: bool = True,
+                 pictures: bool = True, tensorboard: bool = True,
+                 batch_size: int = 128) -> dict:
+  """Evaluates a training run's latest weights.
+
+  Args:
+    workdir: the run directory of `python -m keras_reid.train`.
+    dataset: dataset name; default: the run's last stage dataset, read with
+      `from_config.load_stage_dataset` (its root, split, options; the synthetic
+      set from config.data.synthetic_dir).
+    root: dataset folder (overrides the stage's).
+    options: reader options "key=value,..." with `dataset`.
+    split: split to evaluate; default: the stage's split (0 with `dataset`).
+    splits: several splits, averaged (see keras_reid.evaluation.report's
+      warning).
+    output_json: default <workdir>/eval.json.
+    report_dir: PNG folder; default next to the JSON.
+    max_rank, multi_query, rerank, cir, cir_topk, verification: see
+      `model_report.evaluate_dataset`.
+    pictures: write the PNGs (and, with `tensorboard`, into
+      <workdir>/tensorboard under eval/ranked_lists and eval/cmc).
+    tensorboard: also write the pictures to the run's TensorBoard.
+    batch_size: images per batch.
+
+  Returns:
+    The report dict, also written to output_json.
+  """
+  model, config = checkpoints.restore_training_model(workdir)
+  embedder = builders.build_embedder(model)
+  embed = tf.function(lambda images: embedder(images, training=False),
+                      reduce_retracing=True)
+  pair_scorer = None
+  if cir or cir_topk or verification:
+    pair_scorer = extract.keras_pair_scorer(builders.build_pair_scorer(model))
+  load, stage_split, name = _resolve_dataset(
+      config, dataset=dataset, root=root, options=options)
+  trained_names = {n for st in config.stages.values()
+                   for n in st.dataset.split("+")}
+  output_json = output_json or os.path.join(workdir, "eval.json")
+  report_dir = (report_dir or report_lib.default_report_dir(output_json)
+                ) if pictures else None
+  images: Optional[dict] = {} if (pictures and tensorboard) else None
+
+  def one(s: int, first: bool) -> dict:
+    if stage_split is not None and s != stage_split:
+      logging.warning("The run trained on split %d; split %d's test "
+                      "identities were training identities.", stage_split, s)
+    data = load(s)
+    return model_report.evaluate_dataset(
+        embed, data, image_size=(config.data.image_height,
+                                 config.data.image_width),
+        normalization=builders.normalization_for(config.model),
+        batch_size=batch_size, pair_scorer=pair_scorer, max_rank=max_rank,
+        multi_query=multi_query, rerank=rerank, cir=cir, cir_topk=cir_topk,
+        verification=verification and first,
+        validation_seen_in_training=name in trained_names,
+        report_dir=report_dir if first else None,
+        tensorboard=images if first else None)
+
+  if splits:
+    report_lib.warn_splits("training run", splits, stage_split)
+    result = report_lib.evaluate_splits(one, list(splits))
+  else:
+    chosen = split if split is not None else (stage_split or 0)
+    result = one(chosen, True)
+    result["split"] = chosen
+  result["workdir"] = os.path.abspath(workdir)
+  # The pictures go at the run's last training step, next to eval/rank1.
+  step = sum(int(st.step1_steps) + int(st.step2_steps)
+             for st in config.stages.values())
+  if images:
+    tensorboard_dir = os.path.join(workdir, "tensorboard")
+    write_tensorboard_images(tensorboard_dir, images, step=step)
+    result["tensorboard"] = os.path.abspath(tensorboard_dir)
+  return report_lib.finish(result, output_json)

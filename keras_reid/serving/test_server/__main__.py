@@ -1,0 +1,40 @@
+"""Runs the TEST model server (keras_reid.serving.test_server) by hand.
+
+    python -m keras_reid.serving.test_server --model_name=reid \
+        --model_base_path=export/reid --port=8500 --rest_api_port=8501
+
+Not for production: deploy with tensorflow_model_server (export/README.md).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from absl import app
+from absl import flags
+
+from keras_reid.serving import test_server
+
+_MODEL_NAME = flags.DEFINE_string("model_name", "reid",
+                                  "Name clients ask for.")
+_MODEL_BASE_PATH = flags.DEFINE_string(
+    "model_base_path", "export/reid", "Folder with numeric version subfolders.")
+_HOST = flags.DEFINE_string("host", "127.0.0.1", "Interface to bind.")
+_PORT = flags.DEFINE_integer("port", 8500, "gRPC port.")
+_REST_API_PORT = flags.DEFINE_integer("rest_api_port", 8501,
+                                      "REST port; -1 disables REST.")
+
+
+def main(argv: Sequence[str]) -> None:
+  del argv
+  server = test_server.serve(
+      {_MODEL_NAME.value: _MODEL_BASE_PATH.value}, host=_HOST.value,
+      port=_PORT.value,
+      rest_api_port=None if _REST_API_PORT.value < 0 else _REST_API_PORT.value)
+  print(f"TEST server (not for production): gRPC {_HOST.value}:"
+        f"{server.grpc_port}, REST {server.rest_port}", flush=True)
+  server.wait()
+
+
+if __name__ == "__main__":
+  app.run(main)
