@@ -1,5 +1,14 @@
 """Real data on a CPU: MobileNet v1 0.5 (ImageNet) -> reid_pool -> VIPeR split 0.
 
+    python -m keras_reid.train --config=configs/viper_cpu.py             # staged, VIPeR
+    python -m keras_reid.train --config=configs/viper_cpu.py:viper,direct  # ImageNet -> VIPeR
+    python -m keras_reid.train --config=configs/viper_cpu.py:prid2011     # another small set
+
+The argument is "TARGET[,direct]": TARGET is the small set (viper, prid2011,
+cuhk01; its stage is named after it, e.g. --config.stages.prid2011.split=3,
+and its folder is $REID_DATA_ROOT/<folder of TARGET_FOLDERS>); "direct" drops
+the reid_pool stage, so the target stage starts from the ImageNet weights.
+
 The full method at CPU size: classification + 3 x verification with
 pairwise-consistent dropout, two-stepped fine-tuning, staged transfer through
 reid_pool (GRID, CAVIAR4REID, i-LIDS, 3DPeS) to VIPeR. Reads the data
@@ -16,7 +25,16 @@ def data_root() -> str:
   return os.environ.get("REID_DATA_ROOT", os.path.join("..", "shared", "data"))
 
 
-def get_config():
+TARGET_FOLDERS = {"viper": "viper", "prid2011": "prid2011", "cuhk01": "cuhk01"}
+
+
+def get_config(arg: str = "viper"):
+  target, *modes = arg.split(",")
+  if target not in TARGET_FOLDERS or set(modes) - {"direct"}:
+    raise ValueError(
+        f"configs/viper_cpu.py:{arg}: expected TARGET[,direct] with TARGET one "
+        f"of {sorted(TARGET_FOLDERS)}, e.g. configs/viper_cpu.py:viper,direct.")
+  direct = "direct" in modes
   config = default.base_config()
   root = data_root()
   config.model.update(dict(
@@ -31,12 +49,14 @@ def get_config():
   # reid_pool: about 5 + 39 epochs of its 3,984 images (the prototype's
   # 10 + 60 do not fit 30 minutes on 2 cores at ~0.46 s a step-2 iteration);
   # VIPeR: 10 + 30 epochs of its 632 training images, as the prototype.
-  config.stages.reid_pool = default.stage_config(
-      dataset="manifest", root=os.path.join(root, "reid_pool"),
-      ids_per_batch=32, images_per_id=2, step1_steps=300, step2_steps=2400,
-      step1_lr=0.01, step2_lr=0.01, lr_decay_steps=1600, init="backbone")
-  config.stages.viper = default.stage_config(
-      dataset="viper", root=os.path.join(root, "viper"), split=0,
+  if not direct:
+    config.stages.reid_pool = default.stage_config(
+        dataset="manifest", root=os.path.join(root, "reid_pool"),
+        ids_per_batch=32, images_per_id=2, step1_steps=300, step2_steps=2400,
+        step1_lr=0.01, step2_lr=0.01, lr_decay_steps=1600, init="backbone")
+  config.stages[target] = default.stage_config(
+      dataset=target, root=os.path.join(root, TARGET_FOLDERS[target]), split=0,
       ids_per_batch=32, images_per_id=2, step1_steps=100, step2_steps=300,
-      step1_lr=0.01, step2_lr=0.005, lr_decay_steps=200)
+      step1_lr=0.01, step2_lr=0.005, lr_decay_steps=200,
+      init="backbone" if direct else "previous")
   return config
