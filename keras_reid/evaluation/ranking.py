@@ -33,6 +33,33 @@ import numpy as np
 JUNK_PID = -1
 UNKNOWN_CAMID = -1
 
+
+class NoValidQueryError(ValueError):
+  """Every query was skipped: none has a valid true match in the gallery.
+
+  Raised instead of reporting Rank-1 = mAP = 0, which would be averaged into
+  split means as if it were a score.
+  """
+
+
+def _check_some_query_usable(matches, query_pids, gallery_pids) -> None:
+  """Raises NoValidQueryError, naming why, when no query has a true match."""
+  if any(m.size for m in matches):
+    return
+  num = len(matches)
+  junk = int(np.count_nonzero(query_pids == JUNK_PID))
+  absent = int(np.count_nonzero(
+      (query_pids != JUNK_PID) & ~np.isin(query_pids, gallery_pids)))
+  same_camera = num - junk - absent
+  raise NoValidQueryError(
+      f"all {num} queries skipped: no query has a valid gallery match "
+      f"({junk} have the junk pid -1, {absent} have a pid absent from the "
+      f"gallery of {len(gallery_pids)} images, {same_camera} are matched "
+      "only by gallery images of their own camera, which the protocol "
+      "ignores). There is no score to report: check the query / gallery "
+      "split, their pids and camids.")
+
+
 # A function giving the [stop - start, G] float32 distances of queries
 # start..stop-1 to the (junk-free) gallery; smaller is closer.
 DistanceChunkFn = Callable[[int, int], np.ndarray]
@@ -181,6 +208,7 @@ def evaluate_distance_fn(dist_fn: DistanceChunkFn, num_queries: int,
     raise ValueError(f"max_rank must be >= 1, got {max_rank}.")
   matches, removed = _match_lists(query_pids, query_camids, gallery_pids,
                                   gallery_camids)
+  _check_some_query_usable(matches, query_pids, gallery_pids)
   junk = np.nonzero(gallery_pids == JUNK_PID)[0]
 
   # One distance computation at a time: the GEMM already uses every core

@@ -134,20 +134,37 @@ def verification_report(features, pids, *, pair_scorer: Optional[cir.PairScorer]
 
 def evaluate_splits(evaluate_one: Callable[[int, bool], dict],
                      splits: Sequence[int]) -> dict:
-  """Runs evaluate_one(split, first) per split and aggregates mean / std."""
-  per_split = []
-  for n, split in enumerate(splits):
-    r = evaluate_one(split, n == 0)
+  """Runs evaluate_one(split, first) per split and aggregates mean / std.
+
+  A split where no query has a valid gallery match
+  (ranking.NoValidQueryError) has no score: it is left out of the means and
+  listed under "excluded_splits" with the reason; if every split is, the
+  error is raised naming each.
+  """
+  per_split, excluded = [], []
+  for split in splits:
+    try:
+      r = evaluate_one(split, not per_split)
+    except ranking.NoValidQueryError as e:
+      logging.warning("Split %s excluded from the means: %s", split, e)
+      excluded.append({"split": split, "reason": str(e)})
+      continue
     r["split"] = split
     per_split.append(r)
+  if not per_split:
+    raise ranking.NoValidQueryError(
+        "no split has a usable query; "
+        + "; ".join(f"split {x['split']}: {x['reason']}" for x in excluded))
   out = protocols.aggregate_splits(per_split)
+  if excluded:
+    out["excluded_splits"] = excluded
   if all("cir" in r for r in per_split):
     out["cir"] = protocols.aggregate_splits([r["cir"]["cir"]
                                              for r in per_split])
   for key in ("verification", "pictures", "dataset", "protocol"):
     if key in per_split[0]:
       out[key] = per_split[0][key]
-  out["split_indices"] = list(splits)
+  out["split_indices"] = [r["split"] for r in per_split]
   out["splits"] = per_split
   return out
 
@@ -193,8 +210,8 @@ def evaluate_feature_file(paths: str | Sequence[str], *,
   """
   paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
   output_json = output_json or os.path.splitext(paths[0])[0] + ".eval.json"
-  results = []
-  for path in paths:
+
+  def evaluate_path(path: str) -> dict:
     arrays = features_lib.load_feature_file(path)
     r = features_lib.evaluate_arrays(arrays, max_rank=max_rank,
                                 multi_query=multi_query, rerank=rerank)
@@ -205,13 +222,16 @@ def evaluate_feature_file(paths: str | Sequence[str], *,
           report = verification_report(data["val_features"], data["val_pids"])
           report["split"] = "val_features / val_pids of the .npz"
           r["verification"] = report
-    results.append(r)
-  if len(results) == 1:
-    result = results[0]
+    return r
+
+  if len(paths) == 1:
+    result = evaluate_path(paths[0])
   else:
-    result = evaluate_splits(lambda n, first: results[n],
-                              list(range(len(results))))
+    result = evaluate_splits(lambda n, first: evaluate_path(paths[n]),
+                             list(range(len(paths))))
     result["features"] = [os.path.abspath(p) for p in paths]
+    for excluded in result.get("excluded_splits", []):
+      excluded["features"] = os.path.abspath(paths[excluded["split"]])
   if pictures:
     report_dir = report_dir or default_report_dir(output_json)
     result["pictures"] = {"cmc": cmc_picture(result, report_dir, "CMC",
