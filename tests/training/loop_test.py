@@ -92,5 +92,83 @@ def test_nan_loss_stops_with_clear_error_and_keeps_checkpoint(tmp_path):
         assert np.all(np.isfinite(value)), name
 
 
+def _one_step_update(tmp_path, **train_overrides):
+  """(weights before, after one step 2 iteration, reference gradients)."""
+  config, model, _ = _setup(tmp_path, **train_overrides)
+  del model
+  config.model.cls_dropout = 0.0  # deterministic: the reference gradient
+  config.model.ver_dropout = 0.0  # below sees the same network
+  model = builders.build_training_model(
+      config.model, num_classes=NUM_CLASSES, input_shape=(H, W, 3), seed=0)
+  builders.set_step_trainable(model, 2)
+  phase = loop.Phase("s", 2, steps=1, lr=0.1, lr_decay_steps=100,
+                     lr_decay_factor=0.1, batch_size=K * M)
+  strategy = tf.distribute.get_strategy()
+  optimizer = loop.make_optimizer(config.train, phase)
+  variables = model.trainable_variables
+  optimizer.build(variables)
+  batch = next(iter(_make_dataset(None)))
+  weights = loop.loss_weights(config.loss, 2)
+  with tf.GradientTape() as tape:
+    outputs = model({k: batch[k] for k in ("images", "pair_i", "pair_j")},
+                    training=True)
+    total = loop.losses.compute_losses(outputs, batch["labels"],
+                                       batch["pair_same"], **weights)["total"]
+  grads = {v.path: g.numpy() for v, g in zip(variables,
+                                             tape.gradient(total, variables))}
+  before = {v.path: v.numpy().copy() for v in variables}
+  step = loop.make_train_step(
+      model, optimizer, strategy, weights, jit_compile=False,
+      weight_decay=loop.coupled_weight_decay(config.train))
+  step(iter(_make_dataset(None)))
+  after = {v.path: v.numpy() for v in variables}
+  return before, after, grads
+
+
+def test_coupled_l2_decays_kernels_only_like_caffe(tmp_path):
+  lr, wd = 0.1, 0.05
+  before, after, grads = _one_step_update(
+      tmp_path, weight_decay=wd, weight_decay_mode="coupled_l2", momentum=0.9)
+  kernels = [p for p in before if p.endswith("kernel")]
+  others = [p for p in before if not p.endswith("kernel")]
+  assert "classifier/kernel" in kernels and "classifier/bias" in others
+  assert any(p.endswith("gamma") for p in others)
+  # SGD's first step (zero momentum buffer): w - lr * (g + wd * w) for a
+  # kernel, w - lr * g for biases and BatchNorm parameters.
+  for p in kernels:
+    np.testing.assert_allclose(
+        after[p], before[p] - lr * (grads[p] + wd * before[p]),
+        rtol=1e-4, atol=2e-5, err_msg=p)
+  for p in others:
+    np.testing.assert_allclose(after[p], before[p] - lr * grads[p],
+                               rtol=1e-4, atol=2e-5, err_msg=p)
+
+
+def test_decoupled_decay_is_keras_weight_decay_on_every_variable(tmp_path):
+  lr, wd = 0.1, 0.05
+  before, after, grads = _one_step_update(
+      tmp_path, weight_decay=wd, weight_decay_mode="decoupled", momentum=0.0)
+  for p in ("classifier/kernel", "classifier/bias"):
+    # Keras: w <- w - lr * wd * w, then the gradient step.
+    expected = before[p] * (1 - lr * wd) - lr * grads[p]
+    np.testing.assert_allclose(after[p], expected, rtol=1e-4, atol=1e-6)
+
+
+def test_optimizer_names(tmp_path):
+  config, _, _ = _setup(tmp_path)
+  phase = loop.Phase("s", 2, steps=1, lr=0.1, lr_decay_steps=100,
+                     lr_decay_factor=0.1)
+  config.train.optimizer = "adam"
+  assert type(loop.make_optimizer(config.train, phase)).__name__ == "Adam"
+  config.train.optimizer = "adamw"
+  with pytest.raises(ValueError, match="weight_decay_mode=decoupled"):
+    loop.make_optimizer(config.train, phase)
+  config.train.weight_decay_mode = "decoupled"
+  assert type(loop.make_optimizer(config.train, phase)).__name__ == "AdamW"
+  config.train.optimizer = "rmsprop"
+  with pytest.raises(ValueError, match="adamw"):
+    loop.make_optimizer(config.train, phase)
+
+
 if __name__ == "__main__":
   raise SystemExit(pytest.main([__file__, "-q", "-p", "no:cacheprovider"]))
