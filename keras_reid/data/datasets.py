@@ -66,11 +66,68 @@ def _nonempty(dataset: str, **splits: list[Record]) -> None:
           "folder is complete.")
 
 
+# Random-split protocols (VIPeR, PRID 2011, CUHK01) report the mean over
+# this many splits; a split index beyond them is a mistake, not a new split.
+NUM_RANDOM_SPLITS = 10
+
+# Published sizes of each benchmark, checked by its reader: a copy that
+# differs is incomplete or not the published set. Sources: each dataset's
+# paper / readme (VIPeR 632 pairs; PRID 2011 single_shot 385 cam_a and 749
+# cam_b persons, 200 in both; CUHK01 971 persons x 4 images; Market-1501
+# 12,936 train / 19,732 gallery / 3,368 query images; DukeMTMC-reID 16,522 /
+# 17,661 / 2,228; CUHK03 1,467 identities).
+PUBLISHED_COUNTS = {
+    "viper": {"cam_a images": 632, "cam_b images": 632},
+    "prid2011": {"cam_a persons": 385, "cam_b persons": 749,
+                 "persons in both cameras": 200},
+    "cuhk01": {"persons": 971, "images": 3884},
+    "market1501": {"train images": 12936, "gallery images": 19732,
+                   "query images": 3368},
+    "dukemtmcreid": {"train images": 16522, "gallery images": 17661,
+                     "query images": 2228},
+    "cuhk03": {"identities": 1467},
+}
+
+
+def _check_counts(dataset: str, folder: str, found: dict[str, int],
+                  allow_incomplete: bool) -> None:
+  """Compares a folder's counts with PUBLISHED_COUNTS[dataset].
+
+  Raises:
+    ValueError: naming the folder and expected vs found counts, unless
+      `allow_incomplete` (then a warning says the same).
+  """
+  expected = PUBLISHED_COUNTS[dataset]
+  wrong = {k: (v, found[k]) for k, v in expected.items() if found[k] != v}
+  if not wrong:
+    return
+  detail = ", ".join(f"{k}: expected {e}, found {f}"
+                     for k, (e, f) in wrong.items())
+  if allow_incomplete:
+    logging.warning("%s: %r differs from the published set (%s); using it "
+                    "as is (allow_incomplete=True), so results are not "
+                    "comparable with published ones.", dataset, folder, detail)
+    return
+  raise ValueError(
+      f"{dataset}: {folder!r} does not hold the published set ({detail}). "
+      "The copy is incomplete or another version: re-extract it, or pass "
+      "the reader option allow_incomplete=True (--options=allow_incomplete="
+      "true, or config stages.<name>.options) to use it as is.")
+
+
+def _check_single_split(dataset: str, split: int) -> None:
+  if split != 0:
+    raise ValueError(f"{dataset} has one fixed train / query / gallery "
+                     f"split (split 0); got split={split}.")
+
+
 def _split_ids(ids: Sequence[int], num_train: int, split: int,
                split_seed: int) -> tuple[set[int], set[int]]:
   """Random train / test identity split number `split`."""
-  if split < 0:
-    raise ValueError(f"split must be >= 0, got {split}.")
+  if not 0 <= split < NUM_RANDOM_SPLITS:
+    raise ValueError(
+        f"split={split}: the protocol has {NUM_RANDOM_SPLITS} random splits, "
+        f"0-{NUM_RANDOM_SPLITS - 1}.")
   rng = np.random.default_rng([split_seed, split])
   perm = rng.permutation(sorted(ids))
   return set(perm[:num_train].tolist()), set(perm[num_train:].tolist())
@@ -84,7 +141,9 @@ _MARKET_DIRS = ("bounding_box_train", "bounding_box_test", "query")
 
 
 def _read_market_layout(folder: str, pattern: re.Pattern, what: str,
-                        name: str) -> ReidDataset:
+                        name: str, allow_incomplete: bool | None = None
+                        ) -> ReidDataset:
+  """Reads the three folders; checks the published counts unless None."""
   def read(sub, drop_junk):
     out = []
     for path in _images(os.path.join(folder, sub)):
@@ -99,37 +158,49 @@ def _read_market_layout(folder: str, pattern: re.Pattern, what: str,
   ds = ReidDataset(name, read("bounding_box_train", True),
                    read("query", False), read("bounding_box_test", False))
   _nonempty(name, train=ds.train, query=ds.query, gallery=ds.gallery)
+  if allow_incomplete is not None:
+    _check_counts(name, folder, {
+        "train images": len(ds.train), "gallery images": len(ds.gallery),
+        "query images": len(ds.query)}, allow_incomplete)
   return ds
 
 
-def market1501(root: str, *, split: int = 0, split_seed: int = 0
-               ) -> ReidDataset:
+def market1501(root: str, *, split: int = 0, split_seed: int = 0,
+               allow_incomplete: bool = False) -> ReidDataset:
   """Market-1501: bounding_box_train / bounding_box_test / query.
 
   File names `0002_c1s1_000451_03.jpg` (pid, camera 1-6, sequence, frame,
   box); pid -1 = junk, 0000 = distractor (kept in the gallery; junk is
-  dropped from train only).
+  dropped from train only). Image counts are checked against the published
+  set unless `allow_incomplete`.
   """
-  del split, split_seed
+  del split_seed
+  _check_single_split("market1501", split)
   folder = find_root(root, _MARKET_DIRS,
                      ("Market-1501-v15.09.15", "Market-1501", "market1501"),
                      "market1501", "bounding_box_train/, bounding_box_test/, "
                      "query/")
   return _read_market_layout(folder, _MARKET_RE,
                              "PID_cCsS_FRAME_BOX.jpg, e.g. "
-                             "0002_c1s1_000451_03.jpg", "market1501")
+                             "0002_c1s1_000451_03.jpg", "market1501",
+                             allow_incomplete)
 
 
-def dukemtmcreid(root: str, *, split: int = 0, split_seed: int = 0
-                 ) -> ReidDataset:
-  """DukeMTMC-reID: Market layout, names `0001_c2_f0046182.jpg`."""
-  del split, split_seed
+def dukemtmcreid(root: str, *, split: int = 0, split_seed: int = 0,
+                 allow_incomplete: bool = False) -> ReidDataset:
+  """DukeMTMC-reID: Market layout, names `0001_c2_f0046182.jpg`.
+
+  Image counts are checked against the published set unless
+  `allow_incomplete`.
+  """
+  del split_seed
+  _check_single_split("dukemtmcreid", split)
   folder = find_root(root, _MARKET_DIRS, ("DukeMTMC-reID", "dukemtmc-reid"),
                      "dukemtmcreid", "bounding_box_train/, "
                      "bounding_box_test/, query/")
   return _read_market_layout(folder, _DUKE_RE,
                              "PID_cC_fFRAME.jpg, e.g. 0001_c2_f0046182.jpg",
-                             "dukemtmcreid")
+                             "dukemtmcreid", allow_incomplete)
 
 
 def synthetic(root: str, *, split: int = 0, split_seed: int = 0,
@@ -207,7 +278,8 @@ def msmt17(root: str, *, split: int = 0, split_seed: int = 0,
 _VIPER_RE = re.compile(r"^(\d+)_(\d+)\.bmp$")
 
 
-def viper(root: str, *, split: int = 0, split_seed: int = 0) -> ReidDataset:
+def viper(root: str, *, split: int = 0, split_seed: int = 0,
+          allow_incomplete: bool = False) -> ReidDataset:
   """VIPeR: cam_a/PID_ANGLE.bmp, cam_b/PID_ANGLE.bmp, 632 ids.
 
   Protocol: 10 random splits of 316 train / 316 test ids; train = both
@@ -221,6 +293,9 @@ def viper(root: str, *, split: int = 0, split_seed: int = 0) -> ReidDataset:
     cams.append([Record(p, int(_parse(_VIPER_RE, p, "PID_ANGLE.bmp, e.g. "
                                       "000_45.bmp").group(1)), c)
                  for p in _images(os.path.join(folder, sub))])
+  _check_counts("viper", folder, {"cam_a images": len(cams[0]),
+                                  "cam_b images": len(cams[1])},
+                allow_incomplete)
   ids = sorted({r.pid for r in cams[0]} & {r.pid for r in cams[1]})
   train_ids, test_ids = _split_ids(ids, len(ids) // 2, split, split_seed)
   ds = ReidDataset(
@@ -237,7 +312,8 @@ _PRID_RE = re.compile(r"^person_(\d+)\.png$")
 
 
 def prid2011(root: str, *, split: int = 0, split_seed: int = 0,
-             num_shared: int = 200) -> ReidDataset:
+             num_shared: int = 200, allow_incomplete: bool = False
+             ) -> ReidDataset:
   """PRID 2011 single-shot: single_shot/cam_a (385), single_shot/cam_b (749).
 
   Persons 1-200 appear in both cameras. Protocol: 10 random splits; 100 of
@@ -255,6 +331,10 @@ def prid2011(root: str, *, split: int = 0, split_seed: int = 0,
         1)), c) for p in _images(os.path.join(folder, "single_shot", sub))])
   shared = sorted({r.pid for r in cams[0]} & {r.pid for r in cams[1]} &
                   set(range(1, num_shared + 1)))
+  _check_counts("prid2011", folder, {
+      "cam_a persons": len({r.pid for r in cams[0]}),
+      "cam_b persons": len({r.pid for r in cams[1]}),
+      "persons in both cameras": len(shared)}, allow_incomplete)
   train_ids, test_ids = _split_ids(shared, len(shared) // 2, split,
                                    split_seed)
   ds = ReidDataset(
@@ -272,7 +352,8 @@ _CUHK01_RE = re.compile(r"^(\d{4})(\d{3})\.png$")
 
 
 def cuhk01(root: str, *, split: int = 0, split_seed: int = 0,
-           num_train_ids: int = 485) -> ReidDataset:
+           num_train_ids: int = 485, allow_incomplete: bool = False
+           ) -> ReidDataset:
   """CUHK01: campus/PPPPIII.png, 971 persons x 4 images.
 
   PPPP is the person (0001-0971), III the image: 001-002 camera A, 003-004
@@ -287,6 +368,8 @@ def cuhk01(root: str, *, split: int = 0, split_seed: int = 0,
                ", e.g. 0001003.png")
     recs.append(Record(p, int(m.group(1)), 0 if int(m.group(2)) <= 2 else 1))
   ids = sorted({r.pid for r in recs})
+  _check_counts("cuhk01", folder, {"persons": len(ids), "images": len(recs)},
+                allow_incomplete)
   train_ids, test_ids = _split_ids(ids, min(num_train_ids, len(ids) // 2),
                                    split, split_seed)
   ds = ReidDataset(
@@ -481,19 +564,22 @@ _CUHK03_RE = re.compile(r"^(\d)_(\d{3})_(\d)_(\d{2})\.png$")
 
 def cuhk03(root: str, *, split: int = 0, split_seed: int = 0,
            protocol: str = "new", kind: str = "labeled",
-           cache_dir: str = "") -> ReidDataset:
+           cache_dir: str = "", allow_incomplete: bool = False
+           ) -> ReidDataset:
   """CUHK03 from cuhk-03.mat (MATLAB v7.3 / HDF5), labelled or detected.
 
   protocol="new" (Zhong et al. 2017): 767 train / 700 test ids from
   `cuhk03_new_protocol_config_{labeled,detected}.mat` (1-based train_idx,
   query_idx, gallery_idx into filelist / labels; camera = the view field of
-  the file name); `split` is ignored.
+  the file name); its one split is split 0.
   protocol="old" (Li et al. 2014): the 20 `testsets` of cuhk-03.mat, 100 test
   ids each (split 0-19), the other 1,367 ids train; query and gallery are
   both the test images, camid = view (the evaluator excludes same-view
   matches), as the common open-source implementations do.
 
   Images are extracted once to `cache_dir` (default: the dataset folder).
+  The number of identities is checked against the published 1,467 unless
+  `allow_incomplete`.
   """
   del split_seed
   if protocol not in ("new", "old") or kind not in ("labeled", "detected"):
@@ -506,6 +592,15 @@ def cuhk03(root: str, *, split: int = 0, split_seed: int = 0,
                      "cuhk03_new_protocol_config_labeled.mat / _detected.mat)")
   mat_path = os.path.join(folder, "cuhk-03.mat")
   img_dir = _cuhk03_cache(mat_path, cache_dir or folder, kind)
+  identities = set()
+  for p in _images(img_dir):
+    m = _CUHK03_RE.match(os.path.basename(p))
+    if m:
+      identities.add((m.group(1), m.group(2)))
+  _check_counts("cuhk03", folder, {"identities": len(identities)},
+                allow_incomplete)
+  if protocol == "new":
+    _check_single_split("cuhk03 (new protocol)", split)
   if protocol == "new":
     cfg_name = f"cuhk03_new_protocol_config_{kind}.mat"
     cfg_path = next((p for p in (os.path.join(folder, cfg_name),
