@@ -11,9 +11,9 @@ from ml_collections import config_dict
 def stage_config(**overrides) -> config_dict.ConfigDict:
   """One stage of staged transfer: a dataset and its two fine-tuning steps.
 
-  Step 1 trains only the newly created classification layer(s) with the rest
-  frozen (classification loss only); step 2 trains everything with
-  classification + verification (+ auxiliary) losses.
+  Step 1 trains only the newly created layers with the base frozen
+  (`step1_trains`); step 2 trains everything with classification +
+  verification (+ auxiliary) losses.
   """
   stage = config_dict.ConfigDict(dict(
       # A name from keras_reid.data.datasets.DATASETS; "a+b" pools the training sets
@@ -25,7 +25,7 @@ def stage_config(**overrides) -> config_dict.ConfigDict:
       split_seed=0,                # seed that draws the random splits
       ids_per_batch=8,             # K identities per batch (paper: 32)
       images_per_id=4,             # M images per identity (paper: 4)
-      step1_steps=100,             # iterations of step 1 (new softmax only)
+      step1_steps=100,             # iterations of step 1 (new layers only)
       step2_steps=400,             # iterations of step 2 (all layers)
       step1_lr=1e-2,
       step2_lr=1e-3,
@@ -33,6 +33,14 @@ def stage_config(**overrides) -> config_dict.ConfigDict:
       lr_decay_factor=0.1,
       init="previous",             # "previous" stage, "backbone" (model.weights) or a checkpoint path
       eval_every=0,                # evaluate every N steps of step 2 (0 = at the end only)
+      # What step 1 trains on the frozen base. "new_layers" (the paper's
+      # intent): every newly created layer; in a stage from the backbone's
+      # weights (init "backbone", or "previous" in the first stage) all heads
+      # (classifiers, verifiers with the verification loss on, auxiliary
+      # trunks), in a stage continuing a model only the replaced classifiers.
+      # "classifiers": the classifiers only, on the classification loss
+      # (ablation: verifiers and aux trunks stay random through step 1).
+      step1_trains="new_layers",
   ))
   stage.update(overrides)
   return stage

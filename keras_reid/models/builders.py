@@ -112,21 +112,33 @@ def replace_classifiers(model: keras.Model, model_config: config_dict.ConfigDict
   return new
 
 
-def set_step_trainable(model: keras.Model, step: int, *, freeze_bn: bool = False) -> None:
+def head_layer_names(model: keras.Model) -> list[str]:
+  """Every layer with weights outside the backbone: what a stage from
+  ImageNet creates (classifiers, verifiers, auxiliary trunks and heads)."""
+  return [layer.name for layer in model.layers
+          if layer.weights and layer.name != "backbone"]
+
+
+def set_step_trainable(model: keras.Model, step: int, *, freeze_bn: bool = False,
+                       all_heads: bool = False) -> None:
   """Sets trainable flags for a step of two-stepped fine-tuning.
 
-  Step 1 trains only the classifier layers (CLASSIFIER_LAYER_NAMES); step 2
-  trains everything, except BatchNormalization layers when freeze_bn.
+  Step 1 trains only the newly created layers on the frozen base: the
+  classifier layers (CLASSIFIER_LAYER_NAMES), or with `all_heads` every
+  layer outside the backbone (`head_layer_names`: verifiers and auxiliary
+  trunks too, as in a stage started from ImageNet). Step 2 trains
+  everything, except BatchNormalization layers when freeze_bn.
   """
   if step not in (1, 2):
-    raise ValueError(f"step={step!r}: expected 1 (classifiers only) or 2 (all).")
+    raise ValueError(f"step={step!r}: expected 1 (new layers only) or 2 (all).")
   # Set every layer explicitly: in Keras 3 `model.trainable = True` does not
   # reach the layers of a nested functional model frozen by a previous step.
   for layer in model._flatten_layers(include_self=True, recursive=True):  # pylint: disable=protected-access
     layer.trainable = True
   if step == 1:
+    new = set(head_layer_names(model) if all_heads else CLASSIFIER_LAYER_NAMES)
     for layer in model.layers:
-      if layer.name not in CLASSIFIER_LAYER_NAMES:
+      if layer.name not in new:
         layer.trainable = False
   elif freeze_bn:
     backbones.freeze_batch_norm(model)

@@ -1,8 +1,10 @@
 """The custom training loop for one fine-tuning step ("phase") of a stage.
 
-Phase 1 trains only the newly created classification layer(s) with the rest
-of the network frozen (classification loss only), so that a random new layer
-does not push garbage gradients into the pretrained base; phase 2 trains
+Phase 1 trains only the newly created layers with the base frozen, so that a
+random new layer does not push garbage gradients into the pretrained base:
+every head (classifiers, verifiers with the verification loss, auxiliary
+trunks) in a stage from ImageNet, the replaced classifiers (classification
+loss only) in a later stage (stage setting `step1_trains`); phase 2 trains
 every layer with classification + verification (+ auxiliary) losses. Each
 phase builds a fresh optimizer and a freshly traced `tf.function`, as the
 paper's two steps are separate optimisations.
@@ -45,6 +47,9 @@ class Phase:
     global_step_offset: steps of the run before this phase (TensorBoard x axis).
     eval_every: evaluate every this many steps (0 = never inside the phase).
     batch_size: images in one replica's batch (K x M), for images/s.
+    all_heads: step 1 trains every layer outside the backbone (classifiers,
+      verifiers with the verification loss, auxiliary trunks) instead of the
+      classifiers only: a stage whose heads are all new (from ImageNet).
   """
   stage: str
   phase: int
@@ -55,13 +60,21 @@ class Phase:
   global_step_offset: int = 0
   eval_every: int = 0
   batch_size: int = 0
+  all_heads: bool = False
 
 
-def loss_weights(loss_config: config_dict.ConfigDict, phase: int) -> dict:
-  """The keyword arguments of losses.compute_losses for a phase."""
+def loss_weights(loss_config: config_dict.ConfigDict, phase: int, *,
+                 verifiers_train: bool = False) -> dict:
+  """The keyword arguments of losses.compute_losses for a phase.
+
+  Step 1's terms match what it trains: classification, plus verification
+  when the verifiers train too (`verifiers_train`, Phase.all_heads). The
+  triplet loss acts on the base only, so it waits for step 2.
+  """
   return dict(
       cls_weight=loss_config.cls_weight,
-      ver_weight=loss_config.ver_weight if phase == 2 else 0.0,
+      ver_weight=(loss_config.ver_weight if phase == 2 or verifiers_train
+                  else 0.0),
       aux_weight=loss_config.aux_weight,
       label_smoothing=loss_config.label_smoothing,
       triplet_weight=loss_config.triplet_weight if phase == 2 else 0.0,
@@ -251,7 +264,8 @@ def run_phase(model: keras.Model, phase: Phase, *,
       last good state).
   """
   builders.set_step_trainable(model, phase.phase,
-                              freeze_bn=config.model.freeze_bn)
+                              freeze_bn=config.model.freeze_bn,
+                              all_heads=phase.all_heads)
   with strategy.scope():
     optimizer = make_optimizer(config.train, phase)
     optimizer.build(model.trainable_variables)
@@ -271,12 +285,14 @@ def run_phase(model: keras.Model, phase: Phase, *,
                  manager.latest_checkpoint)
 
   train_step = make_train_step(model, optimizer, strategy,
-                               loss_weights(config.loss, phase.phase),
+                               loss_weights(config.loss, phase.phase,
+                                            verifiers_train=phase.all_heads),
                                jit_compile=config.train.jit_compile,
                                weight_decay=coupled_weight_decay(config.train))
   start = int(step_counter.numpy())
-  print(f"Stage {phase.stage!r}, step {phase.phase} "
-        f"({'new classifiers only' if phase.phase == 1 else 'all layers'}): "
+  trains = ("all layers" if phase.phase == 2 else
+            "new heads only" if phase.all_heads else "new classifiers only")
+  print(f"Stage {phase.stage!r}, step {phase.phase} ({trains}): "
         f"iterations {start}..{phase.steps}", flush=True)
   progbar = keras.utils.Progbar(phase.steps, stateful_metrics=None,
                                 unit_name="iter")

@@ -18,12 +18,17 @@ import tensorflow as tf
 from ml_collections import config_dict
 
 from keras_reid import config as config_lib
+from keras_reid.data import datasets
+from keras_reid.data import describe
 from keras_reid.data import from_config
 from keras_reid.data import pipeline
 from keras_reid.data import records as records_lib
 from keras_reid.evaluation import extract
+from keras_reid.evaluation import ranking
 from keras_reid.evaluation import report
+from keras_reid.models import backbones
 from keras_reid.models import builders
+from keras_reid.models import layers
 from keras_reid.training import checkpoints
 from keras_reid.training import distribute
 from keras_reid.training import loop
@@ -87,6 +92,54 @@ def _init_stage_model(model: keras.Model | None, stage: config_dict.ConfigDict,
                                       seed=config.seed)
 
 
+# stage.step1_trains: what step 1 trains on the frozen base.
+#   "new_layers": every newly created layer: all heads (classifiers,
+#     verifiers, auxiliary trunks) in a stage built from the backbone's
+#     weights, the replaced classifiers in a stage continuing a model;
+#   "classifiers": the classifiers only (ablation; verifiers and auxiliary
+#     trunks stay random through step 1 in a stage from ImageNet).
+STEP1_TRAINS = ("new_layers", "classifiers")
+
+
+def step1_trains_all_heads(stage: config_dict.ConfigDict,
+                           stage_index: int) -> bool:
+  """Whether the stage's step 1 trains every head (see STEP1_TRAINS).
+
+  A stage builds all its heads anew when it starts from the backbone's
+  weights: init="backbone", or init="previous" in the first stage (see
+  `_init_stage_model`); otherwise only its classifiers are new.
+  """
+  fresh = stage.init == "backbone" or (stage.init == "previous" and
+                                       stage_index == 0)
+  return fresh and stage.step1_trains == "new_layers"
+
+
+def check_config(config: config_dict.ConfigDict) -> None:
+  """Ranges (config.validate_config) and every name against its registry.
+
+  Raises:
+    ValueError: naming the key, the value and the valid names.
+  """
+  config_lib.validate_config(config)
+
+  def expect_in(key: str, value: str, registry) -> None:
+    if value not in registry:
+      raise ValueError(f"config.{key}={value!r}: expected one of "
+                       f"{sorted(registry)}.")
+
+  expect_in("model.backbone", config.model.backbone, backbones.BACKBONES)
+  expect_in("model.ver_dropout_mode", config.model.ver_dropout_mode,
+            layers.PAIR_DROPOUT_MODES)
+  expect_in("train.distribute", config.train.distribute, distribute.STRATEGIES)
+  expect_in("train.optimizer", config.train.optimizer, loop.OPTIMIZERS)
+  expect_in("train.weight_decay_mode", config.train.weight_decay_mode,
+            loop.WEIGHT_DECAY_MODES)
+  for name, stage in config.stages.items():
+    expect_in(f"stages.{name}.step1_trains", stage.step1_trains, STEP1_TRAINS)
+    for dataset in stage.dataset.split("+"):
+      expect_in(f"stages.{name}.dataset", dataset, datasets.DATASETS)
+
+
 def _check_same_config(config: config_dict.ConfigDict, workdir: str) -> None:
   """A run resumes only with the config it started with."""
   path = os.path.join(workdir, config_lib.CONFIG_FILE)
@@ -116,7 +169,7 @@ def train(config: config_dict.ConfigDict, workdir: str) -> dict:
     mINP as fractions, ...), also written to workdir/metrics.json; empty if
     no stage has a query / gallery split.
   """
-  config_lib.validate_config(config)
+  check_config(config)
   _check_same_config(config, workdir)
   config_lib.save_config(config, workdir)
   keras.utils.set_random_seed(config.seed)
@@ -137,10 +190,16 @@ def train(config: config_dict.ConfigDict, workdir: str) -> dict:
     dataset = from_config.load_stage_dataset(stage, config)
     num_classes = len({r.pid for r in dataset.train})
     logging.info("Stage %s: %s", name, dataset.summary())
+    if dataset.pid_names:  # string pids of a manifest: keep their numbering
+      describe.write_pid_names(
+          dataset, os.path.join(workdir, "pid_names", f"{name}.json"))
+      logging.info("Stage %s: %s", name,
+                   describe.pid_names_summary(dataset.pid_names))
     phases = [
         loop.Phase(name, 1, stage.step1_steps, stage.step1_lr,
                    stage.lr_decay_steps, stage.lr_decay_factor,
-                   batch_size=stage.ids_per_batch * stage.images_per_id),
+                   batch_size=stage.ids_per_batch * stage.images_per_id,
+                   all_heads=step1_trains_all_heads(stage, stage_index)),
         loop.Phase(name, 2, stage.step2_steps, stage.step2_lr,
                    stage.lr_decay_steps, stage.lr_decay_factor,
                    eval_every=stage.eval_every,
@@ -197,5 +256,6 @@ def train(config: config_dict.ConfigDict, workdir: str) -> dict:
 
 
 def format_metrics(metrics: dict) -> str:
-  keys = ("rank1", "rank5", "rank10", "rank20", "mAP", "mINP")
-  return ", ".join(f"{k} {100 * metrics[k]:.1f}%" for k in keys if k in metrics)
+  """"rank1 43.3%, rank5 ..." for the metrics present."""
+  return ", ".join(f"{k} {100 * metrics[k]:.1f}%" for k in ranking.METRIC_KEYS
+                   if k in metrics)

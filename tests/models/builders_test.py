@@ -86,6 +86,18 @@ def test_set_step_trainable():
                  if isinstance(l, keras.layers.BatchNormalization))
 
 
+def test_step1_with_all_heads_trains_every_layer_outside_the_backbone():
+  model = builders.build_training_model(_config(aux_heads=True), num_classes=2,
+                                        input_shape=SHAPE)
+  builders.set_step_trainable(model, 1, all_heads=True)
+  names = {w.path.split("/")[0] for w in model.trainable_weights}
+  assert names == {"classifier", "verifier", "aux1_classifier",
+                   "aux1_verifier", "aux1_conv", "aux1_bn", "aux1_fc",
+                   "aux2_classifier", "aux2_verifier", "aux2_conv", "aux2_bn",
+                   "aux2_fc"}
+  assert not model.get_layer("backbone").trainable_weights
+
+
 def test_embedder_and_pair_scorer_share_the_trained_weights(aux_model):
   x = _inputs()
   reference = aux_model(x, training=False)

@@ -8,6 +8,7 @@ import tensorflow as tf
 
 from keras_reid.models import builders
 from keras_reid.training import loop
+from keras_reid.training import stages
 from tests.training import tiny_config
 
 NUM_CLASSES = 3
@@ -72,6 +73,40 @@ def test_step1_trains_only_classifier_and_step2_trains_all(tmp_path):
   assert _changed(verifier0, _weights(model.get_layer("verifier")))
   assert len(model.trainable_variables) == len(
       [v for v in model.variables if v.trainable]) > len(trainable)
+
+
+def test_step1_with_all_heads_trains_verifier_on_the_frozen_base(tmp_path):
+  config, model, writer = _setup(tmp_path)
+  backbone0 = _weights(model.get_layer("backbone"))
+  verifier0 = _weights(model.get_layer("verifier"))
+  phase1 = loop.Phase("s", 1, steps=3, lr=0.05, lr_decay_steps=100,
+                      lr_decay_factor=0.1, batch_size=K * M, all_heads=True)
+  loop.run_phase(model, phase1, make_dataset=_make_dataset, config=config,
+                 strategy=tf.distribute.get_strategy(),
+                 workdir=str(tmp_path), writer=writer)
+  assert not _changed(backbone0, _weights(model.get_layer("backbone")))
+  # The verifier moves only through the verification loss: on in step 1.
+  assert _changed(verifier0, _weights(model.get_layer("verifier")))
+  weights = loop.loss_weights(config.loss, 1, verifiers_train=True)
+  assert weights["ver_weight"] == config.loss.ver_weight
+  assert loop.loss_weights(config.loss, 1)["ver_weight"] == 0.0
+
+
+def test_which_stages_train_all_heads_in_step1():
+  config = tiny_config.get_config()
+  stage = config.stages.synthetic
+  assert stages.step1_trains_all_heads(stage, 0)  # first stage: from backbone
+  assert not stages.step1_trains_all_heads(stage, 1)  # continues a model
+  stage.init = "backbone"
+  assert stages.step1_trains_all_heads(stage, 1)
+  stage.init = "/runs/other"  # a previous run's heads carry over
+  assert not stages.step1_trains_all_heads(stage, 0)
+  stage.init = "backbone"
+  stage.step1_trains = "classifiers"
+  assert not stages.step1_trains_all_heads(stage, 0)
+  stage.step1_trains = "everything"
+  with pytest.raises(ValueError, match="step1_trains"):
+    stages.check_config(config)
 
 
 def test_nan_loss_stops_with_clear_error_and_keeps_checkpoint(tmp_path):
