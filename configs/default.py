@@ -20,7 +20,10 @@ def stage_config(**overrides) -> config_dict.ConfigDict:
       # of several datasets (roots "A+B"); evaluation uses the first one.
       dataset="synthetic",
       root="",                     # dataset folder; "" only for synthetic
-      options="",                  # reader options, e.g. "protocol=new,kind=detected"
+      # Reader options "key=value,..." (to every dataset of the stage) or
+      # "name:key=value" (to dataset `name` only), e.g.
+      # "cuhk03:protocol=old,cuhk03:kind=labeled" for "market1501+cuhk03".
+      options="",
       split=0,                     # split index for repeated-split protocols
       split_seed=0,                # seed that draws the random splits
       ids_per_batch=8,             # K identities per batch (paper: 32)
@@ -55,11 +58,19 @@ def base_config() -> config_dict.ConfigDict:
       image_height=128,
       image_width=64,
       # The paper's augmentation: each training image becomes `augment_copies`
-      # images by random 2D transforms about the centre. 1 = no augmentation.
+      # images by random 2D transforms about the centre (variant 0 is the
+      # image itself). 1 = no augmentation.
       augment_copies=5,
+      # "fixed": one enlarged set, each image's variants drawn from `seed`
+      # and its path only (the paper's offline set: the same in step 1,
+      # step 2, every worker and after a resume); "redraw": new variants in
+      # every stage, step and input worker (ablation).
+      augment_mode="fixed",
       max_shift=0.05,              # fraction of the image size
       max_scale=0.1,               # relative zoom in or out
       max_rotation_deg=5.0,
+      # A random horizontal flip in half of the variants. Not in the paper
+      # (which lists shift, scale and rotation); False for its exact set.
       flip=True,
       skip_corrupt=False,          # skip (and count) undecodable images instead of failing
       eval_batch_size=128,

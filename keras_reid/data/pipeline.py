@@ -10,6 +10,7 @@ index tensors are constants and P is static.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from typing import Sequence
 
@@ -21,6 +22,15 @@ from keras_reid.data import preprocessing
 from keras_reid.data import records as records_lib
 
 AUTOTUNE = tf.data.AUTOTUNE
+
+# config.data.augment_mode: how the `augment_copies` variants of an image are
+# drawn.
+#   "fixed": from config.seed and the image's path only, the paper's offline
+#     5x set: the same variants in step 1 and step 2 of every stage, on every
+#     input worker and after a resume (`make_train_dataset(augment_seed=)`);
+#   "redraw": from the pipeline's seed, which includes the stage, the step
+#     and the worker, so each of them sees other variants (ablation).
+AUGMENT_MODES = ("fixed", "redraw")
 
 
 class CorruptImageError(ValueError):
@@ -40,18 +50,38 @@ def _file_key(path: str) -> tuple[str, int, float] | None:
   return (path, st.st_size, st.st_mtime)
 
 
-def validate_images(paths: Sequence[str]) -> list[int]:
+def _header_then_decode(path: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+  """(header (height, width) int64 [2], decoded shape int32 [3]) of a file.
+
+  The file is decoded only if its header is within
+  preprocessing.MAX_IMAGE_PIXELS; otherwise the shape is [0, 0, 3].
+  """
+  contents = tf.io.read_file(path)
+  size = preprocessing.image_header_size(contents)
+  return size, tf.cond(
+      size[0] * size[1] <= preprocessing.MAX_IMAGE_PIXELS,
+      lambda: tf.shape(preprocessing.decode_image(contents)),
+      lambda: tf.constant([0, 0, 3]))
+
+
+def validate_images(paths: Sequence[str],
+                    oversized: dict[int, tuple[int, int]] | None = None
+                    ) -> list[int]:
   """Decodes every file once and returns the indices that fail.
 
   Runs as a parallel tf.data pass (the same decoder as the pipelines), so
   every quirk that would break training is found before training starts.
+  A file whose header declares more than preprocessing.MAX_IMAGE_PIXELS
+  pixels fails without being decoded.
 
   Args:
     paths: image file paths.
+    oversized: if given, filled with {index: (height, width)} of the files
+      that fail for their header's size.
 
   Returns:
-    Sorted indices into `paths` of files that are missing, unreadable or
-    undecodable.
+    Sorted indices into `paths` of files that are missing, unreadable,
+    undecodable or too large.
   """
   bad = []
   todo = []
@@ -65,17 +95,18 @@ def validate_images(paths: Sequence[str]) -> list[int]:
     todo_paths = [paths[i] for i in todo]
     ds = tf.data.Dataset.from_tensor_slices(
         (np.asarray(todo, np.int64), todo_paths))
-    ds = ds.map(
-        lambda i, p: (i, tf.shape(preprocessing.decode_image(
-            tf.io.read_file(p)))),
-        num_parallel_calls=AUTOTUNE, deterministic=False)
+    ds = ds.map(lambda i, p: (i, *_header_then_decode(p)),
+                num_parallel_calls=AUTOTUNE, deterministic=False)
     ds = ds.ignore_errors().batch(1024)
     ok = set()
-    for idx, shape in ds.as_numpy_iterator():
+    for idx, header, shape in ds.as_numpy_iterator():
       # A decodable but empty image cannot be resized: treat it as corrupt.
-      for i, s in zip(idx.tolist(), shape.tolist()):
+      for i, h, s in zip(idx.tolist(), header.tolist(), shape.tolist()):
         if s[0] > 0 and s[1] > 0:
           ok.add(i)
+        elif h[0] * h[1] > preprocessing.MAX_IMAGE_PIXELS and (
+            oversized is not None):
+          oversized[i] = (h[0], h[1])
     for i in todo:
       if i in ok:
         _VALID_CACHE[_file_key(paths[i])] = True
@@ -87,14 +118,20 @@ def validate_images(paths: Sequence[str]) -> list[int]:
 def _check_images(records: Sequence[records_lib.Record], skip_corrupt: bool
                   ) -> tuple[list[int], int]:
   """Returns (indices of good records, number skipped) or raises."""
-  bad = validate_images([r.path for r in records])
+  oversized: dict[int, tuple[int, int]] = {}
+  bad = validate_images([r.path for r in records], oversized)
   if bad and not skip_corrupt:
-    shown = ", ".join(repr(records[i].path) for i in bad[:5])
+    shown = ", ".join(
+        repr(records[i].path) + (
+            f" (header declares {oversized[i][1]}x{oversized[i][0]} pixels, "
+            f"over the limit of {preprocessing.MAX_IMAGE_PIXELS})"
+            if i in oversized else "") for i in bad[:5])
     more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
     raise CorruptImageError(
-        f"{len(bad)} image file(s) are missing or cannot be decoded as "
-        f"jpg/png/bmp/gif: {shown}{more}. Fix or remove them, or pass "
-        "skip_corrupt=True (config data.skip_corrupt) to skip and count them.")
+        f"{len(bad)} image file(s) are missing, cannot be decoded as "
+        f"jpg/png/bmp/gif or are too large: {shown}{more}. Fix or remove "
+        "them, or pass skip_corrupt=True (config data.skip_corrupt) to skip "
+        "and count them.")
   if bad:
     logging.warning("Skipping %d corrupt image(s), e.g. %s", len(bad),
                     records[bad[0]].path)
@@ -133,10 +170,17 @@ def pair_indices(ids_per_batch: int, images_per_id: int
   return pi, pj, ps
 
 
+def path_key(path: str) -> int:
+  """A stable 63-bit integer of a path (Python's hash() is salted per run)."""
+  return int.from_bytes(hashlib.sha256(path.encode("utf-8")).digest()[:8],
+                        "little") >> 1
+
+
 def augmentation_transforms(num_images: int, *, copies: int,
                             image_size: tuple[int, int], max_shift: float,
                             max_scale: float, max_rotation_deg: float,
-                            flip: bool, seed: int) -> np.ndarray:
+                            flip: bool, seed: int,
+                            keys: Sequence[str] | None = None) -> np.ndarray:
   """The fixed random 2D transform of every (image, variant).
 
   Variant 0 is the untransformed image (so the clean images the model is
@@ -151,15 +195,29 @@ def augmentation_transforms(num_images: int, *, copies: int,
     image_size: (height, width) the transforms apply to.
     max_shift, max_scale, max_rotation_deg, flip: ranges, see above.
     seed: the same seed gives the same transforms.
+    keys: optional identity of each image (its path): image i's variants
+      then depend on (seed, keys[i]) only, not on its position or on the
+      other images (the fixed augmented set).
 
   Returns:
     float32 [N, copies, 8] projective transforms mapping output to input
     pixel coordinates, as `tf.raw_ops.ImageProjectiveTransformV3` takes them.
   """
   h, w = image_size
-  rng = np.random.default_rng(seed)
-  u = rng.uniform(-1., 1., size=(num_images, copies, 4))
-  flips = rng.uniform(size=(num_images, copies)) < 0.5
+  if keys is None:
+    rng = np.random.default_rng(seed)
+    u = rng.uniform(-1., 1., size=(num_images, copies, 4))
+    flips = rng.uniform(size=(num_images, copies)) < 0.5
+  else:
+    if len(keys) != num_images:
+      raise ValueError(f"augmentation_transforms: {len(keys)} keys for "
+                       f"{num_images} images; expected one key per image.")
+    u = np.empty((num_images, copies, 4))
+    flips = np.empty((num_images, copies), bool)
+    for i, key in enumerate(keys):
+      rng = np.random.default_rng([seed, path_key(key)])
+      u[i] = rng.uniform(-1., 1., size=(copies, 4))
+      flips[i] = rng.uniform(size=copies) < 0.5
   tx = u[..., 0] * max_shift * w
   ty = u[..., 1] * max_shift * h
   s = 1. + u[..., 2] * max_scale
@@ -258,6 +316,7 @@ def make_train_dataset(records: Sequence[records_lib.Record], *,
                        augment_copies: int = 5, max_shift: float = .05,
                        max_scale: float = .1, max_rotation_deg: float = 5.,
                        flip: bool = True, seed: int = 0,
+                       augment_seed: int | None = None,
                        skip_corrupt: bool = False,
                        labels: Sequence[int] | None = None,
                        validate: bool = True) -> tf.data.Dataset:
@@ -273,11 +332,16 @@ def make_train_dataset(records: Sequence[records_lib.Record], *,
     augment_copies: each image becomes this many fixed variants (variant 0
       is the original); 1 = no augmentation.
     max_shift, max_scale, max_rotation_deg, flip: augmentation ranges.
-    seed: seeds the batch sampling and the transforms.
+    seed: seeds the batch sampling, and the transforms when augment_seed
+      is None (variants re-drawn with every seed: augment_mode "redraw").
+    augment_seed: if given, each image's variants depend only on it and the
+      image's path (augment_mode "fixed", the paper's offline 5x set): the
+      same in every pipeline whatever its `seed`.
     skip_corrupt: skip (and log the count of) undecodable files instead of
       raising CorruptImageError naming them.
-    labels: optional class index per record (e.g. soft labels of
-      self-training) used instead of mapping pids to 0..N-1.
+    labels: optional integer class index per record (e.g. the pseudo labels
+      of self-training: one hard label per image) used instead of mapping
+      pids to 0..N-1.
     validate: decode every file once up front (needed for skip_corrupt and
       for errors naming the file).
 
@@ -285,7 +349,6 @@ def make_train_dataset(records: Sequence[records_lib.Record], *,
     tf.data.Dataset of dicts, B = K * M:
       "images": float32 [B, H, W, 3] normalised,
       "labels": int32 [B] class indices (contiguous 0..N-1 from pids),
-      "camids": int32 [B],
       "pair_i", "pair_j": int32 [P] batch indices, i < j,
       "pair_same": float32 [P] 1 for same identity, 0 otherwise.
     Iterating it again restarts the same sequence of batches.
@@ -320,11 +383,12 @@ def make_train_dataset(records: Sequence[records_lib.Record], *,
   transforms = augmentation_transforms(
       len(records), copies=augment_copies, image_size=image_size,
       max_shift=max_shift, max_scale=max_scale,
-      max_rotation_deg=max_rotation_deg, flip=flip, seed=seed)
+      max_rotation_deg=max_rotation_deg, flip=flip,
+      seed=seed if augment_seed is None else augment_seed,
+      keys=None if augment_seed is None else [r.path for r in records])
   transforms = tf.constant(transforms.reshape(-1, 8))
   paths = tf.constant([r.path for r in records])
   label_table = tf.constant(class_of)
-  camid_table = tf.constant([r.camid for r in records], tf.int32)
   pi, pj, ps = pair_indices(ids_per_batch, images_per_id)
   batch = ids_per_batch * images_per_id
   image_size = (int(image_size[0]), int(image_size[1]))
@@ -338,7 +402,6 @@ def make_train_dataset(records: Sequence[records_lib.Record], *,
     return tf.data.Dataset.from_tensor_slices(dict(
         path=tf.gather(paths, index),
         labels=tf.gather(label_table, index),
-        camids=tf.gather(camid_table, index),
         transform=tf.gather(transforms, index * copies + variant)))
 
   def load(item):
@@ -353,7 +416,6 @@ def make_train_dataset(records: Sequence[records_lib.Record], *,
     return {
         "images": preprocessing.normalize(images, normalization),
         "labels": b["labels"],
-        "camids": b["camids"],
         "pair_i": tf.constant(pi),
         "pair_j": tf.constant(pj),
         "pair_same": tf.constant(ps),

@@ -55,6 +55,8 @@ def train_dataset_fn(dataset: records_lib.ReidDataset,
         max_shift=config.data.max_shift, max_scale=config.data.max_scale,
         max_rotation_deg=config.data.max_rotation_deg, flip=config.data.flip,
         seed=seed + 7919 * context.input_pipeline_id,
+        augment_seed=(config.seed if config.data.augment_mode == "fixed"
+                      else None),
         skip_corrupt=config.data.skip_corrupt)
   return make
 
@@ -131,6 +133,8 @@ def check_config(config: config_dict.ConfigDict) -> None:
   expect_in("model.ver_dropout_mode", config.model.ver_dropout_mode,
             layers.PAIR_DROPOUT_MODES)
   expect_in("train.distribute", config.train.distribute, distribute.STRATEGIES)
+  expect_in("data.augment_mode", config.data.augment_mode,
+            pipeline.AUGMENT_MODES)
   expect_in("train.optimizer", config.train.optimizer, loop.OPTIMIZERS)
   expect_in("train.weight_decay_mode", config.train.weight_decay_mode,
             loop.WEIGHT_DECAY_MODES)

@@ -41,7 +41,8 @@ def test_batch_composition_pairs_shapes_and_dtypes(tmp_path):
   assert b["images"].shape == (k * m, 32, 16, 3)
   assert b["images"].dtype == np.float32
   assert b["images"].min() >= -1 and b["images"].max() <= 1
-  assert b["labels"].dtype == np.int32 and b["camids"].dtype == np.int32
+  assert b["labels"].dtype == np.int32
+  assert set(b) == {"images", "labels", "pair_i", "pair_j", "pair_same"}
   blocks = b["labels"].reshape(k, m)
   assert (blocks == blocks[:, :1]).all()          # M images of one id
   assert len(set(blocks[:, 0])) == k              # K distinct ids
@@ -98,6 +99,52 @@ def test_explicit_labels(tmp_path):
     pipeline.make_train_dataset(recs, ids_per_batch=1, images_per_id=1,
                                 image_size=SIZE, normalization="none",
                                 labels=[0, 1])
+
+
+def _variants_by_label(recs, *, seed, augment_seed, copies=3):
+  """{label: set of the image bytes of its block} of batch 0.
+
+  Each identity has one image and M = copies, so its block holds every
+  variant of that image exactly once.
+  """
+  b = _batch(pipeline.make_train_dataset(
+      recs, ids_per_batch=len(recs), images_per_id=copies, image_size=SIZE,
+      normalization="none", augment_copies=copies, seed=seed,
+      augment_seed=augment_seed))
+  out = {}
+  for label, image in zip(b["labels"].tolist(), b["images"]):
+    out.setdefault(label, set()).add(image.tobytes())
+  return out
+
+
+def test_fixed_augmented_set_is_the_same_in_every_pipeline(tmp_path):
+  recs = _write_ids(tmp_path, [1, 1])
+  # Seeds as training draws them: base + 1000 * stage + step + 7919 * worker.
+  step1_worker0 = _variants_by_label(recs, seed=0 + 1, augment_seed=0)
+  step2_worker1 = _variants_by_label(recs, seed=1000 + 2 + 7919,
+                                     augment_seed=0)
+  assert step1_worker0 == step2_worker1
+  assert all(len(v) == 3 for v in step1_worker0.values())
+  # Another config seed is another fixed set; "redraw" (augment_seed None)
+  # draws new variants with the pipeline's seed.
+  assert _variants_by_label(recs, seed=1, augment_seed=7) != step1_worker0
+  assert (_variants_by_label(recs, seed=1, augment_seed=None) !=
+          _variants_by_label(recs, seed=1002, augment_seed=None))
+
+
+def test_fixed_transforms_depend_on_the_path_only():
+  kwargs = dict(copies=4, image_size=SIZE, max_shift=.1, max_scale=.1,
+                max_rotation_deg=5, flip=True, seed=3)
+  t = pipeline.augmentation_transforms(3, keys=["a.png", "b.png", "c.png"],
+                                       **kwargs)
+  # Same image, another position among other images: same variants.
+  alone = pipeline.augmentation_transforms(1, keys=["b.png"], **kwargs)
+  np.testing.assert_array_equal(t[1], alone[0])
+  # Different images: different variants (variant 0 is the identity).
+  assert not np.allclose(t[0, 1:], t[1, 1:])
+  assert not np.allclose(t[1, 1:], t[2, 1:])
+  with pytest.raises(ValueError, match="one key per image"):
+    pipeline.augmentation_transforms(2, keys=["a.png"], **kwargs)
 
 
 def test_transforms():
