@@ -18,9 +18,13 @@ import re
 from typing import Callable, Iterable, Sequence
 
 from absl import logging
+import h5py
 import numpy as np
+from PIL import Image
+import scipy.io
 
 from keras_reid.data import records as records_lib
+from keras_reid.data import synthetic as synthetic_lib
 from keras_reid.data.records import Record
 from keras_reid.data.records import ReidDataset
 
@@ -213,8 +217,6 @@ def synthetic(root: str, *, split: int = 0, split_seed: int = 0,
   del split, split_seed
   has = all(os.path.isdir(os.path.join(root, d)) for d in _MARKET_DIRS)
   if not has and generate_options:
-    # Imported here: only this reader needs the generator (and Pillow).
-    from keras_reid.data import synthetic as synthetic_lib
     synthetic_lib.generate(root, **generate_options)
   folder = find_root(root, _MARKET_DIRS, ("synthetic",), "synthetic",
                      "bounding_box_train/, bounding_box_test/, query/ (write "
@@ -357,8 +359,15 @@ def cuhk01(root: str, *, split: int = 0, split_seed: int = 0,
   """CUHK01: campus/PPPPIII.png, 971 persons x 4 images.
 
   PPPP is the person (0001-0971), III the image: 001-002 camera A, 003-004
-  camera B (as the dataset and the reference implementations name them). Protocol: 10 random splits of
-  485 train / 486 test ids; query = camera A test images, gallery = camera B.
+  camera B (as the dataset and the reference implementations name them).
+  Protocols: 10 random splits of `num_train_ids` train ids and the rest for
+  test: 485 / 486 (default) or 871 / 100 (option num_train_ids=871, the
+  split deep Re-ID papers of 2016 report); query = camera A test images,
+  gallery = camera B.
+
+  Raises:
+    ValueError: num_train_ids leaves no train or no test identity (names
+      both numbers).
   """
   folder = find_root(root, ("campus",), ("CUHK01", "cuhk01"), "cuhk01",
                      "campus/ holding PPPPIII.png")
@@ -370,8 +379,13 @@ def cuhk01(root: str, *, split: int = 0, split_seed: int = 0,
   ids = sorted({r.pid for r in recs})
   _check_counts("cuhk01", folder, {"persons": len(ids), "images": len(recs)},
                 allow_incomplete)
-  train_ids, test_ids = _split_ids(ids, min(num_train_ids, len(ids) // 2),
-                                   split, split_seed)
+  if not 0 < num_train_ids < len(ids):
+    raise ValueError(
+        f"cuhk01: num_train_ids={num_train_ids} but {folder!r} holds "
+        f"{len(ids)} persons; expected 1..{len(ids) - 1} so that both splits "
+        "have identities (protocols: 485 train / 486 test, or 871 / 100 of "
+        "the full 971).")
+  train_ids, test_ids = _split_ids(ids, num_train_ids, split, split_seed)
   ds = ReidDataset(
       "cuhk01", [r for r in recs if r.pid in train_ids],
       [r for r in recs if r.pid in test_ids and r.camid == 0],
@@ -535,8 +549,6 @@ def _cuhk03_cache(mat_path: str, cache_dir: str, kind: str) -> str:
   view 1 = images 1-5, view 2 = images 6-10), which the new-protocol
   config files' `filelist` uses.
   """
-  import h5py  # pylint: disable=g-import-not-at-top
-  from PIL import Image  # pylint: disable=g-import-not-at-top
   out = os.path.join(cache_dir, f"images_{kind}")
   done = os.path.join(out, ".complete")
   if os.path.exists(done):
@@ -611,7 +623,6 @@ def cuhk03(root: str, *, split: int = 0, split_seed: int = 0,
       raise FileNotFoundError(
           f"cuhk03: {cfg_name} not found in {folder!r}; download it from "
           "the re-ranking repository (zhunzhong07/person-re-ranking).")
-    import scipy.io  # pylint: disable=g-import-not-at-top
     cfg = scipy.io.loadmat(cfg_path)
     filelist = [str(np.ravel(f)[0]) for f in np.ravel(cfg["filelist"])]
     labels = np.ravel(cfg["labels"]).astype(int)
@@ -629,7 +640,6 @@ def cuhk03(root: str, *, split: int = 0, split_seed: int = 0,
     ds = ReidDataset("cuhk03", take("train_idx"), take("query_idx"),
                      take("gallery_idx"))
   else:
-    import h5py  # pylint: disable=g-import-not-at-top
     with h5py.File(mat_path, "r") as mat:
       sets = mat["testsets"][0]
       if not 0 <= split < len(sets):

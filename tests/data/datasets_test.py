@@ -138,10 +138,18 @@ def test_cuhk01(tmp_path):
   for pid in range(1, 7):
     for k in range(1, 5):
       _touch(str(tmp_path / "CUHK01" / "campus" / f"{pid:04d}{k:03d}.png"))
-  ds = _load("cuhk01", str(tmp_path), split=2)
+  ds = _load("cuhk01", str(tmp_path), split=2, num_train_ids=3)
   assert ds.summary()["num_train_ids"] == 3
   assert len(ds.train) == 12 and len(ds.query) == 6 and len(ds.gallery) == 6
   assert {r.camid for r in ds.query} == {0}
+  # The 871 / 100 protocol's shape: all but a few persons train, no cap.
+  ds = _load("cuhk01", str(tmp_path), split=2, num_train_ids=5)
+  assert ds.summary()["num_train_ids"] == 5
+  assert len({r.pid for r in ds.query}) == 1 and len(ds.gallery) == 2
+  # 485 / 486 on a folder of 6 persons is impossible: an error, not a cap.
+  for bad in (485, 6, 0):
+    with pytest.raises(ValueError, match=f"num_train_ids={bad} .* 6 persons"):
+      _load("cuhk01", str(tmp_path), num_train_ids=bad)
 
 
 def test_manifest_csv_and_tree(tmp_path):
