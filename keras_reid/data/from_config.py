@@ -38,6 +38,42 @@ def parse_options(text: str) -> dict:
   return options
 
 
+def parse_stage_options(text: str, names: list[str]) -> dict[str, dict]:
+  """A stage's reader options per dataset.
+
+  "key=value" goes to every dataset of the stage; "name:key=value" only to
+  dataset `name`, e.g. "cuhk03:protocol=old,cuhk03:kind=labeled" for
+  "market1501+cuhk03".
+
+  Args:
+    text: the stage's `options`.
+    names: the stage's dataset names ("a+b" split on "+").
+
+  Returns:
+    {name: options dict} for every name in `names`.
+
+  Raises:
+    ValueError: an option names a dataset that is not in the stage.
+  """
+  out: dict[str, dict] = {name: {} for name in names}
+  for item in filter(None, (part.strip() for part in text.split(","))):
+    key = item.partition("=")[0]
+    target, colon, _ = key.partition(":")
+    if colon:
+      target = target.strip()
+      if target not in out:
+        raise ValueError(
+            f"Dataset option {item!r} in {text!r} names dataset {target!r}, "
+            f"which is not in this stage ({'+'.join(names)}); prefix options "
+            f"with one of {names}, or leave the prefix out to give an option "
+            "to every dataset of the stage.")
+      out[target].update(parse_options(item.partition(":")[2]))
+    else:
+      for options in out.values():
+        options.update(parse_options(item))
+  return out
+
+
 def default_root(name: str, root: str, config: config_dict.ConfigDict) -> str:
   """`root`, or for the synthetic set config.data.synthetic_dir when empty."""
   if name == "synthetic" and not root:
@@ -73,9 +109,9 @@ def load_stage_dataset(stage: config_dict.ConfigDict,
         f"Stage dataset {stage.dataset!r} names {len(names)} dataset(s) but "
         f"root {stage.root!r} gives {len(roots)} folder(s); separate both "
         "with '+' in the same order.")
-  options = parse_options(stage.options)
+  options = parse_stage_options(stage.options, names)
   return records_lib.combine_for_training([
       datasets.load_dataset(name, dataset_root(name, root, config),
                             split=stage.split, split_seed=stage.split_seed,
-                            **options)
+                            **options[name])
       for name, root in zip(names, roots)])

@@ -15,6 +15,20 @@ def test_parse_options_types():
     from_config.parse_options("protocol")
 
 
+def test_stage_options_reach_only_the_dataset_they_name():
+  parsed = from_config.parse_stage_options(
+      "cuhk03:protocol=old, cuhk03:kind=labeled,allow_incomplete=true",
+      ["market1501", "cuhk03"])
+  assert parsed == {
+      "market1501": {"allow_incomplete": True},
+      "cuhk03": {"protocol": "old", "kind": "labeled",
+                 "allow_incomplete": True}}
+  assert from_config.parse_stage_options("", ["viper"]) == {"viper": {}}
+  with pytest.raises(ValueError, match="'cuhk01', which is not in this stage"):
+    from_config.parse_stage_options("cuhk01:num_train_ids=871",
+                                    ["market1501", "cuhk03"])
+
+
 def test_stage_pools_two_datasets(tmp_path):
   a, b = str(tmp_path / "a"), str(tmp_path / "b")
   synthetic.generate(a, num_ids=4, seed=0)
