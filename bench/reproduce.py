@@ -180,10 +180,13 @@ def parse_splits(text: str) -> list[int]:
 
 
 def git_commit() -> str:
+  """HEAD's short hash, "+dirty" when the package or configs have changes."""
+  def git(*args):
+    return subprocess.run(["git", *args], cwd=_REPO, capture_output=True,
+                          text=True, check=True).stdout.strip()
   try:
-    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=_REPO,
-                          capture_output=True, text=True,
-                          check=True).stdout.strip()
+    dirty = git("status", "--porcelain", "--", "keras_reid", "configs")
+    return git("rev-parse", "--short", "HEAD") + ("+dirty" if dirty else "")
   except (OSError, subprocess.CalledProcessError):
     return "unknown"
 
@@ -390,13 +393,13 @@ def main(argv):
     with open(_RESULTS_JSON.value) as f:
       previous = json.load(f)
   runs = {(r["row"], r["split"]): r for r in previous}
-  commit = git_commit()
   for split in splits:
     for name in names:
       row = ROW_BY_NAME[name]
       if row.kind == "pool":
         continue
       key = (name, split)
+      commit = git_commit()  # the code this run trains with
       force = name in _RERUN.value and runs.get(key, {}).get("commit") != commit
       if _REPORT_ONLY.value or (key in runs and not force):
         continue
