@@ -115,6 +115,110 @@ def decode_image(contents: tf.Tensor) -> tf.Tensor:
   return image
 
 
+# Largest image (width x height) decoded from a file: 4096 x 4096 pixels,
+# 48 MiB as uint8 RGB. Checked from the file's header BEFORE decoding, so a
+# small file declaring a huge image (a "decompression bomb") never allocates.
+MAX_IMAGE_PIXELS = 4096 * 4096
+
+
+def _header_uint(contents: tf.Tensor, offset: int, size: int,
+                 big_endian: bool) -> tf.Tensor:
+  """Unsigned integer of `size` bytes at `offset` (the bytes must exist)."""
+  raw = tf.io.decode_raw(tf.strings.substr(contents, offset, size), tf.uint8)
+  weights = [256 ** (size - 1 - k if big_endian else k) for k in range(size)]
+  return tf.reduce_sum(tf.cast(raw, tf.int64) * tf.constant(weights, tf.int64))
+
+
+def image_header_size(contents: tf.Tensor) -> tf.Tensor:
+  """(height, width) an encoded image declares in its header, not decoded.
+
+  JPEG: tf.image.extract_jpeg_shape (reads the markers only); PNG: the IHDR
+  chunk (big-endian width, height at bytes 16, 20); BMP: the info header
+  (little-endian signed width, height at bytes 18, 22; a negative height
+  means top-down rows, its absolute value counts); GIF: the logical screen
+  (little-endian 16-bit width, height at bytes 6, 8).
+
+  Args:
+    contents: scalar string tensor, the encoded file.
+
+  Returns:
+    int64 [2] (height, width); [0, 0] for a file that is none of these or
+    too short to hold its header (decoding it then fails on its own).
+  """
+  length = tf.strings.length(contents)
+
+  def starts(magic: bytes, min_length: int) -> tf.Tensor:
+    return tf.logical_and(
+        length >= min_length,
+        tf.equal(tf.strings.substr(contents, 0, len(magic)), magic))
+
+  def png():
+    return tf.stack([_header_uint(contents, 20, 4, True),
+                     _header_uint(contents, 16, 4, True)])
+
+  def bmp():
+    def signed_abs(v):  # int32 two's complement -> |value|
+      return tf.where(v >= 2 ** 31, 2 ** 32 - v, v)
+    return tf.stack([signed_abs(_header_uint(contents, 22, 4, False)),
+                     signed_abs(_header_uint(contents, 18, 4, False))])
+
+  def gif():
+    return tf.stack([_header_uint(contents, 8, 2, False),
+                     _header_uint(contents, 6, 2, False)])
+
+  def jpeg():
+    return tf.cast(tf.image.extract_jpeg_shape(contents)[:2], tf.int64)
+
+  def unknown():
+    return tf.zeros([2], tf.int64)
+
+  size = tf.cond(
+      starts(b"\x89PNG\r\n\x1a\n", 24), png, lambda: tf.cond(
+          starts(b"BM", 26), bmp, lambda: tf.cond(
+              starts(b"GIF8", 10), gif, lambda: tf.cond(
+                  starts(b"\xff\xd8\xff", 4), jpeg, unknown))))
+  return tf.ensure_shape(size, [2])
+
+
+def decode_image_limited(contents: tf.Tensor, what, *,
+                         max_pixels: int = MAX_IMAGE_PIXELS,
+                         max_side: int | None = None) -> tf.Tensor:
+  """`decode_image` after checking the header's size against the limits.
+
+  The decoder only runs when the header's width x height is at most
+  `max_pixels` (and each side at most `max_side`); otherwise an
+  InvalidArgumentError names `what`, the declared size and the limit, and
+  nothing is allocated for the pixels.
+
+  Args:
+    contents: scalar string tensor, the encoded file.
+    what: what to name in the error (a Python string or a scalar string
+      tensor, e.g. the file path).
+    max_pixels: the largest accepted width x height.
+    max_side: the largest accepted height or width; None = no side limit.
+
+  Returns:
+    uint8 [h, w, 3], as decode_image.
+  """
+  size = image_header_size(contents)
+  ok = size[0] * size[1] <= max_pixels
+  if max_side is not None:
+    ok = tf.logical_and(ok, tf.reduce_all(size <= max_side))
+  limit = f"{max_pixels} pixels" + (
+      f" and {max_side} per side" if max_side is not None else "")
+
+  def reject():
+    with tf.control_dependencies([tf.debugging.Assert(ok, [
+        what, f"image header check: the file declares (height, width)",
+        size, f"which exceeds the limit of {limit}; rejected before "
+        "decoding (resize it first)"])]):
+      return tf.zeros([0, 0, 3], tf.uint8)
+
+  image = tf.cond(ok, lambda: decode_image(contents), reject)
+  image.set_shape([None, None, 3])
+  return image
+
+
 def resize(images: tf.Tensor, image_size: tuple[int, int]) -> tf.Tensor:
   """The one resize of the package (training, evaluation, serving).
 
@@ -133,7 +237,7 @@ def resize(images: tf.Tensor, image_size: tuple[int, int]) -> tf.Tensor:
 
 
 def load_image(path: tf.Tensor, image_size: tuple[int, int]) -> tf.Tensor:
-  """Reads, decodes and resizes one image file.
+  """Reads, decodes and resizes one image file (header size checked first).
 
   Args:
     path: scalar string tensor.
@@ -142,5 +246,6 @@ def load_image(path: tf.Tensor, image_size: tuple[int, int]) -> tf.Tensor:
   Returns:
     float32 [height, width, 3] RGB in [0, 255].
   """
-  image = resize(decode_image(tf.io.read_file(path)), image_size)
+  image = resize(decode_image_limited(tf.io.read_file(path), path),
+                 image_size)
   return tf.ensure_shape(image, [image_size[0], image_size[1], 3])

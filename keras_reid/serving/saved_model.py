@@ -17,7 +17,10 @@ Signatures:
 Invalid inputs fail with tf.errors.InvalidArgumentError raised by graph
 assertions (TF-Serving answers INVALID_ARGUMENT with the message): wrong rank
 or channel count, empty batch, images larger than MAX_IMAGE_SIDE pixels per
-side, encoded files larger than MAX_ENCODED_BYTES or not an image, and
+side, encoded files larger than MAX_ENCODED_BYTES or not an image, encoded
+files whose header declares more than MAX_IMAGE_PIXELS pixels or a side over
+MAX_IMAGE_SIDE (checked before decoding, so decompression bombs allocate
+nothing), and
 `verify` batches of different sizes. A wrong dtype is rejected by the
 signature itself.
 """
@@ -41,6 +44,9 @@ from keras_reid.data import preprocessing
 MAX_IMAGE_SIDE = 4096
 # Largest accepted encoded file, in bytes (checked before decoding).
 MAX_ENCODED_BYTES = 16 * 1024 * 1024
+# Largest accepted width x height of an encoded image, read from its header
+# before decoding (a 1 MB PNG can declare 20000 x 20000 pixels).
+MAX_IMAGE_PIXELS = min(MAX_IMAGE_SIDE ** 2, preprocessing.MAX_IMAGE_PIXELS)
 
 SIGNATURES = ("serving_default", "serve_bytes", "verify")
 EXPORT_INFO_FILE = os.path.join("assets.extra", "export_info.json")
@@ -120,7 +126,11 @@ def _decode_one(contents: tf.Tensor, image_size: tuple[int, int]) -> tf.Tensor:
            tf.strings.substr(contents, 0, 8)]),
   ]
   with tf.control_dependencies(checks):
-    image = preprocessing.decode_image(contents)
+    # Decodes only if the header's size is within the limits: a small file
+    # declaring a huge image never allocates its pixels.
+    image = preprocessing.decode_image_limited(
+        contents, "serve_bytes:", max_pixels=MAX_IMAGE_PIXELS,
+        max_side=MAX_IMAGE_SIDE)
   shape = tf.shape(image)
   with tf.control_dependencies([tf.debugging.Assert(
       tf.reduce_all(shape[:2] <= MAX_IMAGE_SIDE),
@@ -257,6 +267,7 @@ def export_saved_model(embedder: keras.Model, pair_scorer: keras.Model, *,
         "embedding_dim": int(embedder.output.shape[-1]),
         "max_image_side": MAX_IMAGE_SIDE,
         "max_encoded_bytes": MAX_ENCODED_BYTES,
+        "max_image_pixels": MAX_IMAGE_PIXELS,
         "signatures": list(SIGNATURES),
     }
     os.makedirs(os.path.join(tmp, "assets.extra"), exist_ok=True)
