@@ -29,6 +29,10 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from keras_reid.data import records  # pylint: disable=g-import-not-at-top,wrong-import-position
+from keras_reid.evaluation import ranking  # pylint: disable=g-import-not-at-top,wrong-import-position
+from keras_reid.evaluation import reference  # pylint: disable=g-import-not-at-top,wrong-import-position
+from keras_reid.evaluation import rerank  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 NUM_QUERY, NUM_GALLERY, NUM_JUNK, NUM_DISTRACTORS, NUM_IDS, NUM_CAMS = (
     3368, 15913, 3819, 2798, 750, 6)
@@ -41,15 +45,16 @@ def market_like(dim: int, scale: float = 1.0, seed: int = 0, noise=2.7):
   nj, nd, ni = int(NUM_JUNK * scale), int(NUM_DISTRACTORS * scale), max(
       2, int(NUM_IDS * scale))
   centres = rng.standard_normal((ni + 1, dim), dtype=np.float32)
-  # Each id is seen in 2..6 cameras; queries: one per (id, camera) for the
-  # first nq of them, gallery: the id images spread over the id's cameras.
+  # Queries: random ids in random cameras (an id may repeat, even in one
+  # camera). Gallery: every id once, then random ids, each in a random
+  # camera; then distractors (pid 0) and junk (pid -1); shuffled.
   q_pids = rng.integers(1, ni + 1, nq)
   q_cams = rng.integers(0, NUM_CAMS, nq)
   g_pids_id = np.concatenate([np.arange(1, ni + 1),
                               rng.integers(1, ni + 1, ng - nd - ni)])
   g_cams_id = rng.integers(0, NUM_CAMS, g_pids_id.size)
   g_pids = np.concatenate([g_pids_id, np.zeros(nd, np.int64),
-                           -np.ones(nj, np.int64)])
+                           np.full(nj, records.JUNK_PID, np.int64)])
   g_cams = np.concatenate([g_cams_id, rng.integers(0, NUM_CAMS, nd + nj)])
   perm = rng.permutation(g_pids.size)
   g_pids, g_cams = g_pids[perm], g_cams[perm]
@@ -71,7 +76,6 @@ def rss_mb() -> float:
 
 
 def run_one(method: str, dim: int, scale: float, repeats: int) -> dict:
-  from keras_reid.evaluation import ranking, reference
   data = market_like(dim, scale)
   before = rss_mb()
   times = []
@@ -82,18 +86,16 @@ def run_one(method: str, dim: int, scale: float, repeats: int) -> dict:
     elif method == "baseline":
       result = reference.evaluate_features(*data, sort_kind="quicksort")
     elif method == "gemm":
-      keep = data[3] != -1
+      keep = data[3] != records.JUNK_PID
       reference.distance_matrix(data[0], data[1][keep])
       result = {}
     elif method == "gemm_argsort":
-      keep = data[3] != -1
+      keep = data[3] != records.JUNK_PID
       np.argsort(reference.distance_matrix(data[0], data[1][keep]), axis=1)
       result = {}
     elif method == "rerank":
-      from keras_reid.evaluation import rerank
       result = rerank.evaluate_reranked(*data)
     elif method == "rerank_reference":
-      from keras_reid.evaluation import rerank
       result = rerank.reference_evaluate_reranked(*data)
     else:
       raise ValueError(f"unknown method {method!r}")

@@ -36,7 +36,11 @@ def load_config(workdir: str) -> config_dict.ConfigDict:
 
 
 def validate_config(config: config_dict.ConfigDict) -> None:
-  """Checks values a ConfigDict's type safety cannot (ranges, choices).
+  """Checks the ranges a ConfigDict's type safety cannot.
+
+  Names (backbone, datasets, dropout mode, distribution) are checked against
+  the registries that define them by keras_reid.training.stages.check_config,
+  which calls this first: config sits below every registry.
 
   Raises:
     ValueError: naming the key, the value and what was expected.
@@ -50,12 +54,6 @@ def validate_config(config: config_dict.ConfigDict) -> None:
          (config.data.image_height, config.data.image_width), "positive sizes")
   expect(config.data.augment_copies >= 1, "data.augment_copies",
          config.data.augment_copies, ">= 1 (1 = no augmentation)")
-  expect(config.model.ver_dropout_mode in ("pairwise", "independent", "none"),
-         "model.ver_dropout_mode", config.model.ver_dropout_mode,
-         'one of "pairwise", "independent", "none"')
-  expect(config.train.distribute in ("auto", "default", "mirrored", "multi_worker"),
-         "train.distribute", config.train.distribute,
-         'one of "auto", "default", "mirrored", "multi_worker"')
   expect(len(config.stages) > 0, "stages", dict(config.stages),
          "at least one stage (see configs/default.py stage_config)")
   for name, stage in config.stages.items():

@@ -33,6 +33,18 @@ What a report holds (all optional parts can be switched off):
     --workdir also in <workdir>/tensorboard (tags eval/ranked_lists,
     eval/cmc).
 
+With --workdir, --max_rank, --rerank, --cir_topk and --batch_size default
+to the run's config (eval.max_rank, eval.rerank, eval.cir_topk,
+data.eval_batch_size), so the evaluation at the end of training and this
+one agree unless a flag is given.
+
+CUHK03 classic protocol (reader option protocol=old: 20 splits of 1,367
+train / 100 test ids): the CMC is the single-gallery-shot one its published
+numbers use (for each query one random gallery image per identity from the
+other camera, 10 seeded draws averaged; mAP from the full gallery). On
+automatically for that protocol (not with --rerank), or --cuhk03_metric /
+--nocuhk03_metric; average the 20 test splits with --splits=0-19.
+
 Repeated random splits (VIPeR, PRID, CUHK01, old CUHK03): --splits=0-9 (or
 0,3,5) evaluates each split and reports mean and "<metric>_std" (population
 std) plus every split under "splits". A model evaluated on a split it was
@@ -51,6 +63,7 @@ from typing import Any
 from absl import app
 from absl import flags
 
+from keras_reid.evaluation import ranking
 from keras_reid.evaluation import report
 
 _FEATURES = flags.DEFINE_list(
@@ -76,21 +89,33 @@ _OUTPUT_JSON = flags.DEFINE_string(
     "<workdir>/eval.json, or <features>.eval.json, or ./eval.json.")
 _REPORT_DIR = flags.DEFINE_string(
     "report_dir", None, "Folder for the PNGs; default: next to the JSON.")
-_MAX_RANK = flags.DEFINE_integer("max_rank", 50, "CMC curve length.")
+# Flags left unset (None) take, with --workdir, the run's own setting
+# (config.eval.*, config.data.eval_batch_size), so that this evaluation and
+# the one at the end of training agree; elsewhere the default in brackets.
+_MAX_RANK = flags.DEFINE_integer(
+    "max_rank", None, "CMC curve length [run's eval.max_rank, or 50].")
 _MULTI_QUERY = flags.DEFINE_boolean("multi_query", False,
                                     "Market-1501 multi-query pooling.")
-_RERANK = flags.DEFINE_boolean("rerank", False, "k-reciprocal re-ranking.")
+_RERANK = flags.DEFINE_boolean(
+    "rerank", None, "k-reciprocal re-ranking [run's eval.rerank, or off].")
+_CUHK03_METRIC = flags.DEFINE_boolean(
+    "cuhk03_metric", None, "CUHK03 classic single-gallery-shot CMC (one "
+    "random gallery image per identity from the other camera, 10 draws "
+    "averaged) [on for cuhk03 with protocol=old, unless --rerank].")
 _CIR = flags.DEFINE_enum("cir", "", ["", "full"],
                          "\"full\": CIR on every query-gallery pair (small "
                          "galleries only).")
 _CIR_TOPK = flags.DEFINE_integer(
-    "cir_topk", 0, "CIR re-scoring of the SIR top-k (0 = off).")
+    "cir_topk", None, "CIR re-scoring of the SIR top-k (0 = off) [run's "
+    "eval.cir_topk, or 0].")
 _VERIFICATION = flags.DEFINE_boolean(
     "verification", True, "Open-set verification report (ROC, EER, "
     "threshold) on the validation split.")
 _PICTURES = flags.DEFINE_boolean("pictures", True,
                                  "Ranked-list and CMC PNGs.")
-_BATCH_SIZE = flags.DEFINE_integer("batch_size", 128, "Images per batch.")
+_BATCH_SIZE = flags.DEFINE_integer(
+    "batch_size", None, "Images per batch [run's data.eval_batch_size, or "
+    "128].")
 _IMAGE_SIZE = flags.DEFINE_list(
     "image_size", None, "HEIGHT,WIDTH for --saved_model when it does not "
     "record its input size.")
@@ -107,19 +132,29 @@ def main(argv):
         "give exactly one of --features, --workdir, --saved_model (got "
         f"{sources or 'none'}).")
   splits = report.parse_splits(_SPLITS.value) if _SPLITS.value else None
+  # None = "from the run" for --workdir; the defaults below elsewhere.
+  from_run = dict(max_rank=_MAX_RANK.value, rerank=_RERANK.value,
+                  cir_topk=_CIR_TOPK.value, batch_size=_BATCH_SIZE.value)
+  if not _WORKDIR.value:
+    for key, default in (("max_rank", 50), ("rerank", False), ("cir_topk", 0),
+                         ("batch_size", 128)):
+      if from_run[key] is None:
+        from_run[key] = default
   common: dict[str, Any] = dict(
       output_json=_OUTPUT_JSON.value, report_dir=_REPORT_DIR.value,
-      max_rank=_MAX_RANK.value, multi_query=_MULTI_QUERY.value,
-      rerank=_RERANK.value, verification=_VERIFICATION.value,
+      max_rank=from_run["max_rank"], multi_query=_MULTI_QUERY.value,
+      rerank=from_run["rerank"], verification=_VERIFICATION.value,
       pictures=_PICTURES.value)
-  model_args = dict(common, cir=_CIR.value, cir_topk=_CIR_TOPK.value,
+  model_args = dict(common, cir=_CIR.value, cir_topk=from_run["cir_topk"],
                     splits=splits, options=_OPTIONS.value, root=_ROOT.value,
-                    batch_size=_BATCH_SIZE.value)
+                    batch_size=from_run["batch_size"],
+                    cuhk03_metric=_CUHK03_METRIC.value)
   if _FEATURES.value:
     if splits or _CIR.value or _CIR_TOPK.value:
       raise app.UsageError("--features takes no --splits (give one file per "
                            "split) and no CIR (needs a model).")
-    result = report.evaluate_feature_file(_FEATURES.value, **common)
+    result = report.evaluate_feature_file(
+        _FEATURES.value, cuhk03_metric=bool(_CUHK03_METRIC.value), **common)
   elif _WORKDIR.value:
     # Imported here, not at the top: scoring --features must not load
     # TensorFlow (report is TF-free; these two are not).
@@ -135,8 +170,8 @@ def main(argv):
         _SAVED_MODEL.value, dataset=_DATASET.value,
         split=_SPLIT.value or 0, image_size=_IMAGE_SIZE.value, **model_args)
   summary = {k: result[k] for k in (
-      "rank1", "rank5", "rank10", "rank20", "mAP", "mINP", "num_queries",
-      "num_skipped_queries") if k in result}
+      *ranking.METRIC_KEYS, "num_queries", "num_skipped_queries")
+             if k in result}
   if "rank1_std" in result:
     summary.update(rank1_std=result["rank1_std"], mAP_std=result["mAP_std"],
                    num_splits=result["num_splits"])

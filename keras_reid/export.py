@@ -14,6 +14,8 @@ from typing import Sequence
 from absl import app
 from absl import flags
 
+from keras_reid.serving import saved_model
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Run directory of python -m keras_reid.train.")
 flags.DEFINE_string("export_dir", "export/reid",
@@ -25,7 +27,6 @@ def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   # Imported here so that --help does not start TensorFlow.
-  from keras_reid.serving import saved_model  # pylint: disable=g-import-not-at-top
   print(saved_model.export_run(FLAGS.workdir, FLAGS.export_dir))
 
 

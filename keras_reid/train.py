@@ -9,6 +9,7 @@ WORKDIR/tensorboard; the final evaluation to WORKDIR/metrics.json. Rerunning
 with the same --workdir resumes from the last checkpoint.
 """
 
+import importlib.util
 import logging
 import os
 import time
@@ -17,11 +18,22 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
-from configs import default as default_config
+from keras_reid.training import stages
 
+# A config is a file (--config=PATH), never an imported module: the package
+# does not need the repository root on sys.path.
 _DEFAULT_CONFIG_FILE = os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",
     "default.py")
+
+
+def _load_default_config():
+  """configs/default.py's get_config(), loaded from its file."""
+  spec = importlib.util.spec_from_file_location("_keras_reid_default_config",
+                                                _DEFAULT_CONFIG_FILE)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
 
 
 def _config_help() -> str:
@@ -35,7 +47,9 @@ def _config_help() -> str:
         walk(f"{prefix}{key}.", value)
       else:
         lines.append(f"  --config.{prefix}{key}={value!r}")
-  walk("", default_config.get_config())
+  if not os.path.exists(_DEFAULT_CONFIG_FILE):
+    return lines[0] + f" (not found: {_DEFAULT_CONFIG_FILE})"
+  walk("", _load_default_config())
   return "\n".join(lines)
 
 
@@ -54,7 +68,6 @@ def default_workdir(config_path: str) -> str:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  from keras_reid.training import stages  # pylint: disable=g-import-not-at-top
   # TensorFlow logs every checkpoint write at INFO; keep the console readable.
   logging.getLogger("absl").addFilter(
       lambda record: not record.pathname.endswith("functional_saver.py"))

@@ -7,7 +7,9 @@ import os
 import pytest
 
 from configs import default
+from configs import staged_googlenet
 from keras_reid import config as config_lib
+from keras_reid.training import stages
 
 
 def test_default_config_is_valid():
@@ -21,15 +23,23 @@ CONFIG_FILES = sorted(
         os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                      "configs", "*.py"))
     if not os.path.basename(p).startswith("__"))
+# Shared helpers of the experiment configs: no get_config of their own.
+HELPER_MODULES = {"paper"}
+EXPERIMENTS = [n for n in CONFIG_FILES if n not in HELPER_MODULES]
 
 
-@pytest.mark.parametrize("name", CONFIG_FILES)
+def test_only_the_known_helpers_lack_get_config():
+  lacking = {n for n in CONFIG_FILES
+             if not hasattr(importlib.import_module(f"configs.{n}"),
+                            "get_config")}
+  assert lacking == HELPER_MODULES
+  assert len(EXPERIMENTS) >= 5
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
 def test_every_experiment_config_is_valid(name):
-  module = importlib.import_module(f"configs.{name}")
-  if not hasattr(module, "get_config"):
-    return  # a shared helper module (e.g. configs/paper.py)
-  config = module.get_config()
-  config_lib.validate_config(config)
+  config = importlib.import_module(f"configs.{name}").get_config()
+  stages.check_config(config)
   # Same schema as the default: an override valid for one is valid for all.
   assert set(config.keys()) == set(default.get_config().keys())
   for stage in config.stages.values():
@@ -37,7 +47,6 @@ def test_every_experiment_config_is_valid(name):
 
 
 def test_staged_config_rejects_unknown_target():
-  from configs import staged_googlenet  # pylint: disable=g-import-not-at-top
   assert staged_googlenet.get_config("prid2011").stages.target.dataset == "prid2011"
   with pytest.raises(ValueError, match="viper"):
     staged_googlenet.get_config("grid")
@@ -59,12 +68,28 @@ def test_unknown_key_is_an_error_once_locked():
 def test_validate_names_bad_value():
   config = default.get_config()
   config.model.ver_dropout_mode = "sometimes"
-  with pytest.raises(ValueError, match="model.ver_dropout_mode"):
-    config_lib.validate_config(config)
+  with pytest.raises(ValueError, match="model.ver_dropout_mode.*pairwise"):
+    stages.check_config(config)
   config = default.get_config()
   config.stages.synthetic.images_per_id = 1
   with pytest.raises(ValueError, match="stages.synthetic.images_per_id"):
     config_lib.validate_config(config)
+
+
+@pytest.mark.parametrize("key, value, valid", [
+    ("model.backbone", "alexnet", "mobilenet_v1"),
+    ("train.distribute", "tpu", "mirrored"),
+    ("stages.synthetic.dataset", "synthetic+nope", "viper"),
+])
+def test_names_are_checked_against_their_registries(key, value, valid):
+  config = default.get_config()
+  section, _, field = key.rpartition(".")
+  target = config
+  for part in section.split("."):
+    target = target[part]
+  target[field] = value
+  with pytest.raises(ValueError, match=f"config.{key}=.*{valid}"):
+    stages.check_config(config)
 
 
 def test_save_and_load_round_trip(tmp_path):

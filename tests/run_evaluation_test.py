@@ -127,9 +127,11 @@ def test_saved_model(run, tmp_path):
   assert result["cir"]["cir_to_sir_time_ratio"] > 0
   head = result["verification"]["verification_head"]
   assert head["num_positive"] > 0 and 0.0 <= head["threshold"] <= 1.0
-  embed, size = extract.saved_model_embed_fn(path)
+  embedder = extract.load_saved_model(path)
+  size = embedder.image_size
   assert size == (config.data.image_height, config.data.image_width)
-  out = embed(np.full((2, *size, 3), 100.0, np.float32))
+  assert embedder.pair_scorer is not None
+  out = embedder.embed(np.full((2, *size, 3), 100.0, np.float32))
   np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, rtol=1e-5)
 
 

@@ -16,6 +16,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from keras_reid.data import records
 from keras_reid.evaluation import ranking
 
 # (items_a [B, ...], items_b [B, ...]) -> same-person probability [B].
@@ -76,7 +77,7 @@ def rescore_top_k_fn(query_features, gallery_features, scorer: PairScorer,
 
 def _drop_junk(gallery_features, gallery_items, gallery_pids, gallery_camids):
   gallery_pids = np.asarray(gallery_pids)
-  keep = gallery_pids != ranking.JUNK_PID
+  keep = gallery_pids != records.JUNK_PID
   items = gallery_items[keep] if gallery_items is not None else None
   return (np.asarray(gallery_features)[keep] if gallery_features is not None
           else None, items, gallery_pids[keep],

@@ -2,11 +2,12 @@
 
 An embedder is any callable mapping a batch of images to embeddings: a Keras
 model (`builders.build_embedder`), a SavedModel signature (see
-`saved_model_embed_fn`), or a user function. Every image is embedded once.
+`load_saved_model`), or a user function. Every image is embedded once.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -18,6 +19,7 @@ import tensorflow as tf
 
 from keras_reid.data import pipeline
 from keras_reid.data import records as records_lib
+from keras_reid.evaluation import cir
 from keras_reid.evaluation import features as features_lib
 
 # images [B, H, W, 3] (tf.Tensor or array, as the dataset yields them) ->
@@ -63,7 +65,8 @@ def evaluate_embedder(embed_fn: EmbedFn, dataset: records_lib.ReidDataset, *,
                       batch_size: int = 128, max_rank: int = 50,
                       multi_query: bool = False, rerank: bool = False,
                       rerank_options: Optional[dict] = None,
-                      return_features: bool = False) -> dict:
+                      return_features: bool = False,
+                      cuhk03_metric: bool = False) -> dict:
   """Extracts query and gallery features and evaluates SIR ranking.
 
   Args:
@@ -79,6 +82,8 @@ def evaluate_embedder(embed_fn: EmbedFn, dataset: records_lib.ReidDataset, *,
     rerank_options: keyword arguments of `rerank.evaluate_reranked`.
     return_features: also return the features under "features" (a dict of
       arrays; not JSON-serialisable).
+    cuhk03_metric: CUHK03 classic single-gallery-shot CMC
+      (keras_reid.evaluation.protocols.evaluate_cuhk03).
 
   Returns:
     `features.evaluate_arrays`'s dict plus "dataset", "extract_seconds",
@@ -97,7 +102,8 @@ def evaluate_embedder(embed_fn: EmbedFn, dataset: records_lib.ReidDataset, *,
       query_camids=np.array([r.camid for r in dataset.query]),
       gallery_camids=np.array([r.camid for r in dataset.gallery]))
   result = features_lib.evaluate_arrays(arrays, max_rank=max_rank, multi_query=multi_query,
-                           rerank=rerank, rerank_options=rerank_options)
+                           rerank=rerank, rerank_options=rerank_options,
+                           cuhk03_metric=cuhk03_metric)
   result.update(dataset=dataset.name, extract_seconds=t1 - t0)
   logging.info("%s: rank1 %.4f mAP %.4f (%d queries, %d skipped)",
                dataset.name, result["rank1"], result["mAP"],
@@ -132,7 +138,7 @@ def load_images(records: Sequence[records_lib.Record], *,
   return out
 
 
-def keras_pair_scorer(pair_scorer) -> Callable[[object, object], np.ndarray]:
+def keras_pair_scorer(pair_scorer) -> cir.PairScorer:
   """Wraps `builders.build_pair_scorer(model)` as (images_a, images_b) -> p."""
   call = tf.function(
       lambda a, b: pair_scorer({"images_a": a, "images_b": b}, training=False),
@@ -153,7 +159,26 @@ def _saved_model_info(path: str) -> dict:
   return {}
 
 
-def saved_model_embed_fn(path: str):
+@dataclasses.dataclass(frozen=True)
+class SavedModelEmbedder:
+  """What `load_saved_model` reads from an exported SavedModel.
+
+  Attributes:
+    embed: images [B, H, W, 3] (0..255, any float or int dtype) ->
+      embeddings [B, D] (np.ndarray); normalization="none".
+    pair_scorer: (images_a, images_b) over 0..255 images -> same-person
+      probability [B]; None without a "verify" signature.
+    image_size: (height, width) the export records; None entries when
+      unknown.
+    loaded: the loaded SavedModel (keeps its variables alive).
+  """
+  embed: EmbedFn
+  pair_scorer: Optional[cir.PairScorer]
+  image_size: tuple[Optional[int], Optional[int]]
+  loaded: object
+
+
+def load_saved_model(path: str) -> SavedModelEmbedder:
   """Embedder, pair scorer and input size from an exported SavedModel.
 
   The SavedModel's "serving_default" signature takes "images" uint8
@@ -163,10 +188,8 @@ def saved_model_embed_fn(path: str):
   (keras_reid.serving.saved_model). Use with normalization="none".
 
   Returns:
-    (embed_fn, (height, width)); height / width come from
-    assets.extra/export_info.json or the signature, None when unknown.
-    embed_fn.pair_scorer is a `cir.PairScorer` over 0..255 images, or None
-    without a "verify" signature.
+    A SavedModelEmbedder; image_size comes from assets.extra/export_info.json
+    or the signature.
   """
   loaded = tf.saved_model.load(path)
   if "serving_default" not in loaded.signatures:
@@ -198,14 +221,13 @@ def saved_model_embed_fn(path: str):
                        "an 'embeddings' output.")
     return out["embeddings"].numpy()
 
-  embed.pair_scorer = None
+  pair_scorer = None
   if "verify" in loaded.signatures:
     verify = loaded.signatures["verify"]
 
-    def score(images_a, images_b):
+    def pair_scorer(images_a, images_b):
       out = verify(images_a=to_pixels(images_a), images_b=to_pixels(images_b))
       return out["same_probability"].numpy().reshape(-1)
 
-    embed.pair_scorer = score
-  embed.model = loaded  # keeps the SavedModel's variables alive
-  return embed, (height, width)
+  return SavedModelEmbedder(embed=embed, pair_scorer=pair_scorer,
+                            image_size=(height, width), loaded=loaded)

@@ -2,7 +2,7 @@
 
 A features file is an .npz with `FEATURE_KEYS` (from any model; see
 `python -m keras_reid.evaluate --features`). This module never imports
-TensorFlow (tests/evaluation/tf_free_test.py).
+TensorFlow (tests/tf_free_test.py).
 """
 
 from __future__ import annotations
@@ -18,19 +18,31 @@ from keras_reid.evaluation import rerank as rerank_lib
 
 def evaluate_arrays(arrays: dict, *, max_rank: int = 50,
                     multi_query: bool = False, rerank: bool = False,
-                    rerank_options: Optional[dict] = None) -> dict:
-  """Evaluates a dict with the six .npz keys (see `FEATURE_KEYS`)."""
+                    rerank_options: Optional[dict] = None,
+                    cuhk03_metric: bool = False) -> dict:
+  """Evaluates a dict with the six .npz keys (see `FEATURE_KEYS`).
+
+  cuhk03_metric: CMC of CUHK03's classic protocol (one random gallery image
+  per identity, `protocols.evaluate_cuhk03`); not with rerank.
+  """
   t0 = time.perf_counter()
   args = [arrays[k] for k in FEATURE_KEYS]
   if multi_query:
     args[0] = protocols.pool_multi_query(args[0], args[2], args[4])
-  if rerank:
+  if cuhk03_metric and rerank:
+    raise ValueError("The CUHK03 single-gallery-shot metric (cuhk03_metric) "
+                     "ranks Euclidean distances; it does not combine with "
+                     "re-ranking. Drop one of --cuhk03_metric / --rerank.")
+  if cuhk03_metric:
+    result = protocols.evaluate_cuhk03(*args, max_rank=max_rank)
+  elif rerank:
     result = rerank_lib.evaluate_reranked(*args, max_rank=max_rank,
                                           **(rerank_options or {}))
   else:
     result = ranking.evaluate_features(*args, max_rank=max_rank)
   result["protocol"] = ("multi_query" if multi_query else "single_query") + (
-      "+rerank" if rerank else "")
+      "+rerank" if rerank else "") + (
+          "+cuhk03_single_gallery_shot" if cuhk03_metric else "")
   result["rank_seconds"] = time.perf_counter() - t0
   return result
 

@@ -17,9 +17,11 @@ import numpy as np
 
 from keras_reid.data import datasets
 from keras_reid.data import from_config
+from keras_reid.data import records
 from keras_reid.evaluation import cir as cir_lib
 from keras_reid.evaluation import extract
 from keras_reid.evaluation import features as features_lib
+from keras_reid.evaluation import protocols
 from keras_reid.evaluation import ranking
 from keras_reid.evaluation import report as report_lib
 from keras_reid.evaluation import visualize
@@ -39,7 +41,8 @@ def evaluate_dataset(embed_fn: extract.EmbedFn, dataset, *,
                      verification: bool = True,
                      validation_seen_in_training: Optional[bool] = None,
                      report_dir: Optional[str] = None,
-                     tensorboard: Optional[dict] = None) -> dict:
+                     tensorboard: Optional[dict] = None,
+                     cuhk03_metric: bool = False) -> dict:
   """Evaluates one model on one dataset split: SIR, and optionally the rest.
 
   Args:
@@ -59,6 +62,8 @@ def evaluate_dataset(embed_fn: extract.EmbedFn, dataset, *,
     report_dir: where the PNGs go; None = no pictures.
     tensorboard: if a dict, the pictures are also added to it (tag -> image)
       for the caller to write.
+    cuhk03_metric: SIR CMC of CUHK03's classic protocol
+      (protocols.evaluate_cuhk03); CIR keeps the full-gallery CMC.
 
   Returns:
     The report dict (JSON-serialisable).
@@ -66,7 +71,7 @@ def evaluate_dataset(embed_fn: extract.EmbedFn, dataset, *,
   result = extract.evaluate_embedder(
       embed_fn, dataset, image_size=image_size, normalization=normalization,
       batch_size=batch_size, max_rank=max_rank, multi_query=multi_query,
-      rerank=rerank, return_features=True)
+      rerank=rerank, return_features=True, cuhk03_metric=cuhk03_metric)
   arrays = result.pop("features")
   load = dict(image_size=image_size, normalization=normalization,
               batch_size=batch_size)
@@ -130,7 +135,7 @@ def evaluate_dataset(embed_fn: extract.EmbedFn, dataset, *,
       result["verification"] = report
 
   if report_dir:
-    keep = arrays["gallery_pids"] != ranking.JUNK_PID
+    keep = arrays["gallery_pids"] != records.JUNK_PID
     gallery = [r for r, k in zip(dataset.gallery, keep) if k]
     k = min(RANKED_LIST_LENGTH, len(gallery))
     top = ranking.features_top_k(arrays["query_features"],
@@ -160,7 +165,8 @@ def evaluate_saved_model(saved_model: str, *, dataset: str,
                          multi_query: bool = False, rerank: bool = False,
                          cir: str = "", cir_topk: int = 0,
                          verification: bool = True, pictures: bool = True,
-                         batch_size: int = 128) -> dict:
+                         batch_size: int = 128,
+                         cuhk03_metric: Optional[bool] = None) -> dict:
   """Evaluates an exported SavedModel (serving_default, optional verify).
 
   Args:
@@ -176,7 +182,8 @@ def evaluate_saved_model(saved_model: str, *, dataset: str,
   Returns:
     The report dict, also written to output_json.
   """
-  embed_fn, size = extract.saved_model_embed_fn(saved_model)
+  embedder = extract.load_saved_model(saved_model)
+  size = embedder.image_size
   if image_size:
     size = tuple(int(v) for v in image_size)
   if None in size:
@@ -184,20 +191,23 @@ def evaluate_saved_model(saved_model: str, *, dataset: str,
         f"SavedModel {saved_model!r} does not record its input size; give "
         "image_size=(HEIGHT, WIDTH) (--image_size=HEIGHT,WIDTH).")
   opts = from_config.parse_options(options or "")
+  if cuhk03_metric is None:
+    cuhk03_metric = protocols.is_cuhk03_classic(dataset, opts) and not rerank
   output_json = output_json or "eval.json"
   report_dir = (report_dir or report_lib.default_report_dir(output_json)
                 ) if pictures else None
-  pair_scorer = embed_fn.pair_scorer if (cir or cir_topk or verification) \
-      else None
+  pair_scorer = (embedder.pair_scorer if (cir or cir_topk or verification)
+                 else None)
 
   def one(s: int, first: bool) -> dict:
     data = datasets.load_dataset(dataset, root or "", split=s, **opts)
     return evaluate_dataset(
-        embed_fn, data, image_size=size, normalization="none",
+        embedder.embed, data, image_size=size, normalization="none",
         batch_size=batch_size, pair_scorer=pair_scorer, max_rank=max_rank,
         multi_query=multi_query, rerank=rerank, cir=cir, cir_topk=cir_topk,
         verification=verification and first,
-        report_dir=report_dir if first else None)
+        report_dir=report_dir if first else None,
+        cuhk03_metric=cuhk03_metric)
 
   if splits:
     report_lib.warn_splits("SavedModel", splits, None)

@@ -26,12 +26,14 @@ from __future__ import annotations
 import concurrent.futures
 import os
 import threading
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional
 
 import numpy as np
 
-JUNK_PID = -1
-UNKNOWN_CAMID = -1
+from keras_reid.data import records
+
+# The scalar metrics every evaluation result holds (fractions), in report order.
+METRIC_KEYS = ("rank1", "rank5", "rank10", "rank20", "mAP", "mINP")
 
 
 class NoValidQueryError(ValueError):
@@ -47,9 +49,9 @@ def _check_some_query_usable(matches, query_pids, gallery_pids) -> None:
   if any(m.size for m in matches):
     return
   num = len(matches)
-  junk = int(np.count_nonzero(query_pids == JUNK_PID))
+  junk = int(np.count_nonzero(query_pids == records.JUNK_PID))
   absent = int(np.count_nonzero(
-      (query_pids != JUNK_PID) & ~np.isin(query_pids, gallery_pids)))
+      (query_pids != records.JUNK_PID) & ~np.isin(query_pids, gallery_pids)))
   same_camera = num - junk - absent
   raise NoValidQueryError(
       f"all {num} queries skipped: no query has a valid gallery match "
@@ -122,8 +124,8 @@ def _match_lists(query_pids, query_camids, gallery_pids, gallery_camids):
   empty = np.zeros(0, np.int64)
   matches, removed = [], []
   for pid, cam in zip(query_pids, query_camids):
-    cols = groups.get(int(pid), empty) if pid != JUNK_PID else empty
-    if cam != UNKNOWN_CAMID and cols.size:
+    cols = groups.get(int(pid), empty) if pid != records.JUNK_PID else empty
+    if cam != records.UNKNOWN_CAMID and cols.size:
       same_cam = gallery_camids[cols] == cam
       matches.append(np.sort(cols[~same_cam]))
       removed.append(cols[same_cam])
@@ -159,7 +161,7 @@ def _match_ranks(row: np.ndarray, cols: np.ndarray) -> np.ndarray:
   return ranks
 
 
-def _evaluate_chunk(dist: np.ndarray, matches, removed, max_rank: int):
+def _evaluate_chunk(dist: np.ndarray, matches, removed):
   """Per-query (first rank, AP, INP) for one chunk; None for skipped ones."""
   out = []
   for i in range(dist.shape[0]):
@@ -209,7 +211,7 @@ def evaluate_distance_fn(dist_fn: DistanceChunkFn, num_queries: int,
   matches, removed = _match_lists(query_pids, query_camids, gallery_pids,
                                   gallery_camids)
   _check_some_query_usable(matches, query_pids, gallery_pids)
-  junk = np.nonzero(gallery_pids == JUNK_PID)[0]
+  junk = np.nonzero(gallery_pids == records.JUNK_PID)[0]
 
   # One distance computation at a time: the GEMM already uses every core
   # (BLAS threads); concurrent GEMMs would only oversubscribe them. The
@@ -226,8 +228,7 @@ def evaluate_distance_fn(dist_fn: DistanceChunkFn, num_queries: int,
           f"expected {(stop - start, gallery_pids.shape[0])}.")
     if junk.size:
       dist[:, junk] = np.inf
-    return _evaluate_chunk(dist, matches[start:stop], removed[start:stop],
-                           max_rank)
+    return _evaluate_chunk(dist, matches[start:stop], removed[start:stop])
 
   starts = range(0, num_queries, chunk_size)
   num_threads = num_threads or os.cpu_count() or 1
@@ -289,7 +290,7 @@ def evaluate_features(query_features, gallery_features, query_pids,
   gallery_pids = _as_1d_int("gallery_pids", gallery_pids, gf.shape[0])
   gallery_camids = _as_1d_int("gallery_camids", gallery_camids, gf.shape[0])
   # Junk columns never count: drop them before the GEMM (Market: 16% less).
-  keep = gallery_pids != JUNK_PID
+  keep = gallery_pids != records.JUNK_PID
   if not keep.all():
     gf, gallery_pids, gallery_camids = (
         gf[keep], gallery_pids[keep], gallery_camids[keep])
@@ -363,8 +364,3 @@ def features_top_k(query_features, gallery_features, k: int,
   g_sq = np.einsum("ij,ij->i", gf, gf)
   return top_k(lambda s, e: squared_euclidean(qf[s:e], gf, g_sq),
                qf.shape[0], k, chunk_size)
-
-
-def rank_keys() -> Sequence[str]:
-  """The scalar keys every evaluation result holds."""
-  return ("rank1", "rank5", "rank10", "rank20", "mAP", "mINP")

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from keras_reid.data import records
+
 
 def distance_matrix(query_features, gallery_features) -> np.ndarray:
   """Full [Q, G] float32 squared Euclidean distances (one GEMM)."""
@@ -45,7 +47,7 @@ def eval_market1501(distmat, q_pids, g_pids, q_camids, g_camids,
   """
   q_pids, g_pids = np.asarray(q_pids), np.asarray(g_pids)
   q_camids, g_camids = np.asarray(q_camids), np.asarray(g_camids)
-  keep_g = g_pids != -1
+  keep_g = g_pids != records.JUNK_PID
   distmat = np.asarray(distmat)[:, keep_g]
   g_pids, g_camids = g_pids[keep_g], g_camids[keep_g]
   num_q, num_g = distmat.shape
@@ -62,7 +64,7 @@ def eval_market1501(distmat, q_pids, g_pids, q_camids, g_camids,
       remove[:] = False
     keep = np.invert(remove)
     raw_cmc = matches[q_idx][keep]
-    if q_pid == -1 or not np.any(raw_cmc):
+    if q_pid == records.JUNK_PID or not np.any(raw_cmc):
       continue
     cmc = raw_cmc.cumsum()
     pos_idx = np.where(raw_cmc == 1)[0]
@@ -96,7 +98,7 @@ def evaluate_features(query_features, gallery_features, q_pids, g_pids,
                       sort_kind: str = "stable") -> dict:
   """Baseline: drop junk, full float32 GEMM distance matrix, then the above."""
   g_pids = np.asarray(g_pids)
-  keep = g_pids != -1
+  keep = g_pids != records.JUNK_PID
   dist = distance_matrix(query_features, np.asarray(gallery_features)[keep])
   return eval_market1501(dist, q_pids, g_pids[keep], q_camids,
                          np.asarray(g_camids)[keep], max_rank, sort_kind)

@@ -6,7 +6,7 @@ averaging over random splits, the CMC picture and writing the JSON;
 `evaluate_feature_file` scores .npz features from any model. This module
 and everything it imports never import TensorFlow, so scoring feature files
 needs NumPy, SciPy, scikit-learn and Pillow only
-(tests/evaluation/tf_free_test.py checks it). A model on a dataset:
+(tests/tf_free_test.py checks it). A model on a dataset:
 keras_reid.evaluation.model_report; a training run:
 keras_reid.run_evaluation.
 
@@ -26,6 +26,7 @@ from typing import Callable, Optional, Sequence
 from absl import logging
 import numpy as np
 
+from keras_reid.data import records
 from keras_reid.evaluation import cir
 from keras_reid.evaluation import features as features_lib
 from keras_reid.evaluation import protocols
@@ -76,11 +77,12 @@ def cmc_picture(result: dict, report_dir: str, title: str,
   return visualize.save_png(image, os.path.join(report_dir, "cmc.png"))
 
 
-def sample_identities(records, max_images: int, seed: int = 0):
+def sample_identities(images: Sequence[records.Record], max_images: int,
+                      seed: int = 0) -> list[records.Record]:
   """Whole identities (>= 2 images), seeded, up to about max_images images."""
   by_pid: dict[int, list] = {}
-  for r in records:
-    if r.pid not in (ranking.JUNK_PID, 0):
+  for r in images:
+    if r.pid not in (records.JUNK_PID, records.DISTRACTOR_PID):
       by_pid.setdefault(r.pid, []).append(r)
   pids = [p for p in sorted(by_pid) if len(by_pid[p]) >= 2]
   rng = np.random.default_rng(seed)
@@ -192,7 +194,8 @@ def evaluate_feature_file(paths: str | Sequence[str], *,
                           report_dir: Optional[str] = None,
                           max_rank: int = 50, multi_query: bool = False,
                           rerank: bool = False, verification: bool = True,
-                          pictures: bool = True) -> dict:
+                          pictures: bool = True,
+                          cuhk03_metric: bool = False) -> dict:
   """Scores features from any model; several files = one per split.
 
   Args:
@@ -204,6 +207,8 @@ def evaluate_feature_file(paths: str | Sequence[str], *,
     max_rank, multi_query, rerank: protocol.
     verification: ROC / EER from SIR distances when val_* arrays exist.
     pictures: the CMC curve PNG (no ranked lists: no images).
+    cuhk03_metric: CUHK03 classic single-gallery-shot CMC
+      (protocols.evaluate_cuhk03).
 
   Returns:
     The report dict, also written to output_json.
@@ -214,7 +219,8 @@ def evaluate_feature_file(paths: str | Sequence[str], *,
   def evaluate_path(path: str) -> dict:
     arrays = features_lib.load_feature_file(path)
     r = features_lib.evaluate_arrays(arrays, max_rank=max_rank,
-                                multi_query=multi_query, rerank=rerank)
+                                multi_query=multi_query, rerank=rerank,
+                                cuhk03_metric=cuhk03_metric)
     r["features"] = os.path.abspath(path)
     if verification:
       with np.load(path, allow_pickle=False) as data:

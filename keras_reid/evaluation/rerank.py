@@ -19,7 +19,9 @@ from typing import Optional
 import numpy as np
 from scipy import sparse
 
+from keras_reid.data import records
 from keras_reid.evaluation import ranking
+from keras_reid.evaluation import reference
 
 
 def _merge_top_k(best_d: np.ndarray, best_i: np.ndarray, d: np.ndarray,
@@ -172,7 +174,7 @@ def evaluate_reranked(query_features, gallery_features, query_pids,
   act as neighbours.
   """
   gallery_pids = np.asarray(gallery_pids)
-  keep = gallery_pids != ranking.JUNK_PID
+  keep = gallery_pids != records.JUNK_PID
   gf = np.asarray(gallery_features)[keep]
   dist_fn = reranked_distance_fn(query_features, gf, k1=k1, k2=k2,
                                  lambda_value=lambda_value)
@@ -241,9 +243,8 @@ def reference_evaluate_reranked(query_features, gallery_features, query_pids,
                                 gallery_pids, query_camids, gallery_camids,
                                 max_rank: int = 50, **kwargs) -> dict:
   """Baseline: dense re-ranking, then the standard evaluator."""
-  from keras_reid.evaluation import reference  # pylint: disable=g-import-not-at-top
   gallery_pids = np.asarray(gallery_pids)
-  keep = gallery_pids != ranking.JUNK_PID
+  keep = gallery_pids != records.JUNK_PID
   dist = reference_rerank(query_features,
                           np.asarray(gallery_features)[keep], **kwargs)
   return reference.eval_market1501(dist, query_pids, gallery_pids[keep],

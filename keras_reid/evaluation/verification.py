@@ -13,6 +13,8 @@ from typing import Optional
 import numpy as np
 from sklearn import metrics
 
+from keras_reid.data import records
+
 
 def roc_report(scores, same, *, higher_means_same: bool = True,
                max_points: int = 200) -> dict:
@@ -82,7 +84,7 @@ def sir_pairs(features, pids, *, max_pairs: Optional[int] = 200_000,
   """
   feats = np.asarray(features, np.float32)
   pids = np.asarray(pids)
-  keep = pids != -1
+  keep = pids != records.JUNK_PID
   feats, pids = feats[keep], pids[keep]
   n = len(pids)
   if max_pairs is not None and n * (n - 1) // 2 > 20 * max_pairs:

@@ -1,13 +1,7 @@
 """Backbones, Re-ID layers and heads, model builders.
 
 Import the submodules (`keras_reid.models.builders`, `.backbones`, `.layers`,
-`.heads`, `.googlenet`). `keras_reid.models.BACKBONES` is the backbone
-registry, loaded on first access so that importing the package stays cheap.
+`.heads`, `.googlenet`; the backbone registry is `backbones.BACKBONES`). This
+file imports nothing, so that the NumPy-only .pth reader
+(`keras_reid.models.torch_state_dict`) loads without TensorFlow.
 """
-
-
-def __getattr__(name):
-  if name == "BACKBONES":
-    from keras_reid.models.backbones import BACKBONES  # pylint: disable=g-import-not-at-top
-    return BACKBONES
-  raise AttributeError(f"module 'keras_reid.models' has no attribute {name!r}")

@@ -15,7 +15,8 @@ import keras
 
 from keras_reid.models import layers as reid_layers
 
-# (in, 1x1, 3x3 reduce, 3x3, "5x5" reduce, "5x5" (really 3x3), pool proj)
+# Output channels of each branch: (1x1, 3x3 reduce, 3x3, "5x5" reduce,
+# "5x5" (really 3x3), pool proj); the input width is the previous block's.
 INCEPTION_CONFIGS = {
     "inception3a": (64, 96, 128, 16, 32, 32),
     "inception3b": (128, 128, 192, 32, 96, 64),
@@ -27,7 +28,6 @@ INCEPTION_CONFIGS = {
     "inception5a": (256, 160, 320, 32, 128, 128),
     "inception5b": (384, 192, 384, 48, 128, 128),
 }
-FEATURE_DIM = 1024
 
 
 def basic_conv(x, filters: int, kernel_size: int, *, name: str, strides: int = 1,

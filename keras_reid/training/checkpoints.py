@@ -20,6 +20,7 @@ import tensorflow as tf
 from ml_collections import config_dict
 
 from keras_reid import config as config_lib
+from keras_reid.models import builders
 
 PROGRESS_FILE = "progress.json"
 
@@ -100,7 +101,6 @@ def restore_weights(model: keras.Model, checkpoint_path: str) -> None:
 def rebuild_model(config: config_dict.ConfigDict, num_classes: int,
                   checkpoint_path: str) -> keras.Model:
   """Builds the training model of `config` and loads a checkpoint into it."""
-  from keras_reid.models import builders  # pylint: disable=g-import-not-at-top
   model_config = config.model.copy_and_resolve_references()
   model_config.weights = ""  # the checkpoint supplies every weight
   model = builders.build_training_model(
@@ -133,10 +133,3 @@ def restore_training_model(
   model = rebuild_model(config, progress.last.num_classes,
                         progress.last.checkpoint)
   return model, config
-
-
-def load_embedder(workdir: str) -> tuple[keras.Model, config_dict.ConfigDict]:
-  """The SIR embedder (images -> base feature) of a trained run, and its config."""
-  from keras_reid.models import builders  # pylint: disable=g-import-not-at-top
-  model, config = restore_training_model(workdir)
-  return builders.build_embedder(model), config

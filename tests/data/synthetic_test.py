@@ -4,6 +4,8 @@ import filecmp
 import json
 import os
 import re
+import subprocess
+import sys
 
 import numpy as np
 from PIL import Image
@@ -89,8 +91,6 @@ def test_identities_not_separable_by_one_colour(tmp_path):
 
 
 def test_command_line(tmp_path):
-  import subprocess
-  import sys
   out = subprocess.run(
       [sys.executable, "-m", "keras_reid.data.synthetic",
        f"--out={tmp_path / 'cli'}", "--num_ids=4", "--seed=1", "--height=32",

@@ -6,11 +6,13 @@ import subprocess
 import sys
 
 import numpy as np
+from PIL import Image
 import pytest
 
 from keras_reid.data import records
 from keras_reid.evaluation import extract
 from keras_reid.evaluation import features
+from keras_reid.evaluation import ranking
 from keras_reid.evaluation import reference
 from keras_reid.evaluation import report as report_lib
 
@@ -48,7 +50,7 @@ def test_features_end_to_end(tmp_path):
   report = json.loads(out.read_text())
   want = reference.evaluate_features(*[arrays[k] for k in
                                        features.FEATURE_KEYS])
-  for key in ("rank1", "rank5", "rank10", "rank20", "mAP", "mINP"):
+  for key in ranking.METRIC_KEYS:
     assert report[key] == pytest.approx(want[key]), key
   assert len(report["cmc"]) == 50
   # pid 3 and the camera-1 image of pid 4 have only same-camera matches.
@@ -80,7 +82,6 @@ def test_evaluate_arrays_multi_query_protocol(tmp_path):
 
 @pytest.mark.slow
 def test_evaluate_embedder_on_generated_images(tmp_path):
-  from PIL import Image
   colours = {1: (200, 30, 30), 2: (30, 200, 30), 3: (30, 30, 200)}
   recs = {"query": [], "gallery": []}
   for pid, colour in colours.items():

@@ -34,7 +34,7 @@ def test_evaluate_reranked_matches_reference_and_helps():
   data = _problem(seed=1)
   got = rerank.evaluate_reranked(*data, k1=6, k2=3)
   want = rerank.reference_evaluate_reranked(*data, k1=6, k2=3)
-  for key in ranking.rank_keys():
+  for key in ranking.METRIC_KEYS:
     assert got[key] == pytest.approx(want[key]), key
   plain = ranking.evaluate_features(*data)
   assert got["num_queries"] == plain["num_queries"] > 0

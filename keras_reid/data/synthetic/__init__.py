@@ -41,6 +41,8 @@ from PIL import ImageChops
 from PIL import ImageDraw
 from PIL import ImageFilter
 
+from keras_reid.data import records
+
 FORMAT_VERSION = 1
 META_FILE = "synthetic.json"
 DOMAINS = ("a", "b")
@@ -284,9 +286,6 @@ def _draw_person(draw: ImageDraw.ImageDraw, p: Person, view: int,
                    fill=_c(p.skin, sh))
   # Torso and its pattern.
   tx0, tx1 = cx - sw, cx + sw
-  if side:
-    # The arm is drawn over the torso in side view; draw torso first then arm.
-    pass
   draw.rectangle([tx0, neck_y, tx1, hip_y], fill=_c(p.top))
   period = max(2., p.stripe * u)
   if p.pattern == "stripes":
@@ -311,7 +310,7 @@ def _draw_person(draw: ImageDraw.ImageDraw, p: Person, view: int,
     draw.ellipse([cx - r, ly - r, cx + r, ly + r], fill=_c(p.top2))
   elif p.pattern == "jacket" and view == FRONT:
     draw.rectangle([cx - 3 * u, neck_y, cx + 3 * u, hip_y], fill=_c(p.top2))
-  if side:
+  if side:  # the near arm goes over the torso: drawn again after it
     ax = cx - arm_w / 2 + swing
     draw.rectangle([ax, neck_y + u, ax + arm_w, arm_end], fill=_c(p.top, .9))
     draw.rectangle([ax, arm_end, ax + arm_w, arm_end + 3 * u],
@@ -416,7 +415,7 @@ def render(person: Person | None, camera: Camera, rng: np.random.Generator,
 
 def market_name(pid: int, cam: int, frame: int, box: int = 1) -> str:
   """Market-1501 file name; `cam` is 0-based (written 1-based)."""
-  p = "-1" if pid == -1 else f"{pid:04d}"
+  p = "-1" if pid == records.JUNK_PID else f"{pid:04d}"
   return f"{p}_c{cam + 1}s1_{frame:06d}_{box:02d}.jpg"
 
 
@@ -543,7 +542,7 @@ def generate(out_dir: str, *, num_ids: int, seed: int, domain: str = "a",
         arr = np.concatenate([arr[h // 2:], arr[h // 2:]], axis=0)
       Image.fromarray(arr).save(
           os.path.join(tmp, "bounding_box_test",
-                       market_name(-1, cam, frames[cam])), quality=92)
+                       market_name(records.JUNK_PID, cam, frames[cam])), quality=92)
     with open(os.path.join(tmp, META_FILE), "w") as f:
       json.dump(params, f)
     if _read_meta(meta_path) == params:
