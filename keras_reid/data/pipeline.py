@@ -10,6 +10,7 @@ index tensors are constants and P is static.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from typing import Sequence
 
@@ -21,6 +22,15 @@ from keras_reid.data import preprocessing
 from keras_reid.data import records as records_lib
 
 AUTOTUNE = tf.data.AUTOTUNE
+
+# config.data.augment_mode: how the `augment_copies` variants of an image are
+# drawn.
+#   "fixed": from config.seed and the image's path only, the paper's offline
+#     5x set: the same variants in step 1 and step 2 of every stage, on every
+#     input worker and after a resume (`make_train_dataset(augment_seed=)`);
+#   "redraw": from the pipeline's seed, which includes the stage, the step
+#     and the worker, so each of them sees other variants (ablation).
+AUGMENT_MODES = ("fixed", "redraw")
 
 
 class CorruptImageError(ValueError):
@@ -160,10 +170,17 @@ def pair_indices(ids_per_batch: int, images_per_id: int
   return pi, pj, ps
 
 
+def path_key(path: str) -> int:
+  """A stable 63-bit integer of a path (Python's hash() is salted per run)."""
+  return int.from_bytes(hashlib.sha256(path.encode("utf-8")).digest()[:8],
+                        "little") >> 1
+
+
 def augmentation_transforms(num_images: int, *, copies: int,
                             image_size: tuple[int, int], max_shift: float,
                             max_scale: float, max_rotation_deg: float,
-                            flip: bool, seed: int) -> np.ndarray:
+                            flip: bool, seed: int,
+                            keys: Sequence[str] | None = None) -> np.ndarray:
   """The fixed random 2D transform of every (image, variant).
 
   Variant 0 is the untransformed image (so the clean images the model is
@@ -178,15 +195,29 @@ def augmentation_transforms(num_images: int, *, copies: int,
     image_size: (height, width) the transforms apply to.
     max_shift, max_scale, max_rotation_deg, flip: ranges, see above.
     seed: the same seed gives the same transforms.
+    keys: optional identity of each image (its path): image i's variants
+      then depend on (seed, keys[i]) only, not on its position or on the
+      other images (the fixed augmented set).
 
   Returns:
     float32 [N, copies, 8] projective transforms mapping output to input
     pixel coordinates, as `tf.raw_ops.ImageProjectiveTransformV3` takes them.
   """
   h, w = image_size
-  rng = np.random.default_rng(seed)
-  u = rng.uniform(-1., 1., size=(num_images, copies, 4))
-  flips = rng.uniform(size=(num_images, copies)) < 0.5
+  if keys is None:
+    rng = np.random.default_rng(seed)
+    u = rng.uniform(-1., 1., size=(num_images, copies, 4))
+    flips = rng.uniform(size=(num_images, copies)) < 0.5
+  else:
+    if len(keys) != num_images:
+      raise ValueError(f"augmentation_transforms: {len(keys)} keys for "
+                       f"{num_images} images; expected one key per image.")
+    u = np.empty((num_images, copies, 4))
+    flips = np.empty((num_images, copies), bool)
+    for i, key in enumerate(keys):
+      rng = np.random.default_rng([seed, path_key(key)])
+      u[i] = rng.uniform(-1., 1., size=(copies, 4))
+      flips[i] = rng.uniform(size=copies) < 0.5
   tx = u[..., 0] * max_shift * w
   ty = u[..., 1] * max_shift * h
   s = 1. + u[..., 2] * max_scale
@@ -285,6 +316,7 @@ def make_train_dataset(records: Sequence[records_lib.Record], *,
                        augment_copies: int = 5, max_shift: float = .05,
                        max_scale: float = .1, max_rotation_deg: float = 5.,
                        flip: bool = True, seed: int = 0,
+                       augment_seed: int | None = None,
                        skip_corrupt: bool = False,
                        labels: Sequence[int] | None = None,
                        validate: bool = True) -> tf.data.Dataset:
@@ -300,11 +332,16 @@ def make_train_dataset(records: Sequence[records_lib.Record], *,
     augment_copies: each image becomes this many fixed variants (variant 0
       is the original); 1 = no augmentation.
     max_shift, max_scale, max_rotation_deg, flip: augmentation ranges.
-    seed: seeds the batch sampling and the transforms.
+    seed: seeds the batch sampling, and the transforms when augment_seed
+      is None (variants re-drawn with every seed: augment_mode "redraw").
+    augment_seed: if given, each image's variants depend only on it and the
+      image's path (augment_mode "fixed", the paper's offline 5x set): the
+      same in every pipeline whatever its `seed`.
     skip_corrupt: skip (and log the count of) undecodable files instead of
       raising CorruptImageError naming them.
-    labels: optional class index per record (e.g. soft labels of
-      self-training) used instead of mapping pids to 0..N-1.
+    labels: optional integer class index per record (e.g. the pseudo labels
+      of self-training: one hard label per image) used instead of mapping
+      pids to 0..N-1.
     validate: decode every file once up front (needed for skip_corrupt and
       for errors naming the file).
 
@@ -312,7 +349,6 @@ def make_train_dataset(records: Sequence[records_lib.Record], *,
     tf.data.Dataset of dicts, B = K * M:
       "images": float32 [B, H, W, 3] normalised,
       "labels": int32 [B] class indices (contiguous 0..N-1 from pids),
-      "camids": int32 [B],
       "pair_i", "pair_j": int32 [P] batch indices, i < j,
       "pair_same": float32 [P] 1 for same identity, 0 otherwise.
     Iterating it again restarts the same sequence of batches.
@@ -347,11 +383,12 @@ def make_train_dataset(records: Sequence[records_lib.Record], *,
   transforms = augmentation_transforms(
       len(records), copies=augment_copies, image_size=image_size,
       max_shift=max_shift, max_scale=max_scale,
-      max_rotation_deg=max_rotation_deg, flip=flip, seed=seed)
+      max_rotation_deg=max_rotation_deg, flip=flip,
+      seed=seed if augment_seed is None else augment_seed,
+      keys=None if augment_seed is None else [r.path for r in records])
   transforms = tf.constant(transforms.reshape(-1, 8))
   paths = tf.constant([r.path for r in records])
   label_table = tf.constant(class_of)
-  camid_table = tf.constant([r.camid for r in records], tf.int32)
   pi, pj, ps = pair_indices(ids_per_batch, images_per_id)
   batch = ids_per_batch * images_per_id
   image_size = (int(image_size[0]), int(image_size[1]))
@@ -365,7 +402,6 @@ def make_train_dataset(records: Sequence[records_lib.Record], *,
     return tf.data.Dataset.from_tensor_slices(dict(
         path=tf.gather(paths, index),
         labels=tf.gather(label_table, index),
-        camids=tf.gather(camid_table, index),
         transform=tf.gather(transforms, index * copies + variant)))
 
   def load(item):
@@ -380,7 +416,6 @@ def make_train_dataset(records: Sequence[records_lib.Record], *,
     return {
         "images": preprocessing.normalize(images, normalization),
         "labels": b["labels"],
-        "camids": b["camids"],
         "pair_i": tf.constant(pi),
         "pair_j": tf.constant(pj),
         "pair_same": tf.constant(ps),
