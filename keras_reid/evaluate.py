@@ -121,6 +121,11 @@ _IMAGE_SIZE = flags.DEFINE_list(
     "record its input size.")
 
 
+# Flags that only mean something with a dataset or a model.
+_FEATURES_IGNORES = ("dataset", "root", "options", "split", "image_size",
+                     "batch_size")
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
@@ -153,6 +158,13 @@ def main(argv):
     if splits or _CIR.value or _CIR_TOPK.value:
       raise app.UsageError("--features takes no --splits (give one file per "
                            "split) and no CIR (needs a model).")
+    ignored = [f"--{name}" for name in _FEATURES_IGNORES
+               if flags.FLAGS[name].present]
+    if ignored:
+      raise app.UsageError(
+          f"--features scores the arrays in the file; it reads no dataset and "
+          f"runs no model, so {', '.join(ignored)} would be ignored: drop "
+          f"{'it' if len(ignored) == 1 else 'them'}.")
     result = report.evaluate_feature_file(
         _FEATURES.value, cuhk03_metric=bool(_CUHK03_METRIC.value), **common)
   elif _WORKDIR.value:

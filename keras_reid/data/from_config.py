@@ -10,9 +10,9 @@ evaluated on exactly what it trained on.
 
 from __future__ import annotations
 
+import json
 import os
 
-from absl import logging
 from ml_collections import config_dict
 
 from keras_reid.data import datasets
@@ -81,16 +81,54 @@ def default_root(name: str, root: str, config: config_dict.ConfigDict) -> str:
   return root
 
 
+def ensure_synthetic(root: str, config: config_dict.ConfigDict) -> None:
+  """Makes `root` hold the synthetic set that config asks for.
+
+  The set is a function of data.synthetic_num_ids, data.synthetic_domain and
+  seed, recorded in the folder's synthetic.META_FILE when generated. A
+  folder generated with other values is regenerated in place (it is derived
+  data); an empty or absent folder is generated; a folder holding other
+  files without that metadata is left alone and refused.
+
+  Raises:
+    ValueError: `root` holds files but no synthetic metadata (names the
+      folder and the fix).
+  """
+  wanted = dict(num_ids=int(config.data.synthetic_num_ids),
+                seed=int(config.seed), domain=config.data.synthetic_domain)
+  meta_path = os.path.join(root, synthetic.META_FILE)
+  if os.path.exists(meta_path):
+    with open(meta_path) as f:
+      held = json.load(f)
+    differ = {k: (held.get(k), v) for k, v in wanted.items()
+              if held.get(k) != v}
+    if differ:
+      print(f"Regenerating the synthetic set in {root}: it was generated with "
+            + ", ".join(f"{k}={old!r}" for k, (old, _) in differ.items())
+            + ", the config asks "
+            + ", ".join(f"{k}={new!r}" for k, (_, new) in differ.items())
+            + " ...", flush=True)
+    # overwrite: the folder is a generated set (it has the metadata); same
+    # parameters reuse it as it is.
+    synthetic.generate(root, overwrite=True, **wanted)
+    return
+  if os.path.isdir(root) and os.listdir(root):
+    raise ValueError(
+        f"data.synthetic_dir={root!r} holds files but no {synthetic.META_FILE}"
+        ", so it is not (or predates) a synthetic set generated for a "
+        "config; it is left untouched. Delete the folder to generate it "
+        "there, or set --config.data.synthetic_dir to a new folder.")
+  print(f"Generating {wanted['num_ids']} synthetic identities into {root} "
+        "(once) ...", flush=True)
+  synthetic.generate(root, **wanted)
+
+
 def dataset_root(name: str, root: str, config: config_dict.ConfigDict) -> str:
-  """The folder of one dataset; generates the synthetic set if absent."""
+  """The folder of one dataset; generates the synthetic set (see
+  `ensure_synthetic`) when absent or generated with other settings."""
   root = default_root(name, root, config)
   if name == "synthetic":
-    if not os.path.isdir(root):
-      logging.info("Generating synthetic pedestrians into %s", root)
-      print(f"Generating {config.data.synthetic_num_ids} synthetic identities "
-            f"into {root} (once) ...", flush=True)
-      synthetic.generate(root, num_ids=config.data.synthetic_num_ids,
-                         seed=config.seed, domain=config.data.synthetic_domain)
+    ensure_synthetic(root, config)
     return root
   if not root:
     raise ValueError(

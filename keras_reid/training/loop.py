@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 import time
 from typing import Callable
 
@@ -294,8 +295,7 @@ def run_phase(model: keras.Model, phase: Phase, *,
             "new heads only" if phase.all_heads else "new classifiers only")
   print(f"Stage {phase.stage!r}, step {phase.phase} ({trains}): "
         f"iterations {start}..{phase.steps}", flush=True)
-  progbar = keras.utils.Progbar(phase.steps, stateful_metrics=None,
-                                unit_name="iter")
+  progbar = make_progress(phase.steps)
   progbar.update(start)
   images_per_step = phase.batch_size * strategy.num_replicas_in_sync
   last_time, last_step = time.perf_counter(), start
@@ -341,12 +341,49 @@ def run_phase(model: keras.Model, phase: Phase, *,
   return path
 
 
+class PercentProgress:
+  """A progress line every `percent` % of the iterations, for files and pipes.
+
+  Keras's Progbar redraws a terminal line in place; written to a log file it
+  leaves one line per update instead (thousands per step).
+  """
+
+  def __init__(self, target: int, percent: int = 10, stream=None):
+    self.target = target
+    self.percent = percent
+    self.stream = stream or sys.stdout
+    self._next = 0
+
+  def update(self, current: int, values=None) -> None:
+    """Prints when `current` crosses the next multiple of `percent` %."""
+    if self.target <= 0 or current * 100 < self._next * self.target:
+      return
+    done = min(100, current * 100 // self.target)
+    self._next = (done // self.percent + 1) * self.percent
+    if current == 0:
+      return
+    extra = "".join(f" - {name}: {value:.4f}" for name, value in values or [])
+    print(f"{current}/{self.target} iterations ({done}%){extra}",
+          file=self.stream, flush=True)
+
+
+def make_progress(target: int, stream=None):
+  """keras.utils.Progbar on a terminal, PercentProgress otherwise."""
+  stream = stream or sys.stdout
+  if stream.isatty():
+    return keras.utils.Progbar(target, stateful_metrics=None, unit_name="iter")
+  return PercentProgress(target, stream=stream)
+
+
 def write_eval_summaries(writer: tf.summary.SummaryWriter, metrics: dict,
                          step: int) -> None:
   with writer.as_default(step=step):
     for key in ranking.METRIC_KEYS:
       if key in metrics:
         tf.summary.scalar(f"eval/{key}", metrics[key])
+      # CIR re-scoring of the SIR top-k (config.eval.cir_topk).
+      if key in metrics.get("cir", {}).get("cir", {}):
+        tf.summary.scalar(f"eval/cir_{key}", metrics["cir"]["cir"][key])
 
 
 def write_input_images(writer: tf.summary.SummaryWriter, images: np.ndarray,

@@ -12,6 +12,7 @@ import pytest
 from keras_reid.data import records
 from keras_reid.evaluation import extract
 from keras_reid.evaluation import features
+from keras_reid.evaluation import protocols
 from keras_reid.evaluation import ranking
 from keras_reid.evaluation import reference
 from keras_reid.evaluation import report as report_lib
@@ -58,6 +59,34 @@ def test_features_end_to_end(tmp_path):
   assert report["num_skipped_queries"] == 2
   assert json.loads(proc.stdout.strip().splitlines()[-1])["mAP"] == \
       pytest.approx(want["mAP"])
+
+
+@pytest.mark.slow
+def test_features_refuse_flags_they_would_ignore(tmp_path):
+  _features(tmp_path / "f.npz")
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+  proc = subprocess.run(
+      [sys.executable, "-m", "keras_reid.evaluate",
+       f"--features={tmp_path / 'f.npz'}", "--dataset=viper", "--split=3",
+       f"--output_json={tmp_path / 'x.json'}"],
+      cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+  assert proc.returncode != 0
+  assert "--dataset, --split would be ignored" in proc.stderr
+  assert not (tmp_path / "x.json").exists()
+
+
+def test_feature_file_with_the_cuhk03_metric(tmp_path):
+  arrays = _features(tmp_path / "f.npz")
+  result = report_lib.evaluate_feature_file(
+      str(tmp_path / "f.npz"), cuhk03_metric=True, verification=False,
+      pictures=False)
+  want = protocols.evaluate_cuhk03(*[arrays[k] for k in
+                                     features.FEATURE_KEYS])
+  assert result["protocol"] == "single_query+cuhk03_single_gallery_shot"
+  for key in ranking.METRIC_KEYS:
+    assert result[key] == pytest.approx(want[key]), key
+  with pytest.raises(ValueError, match="--rerank"):
+    features.evaluate_arrays(arrays, cuhk03_metric=True, rerank=True)
 
 
 def test_missing_key_and_shape_errors(tmp_path):
