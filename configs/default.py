@@ -74,7 +74,10 @@ def base_config() -> config_dict.ConfigDict:
       flip=True,
       skip_corrupt=False,          # skip (and count) undecodable images instead of failing
       eval_batch_size=128,
-      # Where `dataset="synthetic"` writes (and reuses) its generated images.
+      # Where `dataset="synthetic"` writes (and reuses) its generated images;
+      # regenerated there when synthetic_num_ids, synthetic_domain or seed
+      # differ from the folder's synthetic.json (a folder with other files
+      # and no synthetic.json is refused, never overwritten).
       synthetic_dir="runs/data/synthetic",
       synthetic_num_ids=60,
       synthetic_domain="a",

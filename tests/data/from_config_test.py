@@ -1,5 +1,8 @@
 """Tests of stage set-up: dataset options, pooled datasets, clear errors."""
 
+import json
+import os
+
 import pytest
 
 from configs import default
@@ -27,6 +30,37 @@ def test_stage_options_reach_only_the_dataset_they_name():
   with pytest.raises(ValueError, match="'cuhk01', which is not in this stage"):
     from_config.parse_stage_options("cuhk01:num_train_ids=871",
                                     ["market1501", "cuhk03"])
+
+
+def test_synthetic_set_follows_the_config(tmp_path):
+  root = str(tmp_path / "synthetic")
+  config = default.get_config()
+  config.data.synthetic_dir = root
+  config.data.synthetic_num_ids = 4
+
+  def train_ids():
+    ds = from_config.load_stage_dataset(default.stage_config(), config)
+    return {r.pid for r in ds.train}, sorted(r.path for r in ds.train)
+
+  ids4, paths4 = train_ids()
+  assert len(ids4) == 2  # ceil(4 / 2) train ids
+  assert train_ids() == (ids4, paths4)  # same config: reused
+  config.data.synthetic_num_ids = 8  # another config: regenerated
+  assert len(train_ids()[0]) == 4
+  config.seed = 1
+  config.data.synthetic_num_ids = 4
+  ids, paths = train_ids()
+  assert ids == ids4 and paths != paths4  # another seed: another set
+  with open(os.path.join(root, synthetic.META_FILE)) as f:
+    assert json.load(f)["seed"] == 1
+  # A folder with other files and no metadata is refused, not overwritten.
+  other = tmp_path / "mine"
+  other.mkdir()
+  (other / "notes.txt").write_text("keep me")
+  config.data.synthetic_dir = str(other)
+  with pytest.raises(ValueError, match="synthetic_dir=.*no synthetic.json"):
+    train_ids()
+  assert (other / "notes.txt").read_text() == "keep me"
 
 
 def test_stage_pools_two_datasets(tmp_path):
