@@ -122,6 +122,15 @@ ROWS = (
         overrides=("--config.data.augment_copies=1",)),
     Row("direct_aux_heads", "ImageNet -> VIPeR: the method + auxiliary heads",
         overrides=("--config.model.aux_heads=true",)),
+    Row("direct_step1_classifiers", "ImageNet -> VIPeR: step 1 trains the "
+        "classifier only (verifier random until step 2)",
+        overrides=("--config.stages.viper.step1_trains=classifiers",)),
+    Row("direct_decoupled_wd", "ImageNet -> VIPeR: Keras decoupled weight "
+        "decay on every variable instead of Caffe's coupled L2 on kernels",
+        overrides=("--config.train.weight_decay_mode=decoupled",)),
+    Row("direct_redraw_augmentation", "ImageNet -> VIPeR: augmented variants "
+        "re-drawn per step and worker instead of one fixed 5x set",
+        overrides=("--config.data.augment_mode=redraw",)),
     Row("direct_lite0", "ImageNet -> VIPeR, EfficientNet-Lite0 base (frozen "
         "BN), same iterations as MobileNet",
         overrides=LITE0),
@@ -159,6 +168,12 @@ CLAIMS = (
     ("direct_method", "direct_one_step", "two-stepped > one-stepped"),
     ("direct_method", "direct_no_augmentation", "5x augmentation helps"),
     ("direct_aux_heads", "direct_method", "auxiliary heads help"),
+    ("direct_method", "direct_step1_classifiers",
+     "step 1 training every new layer (verifier too) > classifier only"),
+    ("direct_method", "direct_decoupled_wd",
+     "Caffe-style coupled L2 on kernels > Keras decoupled decay"),
+    ("direct_method", "direct_redraw_augmentation",
+     "one fixed 5x augmented set (the paper's) > variants re-drawn per step"),
     ("direct_lite0", "direct_method",
      "a stronger ImageNet base (EfficientNet-Lite0) beats MobileNet v1 0.5"),
     ("direct_lite0_same_time", "direct_method",
