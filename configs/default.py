@@ -127,7 +127,10 @@ def base_config() -> config_dict.ConfigDict:
 
   config.eval = config_dict.ConfigDict(dict(
       rerank=False,                # k-reciprocal re-ranking
-      cir_topk=0,                  # re-score the SIR top-k with the verification head; 0 = off
+      # Re-score the SIR top-k with the verification head (CIR) in the
+      # evaluation at the end of each stage and in `keras_reid.evaluate
+      # --workdir` (whose flags default to these eval.* values); 0 = off.
+      cir_topk=0,
       max_rank=50,
   ))
 

@@ -21,6 +21,7 @@ from keras_reid.data import datasets
 from keras_reid.data import from_config
 from keras_reid.evaluation import extract
 from keras_reid.evaluation import model_report
+from keras_reid.evaluation import protocols
 from keras_reid.evaluation import report as report_lib
 from keras_reid.models import builders
 from keras_reid.training import checkpoints
@@ -49,15 +50,19 @@ def write_tensorboard_images(logdir: str, images: dict, step: int = 0,
 
 def _resolve_dataset(config, *, dataset: Optional[str], root: Optional[str],
                      options: str):
-  """-> (split -> ReidDataset, the stage's split or None, dataset name)."""
+  """-> (split -> ReidDataset, the stage's split or None, dataset name,
+  the evaluated dataset's reader options)."""
   if dataset:
     opts = from_config.parse_options(options or "")
     root = from_config.default_root(dataset, root or "", config)
     return (lambda s: datasets.load_dataset(dataset, root, split=s, **opts)
-            ), None, dataset
+            ), None, dataset, opts
   if not config.stages:
     raise ValueError("the run has no stages; give --dataset and --root.")
   stage = list(config.stages.values())[-1]
+  names = stage.dataset.split("+")
+  # A pooled stage is evaluated on its first dataset.
+  opts = from_config.parse_stage_options(stage.options, names)[names[0]]
 
   def load(s: int):
     st = stage.copy_and_resolve_references()
@@ -66,7 +71,7 @@ def _resolve_dataset(config, *, dataset: Optional[str], root: Optional[str],
       st.root = root
     return from_config.load_stage_dataset(st, config)
 
-  return load, int(stage.split), stage.dataset
+  return load, int(stage.split), stage.dataset, opts
 
 
 def evaluate_run(workdir: str, *, dataset: Optional[str] = None,
@@ -74,12 +79,21 @@ def evaluate_run(workdir: str, *, dataset: Optional[str] = None,
                  split: Optional[int] = None,
                  splits: Optional[Sequence[int]] = None,
                  output_json: Optional[str] = None,
-                 report_dir: Optional[str] = None, max_rank: int = 50,
-                 multi_query: bool = False, rerank: bool = False,
-                 cir: str = "", cir_topk: int = 0, verification: bool = True,
+                 report_dir: Optional[str] = None,
+                 max_rank: Optional[int] = None,
+                 multi_query: bool = False, rerank: Optional[bool] = None,
+                 cir: str = "", cir_topk: Optional[int] = None,
+                 verification: bool = True,
                  pictures: bool = True, tensorboard: bool = True,
-                 batch_size: int = 128) -> dict:
+                 batch_size: Optional[int] = None,
+                 cuhk03_metric: Optional[bool] = None) -> dict:
   """Evaluates a training run's latest weights.
+
+  Settings left None come from the run's config, so that this evaluation
+  and the one at the end of training agree: max_rank, rerank, cir_topk from
+  config.eval, batch_size from config.data.eval_batch_size, cuhk03_metric
+  on for CUHK03's classic protocol (reader option protocol=old) unless
+  rerank.
 
   Args:
     workdir: the run directory of `python -m keras_reid.train`.
@@ -99,19 +113,28 @@ def evaluate_run(workdir: str, *, dataset: Optional[str] = None,
       <workdir>/tensorboard under eval/ranked_lists and eval/cmc).
     tensorboard: also write the pictures to the run's TensorBoard.
     batch_size: images per batch.
+    cuhk03_metric: CUHK03 classic single-gallery-shot CMC
+      (keras_reid.evaluation.protocols.evaluate_cuhk03).
 
   Returns:
     The report dict, also written to output_json.
   """
   model, config = checkpoints.restore_training_model(workdir)
+  max_rank = config.eval.max_rank if max_rank is None else max_rank
+  rerank = config.eval.rerank if rerank is None else rerank
+  cir_topk = config.eval.cir_topk if cir_topk is None else cir_topk
+  batch_size = config.data.eval_batch_size if batch_size is None else batch_size
   embedder = builders.build_embedder(model)
   embed = tf.function(lambda images: embedder(images, training=False),
                       reduce_retracing=True)
   pair_scorer = None
   if cir or cir_topk or verification:
     pair_scorer = extract.keras_pair_scorer(builders.build_pair_scorer(model))
-  load, stage_split, name = _resolve_dataset(
+  load, stage_split, name, reader_options = _resolve_dataset(
       config, dataset=dataset, root=root, options=options)
+  if cuhk03_metric is None:
+    cuhk03_metric = (protocols.is_cuhk03_classic(name, reader_options)
+                     and not rerank)
   trained_names = {n for st in config.stages.values()
                    for n in st.dataset.split("+")}
   output_json = output_json or os.path.join(workdir, "eval.json")
@@ -133,7 +156,7 @@ def evaluate_run(workdir: str, *, dataset: Optional[str] = None,
         verification=verification and first,
         validation_seen_in_training=name in trained_names,
         report_dir=report_dir if first else None,
-        tensorboard=images if first else None)
+        tensorboard=images if first else None, cuhk03_metric=cuhk03_metric)
 
   if splits:
     report_lib.warn_splits("training run", splits, stage_split)

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -135,8 +136,56 @@ def test_saved_model(run, tmp_path):
   np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, rtol=1e-5)
 
 
+def _run_with_eval_settings(workdir, tmp_path, **settings):
+  """A copy of the run whose config.json says config.eval.<key>=value."""
+  copy = str(tmp_path / "run_copy")
+  shutil.copytree(workdir, copy)
+  path = os.path.join(copy, "config.json")
+  with open(path) as f:
+    config = json.load(f)
+  for key, value in settings.items():
+    section, name = key.split(".")
+    config[section][name] = value
+  with open(path, "w") as f:
+    json.dump(config, f)
+  return copy
+
+
+def test_workdir_takes_eval_settings_from_the_run(run, tmp_path):
+  workdir, _, _ = run
+  copy = _run_with_eval_settings(workdir, tmp_path, **{
+      "eval.max_rank": 7, "eval.cir_topk": 2, "data.eval_batch_size": 5})
+  result = run_evaluation.evaluate_run(
+      copy, output_json=str(tmp_path / "r.json"), verification=False,
+      pictures=False)
+  assert len(result["cmc"]) == 7 and result["cir"]["mode"] == "top2"
+  # An explicit argument (a flag) wins over the run's setting.
+  result = run_evaluation.evaluate_run(
+      copy, output_json=str(tmp_path / "r2.json"), max_rank=9, cir_topk=0,
+      verification=False, pictures=False)
+  assert len(result["cmc"]) == 9 and "cir" not in result
+
+
+def test_training_time_evaluation_runs_cir_when_cir_topk_is_set(run, tmp_path):
+  workdir, config, _ = run
+  model, _ = checkpoints.restore_training_model(workdir)
+  config = config.copy_and_resolve_references()
+  config.eval.cir_topk = 2
+  dataset = stages.from_config.load_stage_dataset(config.stages.synthetic,
+                                                  config)
+  metrics = stages.evaluate_model(model, dataset, config)
+  assert metrics["cir"]["mode"] == "top2"
+  assert metrics["cir"]["sir"]["rank1"] == pytest.approx(metrics["rank1"])
+  writer = tf.summary.create_file_writer(str(tmp_path / "tb"))
+  stages.loop.write_eval_summaries(writer, metrics, 1)
+  writer.flush()
+  assert {"eval/rank1", "eval/cir_rank1"} <= _tags(str(tmp_path / "tb"))
+
+
 def test_command_line_evaluates_a_run(run, tmp_path):
   workdir, _, _ = run
+  # Unset flags come from the run: its (edited) eval.max_rank.
+  workdir = _run_with_eval_settings(workdir, tmp_path, **{"eval.max_rank": 12})
   out = tmp_path / "main.json"
   repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2",
@@ -152,6 +201,7 @@ def test_command_line_evaluates_a_run(run, tmp_path):
   assert printed["rank1"] == pytest.approx(written["rank1"])
   assert printed["cir_rank1"] == pytest.approx(written["cir"]["cir"]["rank1"])
   assert "verification" not in written and "pictures" not in written
+  assert len(written["cmc"]) == 12 and written["cir"]["mode"] == "top2"
 
 
 if __name__ == "__main__":

@@ -24,6 +24,8 @@ from keras_reid.data import from_config
 from keras_reid.data import pipeline
 from keras_reid.data import records as records_lib
 from keras_reid.evaluation import extract
+from keras_reid.evaluation import model_report
+from keras_reid.evaluation import protocols
 from keras_reid.evaluation import ranking
 from keras_reid.evaluation import report
 from keras_reid.models import backbones
@@ -62,20 +64,43 @@ def train_dataset_fn(dataset: records_lib.ReidDataset,
 
 
 def evaluate_model(model: keras.Model, dataset: records_lib.ReidDataset,
-                   config: config_dict.ConfigDict) -> dict:
-  """SIR evaluation of the training model on a dataset's query / gallery."""
+                   config: config_dict.ConfigDict, *,
+                   cuhk03_metric: bool = False) -> dict:
+  """Evaluation of the training model on a dataset's query / gallery.
+
+  SIR with config.eval's max_rank and rerank; with config.eval.cir_topk > 0
+  also CIR re-scoring of the SIR top-k by the verification head (under
+  "cir", see model_report.evaluate_dataset). cuhk03_metric: CUHK03's
+  classic single-gallery-shot CMC (stage_uses_cuhk03_metric).
+  """
   embedder = builders.build_embedder(model)
 
   @tf.function(reduce_retracing=True, autograph=False)
   def embed(images):
     return embedder(images, training=False)
 
-  return extract.evaluate_embedder(
-      embed, dataset,
+  kwargs = dict(
       image_size=(config.data.image_height, config.data.image_width),
       normalization=builders.normalization_for(config.model),
       batch_size=config.data.eval_batch_size, max_rank=config.eval.max_rank,
-      rerank=config.eval.rerank)
+      rerank=config.eval.rerank, cuhk03_metric=cuhk03_metric)
+  if config.eval.cir_topk:
+    scorer = extract.keras_pair_scorer(builders.build_pair_scorer(model))
+    return model_report.evaluate_dataset(
+        embed, dataset, pair_scorer=scorer, cir_topk=config.eval.cir_topk,
+        verification=False, **kwargs)
+  return extract.evaluate_embedder(embed, dataset, **kwargs)
+
+
+def stage_uses_cuhk03_metric(stage: config_dict.ConfigDict,
+                             config: config_dict.ConfigDict) -> bool:
+  """Whether the stage evaluates CUHK03's classic protocol (its first
+  dataset is cuhk03 with protocol=old) and so its CMC is the
+  single-gallery-shot one (not with config.eval.rerank)."""
+  names = stage.dataset.split("+")
+  options = from_config.parse_stage_options(stage.options, names)[names[0]]
+  return (protocols.is_cuhk03_classic(names[0], options)
+          and not config.eval.rerank)
 
 
 def _init_stage_model(model: keras.Model | None, stage: config_dict.ConfigDict,
@@ -210,8 +235,9 @@ def train(config: config_dict.ConfigDict, workdir: str) -> dict:
                    batch_size=stage.ids_per_batch * stage.images_per_id)]
     evaluate = None
     if dataset.query and dataset.gallery:
-      evaluate = functools.partial(evaluate_model, dataset=dataset,
-                                   config=config)
+      evaluate = functools.partial(
+          evaluate_model, dataset=dataset, config=config,
+          cuhk03_metric=stage_uses_cuhk03_metric(stage, config))
     stage_started = any(f.stage == name for f in progress.finished)
     for phase in phases:
       phase.global_step_offset = global_offset
