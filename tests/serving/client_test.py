@@ -185,7 +185,8 @@ def test_grpc_deadline(server, exported):
 def test_cli_prints_embeddings_distance_and_probability(
     server, exported, tmp_path, capsys):
   paths = []
-  for n, image in enumerate(exported.images(2, 2, 90, 40)):
+  images = exported.images(2, 2, 90, 40)
+  for n, image in enumerate(images):
     paths.append(str(tmp_path / f"{n}.png"))
     tf.io.write_file(paths[-1], tf.io.encode_png(image))
   if not flags.FLAGS.is_parsed():
@@ -196,7 +197,18 @@ def test_cli_prints_embeddings_distance_and_probability(
   assert f"embedding {paths[0]}" in out and f"embedding {paths[1]}" in out
   distance = float(out.split("euclidean distance: ")[1].split()[0])
   probability = float(out.split("same-person probability: ")[1].split()[0])
-  assert 0 < distance <= 2 and 0 <= probability <= 1
+  # Oracle: the SavedModel called in this process on the same pixels (PNG is
+  # lossless); the CLI prints 4 decimals.
+  loaded = tf.saved_model.load(exported.path)
+  want = loaded.signatures["serving_default"](images=tf.constant(images))
+  want = want["embeddings"].numpy()
+  assert distance == pytest.approx(np.linalg.norm(want[0] - want[1]),
+                                   abs=1e-4)
+  want_p = loaded.signatures["verify"](images_a=tf.constant(images[:1]),
+                                       images_b=tf.constant(images[1:]))
+  assert probability == pytest.approx(
+      float(want_p["same_probability"].numpy()[0]), abs=1e-4)
+  assert distance > 0  # two different images
   with flagsaver.flagsaver(server=server[0], model="nope"):
     assert client_main.main(["client"] + paths) == 1
   assert "Not served" in capsys.readouterr().err
