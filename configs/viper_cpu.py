@@ -11,8 +11,8 @@ the reid_pool stage, so the target stage starts from the ImageNet weights.
 
 The full method at CPU size: classification + 3 x verification with
 pairwise-consistent dropout, two-stepped fine-tuning, staged transfer through
-reid_pool (GRID, CAVIAR4REID, i-LIDS, 3DPeS) to VIPeR. Reads the data
-described in ../shared/data/README.md from $REID_DATA_ROOT. Its measured
+reid_pool (GRID, CAVIAR4REID, i-LIDS, 3DPeS) to VIPeR. Reads the real
+data from $REID_DATA_ROOT (the layout its own README.md describes). Its measured
 result and time are in bench/training_results.md.
 """
 
