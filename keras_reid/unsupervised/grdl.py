@@ -31,6 +31,7 @@ The public API uses the package's row convention: `features` is Y^T
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from typing import Callable
@@ -41,6 +42,21 @@ import scipy.linalg
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 import threadpoolctl  # scikit-learn's own dependency
+
+
+def limit_blas_threads(num: int | None):
+  """Context limiting BLAS / LAPACK threads (None: leave them as they are).
+
+  The solver is mostly chains of small BLAS calls (CG's 1-D dot products,
+  LAPACK's eigh of D^T D, per-atom matrix-vector products), where threading
+  costs more than it gives; on 2 busy cores it was ruinous (measured: ddot
+  of 20,000 doubles 19 ms threaded vs 3 us on one thread; eigh of a
+  512 x 512 matrix 9.3 s vs 0.28 s). Its few large GEMMs lose little on one
+  thread. Hence the solver's default of 1.
+  """
+  if num is None:
+    return contextlib.nullcontext()
+  return threadpoolctl.threadpool_limits(num, user_api="blas")
 
 
 @dataclasses.dataclass
@@ -129,21 +145,17 @@ def _solve_rotated(s, bt, lap, lam, zt0, rtol, maxiter, rcond, stats):
   def count(_):
     counter[0] += 1
 
-  # CG is a chain of SpMVs and 1-D dot products; threaded BLAS on vectors this
-  # short costs ~1,000x a single-threaded ddot (measured 19 ms vs 3 us on 2
-  # busy cores), so BLAS runs on one thread here and threaded in the GEMMs.
-  with threadpoolctl.threadpool_limits(1, user_api="blas"):
-    for i in np.flatnonzero(keep):
-      si = float(s[i])
-      op = spla.LinearOperator(
-          (n, n), matvec=lambda x, si=si: si * x + lapp @ x, dtype=np.float64)
-      inv_diag = 1.0 / (si + deg)
-      prec = spla.LinearOperator(
-          (n, n), matvec=lambda x, p=inv_diag: p * x, dtype=np.float64)
-      x0 = None if zt0 is None else zt0[i]
-      zt[i], info = spla.cg(op, bt[i], x0=x0, rtol=rtol, maxiter=maxiter,
-                            M=prec, callback=count)
-      unconverged += info > 0
+  for i in np.flatnonzero(keep):
+    si = float(s[i])
+    op = spla.LinearOperator(
+        (n, n), matvec=lambda x, si=si: si * x + lapp @ x, dtype=np.float64)
+    inv_diag = 1.0 / (si + deg)
+    prec = spla.LinearOperator(
+        (n, n), matvec=lambda x, p=inv_diag: p * x, dtype=np.float64)
+    x0 = None if zt0 is None else zt0[i]
+    zt[i], info = spla.cg(op, bt[i], x0=x0, rtol=rtol, maxiter=maxiter,
+                          M=prec, callback=count)
+    unconverged += info > 0
   stats["cg_iterations"] = stats.get("cg_iterations", 0) + counter[0]
   stats["unconverged_rows"] = stats.get("unconverged_rows", 0) + unconverged
   return zt, unconverged
@@ -151,8 +163,8 @@ def _solve_rotated(s, bt, lap, lam, zt0, rtol, maxiter, rcond, stats):
 
 def solve_codes(dictionary, features, lap, lam: float, *, init_codes=None,
                 rtol: float = 1e-6, maxiter: int | None = 300,
-                rcond: float = 1e-10, stats: dict | None = None
-                ) -> np.ndarray:
+                rcond: float = 1e-10, stats: dict | None = None,
+                blas_threads: int | None = 1) -> np.ndarray:
   """Z-step: codes minimising the objective for a fixed dictionary.
 
   Solves (D^T D) Z + 2 lam Z L = D^T Y (the factor 2: see the module
@@ -172,6 +184,8 @@ def solve_codes(dictionary, features, lap, lam: float, *, init_codes=None,
     stats: if given, a dict that receives the counts "cg_iterations" (all
       rows together), "unconverged_rows" and "zero_rows" (added to any
       values already there).
+    blas_threads: BLAS threads while solving (see `limit_blas_threads`);
+      None leaves the library's setting.
 
   Returns:
     codes: [N, K] float64 (Z^T).
@@ -181,22 +195,23 @@ def solve_codes(dictionary, features, lap, lam: float, *, init_codes=None,
   lap = _check_lap(lap, y.shape[0])
   if lam < 0:
     raise ValueError(f"lam must be >= 0, got {lam}.")
-  s, u = scipy.linalg.eigh(d.T @ d)
-  s = np.maximum(s, 0.0)
-  bt = (d @ u).T @ y.T  # [K, N] = U^T D^T Y
-  stats = {} if stats is None else stats
-  if init_codes is None:
-    zt0, _ = _solve_rotated(s, bt, lap, 0.0, None, rtol, maxiter, rcond, {})
-  else:
-    zt0 = u.T @ np.asarray(init_codes, np.float64).T
-  zt, unconverged = _solve_rotated(s, bt, lap, lam, zt0, rtol, maxiter, rcond,
-                                   stats)
-  if unconverged:
-    logging.warning(
-        "GRDL Z-step: CG reached maxiter=%s on %d of %d rows (objective "
-        "still decreased; raise maxiter or rtol for exact codes).",
-        maxiter, unconverged, len(s))
-  return (u @ zt).T
+  with limit_blas_threads(blas_threads):
+    s, u = scipy.linalg.eigh(d.T @ d)
+    s = np.maximum(s, 0.0)
+    bt = (d @ u).T @ y.T  # [K, N] = U^T D^T Y
+    stats = {} if stats is None else stats
+    if init_codes is None:
+      zt0, _ = _solve_rotated(s, bt, lap, 0.0, None, rtol, maxiter, rcond, {})
+    else:
+      zt0 = u.T @ np.asarray(init_codes, np.float64).T
+    zt, unconverged = _solve_rotated(s, bt, lap, lam, zt0, rtol, maxiter, rcond,
+                                     stats)
+    if unconverged:
+      logging.warning(
+          "GRDL Z-step: CG reached maxiter=%s on %d of %d rows (objective "
+          "still decreased; raise maxiter or rtol for exact codes).",
+          maxiter, unconverged, len(s))
+    return (u @ zt).T
 
 
 def _dictionary_step(a, b, d, sweeps: int, tol: float) -> np.ndarray:
@@ -204,22 +219,21 @@ def _dictionary_step(a, b, d, sweeps: int, tol: float) -> np.ndarray:
   d = np.asfortranarray(d, np.float64).copy()
   diag = np.diag(a)
   tiny = 1e-12 * max(float(diag.max()), 1e-300)
-  # Matrix-vector products: one BLAS thread is faster (see _solve_rotated).
-  with threadpoolctl.threadpool_limits(1, user_api="blas"):
-    for _ in range(sweeps):
-      d_old = d.copy()
-      for j in range(d.shape[1]):
-        if diag[j] <= tiny:  # unused atom: it does not enter the objective
-          continue
-        col = d[:, j] + (b[:, j] - d @ a[:, j]) / diag[j]
-        d[:, j] = col / max(1.0, float(np.linalg.norm(col)))
-      if np.linalg.norm(d - d_old) <= tol * max(np.linalg.norm(d), 1e-300):
-        break
+  for _ in range(sweeps):
+    d_old = d.copy()
+    for j in range(d.shape[1]):
+      if diag[j] <= tiny:  # unused atom: it does not enter the objective
+        continue
+      col = d[:, j] + (b[:, j] - d @ a[:, j]) / diag[j]
+      d[:, j] = col / max(1.0, float(np.linalg.norm(col)))
+    if np.linalg.norm(d - d_old) <= tol * max(np.linalg.norm(d), 1e-300):
+      break
   return d
 
 
 def update_dictionary(features, codes, dictionary, *, sweeps: int = 5,
-                      tol: float = 1e-6) -> np.ndarray:
+                      tol: float = 1e-6, blas_threads: int | None = 1
+                      ) -> np.ndarray:
   """D-step: min ||Y - D Z||_F^2 s.t. ||d_k||_2 <= 1, from `dictionary`.
 
   Args:
@@ -228,13 +242,15 @@ def update_dictionary(features, codes, dictionary, *, sweeps: int = 5,
     dictionary: [dim, K] warm start (D).
     sweeps: passes over the atoms (each pass never increases the fit).
     tol: stop when a pass moves D by less than tol * ||D||_F.
+    blas_threads: as in `solve_codes`.
 
   Returns:
     dictionary: [dim, K] float64, columns of norm <= 1.
   """
   y = _features64(features)
   z = np.asarray(codes, np.float64)
-  return _dictionary_step(z.T @ z, y.T @ z, dictionary, sweeps, tol)
+  with limit_blas_threads(blas_threads):
+    return _dictionary_step(z.T @ z, y.T @ z, dictionary, sweeps, tol)
 
 
 def initial_dictionary(features, num_atoms: int, seed: int = 0) -> np.ndarray:
@@ -254,7 +270,8 @@ def grdl(features, lap, num_atoms: int, lam: float, *, max_iter: int = 20,
          tol: float = 1e-4, seed: int = 0, init_dictionary=None,
          cg_rtol: float = 1e-6, cg_maxiter: int | None = 300,
          dictionary_sweeps: int = 5,
-         callback: Callable[[int, float], None] | None = None) -> GRDLResult:
+         callback: Callable[[int, float], None] | None = None,
+         blas_threads: int | None = 1) -> GRDLResult:
   """Alternates D-steps and Z-steps until the objective stops decreasing.
 
   Starts from a dictionary and its optimal codes, then each iteration runs a
@@ -276,6 +293,8 @@ def grdl(features, lap, num_atoms: int, lam: float, *, max_iter: int = 20,
     dictionary_sweeps: D-step passes over the atoms per iteration.
     callback: called as callback(iteration, objective) after each
       iteration (1-based), e.g. to write TensorBoard scalars.
+    blas_threads: BLAS threads for the whole run (see `limit_blas_threads`);
+      None leaves the library's setting.
 
   Returns:
     GRDLResult (dictionary [dim, K], codes [N, K], objective history, ...).
@@ -295,31 +314,33 @@ def grdl(features, lap, num_atoms: int, lam: float, *, max_iter: int = 20,
           f"init_dictionary is {d.shape}, expected ({y.shape[1]}, "
           f"{num_atoms}) = (feature dim, num_atoms).")
     d /= np.maximum(1.0, np.linalg.norm(d, axis=0))
-  yy = float(np.sum(y * y))
-  # Codes first, so that the returned codes are always optimal for the
-  # returned dictionary (what the pseudo labels are computed from).
-  z = solve_codes(d, y, lap, lam, rtol=cg_rtol, maxiter=cg_maxiter)
-  a, b = z.T @ z, y.T @ z
-  history = [_objective_from_grams(yy, d, a, b, z, lap, lam)]
-  after_dictionary, seconds = [], []
-  converged = False
-  it = 0
-  for it in range(1, max_iter + 1):
-    start = time.perf_counter()
-    d = _dictionary_step(a, b, d, dictionary_sweeps, 1e-6)
-    after_dictionary.append(_objective_from_grams(yy, d, a, b, z, lap, lam))
-    z = solve_codes(d, y, lap, lam, init_codes=z, rtol=cg_rtol,
-                    maxiter=cg_maxiter)
+  with limit_blas_threads(blas_threads):
+    yy = float(np.sum(y * y))
+    # Codes first, so that the returned codes are always optimal for the
+    # returned dictionary (what the pseudo labels are computed from).
+    z = solve_codes(d, y, lap, lam, rtol=cg_rtol, maxiter=cg_maxiter,
+                    blas_threads=None)
     a, b = z.T @ z, y.T @ z
-    history.append(_objective_from_grams(yy, d, a, b, z, lap, lam))
-    seconds.append(time.perf_counter() - start)
-    logging.info("GRDL iteration %d: objective %.6g (%.1f s)", it, history[-1],
-                 seconds[-1])
-    if callback is not None:
-      callback(it, history[-1])
-    if history[-2] - history[-1] <= tol * abs(history[-2]):
-      converged = True
-      break
+    history = [_objective_from_grams(yy, d, a, b, z, lap, lam)]
+    after_dictionary, seconds = [], []
+    converged = False
+    it = 0
+    for it in range(1, max_iter + 1):
+      start = time.perf_counter()
+      d = _dictionary_step(a, b, d, dictionary_sweeps, 1e-6)
+      after_dictionary.append(_objective_from_grams(yy, d, a, b, z, lap, lam))
+      z = solve_codes(d, y, lap, lam, init_codes=z, rtol=cg_rtol,
+                      maxiter=cg_maxiter, blas_threads=None)
+      a, b = z.T @ z, y.T @ z
+      history.append(_objective_from_grams(yy, d, a, b, z, lap, lam))
+      seconds.append(time.perf_counter() - start)
+      logging.info("GRDL iteration %d: objective %.6g (%.1f s)", it,
+                   history[-1], seconds[-1])
+      if callback is not None:
+        callback(it, history[-1])
+      if history[-2] - history[-1] <= tol * abs(history[-2]):
+        converged = True
+        break
   return GRDLResult(dictionary=d, codes=z, objective=history,
                     objective_after_dictionary=after_dictionary, iterations=it,
                     converged=converged, seconds=seconds)
