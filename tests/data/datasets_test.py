@@ -1,6 +1,7 @@
 """Tests of the dataset readers on small generated folders in each layout."""
 
 import csv
+import json
 import os
 
 import h5py
@@ -240,7 +241,6 @@ def test_inspect_last_line_is_json(tmp_path):
   _viper(tmp_path / "VIPeR", n=4)
   out = inspect_lib.inspect_dataset("viper", str(tmp_path),
                                    allow_incomplete=True)
-  import json
   counts = json.loads(out.splitlines()[-1])
   assert counts["num_train_ids"] == 2 and counts["num_cameras"] == 2
   assert "train" in out.splitlines()[1]

@@ -12,8 +12,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from configs import default as default_config
 from keras_reid.data import preprocessing
+from keras_reid.models import builders
 from keras_reid.serving import saved_model
+from keras_reid.training import checkpoints
 
 H, W = 64, 32
 
@@ -221,10 +224,6 @@ def test_version_numbering(tmp_path):
 
 
 def test_export_run_uses_the_restored_run(tmp_path, monkeypatch):
-  from configs import default as default_config
-  from keras_reid.models import builders
-  from keras_reid.training import checkpoints
-
   config = default_config.base_config()
   config.data.image_height, config.data.image_width = H, W
   config.model.weights = ""
