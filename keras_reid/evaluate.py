@@ -63,6 +63,7 @@ from typing import Any
 from absl import app
 from absl import flags
 
+from keras_reid import user_errors
 from keras_reid.evaluation import ranking
 from keras_reid.evaluation import report
 
@@ -194,4 +195,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(user_errors.one_line_errors(main))

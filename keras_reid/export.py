@@ -14,6 +14,7 @@ from typing import Sequence
 from absl import app
 from absl import flags
 
+from keras_reid import user_errors
 from keras_reid.serving import saved_model
 
 FLAGS = flags.FLAGS
@@ -31,4 +32,4 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(user_errors.one_line_errors(main))

@@ -19,6 +19,7 @@ import tensorflow as tf
 
 from keras_reid.data import datasets
 from keras_reid.data import from_config
+from keras_reid.data import pipeline
 from keras_reid.evaluation import extract
 from keras_reid.evaluation import model_report
 from keras_reid.evaluation import protocols
@@ -119,6 +120,7 @@ def evaluate_run(workdir: str, *, dataset: Optional[str] = None,
   Returns:
     The report dict, also written to output_json.
   """
+  origin = checkpoints.weights_origin(workdir)  # warns if the run is partial
   model, config = checkpoints.restore_training_model(workdir)
   max_rank = config.eval.max_rank if max_rank is None else max_rank
   rerank = config.eval.rerank if rerank is None else rerank
@@ -146,8 +148,11 @@ def evaluate_run(workdir: str, *, dataset: Optional[str] = None,
     if stage_split is not None and s != stage_split:
       logging.warning("The run trained on split %d; split %d's test "
                       "identities were training identities.", stage_split, s)
-    data = load(s)
-    return model_report.evaluate_dataset(
+    # Every image checked before any is embedded; with the run's
+    # data.skip_corrupt the bad ones are skipped and listed in the report.
+    data, skipped = pipeline.check_dataset_images(
+        load(s), skip_corrupt=config.data.skip_corrupt)
+    result = model_report.evaluate_dataset(
         embed, data, image_size=(config.data.image_height,
                                  config.data.image_width),
         normalization=builders.normalization_for(config.model),
@@ -157,6 +162,9 @@ def evaluate_run(workdir: str, *, dataset: Optional[str] = None,
         validation_seen_in_training=name in trained_names,
         report_dir=report_dir if first else None,
         tensorboard=images if first else None, cuhk03_metric=cuhk03_metric)
+    if skipped["num_skipped"]:
+      result["skipped_corrupt_images"] = skipped
+    return result
 
   if splits:
     report_lib.warn_splits("training run", splits, stage_split)
@@ -166,6 +174,7 @@ def evaluate_run(workdir: str, *, dataset: Optional[str] = None,
     result = one(chosen, True)
     result["split"] = chosen
   result["workdir"] = os.path.abspath(workdir)
+  result["weights_from"] = origin
   # The pictures go at the run's last training step, next to eval/rank1.
   step = sum(int(st.step1_steps) + int(st.step2_steps)
              for st in config.stages.values())

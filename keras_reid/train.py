@@ -18,6 +18,7 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from keras_reid import user_errors
 from keras_reid.training import stages
 
 # A config is a file (--config=PATH), never an imported module: the package
@@ -82,4 +83,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(user_errors.one_line_errors(main))

@@ -10,6 +10,7 @@ index tensors are constants and P is static.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 from typing import Sequence
@@ -137,6 +138,66 @@ def _check_images(records: Sequence[records_lib.Record], skip_corrupt: bool
                     records[bad[0]].path)
   bad_set = set(bad)
   return [i for i in range(len(records)) if i not in bad_set], len(bad)
+
+
+def check_dataset_images(dataset: records_lib.ReidDataset, *,
+                         skip_corrupt: bool
+                         ) -> tuple[records_lib.ReidDataset, dict]:
+  """Checks every image of train, query and gallery in one pass, up front.
+
+  Called before the first training step so that a corrupt query or gallery
+  image is found before training, not after it.
+
+  Args:
+    dataset: the dataset a run will use.
+    skip_corrupt: drop missing, undecodable and too large images (listed in
+      the returned dict) instead of raising.
+
+  Returns:
+    (the dataset without the bad images, {"train": [paths], "query":
+    [paths], "gallery": [paths], "num_skipped": total}; empty lists when
+    nothing was skipped).
+
+  Raises:
+    CorruptImageError: naming each bad file and its split, unless
+      skip_corrupt.
+  """
+  splits = {"train": dataset.train, "query": dataset.query,
+            "gallery": dataset.gallery}
+  flat = [(name, r) for name, recs in splits.items() for r in recs]
+  oversized: dict[int, tuple[int, int]] = {}
+  bad = set(validate_images([r.path for _, r in flat], oversized))
+  skipped = {name: [] for name in splits}
+  for i in sorted(bad):
+    skipped[flat[i][0]].append(flat[i][1].path)
+  if bad and not skip_corrupt:
+    shown = []
+    for i in sorted(bad)[:5]:
+      name, r = flat[i]
+      why = (f" (header declares {oversized[i][1]}x{oversized[i][0]} pixels,"
+             f" over the limit of {preprocessing.MAX_IMAGE_PIXELS})"
+             if i in oversized else "")
+      shown.append(f"{name}: {r.path!r}{why}")
+    more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+    counts = ", ".join(f"{len(v)} {k}" for k, v in skipped.items() if v)
+    raise CorruptImageError(
+        f"{dataset.name}: {len(bad)} image file(s) ({counts}) are missing, "
+        f"cannot be decoded as jpg/png/bmp/gif or are too large: "
+        f"{'; '.join(shown)}{more}. Fix or remove them, or pass "
+        "skip_corrupt=True (config data.skip_corrupt) to skip them in "
+        "training and evaluation (the evaluation report lists them).")
+  skipped["num_skipped"] = len(bad)
+  if not bad:
+    return dataset, skipped
+  logging.warning("%s: skipping %d corrupt image(s) (%s), e.g. %s",
+                  dataset.name, len(bad),
+                  ", ".join(f"{len(skipped[k])} {k}" for k in splits),
+                  flat[min(bad)][1].path)
+  kept = {}
+  for name, recs in splits.items():
+    drop = set(skipped[name])
+    kept[name] = [r for r in recs if r.path not in drop]
+  return dataclasses.replace(dataset, **kept), skipped
 
 
 def pair_indices(ids_per_batch: int, images_per_id: int

@@ -7,7 +7,9 @@ TensorFlow (tests/tf_free_test.py).
 
 from __future__ import annotations
 
+import os
 import time
+import zipfile
 from typing import Optional
 
 import numpy as np
@@ -52,7 +54,21 @@ FEATURE_KEYS = ("query_features", "gallery_features", "query_pids",
 
 
 def load_feature_file(path: str) -> dict:
-  """Reads and checks a features .npz (keys `FEATURE_KEYS`)."""
+  """Reads and checks a features .npz (keys `FEATURE_KEYS`).
+
+  Raises:
+    FileNotFoundError: no such file.
+    ValueError: not an .npz archive, or missing / inconsistent arrays.
+  """
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"features file {path!r} does not exist.")
+  if not zipfile.is_zipfile(path):
+    # np.load would try a pickle and answer with an allow_pickle hint.
+    raise ValueError(
+        f"{path} is not an .npz file (a zip archive of named arrays); write "
+        "the features with np.savez(path, query_features=..., "
+        "gallery_features=..., query_pids=..., gallery_pids=..., "
+        "query_camids=..., gallery_camids=...).")
   with np.load(path, allow_pickle=False) as data:
     missing = [k for k in FEATURE_KEYS if k not in data.files]
     if missing:

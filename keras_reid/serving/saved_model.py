@@ -218,7 +218,8 @@ def next_version(export_base: str) -> int:
 def export_saved_model(embedder: keras.Model, pair_scorer: keras.Model, *,
                        export_base: str, image_size: tuple[int, int],
                        normalization: str,
-                       version: Optional[int] = None) -> str:
+                       version: Optional[int] = None,
+                       extra_info: Optional[dict] = None) -> str:
   """Writes a versioned SavedModel with the three serving signatures.
 
   The version is written to a hidden temporary folder and renamed into place,
@@ -233,6 +234,8 @@ def export_saved_model(embedder: keras.Model, pair_scorer: keras.Model, *,
     image_size: (H, W), the models' input size.
     normalization: a key of keras_reid.data.preprocessing.NORMALIZATIONS.
     version: the version number; None = next_version(export_base).
+    extra_info: more JSON-serialisable entries for export_info.json (e.g.
+      "weights_from": which stage and step of a run the weights come from).
 
   Returns:
     The version folder, `<export_base>/<version>`.
@@ -269,6 +272,7 @@ def export_saved_model(embedder: keras.Model, pair_scorer: keras.Model, *,
         "max_encoded_bytes": MAX_ENCODED_BYTES,
         "max_image_pixels": MAX_IMAGE_PIXELS,
         "signatures": list(SIGNATURES),
+        **(extra_info or {}),
     }
     os.makedirs(os.path.join(tmp, "assets.extra"), exist_ok=True)
     with open(os.path.join(tmp, EXPORT_INFO_FILE), "w") as f:
@@ -295,10 +299,12 @@ def export_run(workdir: str, export_base: str) -> str:
   from keras_reid.models import builders
   from keras_reid.training import checkpoints
 
+  origin = checkpoints.weights_origin(workdir)  # warns if the run is partial
   training_model, config = checkpoints.restore_training_model(workdir)
   return export_saved_model(
       builders.build_embedder(training_model),
       builders.build_pair_scorer(training_model),
       export_base=export_base,
       image_size=(config.data.image_height, config.data.image_width),
-      normalization=builders.normalization_for(config.model))
+      normalization=builders.normalization_for(config.model),
+      extra_info={"weights_from": origin})

@@ -15,6 +15,7 @@ import json
 import os
 from typing import Any
 
+from absl import logging
 import keras
 import tensorflow as tf
 from ml_collections import config_dict
@@ -54,12 +55,28 @@ class Progress:
     path = os.path.join(workdir, PROGRESS_FILE)
     if not os.path.exists(path):
       return cls()
-    with open(path) as f:
-      data = json.load(f)
-    # Stored relative to the run directory, so a run can be moved or copied.
-    return cls([FinishedPhase(**dict(
-        item, checkpoint=os.path.join(workdir, item["checkpoint"])))
-                for item in data["finished"]])
+    try:
+      with open(path) as f:
+        data = json.load(f)
+      finished = []
+      for item in data["finished"]:
+        phase = FinishedPhase(**item)
+        if not (isinstance(phase.stage, str) and phase.phase in (1, 2)
+                and isinstance(phase.num_classes, int)
+                and isinstance(phase.checkpoint, str)):
+          raise TypeError(f"bad entry {item!r}")
+        # Stored relative to the run directory, so a run can be moved.
+        phase.checkpoint = os.path.join(workdir, phase.checkpoint)
+        finished.append(phase)
+    except (ValueError, KeyError, TypeError) as e:  # JSONDecodeError too
+      raise ValueError(
+          f"{path} is damaged or not a keras_reid progress file "
+          f"({type(e).__name__}: {e}). It should be {{\"finished\": [{{"
+          "\"stage\", \"phase\", \"num_classes\", \"checkpoint\"}, ...]}, "
+          "written by python -m keras_reid.train. Restore it from a backup "
+          "if you have one; otherwise move it away to retrain this run from "
+          "the start, or pass a new --workdir.") from None
+    return cls(finished)
 
   def save(self, workdir: str) -> None:
     path = os.path.join(workdir, PROGRESS_FILE)
@@ -109,6 +126,48 @@ def rebuild_model(config: config_dict.ConfigDict, num_classes: int,
       seed=config.seed)
   restore_weights(model, checkpoint_path)
   return model
+
+
+def weights_origin(workdir: str) -> dict:
+  """Which stage and step a run's latest weights come from.
+
+  A run whose last finished step is not the last step of its config (it was
+  interrupted, or is still training) is partial: a warning says so, and the
+  returned dict, which evaluation reports and export_info.json record, has
+  "complete": False.
+
+  Returns:
+    {"stage": name, "step": 1 or 2, "complete": bool, "finished": ["stage/
+    stepN", ...], "config_ends_at": "stage/stepN"}.
+
+  Raises:
+    FileNotFoundError: the run has no config or no finished step.
+  """
+  config = config_lib.load_config(workdir)
+  progress = Progress.load(workdir)
+  if progress.last is None:
+    raise FileNotFoundError(
+        f"Run {workdir!r} has no finished training step yet "
+        f"({PROGRESS_FILE} is missing or empty); train it first.")
+  planned = [(name, phase) for name, stage in config.stages.items()
+             for phase, steps in ((1, stage.step1_steps),
+                                  (2, stage.step2_steps)) if int(steps) > 0]
+  last = (progress.last.stage, progress.last.phase)
+  origin = {
+      "stage": last[0], "step": last[1],
+      "complete": bool(planned) and last == planned[-1],
+      "finished": [f"{f.stage}/step{f.phase}" for f in progress.finished],
+      "config_ends_at": (f"{planned[-1][0]}/step{planned[-1][1]}"
+                         if planned else None),
+  }
+  if not origin["complete"]:
+    logging.warning(
+        "Run %s is partial: its latest weights come from stage %r step %d, "
+        "but its config ends at %s (the run was interrupted or is still "
+        "training). Resume it with python -m keras_reid.train --workdir=%s "
+        "for the final weights.", workdir, last[0], last[1],
+        origin["config_ends_at"], workdir)
+  return origin
 
 
 def restore_training_model(

@@ -169,8 +169,21 @@ def check_config(config: config_dict.ConfigDict) -> None:
       expect_in(f"stages.{name}.dataset", dataset, datasets.DATASETS)
 
 
+def _has_trained(workdir: str) -> bool:
+  """Whether any training step of the run has been checkpointed."""
+  ckpt_root = os.path.join(workdir, "checkpoints")
+  return os.path.exists(os.path.join(workdir, checkpoints.PROGRESS_FILE)) or (
+      os.path.isdir(ckpt_root) and any(
+          files for _, _, files in os.walk(ckpt_root)))
+
+
 def _check_same_config(config: config_dict.ConfigDict, workdir: str) -> None:
-  """A run resumes only with the config it started with."""
+  """A run resumes only with the config it started with.
+
+  A run that has not checkpointed a single training step (e.g. it failed
+  on a wrong dataset root) has nothing to resume: a changed config is then
+  accepted and replaces config.json.
+  """
   path = os.path.join(workdir, config_lib.CONFIG_FILE)
   if not os.path.exists(path):
     return
@@ -179,6 +192,11 @@ def _check_same_config(config: config_dict.ConfigDict, workdir: str) -> None:
   if previous != current:
     changed = sorted(k for k in set(previous) | set(current)
                      if previous.get(k) != current.get(k))
+    if not _has_trained(workdir):
+      logging.warning("Run directory %s has no checkpoint yet; its config "
+                      "changed (sections %s) and is replaced.", workdir,
+                      changed)
+      return
     raise ValueError(
         f"Run directory {workdir!r} was started with a different config "
         f"(sections differing: {changed}). Resume with the same config, or "
@@ -200,6 +218,15 @@ def train(config: config_dict.ConfigDict, workdir: str) -> dict:
   """
   check_config(config)
   _check_same_config(config, workdir)
+  # Every stage's dataset is read and every image it will use (train, query,
+  # gallery) checked before config.json is written and before the first
+  # training step: a wrong root or a corrupt query image fails here.
+  stage_datasets, skipped_images = {}, {}
+  for name, stage in config.stages.items():
+    dataset = from_config.load_stage_dataset(stage, config)
+    stage_datasets[name], skipped_images[name] = (
+        pipeline.check_dataset_images(
+            dataset, skip_corrupt=config.data.skip_corrupt))
   config_lib.save_config(config, workdir)
   keras.utils.set_random_seed(config.seed)
   if config.train.deterministic:
@@ -216,7 +243,7 @@ def train(config: config_dict.ConfigDict, workdir: str) -> dict:
   started = time.perf_counter()
 
   for stage_index, (name, stage) in enumerate(config.stages.items()):
-    dataset = from_config.load_stage_dataset(stage, config)
+    dataset = stage_datasets[name]
     num_classes = len({r.pid for r in dataset.train})
     logging.info("Stage %s: %s", name, dataset.summary())
     if dataset.pid_names:  # string pids of a manifest: keep their numbering
@@ -273,6 +300,9 @@ def train(config: config_dict.ConfigDict, workdir: str) -> dict:
           else:  # no training at all: evaluates the initial features
             model = _init_stage_model(None, stage, config, num_classes)
       final_metrics = evaluate(model)
+      if skipped_images[name]["num_skipped"]:
+        # Listed once, here and in metrics.json, not logged per pipeline.
+        final_metrics["skipped_corrupt_images"] = skipped_images[name]
       loop.write_eval_summaries(writer, final_metrics, global_offset)
       report.write_json(os.path.join(workdir, "eval", f"{name}.json"),
                         final_metrics)
@@ -281,6 +311,8 @@ def train(config: config_dict.ConfigDict, workdir: str) -> dict:
 
   writer.flush()
   final_metrics = dict(final_metrics, train_seconds=time.perf_counter() - started)
+  final_metrics["num_skipped_corrupt_images"] = sum(
+      v["num_skipped"] for v in skipped_images.values())
   report.write_json(os.path.join(workdir, METRICS_FILE), final_metrics)
   return final_metrics
 

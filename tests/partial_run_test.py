@@ -1,0 +1,141 @@
+"""Partial runs are reported as such; damaged inputs give one-line errors.
+
+A run whose last finished step is not its config's last one is exported and
+evaluated with a warning, and export_info.json / the report say which stage
+and step the weights come from. A damaged or foreign progress.json and a
+features file that is not an .npz name the file and what to do, and the
+entry points print them as one line (the traceback with --verbosity=1).
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from keras_reid import run_evaluation
+from keras_reid.evaluation import features
+from keras_reid.serving import saved_model
+from keras_reid.training import checkpoints
+from keras_reid.training import stages
+from tests.training import tiny_config
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+  base = tmp_path_factory.mktemp("partial")
+  config = tiny_config.get_config()
+  config.data.synthetic_dir = str(base / "synthetic")
+  config.stages.synthetic.update(dict(step1_steps=1, step2_steps=1))
+  workdir = str(base / "run")
+  stages.train(config, workdir)
+  return workdir
+
+
+def _partial_copy(workdir, dest):
+  """The run as if killed after step 1: step 2 not in progress.json."""
+  shutil.copytree(workdir, dest)
+  path = os.path.join(dest, checkpoints.PROGRESS_FILE)
+  with open(path) as f:
+    data = json.load(f)
+  data["finished"] = data["finished"][:1]
+  with open(path, "w") as f:
+    json.dump(data, f)
+  return dest
+
+
+def _run(*args):
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3",
+             PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+  return subprocess.run([sys.executable, "-m", *args], cwd=REPO, env=env,
+                        capture_output=True, text=True, timeout=300)
+
+
+def test_complete_run_says_so(run, tmp_path):
+  origin = checkpoints.weights_origin(run)
+  assert origin == {"stage": "synthetic", "step": 2, "complete": True,
+                    "finished": ["synthetic/step1", "synthetic/step2"],
+                    "config_ends_at": "synthetic/step2"}
+  path = saved_model.export_run(run, str(tmp_path / "export"))
+  with open(os.path.join(path, saved_model.EXPORT_INFO_FILE)) as f:
+    assert json.load(f)["weights_from"]["complete"] is True
+
+
+def test_partial_run_warns_and_records_its_stage_and_step(run, tmp_path,
+                                                          caplog):
+  partial = _partial_copy(run, str(tmp_path / "partial"))
+  path = saved_model.export_run(partial, str(tmp_path / "export"))
+  with open(os.path.join(path, saved_model.EXPORT_INFO_FILE)) as f:
+    origin = json.load(f)["weights_from"]
+  assert (origin["stage"], origin["step"], origin["complete"]) == (
+      "synthetic", 1, False)
+  assert origin["config_ends_at"] == "synthetic/step2"
+  assert any("is partial" in r.getMessage() and "step 1" in r.getMessage()
+             for r in caplog.records)
+  out = str(tmp_path / "eval.json")
+  run_evaluation.evaluate_run(partial, output_json=out, pictures=False,
+                              verification=False)
+  with open(out) as f:
+    report = json.load(f)
+  assert report["weights_from"]["step"] == 1
+  assert report["weights_from"]["complete"] is False
+
+
+@pytest.mark.parametrize("content", ["{not json", "[1, 2]",
+                                     '{"finished": [{"stage": 3}]}'])
+def test_damaged_progress_names_the_file(run, tmp_path, content):
+  broken = str(tmp_path / "broken")
+  shutil.copytree(run, broken)
+  path = os.path.join(broken, checkpoints.PROGRESS_FILE)
+  with open(path, "w") as f:
+    f.write(content)
+  with pytest.raises(ValueError, match=r"progress\.json is damaged or not a "
+                     r"keras_reid progress file.*move it away"):
+    checkpoints.Progress.load(broken)
+
+
+def test_entry_points_print_user_errors_as_one_line(run, tmp_path):
+  broken = str(tmp_path / "broken")
+  shutil.copytree(run, broken)
+  with open(os.path.join(broken, checkpoints.PROGRESS_FILE), "w") as f:
+    f.write("{not json")
+  proc = _run("keras_reid.export", f"--workdir={broken}",
+              f"--export_dir={tmp_path / 'export'}")
+  assert proc.returncode == 1
+  assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
+  last = proc.stderr.strip().splitlines()[-1]
+  assert last.startswith("error: ") and "progress.json is damaged" in last
+
+  text = tmp_path / "features.txt"
+  text.write_text("query_features,gallery_features\n1,2\n")
+  with pytest.raises(ValueError, match="is not an .npz file"):
+    features.load_feature_file(str(text))
+  proc = _run("keras_reid.evaluate", f"--features={text}")
+  assert proc.returncode == 1
+  assert "Traceback" not in proc.stderr and "allow_pickle" not in proc.stderr
+  assert proc.stderr.strip().splitlines()[-1].startswith(
+      f"error: {text} is not an .npz file")
+  # The traceback stays available.
+  proc = _run("keras_reid.evaluate", f"--features={text}", "--verbosity=1")
+  assert proc.returncode != 0 and "Traceback" in proc.stderr
+
+
+def test_npz_features_still_load(tmp_path):
+  rng = np.random.default_rng(0)
+  path = str(tmp_path / "f.npz")
+  np.savez(path, query_features=rng.normal(size=(2, 3)),
+           gallery_features=rng.normal(size=(3, 3)), query_pids=[1, 2],
+           gallery_pids=[1, 2, 2], query_camids=[0, 0],
+           gallery_camids=[1, 1, 1])
+  assert features.load_feature_file(path)["gallery_pids"].tolist() == [1, 2, 2]
+
+
+if __name__ == "__main__":
+  raise SystemExit(pytest.main([__file__, "-q", "-p", "no:cacheprovider"]))
