@@ -22,7 +22,7 @@ The large-set stage (ImageNet -> reid_pool) is trained once per base network
 (row kind "pool") and reused by every staged row and split through
 `--config.stages.viper.init=<pool run dir>`.
 
-  REID_DATA_ROOT=../shared/data nice -n 10 python bench/reproduce.py \
+  REID_DATA_ROOT=/path/to/data nice -n 10 python bench/reproduce.py \
       --splits=0-4 [--rows=direct_method,direct_cls_only] [--dry_run]
 
 Only writes the tables (no training): --report_only.
@@ -347,7 +347,7 @@ def write_reports(results: dict[str, dict[int, dict]], runs: list[dict]) -> None
       "",
       "Written by `bench/reproduce.py` (do not edit by hand); command:",
       "",
-      "    REID_DATA_ROOT=../shared/data nice -n 10 python bench/reproduce.py "
+      "    REID_DATA_ROOT=/path/to/data nice -n 10 python bench/reproduce.py "
       f"--splits={_SPLITS.value}",
       "",
       "Recipe: configs/viper_cpu.py (MobileNet v1 0.5 ImageNet weights, 128x64,"
