@@ -380,7 +380,8 @@ def make_train_dataset(records: Sequence[records_lib.Record], *,
                        augment_seed: int | None = None,
                        skip_corrupt: bool = False,
                        labels: Sequence[int] | None = None,
-                       validate: bool = True) -> tf.data.Dataset:
+                       validate: bool = True,
+                       first_batch: int = 0) -> tf.data.Dataset:
   """Infinite dataset of K x M training batches with their pairs.
 
   Args:
@@ -405,6 +406,9 @@ def make_train_dataset(records: Sequence[records_lib.Record], *,
       pids to 0..N-1.
     validate: decode every file once up front (needed for skip_corrupt and
       for errors naming the file).
+    first_batch: start at this batch of the sequence (batch t depends on
+      (seed, t) only, so a resumed run continues exactly where it stopped
+      without replaying the batches before).
 
   Returns:
     tf.data.Dataset of dicts, B = K * M:
@@ -482,7 +486,7 @@ def make_train_dataset(records: Sequence[records_lib.Record], *,
         "pair_same": tf.constant(ps),
     }
 
-  ds = tf.data.Dataset.counter().flat_map(sample)
+  ds = tf.data.Dataset.counter(int(first_batch)).flat_map(sample)
   ds = ds.map(load, num_parallel_calls=AUTOTUNE, deterministic=True)
   ds = ds.batch(batch, drop_remainder=True)
   ds = ds.map(finish, num_parallel_calls=AUTOTUNE, deterministic=True)

@@ -11,11 +11,25 @@ import tensorflow as tf
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
 
 
+def _mirrored_devices() -> list[str] | None:
+  """Every local GPU; without GPUs, every logical CPU device if several.
+
+  Several logical CPUs (tf.config.set_logical_device_configuration) let a
+  machine without GPUs run (and test) two replicas; MirroredStrategy's own
+  default would use one CPU only.
+  """
+  if tf.config.list_physical_devices("GPU"):
+    return None  # MirroredStrategy's default: all local GPUs
+  cpus = tf.config.list_logical_devices("CPU")
+  return [d.name for d in cpus] if len(cpus) > 1 else None
+
+
 def make_strategy(name: str) -> tf.distribute.Strategy:
   """Returns the strategy named by config.train.distribute.
 
   Args:
-    name: "default" (one device), "mirrored" (all local GPUs),
+    name: "default" (one device), "mirrored" (all local GPUs, or all
+      logical CPU devices on a machine without GPU),
       "multi_worker" (MultiWorkerMirroredStrategy across the machines listed
       in the TF_CONFIG environment variable), or "auto": multi_worker when
       TF_CONFIG names several workers, mirrored with several local GPUs,
@@ -39,7 +53,7 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
           "variable (cluster and task of this worker); see README.md.")
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
   elif name == "mirrored":
-    strategy = tf.distribute.MirroredStrategy()
+    strategy = tf.distribute.MirroredStrategy(devices=_mirrored_devices())
   else:
     strategy = tf.distribute.get_strategy()
   logging.info("Distribution: %s with %d replica(s).", name,

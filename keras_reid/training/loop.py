@@ -253,7 +253,9 @@ def run_phase(model: keras.Model, phase: Phase, *,
     model: the training model (see builders.build_training_model).
     phase: what to run.
     make_dataset: input_context -> infinite tf.data.Dataset of training
-      batches (see keras_reid.data.pipeline.make_train_dataset).
+      batches (see keras_reid.data.pipeline.make_train_dataset). Under a
+      strategy whose iterator cannot be checkpointed (mirrored,
+      multi_worker) a resumed phase calls it with `first_batch=` too.
     config: the run's config (train, loss, model sections are read).
     strategy: the distribution strategy the model was built under.
     workdir: run directory; checkpoints go to checkpoints/<stage>/step<n>.
@@ -273,9 +275,15 @@ def run_phase(model: keras.Model, phase: Phase, *,
   dataset = strategy.distribute_datasets_from_function(make_dataset)
   iterator = iter(dataset)
   step_counter = tf.Variable(0, dtype=tf.int64, trainable=False)
-  checkpoint = tf.train.Checkpoint(
-      model=model, optimizer=optimizer, iterator=iterator, step=step_counter,
-      seeds=checkpoints.seed_state_variables(model))
+  state = dict(model=model, optimizer=optimizer, step=step_counter,
+               seeds=checkpoints.seed_state_variables(model))
+  # The iterators of MirroredStrategy and MultiWorkerMirroredStrategy cannot
+  # be checkpointed (not Trackable in TF 2.21): their pipelines are restarted
+  # at the batch where the run stopped instead (below).
+  iterator_saved = isinstance(iterator, tf.__internal__.tracking.Trackable)
+  if iterator_saved:
+    state["iterator"] = iterator
+  checkpoint = tf.train.Checkpoint(**state)
   manager = tf.train.CheckpointManager(
       checkpoint, checkpoints.phase_dir(workdir, phase.stage, phase.phase),
       max_to_keep=config.train.max_checkpoints)
@@ -284,6 +292,15 @@ def run_phase(model: keras.Model, phase: Phase, *,
     logging.info("Resuming %s step %d at iteration %d from %s", phase.stage,
                  phase.phase, int(step_counter.numpy()),
                  manager.latest_checkpoint)
+    done = int(step_counter.numpy())
+    if not iterator_saved and done:
+      # Batch t of a pipeline depends on (seed, t) only; each pipeline has
+      # fed num_replicas_in_sync / num_input_pipelines batches per step.
+      def resumed(context: tf.distribute.InputContext) -> tf.data.Dataset:
+        per_step = (context.num_replicas_in_sync
+                    // max(1, context.num_input_pipelines))
+        return make_dataset(context, first_batch=done * per_step)
+      iterator = iter(strategy.distribute_datasets_from_function(resumed))
 
   train_step = make_train_step(model, optimizer, strategy,
                                loss_weights(config.loss, phase.phase,

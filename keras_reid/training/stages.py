@@ -46,8 +46,13 @@ def train_dataset_fn(dataset: records_lib.ReidDataset,
                      stage: config_dict.ConfigDict,
                      config: config_dict.ConfigDict, normalization: str,
                      seed: int):
-  """input_context -> the stage's training batches (one pipeline per worker)."""
-  def make(context: tf.distribute.InputContext) -> tf.data.Dataset:
+  """input_context -> the stage's training batches (one pipeline per worker).
+
+  The returned function also takes `first_batch` (make_train_dataset's), to
+  resume a pipeline whose iterator could not be checkpointed.
+  """
+  def make(context: tf.distribute.InputContext,
+           first_batch: int = 0) -> tf.data.Dataset:
     return pipeline.make_train_dataset(
         dataset.train, ids_per_batch=stage.ids_per_batch,
         images_per_id=stage.images_per_id,
@@ -59,7 +64,7 @@ def train_dataset_fn(dataset: records_lib.ReidDataset,
         seed=seed + 7919 * context.input_pipeline_id,
         augment_seed=(config.seed if config.data.augment_mode == "fixed"
                       else None),
-        skip_corrupt=config.data.skip_corrupt)
+        skip_corrupt=config.data.skip_corrupt, first_batch=first_batch)
   return make
 
 
