@@ -320,21 +320,38 @@ def apply_transforms(images: tf.Tensor, transforms: tf.Tensor) -> tf.Tensor:
 
 
 def _contiguous_labels(records: Sequence[records_lib.Record],
-                       labels: Sequence[int] | None) -> np.ndarray:
+                       labels) -> tuple[np.ndarray, np.ndarray]:
+  """(class per record int32 [N], the label each record's batches carry).
+
+  The label carried is the class itself (int32 [N]) for pids or hard
+  labels, the distribution (float32 [N, C]) for soft labels, whose class
+  (for K x M grouping and verification pairs) is the argmax.
+  """
   if labels is None:
     pids = np.asarray([r.pid for r in records])
     _, inverse = np.unique(pids, return_inverse=True)
-    return inverse.astype(np.int32)
+    return inverse.astype(np.int32), inverse.astype(np.int32)
   labels = np.asarray(labels)
+  if labels.ndim == 2 and labels.shape[0] == len(records):
+    if not np.issubdtype(labels.dtype, np.floating) or not labels.shape[1]:
+      raise ValueError(
+          f"soft labels must be float [N, num_classes]; got dtype "
+          f"{labels.dtype}, shape {labels.shape}.")
+    if not (np.all(labels >= 0) and np.allclose(labels.sum(axis=1), 1.0,
+                                                atol=1e-3)):
+      raise ValueError("soft labels must be non-negative rows summing to 1 "
+                       "(a distribution over classes per record).")
+    return (labels.argmax(axis=1).astype(np.int32),
+            labels.astype(np.float32))
   if labels.shape != (len(records),):
     raise ValueError(
         f"labels has shape {labels.shape}; expected one label per record "
-        f"({len(records)},).")
+        f"({len(records)},), or soft labels ({len(records)}, num_classes).")
   if not np.issubdtype(labels.dtype, np.integer) or (
       len(labels) and labels.min() < 0):
     raise ValueError("labels must be non-negative integers (class indices), "
                      f"got dtype {labels.dtype}, min {labels.min()}.")
-  return labels.astype(np.int32)
+  return labels.astype(np.int32), labels.astype(np.int32)
 
 
 class _Sampler:
@@ -379,7 +396,7 @@ def make_train_dataset(records: Sequence[records_lib.Record], *,
                        flip: bool = True, seed: int = 0,
                        augment_seed: int | None = None,
                        skip_corrupt: bool = False,
-                       labels: Sequence[int] | None = None,
+                       labels=None,
                        validate: bool = True,
                        first_batch: int = 0) -> tf.data.Dataset:
   """Infinite dataset of K x M training batches with their pairs.
@@ -401,9 +418,11 @@ def make_train_dataset(records: Sequence[records_lib.Record], *,
       same in every pipeline whatever its `seed`.
     skip_corrupt: skip (and log the count of) undecodable files instead of
       raising CorruptImageError naming them.
-    labels: optional integer class index per record (e.g. the pseudo labels
-      of self-training: one hard label per image) used instead of mapping
-      pids to 0..N-1.
+    labels: optional labels used instead of mapping pids to 0..N-1 (the
+      pseudo labels of self-training / co-training; pids are then never
+      read): int [N] class indices (hard), or float [N, C] distributions
+      over C classes (soft), whose argmax is the class that groups the
+      K x M batches and decides the pairs' same / different.
     validate: decode every file once up front (needed for skip_corrupt and
       for errors naming the file).
     first_batch: start at this batch of the sequence (batch t depends on
@@ -413,7 +432,8 @@ def make_train_dataset(records: Sequence[records_lib.Record], *,
   Returns:
     tf.data.Dataset of dicts, B = K * M:
       "images": float32 [B, H, W, 3] normalised,
-      "labels": int32 [B] class indices (contiguous 0..N-1 from pids),
+      "labels": int32 [B] class indices (contiguous 0..N-1 from pids), or
+        with soft `labels` float32 [B, C] distributions,
       "pair_i", "pair_j": int32 [P] batch indices, i < j,
       "pair_same": float32 [P] 1 for same identity, 0 otherwise.
     Iterating it again restarts the same sequence of batches.
@@ -427,7 +447,7 @@ def make_train_dataset(records: Sequence[records_lib.Record], *,
   if not records:
     raise ValueError("make_train_dataset got no training records: the "
                      "dataset's train split is empty.")
-  class_of = _contiguous_labels(records, labels)
+  class_of, label_values = _contiguous_labels(records, labels)
   keep = list(range(len(records)))
   if validate or skip_corrupt:
     keep, _ = _check_images(records, skip_corrupt)
@@ -453,7 +473,16 @@ def make_train_dataset(records: Sequence[records_lib.Record], *,
       keys=None if augment_seed is None else [r.path for r in records])
   transforms = tf.constant(transforms.reshape(-1, 8))
   paths = tf.constant([r.path for r in records])
-  label_table = tf.constant(class_of)
+  soft_classes = label_values.shape[1] if label_values.ndim == 2 else 0
+  if soft_classes:
+    # Soft labels are sparse (top-m classes per image): carry each row's
+    # non-zero classes and weights, [N, m], not the dense [N, C] table.
+    width = max(1, int((label_values > 0).sum(axis=1).max()))
+    top = np.argsort(-label_values, axis=1, kind="stable")[:, :width]
+    label_table = (tf.constant(top.astype(np.int32)),
+                   tf.constant(np.take_along_axis(label_values, top, 1)))
+  else:
+    label_table = tf.constant(label_values)
   pi, pj, ps = pair_indices(ids_per_batch, images_per_id)
   batch = ids_per_batch * images_per_id
   image_size = (int(image_size[0]), int(image_size[1]))
@@ -466,7 +495,8 @@ def make_train_dataset(records: Sequence[records_lib.Record], *,
     variant.set_shape([batch])
     return tf.data.Dataset.from_tensor_slices(dict(
         path=tf.gather(paths, index),
-        labels=tf.gather(label_table, index),
+        labels=tf.nest.map_structure(lambda t: tf.gather(t, index),
+                                     label_table),
         transform=tf.gather(transforms, index * copies + variant)))
 
   def load(item):
@@ -478,9 +508,14 @@ def make_train_dataset(records: Sequence[records_lib.Record], *,
     images = b["images"]
     if copies > 1:
       images = apply_transforms(images, b["transform"])
+    labels = b["labels"]
+    if soft_classes:  # back to dense [B, C] distributions
+      top, weights = labels
+      labels = tf.reduce_sum(
+          tf.one_hot(top, soft_classes) * weights[..., None], axis=1)
     return {
         "images": preprocessing.normalize(images, normalization),
-        "labels": b["labels"],
+        "labels": labels,
         "pair_i": tf.constant(pi),
         "pair_j": tf.constant(pj),
         "pair_same": tf.constant(ps),

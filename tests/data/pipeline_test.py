@@ -101,6 +101,38 @@ def test_explicit_labels(tmp_path):
                                 labels=[0, 1])
 
 
+def test_soft_labels_group_by_argmax_and_carry_distributions(tmp_path):
+  # Every record has the same pid: soft labels alone decide the classes.
+  recs = [Record(r.path, 7, r.camid) for r in _write_ids(tmp_path, [2, 2, 2, 1])]
+  soft = np.array([[1., 0., 0., 0.], [.2, .7, .1, 0.], [0., 1., 0., 0.],
+                   [.6, 0., 0., .4], [0., 0., 1., 0.], [.1, .1, .5, .3],
+                   [0., 0., 0., 1.]], np.float32)
+  k, m = 3, 2
+  ds = pipeline.make_train_dataset(
+      recs, ids_per_batch=k, images_per_id=m, image_size=SIZE,
+      normalization="none", labels=soft, augment_copies=1)
+  # Identify each batch image by comparing it with the eval pipeline's.
+  ev = np.concatenate(list(pipeline.make_eval_dataset(
+      recs, image_size=SIZE, normalization="none", batch_size=8)))
+  for b in ds.take(6):
+    b = {key: v.numpy() for key, v in b.items()}
+    assert b["labels"].dtype == np.float32 and b["labels"].shape == (k * m, 4)
+    dist = np.abs(b["images"][:, None] - ev[None]).reshape(k * m, len(recs), -1)
+    index = dist.max(axis=2).argmin(axis=1)
+    np.testing.assert_allclose(b["labels"], soft[index], atol=1e-6)
+    classes = soft[index].argmax(axis=1)
+    # K blocks of M images, one argmax class per block, K distinct classes.
+    blocks = classes.reshape(k, m)
+    assert (blocks == blocks[:, :1]).all() and len(set(blocks[:, 0])) == k
+    np.testing.assert_array_equal(
+        b["pair_same"],
+        np.asarray(classes[b["pair_i"]] == classes[b["pair_j"]], np.float32))
+  with pytest.raises(ValueError, match="summing to 1"):
+    pipeline.make_train_dataset(recs, ids_per_batch=2, images_per_id=1,
+                                image_size=SIZE, normalization="none",
+                                labels=soft * 2)
+
+
 def _variants_by_label(recs, *, seed, augment_seed, copies=3):
   """{label: set of the image bytes of its block} of batch 0.
 
