@@ -28,10 +28,15 @@ What a report holds (all optional parts can be switched off):
     the model saw in training unless the evaluation is cross-dataset; the
     report says which split was used and whether it was seen).
   * pictures (--pictures, on): ranked lists (query + top-10 in SIR order,
-    green = same person, red = wrong) and the CMC curve as PNG in
-    --report_dir (default: <output_json without .json>_report/), and for
-    --workdir also in <workdir>/tensorboard (tags eval/ranked_lists,
-    eval/cmc).
+    green = same person, red = wrong, each image's pid and camera under it),
+    the CMC curve and the verification ROC with its EER points (matplotlib)
+    as PNG in --report_dir (default: <output_json without .json>_report/),
+    and for --workdir also in <workdir>/tensorboard (tags eval/ranked_lists,
+    eval/cmc, eval/roc).
+  * "projector" (--projector, off): query + gallery embeddings with pid,
+    camera and a thumbnail sprite for TensorBoard's projector, in
+    <workdir>/tensorboard (else <report_dir>/projector); at most 3000
+    points, a seeded sample beyond (said so in the log and the report).
 
 With --workdir, --max_rank, --rerank, --cir_topk and --batch_size default
 to the run's config (eval.max_rank, eval.rerank, eval.cir_topk,
@@ -114,6 +119,11 @@ _VERIFICATION = flags.DEFINE_boolean(
     "threshold) on the validation split.")
 _PICTURES = flags.DEFINE_boolean("pictures", True,
                                  "Ranked-list and CMC PNGs.")
+_PROJECTOR = flags.DEFINE_boolean(
+    "projector", False, "Query + gallery embeddings with pid, camera and "
+    "thumbnails for TensorBoard's projector (at most 3000 points, a seeded "
+    "sample beyond): into <workdir>/tensorboard, else "
+    "<report_dir>/projector.")
 _BATCH_SIZE = flags.DEFINE_integer(
     "batch_size", None, "Images per batch [run's data.eval_batch_size, or "
     "128].")
@@ -150,7 +160,7 @@ def main(argv):
       output_json=_OUTPUT_JSON.value, report_dir=_REPORT_DIR.value,
       max_rank=from_run["max_rank"], multi_query=_MULTI_QUERY.value,
       rerank=from_run["rerank"], verification=_VERIFICATION.value,
-      pictures=_PICTURES.value)
+      pictures=_PICTURES.value, projector=_PROJECTOR.value)
   model_args = dict(common, cir=_CIR.value, cir_topk=from_run["cir_topk"],
                     splits=splits, options=_OPTIONS.value, root=_ROOT.value,
                     batch_size=from_run["batch_size"],

@@ -87,7 +87,8 @@ def evaluate_run(workdir: str, *, dataset: Optional[str] = None,
                  verification: bool = True,
                  pictures: bool = True, tensorboard: bool = True,
                  batch_size: Optional[int] = None,
-                 cuhk03_metric: Optional[bool] = None) -> dict:
+                 cuhk03_metric: Optional[bool] = None,
+                 projector: bool = False) -> dict:
   """Evaluates a training run's latest weights.
 
   Settings left None come from the run's config, so that this evaluation
@@ -116,6 +117,9 @@ def evaluate_run(workdir: str, *, dataset: Optional[str] = None,
     batch_size: images per batch.
     cuhk03_metric: CUHK03 classic single-gallery-shot CMC
       (keras_reid.evaluation.protocols.evaluate_cuhk03).
+    projector: write the (first) split's query + gallery embeddings with
+      pid, camera and thumbnails into <workdir>/tensorboard for
+      TensorBoard's projector (keras_reid.evaluation.projector).
 
   Returns:
     The report dict, also written to output_json.
@@ -161,7 +165,9 @@ def evaluate_run(workdir: str, *, dataset: Optional[str] = None,
         verification=verification and first,
         validation_seen_in_training=name in trained_names,
         report_dir=report_dir if first else None,
-        tensorboard=images if first else None, cuhk03_metric=cuhk03_metric)
+        tensorboard=images if first else None, cuhk03_metric=cuhk03_metric,
+        projector_dir=(os.path.join(workdir, "tensorboard")
+                       if projector and first else None))
     if skipped["num_skipped"]:
       result["skipped_corrupt_images"] = skipped
     return result

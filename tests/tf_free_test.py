@@ -2,7 +2,8 @@
 
 Scoring feature files (`python -m keras_reid.evaluate --features`), the
 metric code, the dataset readers and the synthetic generator need NumPy,
-SciPy, scikit-learn and Pillow only. The boundary is structural: these
+SciPy, scikit-learn, Pillow and matplotlib (plus TensorBoard's projector
+protos) only. The boundary is structural: these
 modules import TensorFlow nowhere, not even inside functions, and this test
 imports each of them in a fresh process whose import system refuses
 tensorflow and keras.
@@ -33,6 +34,8 @@ TF_FREE_MODULES = (
     "keras_reid.evaluation.cir",
     "keras_reid.evaluation.verification",
     "keras_reid.evaluation.visualize",
+    "keras_reid.evaluation.plots",
+    "keras_reid.evaluation.projector",
     "keras_reid.evaluation.features",
     "keras_reid.evaluation.report",
     # The entry point imports the model paths only when asked for them.

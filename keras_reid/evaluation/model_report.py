@@ -21,6 +21,7 @@ from keras_reid.data import records
 from keras_reid.evaluation import cir as cir_lib
 from keras_reid.evaluation import extract
 from keras_reid.evaluation import features as features_lib
+from keras_reid.evaluation import projector
 from keras_reid.evaluation import protocols
 from keras_reid.evaluation import ranking
 from keras_reid.evaluation import report as report_lib
@@ -42,7 +43,8 @@ def evaluate_dataset(embed_fn: extract.EmbedFn, dataset, *,
                      validation_seen_in_training: Optional[bool] = None,
                      report_dir: Optional[str] = None,
                      tensorboard: Optional[dict] = None,
-                     cuhk03_metric: bool = False) -> dict:
+                     cuhk03_metric: bool = False,
+                     projector_dir: Optional[str] = None) -> dict:
   """Evaluates one model on one dataset split: SIR, and optionally the rest.
 
   Args:
@@ -64,6 +66,9 @@ def evaluate_dataset(embed_fn: extract.EmbedFn, dataset, *,
       for the caller to write.
     cuhk03_metric: SIR CMC of CUHK03's classic protocol
       (protocols.evaluate_cuhk03); CIR keeps the full-gallery CMC.
+    projector_dir: if given, the query + gallery embeddings with pid, camera
+      and a thumbnail sprite for TensorBoard's projector go there
+      (projector.write_projector; info under "projector").
 
   Returns:
     The report dict (JSON-serialisable).
@@ -145,13 +150,25 @@ def evaluate_dataset(embed_fn: extract.EmbedFn, dataset, *,
         [r.path for r in dataset.query], [r.path for r in gallery],
         arrays["query_pids"], arrays["gallery_pids"][keep], top,
         os.path.join(report_dir, "ranked_lists"),
-        num_queries=NUM_RANKED_LISTS, k=k, images=rows)
+        num_queries=NUM_RANKED_LISTS, k=k, images=rows,
+        query_camids=arrays["query_camids"],
+        gallery_camids=arrays["gallery_camids"][keep])
     if tensorboard is not None and rows:
       tensorboard["eval/ranked_lists"] = np.stack(rows)
     result["pictures"] = {
         "ranked_lists": paths,
         "cmc": report_lib.cmc_picture(result, report_dir, f"CMC {dataset.name}",
                             tensorboard)}
+    roc = report_lib.roc_picture(result.get("verification", {}), report_dir,
+                                 tensorboard)
+    if roc:
+      result["pictures"]["roc"] = roc
+
+  if projector_dir:
+    result["projector"] = projector.write_projector(
+        projector_dir, *[arrays[key] for key in features_lib.FEATURE_KEYS],
+        query_paths=[r.path for r in dataset.query],
+        gallery_paths=[r.path for r in dataset.gallery])
   return result
 
 
@@ -166,7 +183,8 @@ def evaluate_saved_model(saved_model: str, *, dataset: str,
                          cir: str = "", cir_topk: int = 0,
                          verification: bool = True, pictures: bool = True,
                          batch_size: int = 128,
-                         cuhk03_metric: Optional[bool] = None) -> dict:
+                         cuhk03_metric: Optional[bool] = None,
+                         projector: bool = False) -> dict:
   """Evaluates an exported SavedModel (serving_default, optional verify).
 
   Args:
@@ -176,6 +194,8 @@ def evaluate_saved_model(saved_model: str, *, dataset: str,
     image_size: (height, width) fed to the model; default: the export's
       assets.extra/export_info.json or its signature.
     output_json: default ./eval.json.
+    projector: write the (first) split's embeddings for TensorBoard's
+      projector into <report_dir>/projector (`tensorboard --logdir` there).
     Others: see `run_evaluation.evaluate_run`. CIR and the head's verification use the
       "verify" signature when the SavedModel has one.
 
@@ -194,6 +214,9 @@ def evaluate_saved_model(saved_model: str, *, dataset: str,
   if cuhk03_metric is None:
     cuhk03_metric = protocols.is_cuhk03_classic(dataset, opts) and not rerank
   output_json = output_json or "eval.json"
+  projector_dir = os.path.join(
+      report_dir or report_lib.default_report_dir(output_json),
+      "projector") if projector else None
   report_dir = (report_dir or report_lib.default_report_dir(output_json)
                 ) if pictures else None
   pair_scorer = (embedder.pair_scorer if (cir or cir_topk or verification)
@@ -207,7 +230,8 @@ def evaluate_saved_model(saved_model: str, *, dataset: str,
         multi_query=multi_query, rerank=rerank, cir=cir, cir_topk=cir_topk,
         verification=verification and first,
         report_dir=report_dir if first else None,
-        cuhk03_metric=cuhk03_metric)
+        cuhk03_metric=cuhk03_metric,
+        projector_dir=projector_dir if first else None)
 
   if splits:
     report_lib.warn_splits("SavedModel", splits, None)

@@ -5,7 +5,7 @@ docstring lists what a report holds): the open-set verification report,
 averaging over random splits, the CMC picture and writing the JSON;
 `evaluate_feature_file` scores .npz features from any model. This module
 and everything it imports never import TensorFlow, so scoring feature files
-needs NumPy, SciPy, scikit-learn and Pillow only
+needs NumPy, SciPy, scikit-learn, Pillow and matplotlib only
 (tests/tf_free_test.py checks it). A model on a dataset:
 keras_reid.evaluation.model_report; a training run:
 keras_reid.run_evaluation.
@@ -29,6 +29,8 @@ import numpy as np
 from keras_reid.data import records
 from keras_reid.evaluation import cir
 from keras_reid.evaluation import features as features_lib
+from keras_reid.evaluation import plots
+from keras_reid.evaluation import projector as projector_lib
 from keras_reid.evaluation import protocols
 from keras_reid.evaluation import ranking
 from keras_reid.evaluation import verification
@@ -71,10 +73,36 @@ def default_report_dir(output_json: str) -> str:
 
 def cmc_picture(result: dict, report_dir: str, title: str,
                  tensorboard: Optional[dict]) -> str:
-  image = visualize.cmc_curve_image(result["cmc"], title=title)
+  """report_dir/cmc.png (matplotlib): the SIR CMC, with CIR's and the
+  per-split std band when the report has them; also tensorboard["eval/cmc"]."""
+  curves = [("SIR", result["cmc"])]
+  stds = [result.get("cmc_std")]
+  cir_report = result.get("cir", {})
+  cir_cmc = cir_report.get("cmc") or cir_report.get("cir", {}).get("cmc")
+  if cir_cmc:
+    curves.append(("CIR", cir_cmc))
+    stds.append(None)
+  image = plots.cmc_figure(curves, title=title, stds=stds)
   if tensorboard is not None:
     tensorboard["eval/cmc"] = image
   return visualize.save_png(image, os.path.join(report_dir, "cmc.png"))
+
+
+def roc_picture(verification_report: dict, report_dir: str,
+                tensorboard: Optional[dict]) -> Optional[str]:
+  """report_dir/roc.png: the ROC of the SIR distance and of the
+  verification head (those the report has) with their EER points; also
+  tensorboard["eval/roc"]. None when the report has no curve."""
+  curves = [(label, verification_report[key]) for key, label in (
+      ("sir_distance", "SIR distance"),
+      ("verification_head", "verification head"))
+            if "fpr" in verification_report.get(key, {})]
+  if not curves:
+    return None
+  image = plots.roc_figure(curves)
+  if tensorboard is not None:
+    tensorboard["eval/roc"] = image
+  return visualize.save_png(image, os.path.join(report_dir, "roc.png"))
 
 
 def sample_identities(images: Sequence[records.Record], max_images: int,
@@ -195,7 +223,8 @@ def evaluate_feature_file(paths: str | Sequence[str], *,
                           max_rank: int = 50, multi_query: bool = False,
                           rerank: bool = False, verification: bool = True,
                           pictures: bool = True,
-                          cuhk03_metric: bool = False) -> dict:
+                          cuhk03_metric: bool = False,
+                          projector: bool = False) -> dict:
   """Scores features from any model; several files = one per split.
 
   Args:
@@ -209,6 +238,9 @@ def evaluate_feature_file(paths: str | Sequence[str], *,
     pictures: the CMC curve PNG (no ranked lists: no images).
     cuhk03_metric: CUHK03 classic single-gallery-shot CMC
       (protocols.evaluate_cuhk03).
+    projector: the (first) file's query + gallery embeddings with pid and
+      camera for TensorBoard's projector, in <report_dir>/projector (no
+      thumbnails: a feature file has no images).
 
   Returns:
     The report dict, also written to output_json.
@@ -242,4 +274,13 @@ def evaluate_feature_file(paths: str | Sequence[str], *,
     report_dir = report_dir or default_report_dir(output_json)
     result["pictures"] = {"cmc": cmc_picture(result, report_dir, "CMC",
                                               None)}
+    roc = roc_picture(result.get("verification", {}), report_dir, None)
+    if roc:
+      result["pictures"]["roc"] = roc
+  if projector:
+    arrays = features_lib.load_feature_file(paths[0])
+    result["projector"] = projector_lib.write_projector(
+        os.path.join(report_dir or default_report_dir(output_json),
+                     "projector"),
+        *[arrays[key] for key in features_lib.FEATURE_KEYS])
   return finish(result, output_json)

@@ -1,7 +1,9 @@
-"""Pictures people can look at: ranked lists and the CMC curve, as PNG.
+"""Ranked-list pictures (image mosaics drawn with Pillow), as PNG.
 
-Drawn with PIL (a pinned runtime dependency); no matplotlib. The uint8
-arrays can also go to TensorBoard with `tf.summary.image`.
+Each row shows a query and its top-k gallery images with the identity and
+camera written under every image. The uint8 arrays can also go to
+TensorBoard with `tf.summary.image`. Curves (CMC, ROC) are matplotlib
+figures: keras_reid.evaluation.plots.
 """
 
 from __future__ import annotations
@@ -16,9 +18,19 @@ from PIL import ImageDraw
 GREEN, RED, BLUE = (0, 180, 0), (220, 0, 0), (40, 90, 230)
 
 
+CAPTION_HEIGHT = 26  # two lines of Pillow's default font
+
+
+def caption(pid, camid) -> str:
+  """The text under an image: its identity and camera, one per line."""
+  return f"id {pid}\ncam {camid}"
+
+
 def ranked_list_image(query, gallery: Sequence, correct: Sequence[bool], *,
                       size: tuple[int, int] = (128, 64),
-                      border: int = 4) -> np.ndarray:
+                      border: int = 4,
+                      captions: Optional[Sequence[str]] = None
+                      ) -> np.ndarray:
   """One row: the query (blue border) then its ranked gallery images.
 
   Args:
@@ -28,17 +40,25 @@ def ranked_list_image(query, gallery: Sequence, correct: Sequence[bool], *,
       wrong (red border).
     size: (height, width) every image is resized to.
     border: border width in pixels.
+    captions: optional text under each image, the query's first (k + 1
+      strings, e.g. `caption(pid, camid)`).
 
   Returns:
-    uint8 [size_h + 2*border, (k + 1) * (size_w + 2*border) + gap, 3].
+    uint8 [size_h + 2*border (+ CAPTION_HEIGHT with captions),
+    (k + 1) * (size_w + 2*border) + gap, 3].
   """
   if len(gallery) != len(correct):
     raise ValueError(f"got {len(gallery)} gallery images but {len(correct)} "
                      "correctness flags; give one flag per image.")
+  if captions is not None and len(captions) != len(gallery) + 1:
+    raise ValueError(f"got {len(captions)} captions for {len(gallery) + 1} "
+                     "images; give one per image, the query's first.")
   h, w = size
   cell_w, cell_h, gap = w + 2 * border, h + 2 * border, 8
-  canvas = Image.new("RGB", (cell_w * (len(gallery) + 1) + gap, cell_h),
-                     (255, 255, 255))
+  text_h = CAPTION_HEIGHT if captions is not None else 0
+  canvas = Image.new("RGB", (cell_w * (len(gallery) + 1) + gap,
+                             cell_h + text_h), (255, 255, 255))
+  draw = ImageDraw.Draw(canvas)
 
   def paste(image, x, colour):
     if isinstance(image, (str, os.PathLike)):
@@ -48,38 +68,14 @@ def ranked_list_image(query, gallery: Sequence, correct: Sequence[bool], *,
     canvas.paste(Image.new("RGB", (cell_w, cell_h), colour), (x, 0))
     canvas.paste(image.resize((w, h), Image.BILINEAR), (x + border, border))
 
-  paste(query, 0, BLUE)
-  for k, (image, ok) in enumerate(zip(gallery, correct)):
-    paste(image, gap + cell_w * (k + 1), GREEN if ok else RED)
+  xs = [0] + [gap + cell_w * (k + 1) for k in range(len(gallery))]
+  paste(query, xs[0], BLUE)
+  for x, image, ok in zip(xs[1:], gallery, correct):
+    paste(image, x, GREEN if ok else RED)
+  for x, text in zip(xs, captions or ()):
+    draw.multiline_text((x + border, cell_h + 1), text, fill=(0, 0, 0),
+                        spacing=1)
   return np.asarray(canvas)
-
-
-def cmc_curve_image(cmc: Sequence[float], *, width: int = 480,
-                    height: int = 320, title: str = "CMC") -> np.ndarray:
-  """A line plot of a CMC curve (rank 1..len on x, 0..1 on y), uint8 RGB."""
-  cmc = np.asarray(cmc, np.float64)
-  image = Image.new("RGB", (width, height), (255, 255, 255))
-  draw = ImageDraw.Draw(image)
-  left, right, top, bottom = 40, width - 15, 25, height - 30
-  draw.rectangle([left, top, right, bottom], outline=(0, 0, 0))
-  for frac in (0.25, 0.5, 0.75):
-    y = bottom - frac * (bottom - top)
-    draw.line([left, y, right, y], fill=(220, 220, 220))
-    draw.text((5, y - 6), f"{frac:.2f}", fill=(0, 0, 0))
-  n = max(len(cmc), 2)
-  xs = left + (np.arange(len(cmc))) / (n - 1) * (right - left)
-  ys = bottom - np.clip(cmc, 0, 1) * (bottom - top)
-  if len(cmc) > 1:
-    draw.line(list(zip(xs.tolist(), ys.tolist())), fill=BLUE, width=2)
-  for k in (1, 5, 10, 20):
-    if k <= len(cmc):
-      draw.ellipse([xs[k - 1] - 3, ys[k - 1] - 3, xs[k - 1] + 3,
-                    ys[k - 1] + 3], fill=RED)
-  rank1 = f" rank1={cmc[0]:.3f}" if len(cmc) else ""
-  draw.text((left, 5), title + rank1, fill=(0, 0, 0))
-  draw.text((left, bottom + 8), "1", fill=(0, 0, 0))
-  draw.text((right - 20, bottom + 8), f"{len(cmc)}", fill=(0, 0, 0))
-  return np.asarray(image)
 
 
 def save_png(image: np.ndarray, path: str) -> str:
@@ -91,8 +87,8 @@ def save_png(image: np.ndarray, path: str) -> str:
 def save_ranked_lists(query_paths: Sequence[str], gallery_paths: Sequence[str],
                       query_pids, gallery_pids, top: np.ndarray, out_dir: str,
                       *, num_queries: int = 10, k: int = 10,
-                      seed: int = 0, images: Optional[list] = None
-                      ) -> list[str]:
+                      seed: int = 0, images: Optional[list] = None,
+                      query_camids=None, gallery_camids=None) -> list[str]:
   """Writes ranked-list PNGs of `num_queries` seeded random queries.
 
   Args:
@@ -106,6 +102,8 @@ def save_ranked_lists(query_paths: Sequence[str], gallery_paths: Sequence[str],
     seed: which queries.
     images: if a list, the uint8 row images are appended to it (e.g. for
       `run_evaluation.write_tensorboard_images`).
+    query_camids, gallery_camids: cameras; when given, every image carries
+      its pid and camera under it.
 
   Returns:
     the written paths.
@@ -116,9 +114,13 @@ def save_ranked_lists(query_paths: Sequence[str], gallery_paths: Sequence[str],
   out = []
   for q in chosen:
     idx = top[q, :k]
+    captions = None
+    if query_camids is not None and gallery_camids is not None:
+      captions = [caption(query_pids[q], query_camids[q])] + [
+          caption(gallery_pids[g], gallery_camids[g]) for g in idx]
     image = ranked_list_image(
         query_paths[q], [gallery_paths[g] for g in idx],
-        [gallery_pids[g] == query_pids[q] for g in idx])
+        [gallery_pids[g] == query_pids[q] for g in idx], captions=captions)
     if images is not None:
       images.append(image)
     out.append(save_png(image, os.path.join(out_dir, f"ranked_{q}.png")))

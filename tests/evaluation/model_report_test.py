@@ -1,0 +1,66 @@
+"""keras_reid.evaluation.model_report's pictures and projector files.
+
+A fixed embedder (mean colour of each image) on a tiny synthetic dataset:
+what evaluate_dataset writes must describe that dataset and that report.
+"""
+
+import os
+
+import numpy as np
+from PIL import Image
+import pytest
+
+from keras_reid.data import datasets
+from keras_reid.data import synthetic
+from keras_reid.evaluation import extract
+from keras_reid.evaluation import model_report
+from keras_reid.evaluation import visualize
+
+
+def _mean_colour(images):
+  images = np.asarray(images, np.float32)
+  return np.concatenate([images.mean(axis=(1, 2)), images.std(axis=(1, 2))],
+                        axis=1)
+
+
+def test_pictures_and_projector_describe_the_evaluation(tmp_path):
+  root = synthetic.generate(str(tmp_path / "synthetic"), num_ids=8, seed=0,
+                            image_size=(32, 16))
+  dataset = datasets.load_dataset("synthetic", root)
+  tensorboard: dict = {}
+  projector_dir = str(tmp_path / "tb")
+  result = model_report.evaluate_dataset(
+      _mean_colour, dataset, image_size=(32, 16), normalization="none",
+      batch_size=16, report_dir=str(tmp_path / "report"),
+      tensorboard=tensorboard, projector_dir=projector_dir)
+
+  pictures = result["pictures"]
+  for key in ("cmc", "roc"):
+    assert os.path.exists(pictures[key])
+    image = np.asarray(Image.open(pictures[key]).convert("RGB"))
+    np.testing.assert_array_equal(image, tensorboard[f"eval/{key}"])
+  rows = tensorboard["eval/ranked_lists"]
+  assert rows.shape[1] == 128 + 8 + visualize.CAPTION_HEIGHT
+  assert len(pictures["ranked_lists"]) == rows.shape[0]
+
+  info = result["projector"]
+  n = len(dataset.query) + len(dataset.gallery)
+  assert info["num_points"] == n and not info["sampled"]
+  with open(os.path.join(projector_dir, "projector", "metadata.tsv")) as f:
+    lines = [line.rstrip("\n").split("\t") for line in f]
+  expected = [["query", str(r.pid), str(r.camid), r.path]
+              for r in dataset.query] + [
+                  ["gallery", str(r.pid), str(r.camid), r.path]
+                  for r in dataset.gallery]
+  assert lines[1:] == expected
+  tensor = np.loadtxt(os.path.join(projector_dir, "projector",
+                                   "embeddings.tsv"), delimiter="\t")
+  # Point k is image k's embedding, the images read as evaluation reads them.
+  images = extract.load_images(dataset.query + dataset.gallery,
+                               image_size=(32, 16), normalization="none")
+  np.testing.assert_allclose(tensor, _mean_colour(images), rtol=1e-4,
+                             atol=1e-3)
+
+
+if __name__ == "__main__":
+  raise SystemExit(pytest.main([__file__, "-q", "-p", "no:cacheprovider"]))
