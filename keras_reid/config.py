@@ -49,6 +49,12 @@ def validate_config(config: config_dict.ConfigDict) -> None:
     if not ok:
       raise ValueError(f"config.{key}={value!r}: expected {expected}.")
 
+  if "mixed_precision" in config.train:
+    raise ValueError(
+        f"config.train.mixed_precision={config.train.mixed_precision!r} was "
+        "removed: use config.train.precision (\"auto\", \"float32\", "
+        "\"mixed_bfloat16\" or \"mixed_float16\"), e.g. "
+        "--config.train.precision=mixed_float16 for the old True.")
   expect(config.data.image_height > 0 and config.data.image_width > 0,
          "data.image_height/image_width",
          (config.data.image_height, config.data.image_width), "positive sizes")
@@ -64,3 +70,136 @@ def validate_config(config: config_dict.ConfigDict) -> None:
     expect(stage.step1_steps >= 0 and stage.step2_steps >= 0,
            f"stages.{name}.step1_steps/step2_steps",
            (stage.step1_steps, stage.step2_steps), "non-negative step counts")
+
+
+# The schema every experiment starts from (configs/default.py base_config()
+# and stage_config()), read from its file like train.py does: the package
+# does not need the repository root on sys.path.
+DEFAULT_CONFIG_FILE = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",
+    "default.py")
+
+# Fields that tell repetitions of one recipe apart (compare_runs averages
+# over them): the seed and each stage's split.
+REPETITION_FIELDS = ("seed", "split", "split_seed")
+
+
+def flatten(config) -> dict:
+  """{"model.backbone": "mobilenet_v1", "stages.viper.step2_lr": 0.005, ...}.
+
+  Args:
+    config: a ConfigDict or the nested dict of a config.json.
+
+  Returns:
+    dotted key -> leaf value, in the config's order.
+  """
+  out = {}
+
+  def walk(prefix: str, node) -> None:
+    for key, value in node.items():
+      if hasattr(value, "items"):
+        walk(f"{prefix}{key}.", value)
+      else:
+        out[f"{prefix}{key}"] = value
+  walk("", config.to_dict() if hasattr(config, "to_dict") else config)
+  return out
+
+
+def _load_default_module():
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  spec = importlib.util.spec_from_file_location("_keras_reid_default_config",
+                                                DEFAULT_CONFIG_FILE)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def base_fields() -> tuple[dict, dict]:
+  """(flattened base_config(), flattened stage_config()) of configs/default.py.
+
+  Raises:
+    FileNotFoundError: naming the file when the repository's configs/ is
+      not next to the package (e.g. a non-editable install).
+  """
+  if not os.path.exists(DEFAULT_CONFIG_FILE):
+    raise FileNotFoundError(
+        f"{DEFAULT_CONFIG_FILE} not found: config differences are taken "
+        "against configs/default.py; run from a checkout of the repository "
+        "(or pip install -e .).")
+  module = _load_default_module()
+  return flatten(module.base_config()), flatten(module.stage_config())
+
+
+def differences(config, base: tuple[dict, dict] | None = None) -> dict:
+  """The fields of `config` that differ from configs/default.py.
+
+  Top-level fields are compared with base_config(), each stage's fields
+  (stages.<name>.<key>) with stage_config(); a field the base lacks counts
+  as a difference.
+
+  Args:
+    config: a ConfigDict or a config.json's dict.
+    base: base_fields()'s result (read from the file when None).
+
+  Returns:
+    dotted key -> value, in the config's order.
+  """
+  top, stage = base if base is not None else base_fields()
+  out = {}
+  for key, value in flatten(config).items():
+    parts = key.split(".")
+    if parts[0] == "stages" and len(parts) == 3:
+      reference = stage.get(parts[2], _MISSING)
+    else:
+      reference = top.get(key, _MISSING)
+    if reference is _MISSING or reference != value:
+      out[key] = value
+  return out
+
+
+_MISSING = object()
+
+
+def describe_run(config, base: tuple[dict, dict] | None = None) -> dict:
+  """What tells a run apart, flat: the differences plus the key choices.
+
+  Args:
+    config: a ConfigDict or a config.json's dict.
+    base: see `differences`.
+
+  Returns:
+    {"backbone", "datasets" (stages' datasets joined by ">"), "losses"
+    (active terms joined by "+": cls, ver, aux, triplet), "ver_dropout_mode",
+    "precision" (train.precision if the config has it, else from
+    train.mixed_precision)} followed by `differences(config)`; values are
+    bool, int, float or str (what TensorBoard's HParams take).
+  """
+  flat = flatten(config)
+  stage_names = []
+  for key in flat:
+    parts = key.split(".")
+    if parts[0] == "stages" and len(parts) == 3 and parts[1] not in stage_names:
+      stage_names.append(parts[1])
+  losses = [name for name, on in (
+      ("cls", flat.get("loss.cls_weight", 0) > 0),
+      ("ver", flat.get("loss.ver_weight", 0) > 0),
+      ("aux", flat.get("model.aux_heads", False)
+       and flat.get("loss.aux_weight", 0) > 0),
+      ("triplet", flat.get("loss.triplet_weight", 0) > 0)) if on]
+  if "train.precision" in flat:
+    precision = flat["train.precision"]
+  else:
+    precision = ("mixed_float16" if flat.get("train.mixed_precision")
+                 else "float32")
+  out = {
+      "backbone": flat.get("model.backbone", ""),
+      "datasets": ">".join(flat[f"stages.{n}.dataset"] for n in stage_names
+                           if f"stages.{n}.dataset" in flat),
+      "losses": "+".join(losses),
+      "ver_dropout_mode": flat.get("model.ver_dropout_mode", ""),
+      "precision": precision,
+  }
+  for key, value in differences(config, base).items():
+    out[key] = value if isinstance(value, (bool, int, float, str)) else (
+        json.dumps(value))
+  return out

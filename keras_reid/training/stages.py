@@ -33,6 +33,7 @@ from keras_reid.models import builders
 from keras_reid.models import layers
 from keras_reid.training import checkpoints
 from keras_reid.training import distribute
+from keras_reid.training import hparams
 from keras_reid.training import loop
 
 METRICS_FILE = "metrics.json"
@@ -240,6 +241,7 @@ def train(config: config_dict.ConfigDict, workdir: str) -> dict:
     keras.mixed_precision.set_global_policy("mixed_float16")
   strategy = distribute.make_strategy(config.train.distribute)
   writer = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard"))
+  hparams.write_session_start(writer, config, workdir)  # HParams dashboard
   progress = checkpoints.Progress.load(workdir)
   normalization = builders.normalization_for(config.model)
   model = None
@@ -318,6 +320,7 @@ def train(config: config_dict.ConfigDict, workdir: str) -> dict:
   final_metrics = dict(final_metrics, train_seconds=time.perf_counter() - started)
   final_metrics["num_skipped_corrupt_images"] = sum(
       v["num_skipped"] for v in skipped_images.values())
+  hparams.write_session_end(writer, final_metrics, global_offset)
   report.write_json(os.path.join(workdir, METRICS_FILE), final_metrics)
   return final_metrics
 
