@@ -2,7 +2,8 @@
 
 `load_stage_dataset(stage, config)` reads `config.stages.<name>`'s dataset:
 its name(s), root(s), split and reader options; the synthetic set lives in
-config.data.synthetic_dir and is generated there on first use. Training
+config.data.synthetic_dir (or the stage's root) and is generated there on
+first use (a stage's options domain= / num_ids= override config.data's). Training
 (keras_reid.training.stages) and the evaluation of a finished run
 (keras_reid.run_evaluation) both read datasets through here, so a run is
 evaluated on exactly what it trained on.
@@ -81,11 +82,14 @@ def default_root(name: str, root: str, config: config_dict.ConfigDict) -> str:
   return root
 
 
-def ensure_synthetic(root: str, config: config_dict.ConfigDict) -> None:
+def ensure_synthetic(root: str, config: config_dict.ConfigDict, *,
+                     domain: str | None = None,
+                     num_ids: int | None = None) -> None:
   """Makes `root` hold the synthetic set that config asks for.
 
   The set is a function of data.synthetic_num_ids, data.synthetic_domain and
-  seed, recorded in the folder's synthetic.META_FILE when generated. A
+  seed (`domain` / `num_ids`, a stage's options, replace the first two),
+  recorded in the folder's synthetic.META_FILE when generated. A
   folder generated with other values is regenerated in place (it is derived
   data); an empty or absent folder is generated; a folder holding other
   files without that metadata is left alone and refused.
@@ -94,8 +98,11 @@ def ensure_synthetic(root: str, config: config_dict.ConfigDict) -> None:
     ValueError: `root` holds files but no synthetic metadata (names the
       folder and the fix).
   """
-  wanted = dict(num_ids=int(config.data.synthetic_num_ids),
-                seed=int(config.seed), domain=config.data.synthetic_domain)
+  wanted = dict(
+      num_ids=int(config.data.synthetic_num_ids if num_ids is None
+                  else num_ids),
+      seed=int(config.seed),
+      domain=config.data.synthetic_domain if domain is None else domain)
   meta_path = os.path.join(root, synthetic.META_FILE)
   if os.path.exists(meta_path):
     with open(meta_path) as f:
@@ -123,12 +130,20 @@ def ensure_synthetic(root: str, config: config_dict.ConfigDict) -> None:
   synthetic.generate(root, **wanted)
 
 
-def dataset_root(name: str, root: str, config: config_dict.ConfigDict) -> str:
+# Stage options of the synthetic set that choose what is generated (passed
+# to `ensure_synthetic`, not to the reader), e.g. options="domain=b,
+# num_ids=40" with its own root for a second domain in the same run.
+SYNTHETIC_GENERATE_OPTIONS = ("domain", "num_ids")
+
+
+def dataset_root(name: str, root: str, config: config_dict.ConfigDict,
+                 **synthetic_options) -> str:
   """The folder of one dataset; generates the synthetic set (see
-  `ensure_synthetic`) when absent or generated with other settings."""
+  `ensure_synthetic`, with `synthetic_options` domain / num_ids) when absent
+  or generated with other settings."""
   root = default_root(name, root, config)
   if name == "synthetic":
-    ensure_synthetic(root, config)
+    ensure_synthetic(root, config, **synthetic_options)
     return root
   if not root:
     raise ValueError(
@@ -148,8 +163,13 @@ def load_stage_dataset(stage: config_dict.ConfigDict,
         f"root {stage.root!r} gives {len(roots)} folder(s); separate both "
         "with '+' in the same order.")
   options = parse_stage_options(stage.options, names)
+  generate = {name: {key: options[name].pop(key)
+                     for key in SYNTHETIC_GENERATE_OPTIONS
+                     if name == "synthetic" and key in options[name]}
+              for name in names}
   return records_lib.combine_for_training([
-      datasets.load_dataset(name, dataset_root(name, root, config),
+      datasets.load_dataset(name,
+                            dataset_root(name, root, config, **generate[name]),
                             split=stage.split, split_seed=stage.split_seed,
                             **options[name])
       for name, root in zip(names, roots)])

@@ -14,6 +14,8 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.neighbors import NearestNeighbors
 
+from keras_reid.data import records as records_lib
+
 WEIGHTINGS = ("binary", "heat")
 
 
@@ -33,9 +35,11 @@ def camera_a_mask(camids, camera_a: int = 0) -> np.ndarray:
   camids = np.asarray(camids)
   if camids.ndim != 1:
     raise ValueError(f"camids must be 1-D [N], got shape {camids.shape}.")
-  if (camids < 0).any():
+  unknown = camids == records_lib.UNKNOWN_CAMID
+  if unknown.any():
     raise ValueError(
-        f"{int((camids < 0).sum())} images have an unknown camera (camid -1); "
+        f"{int(unknown.sum())} images have an unknown camera (camid "
+        f"{records_lib.UNKNOWN_CAMID}); "
         "co-training needs a camera id for every target image. Drop those "
         "images or use a dataset with camera ids.")
   is_a = camids == camera_a

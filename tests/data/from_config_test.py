@@ -63,6 +63,24 @@ def test_synthetic_set_follows_the_config(tmp_path):
   assert (other / "notes.txt").read_text() == "keep me"
 
 
+def test_stage_options_choose_the_synthetic_domain(tmp_path):
+  # A second synthetic stage with its own root and domain (e.g. the
+  # unlabelled target of co-training) next to the config's domain "a".
+  config = default.get_config()
+  config.data.synthetic_dir = str(tmp_path / "a")
+  config.data.synthetic_num_ids = 4
+  source = from_config.load_stage_dataset(default.stage_config(), config)
+  target = from_config.load_stage_dataset(default.stage_config(
+      root=str(tmp_path / "b"), options="domain=b,num_ids=6"), config)
+  for folder, domain, num_ids in (("a", "a", 4), ("b", "b", 6)):
+    with open(tmp_path / folder / synthetic.META_FILE) as f:
+      meta = json.load(f)
+    assert (meta["domain"], meta["num_ids"]) == (domain, num_ids)
+  assert {r.camid for r in target.train} == {0, 1}  # domain b: 2 cameras
+  assert len({r.camid for r in source.train}) > 2
+  assert len({r.pid for r in target.train}) == 3
+
+
 def test_stage_pools_two_datasets(tmp_path):
   a, b = str(tmp_path / "a"), str(tmp_path / "b")
   synthetic.generate(a, num_ids=4, seed=0)
