@@ -160,6 +160,11 @@ def differences(config, base: tuple[dict, dict] | None = None) -> dict:
 _MISSING = object()
 
 
+# The choices `describe_run` names for every run, before its differences.
+RUN_KEY_FIELDS = ("backbone", "datasets", "losses", "ver_dropout_mode",
+                  "precision")
+
+
 def describe_run(config, base: tuple[dict, dict] | None = None) -> dict:
   """What tells a run apart, flat: the differences plus the key choices.
 

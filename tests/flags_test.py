@@ -25,6 +25,7 @@ PACKAGE = os.path.join(REPO, "keras_reid")
 ENTRY_POINTS = {
     "keras_reid.train",
     "keras_reid.evaluate",
+    "keras_reid.compare",
     "keras_reid.export",
     "keras_reid.data.inspect",
     "keras_reid.tools.convert_googlenet",
