@@ -71,10 +71,9 @@ def default_report_dir(output_json: str) -> str:
   return os.path.splitext(output_json)[0] + "_report"
 
 
-def cmc_picture(result: dict, report_dir: str, title: str,
-                 tensorboard: Optional[dict]) -> str:
-  """report_dir/cmc.png (matplotlib): the SIR CMC, with CIR's and the
-  per-split std band when the report has them; also tensorboard["eval/cmc"]."""
+def cmc_image(result: dict, title: str) -> np.ndarray:
+  """The report's CMC figure (matplotlib), uint8 [H, W, 3]: the SIR curve,
+  CIR's when the report has one, the per-split std band when averaged."""
   curves = [("SIR", result["cmc"])]
   stds = [result.get("cmc_std")]
   cir_report = result.get("cir", {})
@@ -82,7 +81,13 @@ def cmc_picture(result: dict, report_dir: str, title: str,
   if cir_cmc:
     curves.append(("CIR", cir_cmc))
     stds.append(None)
-  image = plots.cmc_figure(curves, title=title, stds=stds)
+  return plots.cmc_figure(curves, title=title, stds=stds)
+
+
+def cmc_picture(result: dict, report_dir: str, title: str,
+                 tensorboard: Optional[dict]) -> str:
+  """report_dir/cmc.png: `cmc_image`; also tensorboard["eval/cmc"]."""
+  image = cmc_image(result, title)
   if tensorboard is not None:
     tensorboard["eval/cmc"] = image
   return visualize.save_png(image, os.path.join(report_dir, "cmc.png"))

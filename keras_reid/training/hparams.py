@@ -6,8 +6,8 @@ Every training run writes, into its own TensorBoard folder:
     datasets, losses, dropout mode, precision and every field that differs
     from configs/default.py (flattened, "stages.viper.step2_lr");
   * at its end, the final metrics as scalars `final/<metric>` (rank1 ...
-    mINP as fractions, cir_<metric> with CIR, train_seconds) and the
-    session's end status.
+    mINP as fractions, cir_<metric> with CIR, train_seconds), the final CMC
+    figure (image eval/cmc) and the session's end status.
 
 No experiment-wide config is written: with none, the dashboard builds its
 table from every run's session under `tensorboard --logdir runs/` (one
@@ -28,6 +28,7 @@ from tensorboard.plugins.hparams import summary as hparams_summary
 
 from keras_reid import config as config_lib
 from keras_reid.evaluation import ranking
+from keras_reid.evaluation import report
 
 METRIC_PREFIX = "final/"
 
@@ -71,14 +72,18 @@ def write_session_start(writer: tf.summary.SummaryWriter,
 
 def write_session_end(writer: tf.summary.SummaryWriter, metrics: dict,
                       step: int) -> dict:
-  """Writes the final metrics (at `step`) and the session's success status;
-  returns the metrics written."""
+  """Writes the final metrics (at `step`), the final CMC figure (image
+  eval/cmc, when the metrics have a "cmc") and the session's success
+  status; returns the metrics written."""
   values = final_metrics(metrics)
   end = hparams_summary.session_end_pb(api_pb2.STATUS_SUCCESS,
                                        end_time_secs=int(time.time()))
   with writer.as_default(step=step):
     for tag, value in values.items():
       tf.summary.scalar(tag, value)
+    if metrics.get("cmc"):
+      tf.summary.image("eval/cmc", report.cmc_image(
+          metrics, f"CMC {metrics.get('dataset', '')}".strip())[None])
     tf.summary.experimental.write_raw_pb(end.SerializeToString(), step=step)
   writer.flush()
   return values
