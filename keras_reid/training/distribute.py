@@ -59,3 +59,29 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
   logging.info("Distribution: %s with %d replica(s).", name,
                strategy.num_replicas_in_sync)
   return strategy
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+  """Whether this process writes the run directory (always, but in a cluster
+  only the chief: worker 0, or the task of type "chief")."""
+  resolver = getattr(strategy, "cluster_resolver", None)
+  if resolver is None or not resolver.task_type:
+    return True
+  return resolver.task_type == "chief" or (
+      resolver.task_type == "worker" and resolver.task_id == 0
+      and "chief" not in resolver.cluster_spec().as_dict())
+
+
+def output_dir(strategy: tf.distribute.Strategy, workdir: str) -> str:
+  """Where this process writes: `workdir` for the chief, and a private
+  `workdir/workers/<task>` for the other workers of a cluster.
+
+  Every worker must save its checkpoints (a collective save), but only the
+  chief's are the run's: the others write theirs apart, so two processes
+  never write one file, and every worker resumes from the chief's.
+  """
+  if is_chief(strategy):
+    return workdir
+  resolver = strategy.cluster_resolver
+  return os.path.join(workdir, "workers",
+                      f"{resolver.task_type}{resolver.task_id}")

@@ -246,7 +246,8 @@ def run_phase(model: keras.Model, phase: Phase, *,
               make_dataset: Callable[[tf.distribute.InputContext], tf.data.Dataset],
               config: config_dict.ConfigDict, strategy: tf.distribute.Strategy,
               workdir: str, writer: tf.summary.SummaryWriter,
-              evaluate: Callable[[keras.Model], dict] | None = None) -> str:
+              evaluate: Callable[[keras.Model], dict] | None = None,
+              restore_dir: str | None = None) -> str:
   """Runs (or resumes) one phase and returns its final checkpoint path.
 
   Args:
@@ -261,6 +262,10 @@ def run_phase(model: keras.Model, phase: Phase, *,
     workdir: run directory; checkpoints go to checkpoints/<stage>/step<n>.
     writer: TensorBoard writer.
     evaluate: model -> metrics dict, called every phase.eval_every steps.
+    restore_dir: the run directory whose latest checkpoint a resumed phase
+      restores; default `workdir`. A cluster's non-chief workers save into
+      their own `workdir` but resume from the chief's checkpoints, so that
+      every worker restarts from the same step.
 
   Raises:
     NonFiniteLossError: the loss became NaN/inf (the checkpoints keep the
@@ -287,11 +292,13 @@ def run_phase(model: keras.Model, phase: Phase, *,
   manager = tf.train.CheckpointManager(
       checkpoint, checkpoints.phase_dir(workdir, phase.stage, phase.phase),
       max_to_keep=config.train.max_checkpoints)
-  if manager.latest_checkpoint:
-    checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+  latest = (tf.train.latest_checkpoint(checkpoints.phase_dir(
+      restore_dir, phase.stage, phase.phase)) if restore_dir
+            else manager.latest_checkpoint)
+  if latest:
+    checkpoint.restore(latest).assert_existing_objects_matched()
     logging.info("Resuming %s step %d at iteration %d from %s", phase.stage,
-                 phase.phase, int(step_counter.numpy()),
-                 manager.latest_checkpoint)
+                 phase.phase, int(step_counter.numpy()), latest)
     done = int(step_counter.numpy())
     if not iterator_saved and done:
       # Batch t of a pipeline depends on (seed, t) only; each pipeline has

@@ -224,6 +224,10 @@ def train(config: config_dict.ConfigDict, workdir: str) -> dict:
   """
   check_config(config)
   _check_same_config(config, workdir)
+  # First: MultiWorkerMirroredStrategy must exist before other TF ops run.
+  strategy = distribute.make_strategy(config.train.distribute)
+  # The chief writes `workdir`; other workers of a cluster write apart.
+  out = distribute.output_dir(strategy, workdir)
   # Every stage's dataset is read and every image it will use (train, query,
   # gallery) checked before config.json is written and before the first
   # training step: a wrong root or a corrupt query image fails here.
@@ -233,16 +237,15 @@ def train(config: config_dict.ConfigDict, workdir: str) -> dict:
     stage_datasets[name], skipped_images[name] = (
         pipeline.check_dataset_images(
             dataset, skip_corrupt=config.data.skip_corrupt))
-  config_lib.save_config(config, workdir)
+  config_lib.save_config(config, out)
   keras.utils.set_random_seed(config.seed)
   if config.train.deterministic:
     tf.config.experimental.enable_op_determinism()
   if config.train.mixed_precision:
     keras.mixed_precision.set_global_policy("mixed_float16")
-  strategy = distribute.make_strategy(config.train.distribute)
-  writer = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard"))
+  writer = tf.summary.create_file_writer(os.path.join(out, "tensorboard"))
   hparams.write_session_start(writer, config, workdir)  # HParams dashboard
-  progress = checkpoints.Progress.load(workdir)
+  progress = checkpoints.Progress.load(workdir)  # the chief's, in a cluster
   normalization = builders.normalization_for(config.model)
   model = None
   global_offset = 0
@@ -255,7 +258,7 @@ def train(config: config_dict.ConfigDict, workdir: str) -> dict:
     logging.info("Stage %s: %s", name, dataset.summary())
     if dataset.pid_names:  # string pids of a manifest: keep their numbering
       describe.write_pid_names(
-          dataset, os.path.join(workdir, "pid_names", f"{name}.json"))
+          dataset, os.path.join(out, "pid_names", f"{name}.json"))
       logging.info("Stage %s: %s", name,
                    describe.pid_names_summary(dataset.pid_names))
     phases = [
@@ -292,11 +295,12 @@ def train(config: config_dict.ConfigDict, workdir: str) -> dict:
       loop.write_input_images(writer, sample["images"].numpy(),
                               f"inputs/{name}", phase.global_step_offset)
       path = loop.run_phase(model, phase, make_dataset=make_dataset,
-                            config=config, strategy=strategy, workdir=workdir,
+                            config=config, strategy=strategy, workdir=out,
+                            restore_dir=None if out == workdir else workdir,
                             writer=writer, evaluate=evaluate)
       progress.finished.append(checkpoints.FinishedPhase(
           name, phase.phase, num_classes, path))
-      progress.save(workdir)
+      progress.save(out)
 
     if evaluate is not None:
       if model is None:
@@ -311,7 +315,7 @@ def train(config: config_dict.ConfigDict, workdir: str) -> dict:
         # Listed once, here and in metrics.json, not logged per pipeline.
         final_metrics["skipped_corrupt_images"] = skipped_images[name]
       loop.write_eval_summaries(writer, final_metrics, global_offset)
-      report.write_json(os.path.join(workdir, "eval", f"{name}.json"),
+      report.write_json(os.path.join(out, "eval", f"{name}.json"),
                         final_metrics)
       print(f"Stage {name!r} evaluation: " + format_metrics(final_metrics),
             flush=True)
@@ -321,7 +325,7 @@ def train(config: config_dict.ConfigDict, workdir: str) -> dict:
   final_metrics["num_skipped_corrupt_images"] = sum(
       v["num_skipped"] for v in skipped_images.values())
   hparams.write_session_end(writer, final_metrics, global_offset)
-  report.write_json(os.path.join(workdir, METRICS_FILE), final_metrics)
+  report.write_json(os.path.join(out, METRICS_FILE), final_metrics)
   return final_metrics
 
 
