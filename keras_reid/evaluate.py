@@ -201,6 +201,12 @@ def main(argv):
   if "cir" in result and "cir" in result["cir"]:
     summary["cir_rank1"] = result["cir"]["cir"]["rank1"]
     summary["cir_to_sir_time_ratio"] = result["cir"]["cir_to_sir_time_ratio"]
+  if "projector" in result:
+    info = result["projector"]
+    summary["projector"] = info["dir"]
+    summary["projector_points"] = (
+        f"{info['num_points']} of {info['num_available']}"
+        + (" (random sample)" if info["sampled"] else ""))
   print(json.dumps(summary))
 
 

@@ -9,6 +9,7 @@ from google.protobuf import text_format
 from tensorboard.plugins.projector import projector_config_pb2
 
 from keras_reid.evaluation import projector
+from keras_reid.evaluation import report
 
 
 def _images(folder, n, prefix):
@@ -75,6 +76,30 @@ def test_projector_without_images_has_no_sprite(tmp_path):
                                        ["gallery", "2", "1"]]
   with pytest.raises(ValueError, match="one of each"):
     projector.write_projector(str(tmp_path), feats, feats, [1], [1], [0], [0])
+
+
+def test_feature_file_evaluation_writes_the_projector(tmp_path):
+  rng = np.random.default_rng(0)
+  arrays = dict(query_features=rng.normal(size=(3, 4)),
+                gallery_features=rng.normal(size=(5, 4)),
+                query_pids=np.array([1, 2, 3]),
+                gallery_pids=np.array([1, 2, 3, 4, 5]),
+                query_camids=np.zeros(3, int), gallery_camids=np.ones(5, int))
+  path = str(tmp_path / "feats.npz")
+  np.savez(path, **arrays)
+  result = report.evaluate_feature_file(
+      path, output_json=str(tmp_path / "eval.json"), pictures=False,
+      verification=False, projector=True)
+  out = os.path.join(str(tmp_path / "eval_report"), "projector")
+  assert result["projector"]["dir"] == out and result["projector"][
+      "num_points"] == 8
+  _, tensor, rows = _read(out)
+  np.testing.assert_allclose(tensor, np.concatenate(
+      [arrays["query_features"], arrays["gallery_features"]]), rtol=1e-5)
+  assert [r[1:3] for r in rows[1:]] == [
+      [str(p), str(c)] for p, c in zip(
+          np.r_[arrays["query_pids"], arrays["gallery_pids"]],
+          np.r_[arrays["query_camids"], arrays["gallery_camids"]])]
 
 
 if __name__ == "__main__":
