@@ -62,6 +62,25 @@ def _check_some_query_usable(matches, query_pids, gallery_pids) -> None:
       "split, their pids and camids.")
 
 
+def check_queries_usable(query_pids, query_camids, gallery_pids,
+                         gallery_camids) -> None:
+  """Raises NoValidQueryError, naming why, if no query can be scored.
+
+  Needs the ids only (no features), so a run checks its evaluation split
+  before training rather than after it.
+
+  Args:
+    query_pids, query_camids: [Q] ints.
+    gallery_pids, gallery_camids: [G] ints.
+  """
+  qp = _as_1d_int("query_pids", query_pids, len(query_pids))
+  qc = _as_1d_int("query_camids", query_camids, len(qp))
+  gp = _as_1d_int("gallery_pids", gallery_pids, len(gallery_pids))
+  gc = _as_1d_int("gallery_camids", gallery_camids, len(gp))
+  matches, _ = _match_lists(qp, qc, gp, gc)
+  _check_some_query_usable(matches, qp, gp)
+
+
 # A function giving the [stop - start, G] float32 distances of queries
 # start..stop-1 to the (junk-free) gallery; smaller is closer.
 DistanceChunkFn = Callable[[int, int], np.ndarray]

@@ -237,6 +237,17 @@ def train(config: config_dict.ConfigDict, workdir: str) -> dict:
     stage_datasets[name], skipped_images[name] = (
         pipeline.check_dataset_images(
             dataset, skip_corrupt=config.data.skip_corrupt))
+    dataset = stage_datasets[name]
+    if dataset.query and dataset.gallery:
+      try:  # an evaluation with no scorable query fails now, not after training
+        ranking.check_queries_usable(
+            [r.pid for r in dataset.query], [r.camid for r in dataset.query],
+            [r.pid for r in dataset.gallery],
+            [r.camid for r in dataset.gallery])
+      except ranking.NoValidQueryError as e:
+        raise ranking.NoValidQueryError(
+            f"stage {name!r} ({dataset.name}) cannot be evaluated: {e}"
+        ) from None
   config_lib.save_config(config, out)
   keras.utils.set_random_seed(config.seed)
   if config.train.deterministic:

@@ -46,6 +46,12 @@ def test_same_camera_only_is_counted():
                               [0], [0, 0])
 
 
+def test_check_queries_usable_needs_ids_only():
+  ranking.check_queries_usable([1], [0], [1, 2], [1, 0])  # a match: fine
+  with pytest.raises(ranking.NoValidQueryError, match="1 are matched only"):
+    ranking.check_queries_usable([1], [0], [1, 2], [0, 1])
+
+
 def test_split_without_usable_query_is_excluded_and_named(tmp_path):
   good = _arrays([1, 2], [0, 0])
   bad = _arrays([7, 8], [0, 1], seed=1)

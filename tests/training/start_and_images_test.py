@@ -15,6 +15,7 @@ import pytest
 
 from keras_reid import config as config_lib
 from keras_reid.data import pipeline
+from keras_reid.evaluation import ranking
 from keras_reid.training import checkpoints
 from keras_reid.training import stages
 from tests.training import tiny_config
@@ -100,6 +101,21 @@ def test_corrupt_query_found_before_training_or_skipped_and_listed(tmp_path):
   assert report["num_queries"] + report["num_skipped_queries"] == 3
   with open(os.path.join(workdir, "metrics.json")) as f:
     assert json.load(f)["num_skipped_corrupt_images"] == 1
+
+
+def test_no_scorable_query_fails_before_training(tmp_path):
+  csv = _manifest(str(tmp_path))
+  # Every gallery image moved to the queries' camera: no query can match.
+  text = open(csv).read().replace(",1,gallery", ",0,gallery")
+  with open(csv, "w") as f:
+    f.write(text)
+  workdir = str(tmp_path / "run")
+  with pytest.raises(ranking.NoValidQueryError,
+                     match=r"stage 'synthetic' \(manifest\) cannot be "
+                     r"evaluated: all 3 queries skipped.*3 are matched only "
+                     r"by gallery images of their own camera"):
+    stages.train(_config(csv), workdir)
+  assert not os.path.exists(os.path.join(workdir, "checkpoints"))
 
 
 if __name__ == "__main__":
