@@ -131,6 +131,11 @@ ROWS = (
     Row("direct_redraw_augmentation", "ImageNet -> VIPeR: augmented variants "
         "re-drawn per step and worker instead of one fixed 5x set",
         overrides=("--config.data.augment_mode=redraw",)),
+    # train.precision's default "auto" resolves per machine: these two pin it.
+    Row("direct_float32", "ImageNet -> VIPeR: the method in float32",
+        overrides=("--config.train.precision=float32",)),
+    Row("direct_bfloat16", "ImageNet -> VIPeR: the method in mixed bfloat16",
+        overrides=("--config.train.precision=mixed_bfloat16",)),
     Row("direct_lite0", "ImageNet -> VIPeR, EfficientNet-Lite0 base (frozen "
         "BN), same iterations as MobileNet",
         overrides=LITE0),
@@ -174,6 +179,9 @@ CLAIMS = (
      "Caffe-style coupled L2 on kernels > Keras decoupled decay"),
     ("direct_method", "direct_redraw_augmentation",
      "one fixed 5x augmented set (the paper's) > variants re-drawn per step"),
+    # Expected verdict "within noise" (the claim is an equality).
+    ("direct_float32", "direct_bfloat16",
+     "bfloat16 matches float32 (within noise)"),
     ("direct_lite0", "direct_method",
      "a stronger ImageNet base (EfficientNet-Lite0) beats MobileNet v1 0.5"),
     ("direct_lite0_same_time", "direct_method",

@@ -1,12 +1,20 @@
-r"""Training throughput (images/s) of the GoogLeNet cls + ver train step.
+r"""Training throughput (images/s) of the cls + ver train step, per precision.
 
 Times the real train step of keras_reid.training.loop (step 2: all layers,
-classification + 3 x verification + auxiliary heads, pairwise-consistent
-dropout, SGD momentum) on random K x M batches, at 128x64 and 224x224, with
-and without XLA. Timed over `--steps` steps after `--warmup` steps (which
-include tracing and compilation).
+classification + 3 x verification (+ GoogLeNet's auxiliary heads),
+pairwise-consistent dropout, SGD momentum, coupled L2) on random K x M
+batches fed from memory, for every combination of backbone, input size,
+batch, XLA and precision (Keras dtype policy). The precisions of one
+combination are built side by side and timed in alternating rounds, so
+their ratio holds on a loaded machine; absolute images/s do not.
 
-  python bench/training_throughput.py --ids_per_batch=8 --images_per_id=4
+With --peer, bench/peer_step_torch.py's eager PyTorch step (torchvision
+GoogLeNet, the same batch and pairs) is timed in the same process sequence,
+alternating with ours, and printed next to it with the ratio.
+
+  python bench/training_throughput.py --backbones=googlenet,mobilenet_v1 \
+      --sizes=128x64 --batches=32,128 --xla=false,true \
+      --precisions=float32,mixed_bfloat16 --steps=3 --rounds=2
 """
 
 import json
@@ -16,6 +24,7 @@ import time
 
 from absl import app
 from absl import flags
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -24,68 +33,114 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from configs import default  # pylint: disable=g-import-not-at-top
 from keras_reid.data import pipeline
 from keras_reid.models import builders
+from keras_reid.models import precision as precision_lib
 from keras_reid.training import loop
 
-_K = flags.DEFINE_integer("ids_per_batch", 8, "K identities per batch.")
-_M = flags.DEFINE_integer("images_per_id", 4, "M images per identity.")
-_STEPS = flags.DEFINE_integer("steps", 10, "Timed steps.")
+_M = flags.DEFINE_integer("images_per_id", 4, "M images per identity; "
+                          "K = batch / M identities.")
+_BATCHES = flags.DEFINE_list("batches", ["32", "128"], "Batch sizes K x M.")
+_STEPS = flags.DEFINE_integer("steps", 3, "Timed steps per round.")
+_ROUNDS = flags.DEFINE_integer("rounds", 2, "Alternating rounds.")
 _WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed steps first.")
 _SIZES = flags.DEFINE_list("sizes", ["128x64", "224x224"], "HxW input sizes.")
-_BACKBONE = flags.DEFINE_string("backbone", "googlenet", "Backbone name.")
+_BACKBONES = flags.DEFINE_list("backbones", ["googlenet", "mobilenet_v1"],
+                               "Backbone names.")
 _ALPHA = flags.DEFINE_float("alpha", 0.25, "Width multiplier (MobileNets).")
 _XLA = flags.DEFINE_list("xla", ["false", "true"], "XLA settings to time.")
+_PRECISIONS = flags.DEFINE_list(
+    "precisions", ["float32", "mixed_bfloat16"],
+    "Keras dtype policies to time (the first is the ratio's reference).")
+_PEER = flags.DEFINE_bool("peer", False, "Also time bench/peer_step_torch.py "
+                          "(GoogLeNet rows only; skipped without torch).")
 _OUTPUT = flags.DEFINE_string("output_json", "", "Also write results here.")
 
 
-def random_batches(k, m, h, w):
+def random_batch(k, m, h, w):
   pair_i, pair_j, pair_same = pipeline.pair_indices(k, m)
   rng = np.random.default_rng(0)
-  batch = dict(images=rng.normal(size=(k * m, h, w, 3)).astype(np.float32),
-               labels=np.repeat(np.arange(k), m).astype(np.int32),
-               camids=np.zeros(k * m, np.int32), pair_i=pair_i, pair_j=pair_j,
-               pair_same=pair_same)
-  return tf.data.Dataset.from_tensors(batch).repeat()
+  return dict(images=rng.normal(size=(k * m, h, w, 3)).astype(np.float32),
+              labels=np.repeat(np.arange(k), m).astype(np.int32),
+              pair_i=pair_i, pair_j=pair_j, pair_same=pair_same)
 
 
-def measure(height, width, jit):
+def make_step(backbone, height, width, k, m, jit, policy):
+  """A warmed-up `run(n)` timing n train steps under `policy`."""
   config = default.get_config()
-  config.model.backbone = _BACKBONE.value
+  config.model.backbone = backbone
   config.model.alpha = _ALPHA.value
-  config.model.aux_heads = _BACKBONE.value == "googlenet"
-  config.train.jit_compile = jit
-  k, m = _K.value, _M.value
-  model = builders.build_training_model(
-      config.model, num_classes=100, input_shape=(height, width, 3), seed=0)
+  config.model.aux_heads = backbone == "googlenet"
+  with precision_lib.policy_scope(policy):
+    model = builders.build_training_model(
+        config.model, num_classes=100, input_shape=(height, width, 3), seed=0)
   builders.set_step_trainable(model, 2)
   strategy = tf.distribute.get_strategy()
   phase = loop.Phase("bench", 2, 0, 1e-3, 40000, 0.1)
-  optimizer = loop.make_optimizer(config.train, phase)
-  step = loop.make_train_step(model, optimizer, strategy,
-                              loop.loss_weights(config.loss, 2),
-                              jit_compile=jit)
-  iterator = iter(strategy.distribute_datasets_from_function(
-      lambda ctx: random_batches(k, m, height, width)))
+  optimizer = loop.make_optimizer(
+      config.train, phase,
+      loss_scaling=precision_lib.uses_loss_scaling(policy))
+  step = loop.make_train_step(
+      model, optimizer, strategy, loop.loss_weights(config.loss, 2),
+      jit_compile=jit,
+      weight_decay=loop.coupled_weight_decay(config.train))
+  batch = random_batch(k, m, height, width)
+  iterator = iter(tf.data.Dataset.from_tensors(batch).repeat())
   for _ in range(_WARMUP.value):
     float(step(iterator)["loss/total"])
-  start = time.perf_counter()
-  for _ in range(_STEPS.value):
-    values = step(iterator)
-  float(values["loss/total"])
-  seconds = time.perf_counter() - start
-  return k * m * _STEPS.value / seconds
+
+  def run(n):
+    start = time.perf_counter()
+    for _ in range(n):
+      values = step(iterator)
+    float(values["loss/total"])
+    return time.perf_counter() - start
+  return run
+
+
+def peer_step(height, width, k, m):
+  """bench/peer_step_torch.py's warmed-up step, or None without torch."""
+  import peer_step_torch  # pylint: disable=g-import-not-at-top
+  return peer_step_torch.make_step(height, width, k, m, warmup=_WARMUP.value)
 
 
 def main(argv):
   del argv
+  sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
   results = []
-  for size in _SIZES.value:
-    h, w = (int(v) for v in size.split("x"))
-    for jit in (v.lower() == "true" for v in _XLA.value):
-      ips = measure(h, w, jit)
-      results.append(dict(backbone=_BACKBONE.value, size=size, xla=jit,
-                          batch=_K.value * _M.value, images_per_sec=ips))
-      print(f"{_BACKBONE.value} {size} xla={jit} batch={_K.value * _M.value}: "
-            f"{ips:.1f} images/s", flush=True)
+  m = _M.value
+  for backbone in _BACKBONES.value:
+    for size in _SIZES.value:
+      h, w = (int(v) for v in size.split("x"))
+      for batch in (int(b) for b in _BATCHES.value):
+        k = batch // m
+        for jit in (v.lower() == "true" for v in _XLA.value):
+          runs = {p: make_step(backbone, h, w, k, m, jit, p)
+                  for p in _PRECISIONS.value}
+          if _PEER.value and backbone == "googlenet" and not jit:
+            peer = peer_step(h, w, k, m)
+            if peer is not None:
+              runs["torch_eager_float32"] = peer
+          seconds = {name: 0.0 for name in runs}
+          for _ in range(_ROUNDS.value):  # alternate: the load hits all alike
+            for name, run in runs.items():
+              seconds[name] += run(_STEPS.value)
+          reference = _PRECISIONS.value[0]
+          images = k * m * _STEPS.value * _ROUNDS.value
+          for name, total in seconds.items():
+            ips = images / total
+            ratio = seconds[reference] / total
+            row = dict(backbone=backbone, size=size, batch=k * m, xla=jit,
+                       precision=name, images_per_sec=ips,
+                       speed_vs_reference=ratio)
+            results.append(row)
+            print(f"{backbone} {size} batch={k * m} xla={jit} {name}: "
+                  f"{ips:.1f} images/s ({ratio:.2f}x {reference})", flush=True)
+          if "torch_eager_float32" in seconds:
+            best = min((s, p) for p, s in seconds.items()
+                       if p != "torch_eager_float32")
+            print(f"  ours ({best[1]}) / torch eager: "
+                  f"{seconds['torch_eager_float32'] / best[0]:.2f}x",
+                  flush=True)
+          keras.backend.clear_session()
   if _OUTPUT.value:
     with open(_OUTPUT.value, "w") as f:
       json.dump(results, f, indent=2)

@@ -115,7 +115,11 @@ def base_config() -> config_dict.ConfigDict:
       # weaker at momentum 0.9 for the same value; required by "adamw").
       weight_decay_mode="coupled_l2",
       jit_compile=False,           # XLA for the train step
-      mixed_precision=False,
+      # "auto": mixed_bfloat16 on CPUs with native bfloat16 (avx512_bf16 /
+      # amx_bf16) and GPUs of compute capability >= 8.0, else float32 (the
+      # resolved value is logged and written to the run's runtime.json);
+      # "float32", "mixed_bfloat16", "mixed_float16" (loss scaling) force one.
+      precision="auto",
       distribute="auto",           # "auto", "default", "mirrored", "multi_worker"
       checkpoint_every=200,        # steps between checkpoints (also at each step's end)
       log_every=20,                # steps between TensorBoard scalar writes

@@ -49,6 +49,12 @@ def validate_config(config: config_dict.ConfigDict) -> None:
     if not ok:
       raise ValueError(f"config.{key}={value!r}: expected {expected}.")
 
+  if "mixed_precision" in config.train:
+    raise ValueError(
+        f"config.train.mixed_precision={config.train.mixed_precision!r} was "
+        "removed: use config.train.precision (\"auto\", \"float32\", "
+        "\"mixed_bfloat16\" or \"mixed_float16\"), e.g. "
+        "--config.train.precision=mixed_float16 for the old True.")
   expect(config.data.image_height > 0 and config.data.image_width > 0,
          "data.image_height/image_width",
          (config.data.image_height, config.data.image_width), "positive sizes")

@@ -49,7 +49,8 @@ def _build(model_config, *, num_classes: int, input_shape, weights, seed):
   features = backbone.model(images)
   embedding = features["feature"]
   outputs = {
-      "embedding": embedding,
+      # Embeddings leave the model as float32 under every dtype policy.
+      "embedding": keras.ops.cast(embedding, "float32"),
       "logits": heads.classification_head(
           embedding, num_classes=num_classes, dropout=model_config.cls_dropout,
           seed=seed),
@@ -148,12 +149,13 @@ def build_embedder(training_model: keras.Model) -> keras.Model:
   """SIR embedder sharing the training model's backbone weights.
 
   Returns:
-    keras.Model images float [B, H, W, 3] (normalised) -> embedding [B, D].
+    keras.Model images float [B, H, W, 3] (normalised) -> embedding float32
+    [B, D] (computed in the backbone's dtype policy).
   """
   backbone = training_model.get_layer("backbone")
   images = keras.Input(shape=backbone.input_shape[1:], dtype="float32",
                        name="images")
-  embedding = backbone(images)["feature"]
+  embedding = keras.ops.cast(backbone(images)["feature"], "float32")
   return keras.Model(images, embedding, name="embedder")
 
 

@@ -54,10 +54,15 @@ def verification_head(features, pair_i, pair_j, *, dropout: float,
 
 
 def verifier_layers(prefix: str = "") -> list[keras.layers.Layer]:
-  """The three layers after the dropout: subtract, ReLU, Dense(2)."""
-  return [keras.layers.Subtract(name=f"{prefix}ver_subtract"),
-          keras.layers.ReLU(name=f"{prefix}ver_relu"),
-          keras.layers.Dense(2, name=f"{prefix}verifier")]
+  """The three layers after the dropout: subtract, ReLU, Dense(2).
+
+  They compute in float32 under every dtype policy: the difference of two
+  nearby features loses its low bits in bfloat16 / float16, and the layers
+  are tiny ([P, D] -> [P, 2]).
+  """
+  return [keras.layers.Subtract(name=f"{prefix}ver_subtract", dtype="float32"),
+          keras.layers.ReLU(name=f"{prefix}ver_relu", dtype="float32"),
+          keras.layers.Dense(2, name=f"{prefix}verifier", dtype="float32")]
 
 
 def apply_verifier(a, b, *, prefix: str = "", layers=None):

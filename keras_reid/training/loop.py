@@ -27,6 +27,7 @@ from ml_collections import config_dict
 from keras_reid import losses
 from keras_reid.evaluation import ranking
 from keras_reid.models import builders
+from keras_reid.models import precision
 from keras_reid.training import checkpoints
 
 
@@ -138,12 +139,14 @@ def weight_decay_loss(variables, weight_decay: float) -> tf.Tensor:
       [tf.reduce_sum(tf.square(tf.cast(v, tf.float32))) for v in kernels])
 
 
-def make_optimizer(train_config: config_dict.ConfigDict,
-                   phase: Phase) -> keras.optimizers.Optimizer:
+def make_optimizer(train_config: config_dict.ConfigDict, phase: Phase, *,
+                   loss_scaling: bool = False) -> keras.optimizers.Optimizer:
   """The configured optimizer with a step-wise decayed lr (the paper's schedule).
 
   With weight_decay_mode "coupled_l2" the optimizer itself has no weight
   decay: the train step adds the L2 term (`weight_decay_loss`).
+  `loss_scaling` wraps it in a LossScaleOptimizer: for a float16 model only
+  (precision.uses_loss_scaling); bfloat16 has float32's exponent range.
   """
   schedule = keras.optimizers.schedules.ExponentialDecay(
       phase.lr, decay_steps=max(1, phase.lr_decay_steps),
@@ -165,7 +168,7 @@ def make_optimizer(train_config: config_dict.ConfigDict,
   wd = (train_config.weight_decay or None) if decoupled else None
   optimizer = OPTIMIZERS[train_config.optimizer](
       schedule, train_config.momentum, wd)
-  if train_config.mixed_precision:
+  if loss_scaling:
     optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
   return optimizer
 
@@ -208,7 +211,8 @@ def make_train_step(model: keras.Model, optimizer: keras.optimizers.Optimizer,
     with tf.GradientTape() as tape:
       outputs = model({"images": batch["images"], "pair_i": batch["pair_i"],
                        "pair_j": batch["pair_j"]}, training=True)
-      # Mixed precision computes in float16; losses are taken in float32.
+      # Mixed precision computes in bfloat16 / float16; the losses, their
+      # softmax and the L2 term are taken in float32.
       outputs = {k: tf.cast(v, tf.float32) for k, v in outputs.items()}
       terms = losses.compute_losses(outputs, batch["labels"],
                                     batch["pair_same"], **weights)
@@ -275,7 +279,9 @@ def run_phase(model: keras.Model, phase: Phase, *,
                               freeze_bn=config.model.freeze_bn,
                               all_heads=phase.all_heads)
   with strategy.scope():
-    optimizer = make_optimizer(config.train, phase)
+    optimizer = make_optimizer(
+        config.train, phase,
+        loss_scaling=precision.uses_loss_scaling(model.dtype_policy.name))
     optimizer.build(model.trainable_variables)
   dataset = strategy.distribute_datasets_from_function(make_dataset)
   iterator = iter(dataset)

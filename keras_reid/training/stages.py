@@ -31,12 +31,16 @@ from keras_reid.evaluation import report
 from keras_reid.models import backbones
 from keras_reid.models import builders
 from keras_reid.models import layers
+from keras_reid.models import precision
 from keras_reid.training import checkpoints
 from keras_reid.training import distribute
 from keras_reid.training import hparams
 from keras_reid.training import loop
 
 METRICS_FILE = "metrics.json"
+# What the run resolved at its (last) start: {"precision": {"requested",
+# "policy", "reason"}} (config.json keeps train.precision as given, "auto").
+RUNTIME_FILE = "runtime.json"
 
 
 def input_shape(config: config_dict.ConfigDict) -> tuple[int, int, int]:
@@ -167,6 +171,7 @@ def check_config(config: config_dict.ConfigDict) -> None:
   expect_in("data.augment_mode", config.data.augment_mode,
             pipeline.AUGMENT_MODES)
   expect_in("train.optimizer", config.train.optimizer, loop.OPTIMIZERS)
+  expect_in("train.precision", config.train.precision, precision.PRECISIONS)
   expect_in("train.weight_decay_mode", config.train.weight_decay_mode,
             loop.WEIGHT_DECAY_MODES)
   for name, stage in config.stages.items():
@@ -209,13 +214,15 @@ def _check_same_config(config: config_dict.ConfigDict, workdir: str) -> None:
         "pass a new --workdir.")
 
 
+@precision.restores_policy
 def train(config: config_dict.ConfigDict, workdir: str) -> dict:
   """Trains every stage of `config` in `workdir` and returns final metrics.
 
   Args:
     config: an experiment config (see configs/default.py).
     workdir: run directory: config.json, progress.json, checkpoints/,
-      tensorboard/, eval/<stage>.json and metrics.json go here.
+      tensorboard/, eval/<stage>.json, metrics.json and runtime.json (the
+      resolved train.precision) go here.
 
   Returns:
     The last evaluated stage's metrics (rank1, rank5, rank10, rank20, mAP,
@@ -252,8 +259,13 @@ def train(config: config_dict.ConfigDict, workdir: str) -> dict:
   keras.utils.set_random_seed(config.seed)
   if config.train.deterministic:
     tf.config.experimental.enable_op_determinism()
-  if config.train.mixed_precision:
-    keras.mixed_precision.set_global_policy("mixed_float16")
+  # Every model of the run is built under this policy (restored on return).
+  resolved = precision.resolve(config.train.precision)
+  logging.info("Precision %s (train.precision=%r: %s).", resolved.policy,
+               resolved.requested, resolved.reason)
+  report.write_json(os.path.join(out, RUNTIME_FILE),
+                    {"precision": resolved.to_json()})
+  keras.config.set_dtype_policy(resolved.policy)
   writer = tf.summary.create_file_writer(os.path.join(out, "tensorboard"))
   hparams.write_session_start(writer, config, workdir)  # HParams dashboard
   progress = checkpoints.Progress.load(workdir)  # the chief's, in a cluster

@@ -15,4 +15,7 @@ def get_config():
       step1_lr=0.01, step2_lr=0.01))
   config.train.checkpoint_every = 2
   config.train.log_every = 2
+  # Not "auto": metrics compared with float32 oracles (restored models are
+  # evaluated in float32) must not depend on the machine's bfloat16.
+  config.train.precision = "float32"
   return config

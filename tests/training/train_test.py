@@ -52,6 +52,10 @@ def test_tiny_run_end_to_end(tmp_path, synthetic_dir):
   for key in ranking.METRIC_KEYS:
     assert written[key] == pytest.approx(metrics[key])
   assert os.path.exists(os.path.join(workdir, "config.json"))
+  with open(os.path.join(workdir, stages.RUNTIME_FILE)) as f:
+    assert json.load(f)["precision"] == {
+        "requested": "float32", "policy": "float32",
+        "reason": "set in config.train.precision"}
   progress = checkpoints.Progress.load(workdir)
   assert [(p.stage, p.phase) for p in progress.finished] == [
       ("synthetic", 1), ("synthetic", 2)]
