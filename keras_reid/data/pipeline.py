@@ -38,6 +38,40 @@ class CorruptImageError(ValueError):
   """An image file could not be read or decoded."""
 
 
+# The decoded, resized training images of the last pipeline that cached them:
+# (paths, image size) -> uint8 [N, H, W, 3]. One entry: every phase of a
+# stage (and a resumed one) rebuilds its pipeline on the same images.
+_DECODED: dict[tuple[tuple[str, ...], tuple[int, int]], np.ndarray] = {}
+
+
+def decoded_images(paths: Sequence[str],
+                   image_size: tuple[int, int]) -> np.ndarray:
+  """Every image decoded and resized once, rounded to uint8, kept in memory.
+
+  Args:
+    paths: image files (already validated).
+    image_size: (height, width).
+
+  Returns:
+    uint8 [len(paths), height, width, 3], the same for the same arguments
+    (memoised for the last call).
+  """
+  key = (tuple(paths), (int(image_size[0]), int(image_size[1])))
+  if key not in _DECODED:
+    _DECODED.clear()
+    ds = tf.data.Dataset.from_tensor_slices(list(paths)).map(
+        lambda p: tf.cast(tf.round(preprocessing.load_image(p, key[1])),
+                          tf.uint8),
+        num_parallel_calls=AUTOTUNE, deterministic=True).batch(256)
+    out = np.zeros((len(paths), key[1][0], key[1][1], 3), np.uint8)
+    start = 0
+    for chunk in ds.as_numpy_iterator():
+      out[start:start + len(chunk)] = chunk
+      start += len(chunk)
+    _DECODED[key] = out
+  return _DECODED[key]
+
+
 # Paths already checked by `validate_images`, keyed with size and mtime so an
 # edited file is checked again. Avoids decoding a dataset twice per process.
 _VALID_CACHE: dict[tuple[str, int, float], bool] = {}
@@ -398,7 +432,8 @@ def make_train_dataset(records: Sequence[records_lib.Record], *,
                        skip_corrupt: bool = False,
                        labels=None,
                        validate: bool = True,
-                       first_batch: int = 0) -> tf.data.Dataset:
+                       first_batch: int = 0,
+                       cache_max_bytes: int = 0) -> tf.data.Dataset:
   """Infinite dataset of K x M training batches with their pairs.
 
   Args:
@@ -428,6 +463,11 @@ def make_train_dataset(records: Sequence[records_lib.Record], *,
     first_batch: start at this batch of the sequence (batch t depends on
       (seed, t) only, so a resumed run continues exactly where it stopped
       without replaying the batches before).
+    cache_max_bytes: keep the decoded, resized training images in memory
+      as uint8 (H x W x 3 bytes each, `decoded_images`) when they take at
+      most this many bytes, and warp the fixed variants from there;
+      otherwise (and with 0) decode every image at every use, which the log
+      says. Cached pixels are the decoded ones rounded to integers.
 
   Returns:
     tf.data.Dataset of dicts, B = K * M:
@@ -488,6 +528,32 @@ def make_train_dataset(records: Sequence[records_lib.Record], *,
   image_size = (int(image_size[0]), int(image_size[1]))
   copies = augment_copies
 
+  image_bytes = len(keep) * image_size[0] * image_size[1] * 3
+  cached = None
+  if image_bytes <= cache_max_bytes:
+    rows = np.zeros(len(records), np.int32)  # record -> cache row
+    rows[kept] = np.arange(kept.size, dtype=np.int32)
+    cached = (tf.constant(rows), tf.constant(decoded_images(
+        [records[i].path for i in keep], image_size)))
+  else:
+    logging.info(
+        "Training images not cached: %d images of %dx%dx3 bytes = %.1f MB "
+        "> the cache limit of %.1f MB (data.train_cache_mb); each is decoded "
+        "at every use.", len(keep), image_size[0], image_size[1],
+        image_bytes / 2**20, cache_max_bytes / 2**20)
+
+  def sample_batch(step):
+    index, variant = tf.numpy_function(
+        sampler, [step], (tf.int32, tf.int32), stateful=False)
+    index.set_shape([batch])
+    variant.set_shape([batch])
+    rows, images = cached
+    return dict(
+        images=tf.cast(tf.gather(images, tf.gather(rows, index)), tf.float32),
+        labels=tf.nest.map_structure(lambda t: tf.gather(t, index),
+                                     label_table),
+        transform=tf.gather(transforms, index * copies + variant))
+
   def sample(step):
     index, variant = tf.numpy_function(
         sampler, [step], (tf.int32, tf.int32), stateful=False)
@@ -521,9 +587,13 @@ def make_train_dataset(records: Sequence[records_lib.Record], *,
         "pair_same": tf.constant(ps),
     }
 
-  ds = tf.data.Dataset.counter(int(first_batch)).flat_map(sample)
-  ds = ds.map(load, num_parallel_calls=AUTOTUNE, deterministic=True)
-  ds = ds.batch(batch, drop_remainder=True)
+  ds = tf.data.Dataset.counter(int(first_batch))
+  if cached is not None:  # whole batches gathered from the decoded images
+    ds = ds.map(sample_batch, num_parallel_calls=AUTOTUNE, deterministic=True)
+  else:
+    ds = ds.flat_map(sample)
+    ds = ds.map(load, num_parallel_calls=AUTOTUNE, deterministic=True)
+    ds = ds.batch(batch, drop_remainder=True)
   ds = ds.map(finish, num_parallel_calls=AUTOTUNE, deterministic=True)
   return ds.prefetch(AUTOTUNE)
 

@@ -3,7 +3,8 @@
 "float32", "mixed_bfloat16" and "mixed_float16" are Keras dtype policies
 (variables in float32, computation in the lower precision); "auto" picks
 bfloat16 where the hardware computes it natively (CPUs with AVX512_BF16 or
-AMX-BF16, GPUs of compute capability >= 8.0) and float32 elsewhere. Only
+AMX-BF16, GPUs of compute capability >= 8.0) and float32 elsewhere, and on
+CPUs for depthwise-convolution backbones (slower in bfloat16 there). Only
 float16 needs loss scaling (its exponent is 5 bits; bfloat16 keeps float32's
 8). Losses, softmax, BatchNorm statistics, the verification difference and
 the L2 term are computed in float32 whatever the policy (see
@@ -35,6 +36,13 @@ PRECISIONS = {
 # CPU flags (/proc/cpuinfo) of native bfloat16 arithmetic.
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 MIN_BF16_GPU_CAPABILITY = (8, 0)  # Ampere
+# Backbones built on depthwise convolutions, which TF runs slower in
+# bfloat16 than in float32 on CPUs (measured on a Zen 4 with avx512_bf16:
+# MobileNet v1 0.25 train step at 0.56x, GoogLeNet at 1.15-1.26x;
+# bench/training_results.md): "auto" keeps them in float32 on CPUs.
+CPU_BF16_SLOWER_BACKBONES = frozenset({
+    "mobilenet_v1", "mobilenet_v2", "efficientnet_lite0",
+    "efficientnet_lite1", "efficientnet_lite2", "efficientnetv2_b0"})
 T = TypeVar("T")
 
 
@@ -80,13 +88,16 @@ def _gpu_capabilities() -> list[tuple[int, int]]:
 
 
 def auto_policy(cpuinfo_text: str,
-                gpu_capabilities: Sequence[tuple[int, int]]) -> tuple[str, str]:
+                gpu_capabilities: Sequence[tuple[int, int]],
+                backbone: str = "") -> tuple[str, str]:
   """What "auto" means on a machine: (policy, reason).
 
   Args:
     cpuinfo_text: /proc/cpuinfo's text ("" when unknown).
     gpu_capabilities: the compute capability (major, minor) of every visible
       GPU; empty on a CPU-only machine.
+    backbone: config.model.backbone; on CPUs, those of
+      CPU_BF16_SLOWER_BACKBONES stay in float32.
   """
   if gpu_capabilities:
     lowest = min(tuple(c) for c in gpu_capabilities)
@@ -95,6 +106,10 @@ def auto_policy(cpuinfo_text: str,
                               f"{lowest[0]}.{lowest[1]} compute bfloat16")
     return FLOAT32, (f"a GPU of compute capability {lowest[0]}.{lowest[1]} "
                      "(< 8.0) has no fast bfloat16")
+  if cpu_has_bf16(cpuinfo_text) and backbone in CPU_BF16_SLOWER_BACKBONES:
+    return FLOAT32, (f"the CPU has native bfloat16, but backbone "
+                     f"{backbone!r} (depthwise convolutions) trains slower "
+                     "in it on CPUs")
   if cpu_has_bf16(cpuinfo_text):
     return MIXED_BFLOAT16, ("the CPU has native bfloat16 ("
                             + " or ".join(BF16_CPU_FLAGS) + ")")
@@ -102,13 +117,15 @@ def auto_policy(cpuinfo_text: str,
                    + " / ".join(BF16_CPU_FLAGS) + " not in /proc/cpuinfo)")
 
 
-def resolve(precision: str, *, cpuinfo_text: str | None = None,
+def resolve(precision: str, *, backbone: str = "",
+            cpuinfo_text: str | None = None,
             gpu_capabilities: Sequence[tuple[int, int]] | None = None
             ) -> Resolved:
   """The Keras dtype policy for config.train.precision.
 
   Args:
     precision: one of PRECISIONS.
+    backbone: config.model.backbone (see `auto_policy`).
     cpuinfo_text, gpu_capabilities: the machine, for "auto" (default: this
       machine's /proc/cpuinfo and visible GPUs).
 
@@ -124,7 +141,7 @@ def resolve(precision: str, *, cpuinfo_text: str | None = None,
     cpuinfo_text = _read_cpuinfo()
   if gpu_capabilities is None:
     gpu_capabilities = _gpu_capabilities()
-  policy, reason = auto_policy(cpuinfo_text, gpu_capabilities)
+  policy, reason = auto_policy(cpuinfo_text, gpu_capabilities, backbone)
   return Resolved(precision, policy, reason)
 
 

@@ -69,7 +69,8 @@ def train_dataset_fn(dataset: records_lib.ReidDataset,
         seed=seed + 7919 * context.input_pipeline_id,
         augment_seed=(config.seed if config.data.augment_mode == "fixed"
                       else None),
-        skip_corrupt=config.data.skip_corrupt, first_batch=first_batch)
+        skip_corrupt=config.data.skip_corrupt, first_batch=first_batch,
+        cache_max_bytes=int(config.data.train_cache_mb * 2**20))
   return make
 
 
@@ -260,7 +261,8 @@ def train(config: config_dict.ConfigDict, workdir: str) -> dict:
   if config.train.deterministic:
     tf.config.experimental.enable_op_determinism()
   # Every model of the run is built under this policy (restored on return).
-  resolved = precision.resolve(config.train.precision)
+  resolved = precision.resolve(config.train.precision,
+                               backbone=config.model.backbone)
   logging.info("Precision %s (train.precision=%r: %s).", resolved.policy,
                resolved.requested, resolved.reason)
   report.write_json(os.path.join(out, RUNTIME_FILE),

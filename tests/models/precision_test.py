@@ -48,6 +48,23 @@ def test_auto_decision(cpuinfo, gpus, expected):
   assert resolved.requested == "auto" and resolved.reason
 
 
+def test_auto_keeps_depthwise_backbones_in_float32_on_cpus():
+  for backbone in ("mobilenet_v1", "efficientnet_lite0"):
+    assert precision.resolve("auto", backbone=backbone,
+                             cpuinfo_text=ZEN4_CPUINFO,
+                             gpu_capabilities=[]).policy == "float32"
+    # Not on GPUs, and not when asked for explicitly.
+    assert precision.resolve("auto", backbone=backbone,
+                             cpuinfo_text=ZEN4_CPUINFO,
+                             gpu_capabilities=[(8, 0)]).policy == (
+                                 "mixed_bfloat16")
+    assert precision.resolve("mixed_bfloat16", backbone=backbone).policy == (
+        "mixed_bfloat16")
+  assert precision.resolve("auto", backbone="googlenet",
+                           cpuinfo_text=ZEN4_CPUINFO,
+                           gpu_capabilities=[]).policy == "mixed_bfloat16"
+
+
 def test_auto_needs_the_flag_on_every_cpu():
   mixed = ZEN4_CPUINFO.replace("avx512_bf16 avx512_vnni\n", "avx512_vnni\n", 1)
   assert not precision.cpu_has_bf16(mixed)
