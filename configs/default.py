@@ -44,6 +44,27 @@ def stage_config(**overrides) -> config_dict.ConfigDict:
       # "classifiers": the classifiers only, on the classification loss
       # (ablation: verifiers and aux trunks stay random through step 1).
       step1_trains="new_layers",
+      # Where the stage's training labels come from (DESIGN.md point 9):
+      # "labels": the dataset's identities; "self_training" / "cotraining":
+      # none are read (unsupervised transfer to an unlabelled two-camera
+      # target). Those run `rounds` rounds; each round extracts the model's
+      # features of the training images, makes pseudo labels (every
+      # camera-A image its own class, camera-B images labelled by their
+      # nearest camera-A images: in feature space for self-training, in the
+      # GRDL code space of a cross-camera kNN graph for co-training),
+      # replaces the classifiers and fine-tunes two-stepped with
+      # step1_steps / step2_steps (and their lrs) per round. Identities are
+      # read only to evaluate (query / gallery) and to monitor the labels.
+      supervision="labels",
+      rounds=3,
+      camera_a=0,                  # camid of camera A; B = every other camera
+      pseudo_labels="soft",        # "soft" (top-m distribution) or "hard"
+      soft_top_m=5,                # camera-A neighbours sharing a soft label
+      soft_temperature=1.0,        # > 0; larger spreads the soft label
+      graph_k=10,                  # cross-camera neighbours per image (W)
+      grdl_lambda=0.01,            # graph weight lambda of GRDL
+      grdl_atoms=256,              # dictionary atoms (code dimension)
+      grdl_iterations=20,          # GRDL alternations per round (at most)
   ))
   stage.update(overrides)
   return stage

@@ -125,6 +125,11 @@ def rebuild_model(config: config_dict.ConfigDict, num_classes: int,
       input_shape=(config.data.image_height, config.data.image_width, 3),
       seed=config.seed)
   restore_weights(model, checkpoint_path)
+  # A phase's checkpoint also holds the dropout masks' seed states (see
+  # loop.run_phase): the next phase of a resumed run draws the masks an
+  # uninterrupted run would.
+  tf.train.Checkpoint(seeds=seed_state_variables(model)).restore(
+      checkpoint_path).expect_partial()
   return model
 
 
@@ -149,7 +154,13 @@ def weights_origin(workdir: str) -> dict:
     raise FileNotFoundError(
         f"Run {workdir!r} has no finished training step yet "
         f"({PROGRESS_FILE} is missing or empty); train it first.")
-  planned = [(name, phase) for name, stage in config.stages.items()
+  # An unsupervised stage (training/cotraining.py) trains its steps once per
+  # round, as stage "<name>/round<r>".
+  planned = [(key, phase) for name, stage in config.stages.items()
+             for key in ([f"{name}/round{r}"
+                          for r in range(1, int(stage.rounds) + 1)]
+                         if stage.get("supervision", "labels") != "labels"
+                         else [name])
              for phase, steps in ((1, stage.step1_steps),
                                   (2, stage.step2_steps)) if int(steps) > 0]
   last = (progress.last.stage, progress.last.phase)

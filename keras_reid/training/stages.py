@@ -33,6 +33,7 @@ from keras_reid.models import builders
 from keras_reid.models import layers
 from keras_reid.models import precision
 from keras_reid.training import checkpoints
+from keras_reid.training import cotraining
 from keras_reid.training import distribute
 from keras_reid.training import hparams
 from keras_reid.training import loop
@@ -50,11 +51,12 @@ def input_shape(config: config_dict.ConfigDict) -> tuple[int, int, int]:
 def train_dataset_fn(dataset: records_lib.ReidDataset,
                      stage: config_dict.ConfigDict,
                      config: config_dict.ConfigDict, normalization: str,
-                     seed: int):
+                     seed: int, labels=None):
   """input_context -> the stage's training batches (one pipeline per worker).
 
   The returned function also takes `first_batch` (make_train_dataset's), to
-  resume a pipeline whose iterator could not be checkpointed.
+  resume a pipeline whose iterator could not be checkpointed. `labels`:
+  pseudo labels instead of the pids (make_train_dataset's, co-training).
   """
   def make(context: tf.distribute.InputContext,
            first_batch: int = 0) -> tf.data.Dataset:
@@ -70,7 +72,8 @@ def train_dataset_fn(dataset: records_lib.ReidDataset,
         augment_seed=(config.seed if config.data.augment_mode == "fixed"
                       else None),
         skip_corrupt=config.data.skip_corrupt, first_batch=first_batch,
-        cache_max_bytes=int(config.data.train_cache_mb * 2**20))
+        cache_max_bytes=int(config.data.train_cache_mb * 2**20),
+        labels=labels)
   return make
 
 
@@ -177,6 +180,7 @@ def check_config(config: config_dict.ConfigDict) -> None:
             loop.WEIGHT_DECAY_MODES)
   for name, stage in config.stages.items():
     expect_in(f"stages.{name}.step1_trains", stage.step1_trains, STEP1_TRAINS)
+    cotraining.check_stage(name, stage, config)
     for dataset in stage.dataset.split("+"):
       expect_in(f"stages.{name}.dataset", dataset, datasets.DATASETS)
 
@@ -300,6 +304,19 @@ def train(config: config_dict.ConfigDict, workdir: str) -> dict:
       evaluate = functools.partial(
           evaluate_model, dataset=dataset, config=config,
           cuhk03_metric=stage_uses_cuhk03_metric(stage, config))
+    if cotraining.is_unsupervised(stage):  # rounds of pseudo labels instead
+      model, global_offset = cotraining.run_stage(
+          name=name, stage=stage, stage_index=stage_index, dataset=dataset,
+          model=model, progress=progress, config=config, strategy=strategy,
+          workdir=out, restore_dir=None if out == workdir else workdir,
+          writer=writer, global_offset=global_offset, evaluate=evaluate,
+          init_model=lambda m, n, stage=stage: _init_stage_model(
+              m, stage, config, n),
+          dataset_fn=lambda labels, seed, stage=stage, dataset=dataset: (
+              train_dataset_fn(dataset, stage, config, normalization, seed,
+                               labels=labels)),
+          all_heads_first_round=step1_trains_all_heads(stage, stage_index))
+      phases = []
     stage_started = any(f.stage == name for f in progress.finished)
     for phase in phases:
       phase.global_step_offset = global_offset

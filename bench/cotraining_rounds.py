@@ -1,0 +1,73 @@
+"""Per-round table of unsupervised runs (self-training / co-training).
+
+    python bench/cotraining_rounds.py --stage=target RUN_DIR [RUN_DIR ...]
+
+Reads what `keras_reid.train` wrote for an unsupervised stage:
+eval/<stage>/round<r>.json (the model before round r + 1; round 0 = direct
+transfer), eval/<stage>.json (after the last round) and
+cotrain/<stage>/round<r>.json (pseudo-label accuracy of round r's labels
+against the hidden identities), and prints one markdown row per round:
+Rank-1 and mAP of the model after that round, and the accuracy of the labels
+it was trained on. TF-free.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+
+def _read(path: str) -> dict | None:
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
+
+
+def rounds(workdir: str, stage: str) -> list[dict]:
+  """[{round, rank1, mAP, label_accuracy, soft_mass}] (percent), round 0 first.
+
+  Round r's metrics are those of the model after r rounds; its labels are
+  the ones it was fine-tuned on (none for round 0).
+  """
+  out = []
+  r = 0
+  while True:
+    metrics = _read(os.path.join(workdir, "eval", stage, f"round{r}.json"))
+    labels = _read(os.path.join(workdir, "cotrain", stage, f"round{r}.json"))
+    if metrics is None:
+      if labels is None:
+        break
+      metrics = _read(os.path.join(workdir, "eval", f"{stage}.json"))
+    out.append(dict(
+        round=r,
+        rank1=None if metrics is None else 100 * metrics["rank1"],
+        mAP=None if metrics is None else 100 * metrics["mAP"],
+        label_accuracy=None if labels is None else 100 * labels["accuracy"],
+        soft_mass=None if labels is None else 100 * labels["soft_mass"]))
+    r += 1
+  return out
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("runs", nargs="+", help="run directories")
+  parser.add_argument("--stage", default="target",
+                      help="the unsupervised stage's name")
+  args = parser.parse_args()
+
+  def fmt(value):
+    return "-" if value is None else f"{value:.1f}"
+  print("| run | round | labels: accuracy % (soft mass %) | Rank-1 % | mAP % |")
+  print("|---|---|---|---|---|")
+  for run in args.runs:
+    for row in rounds(run, args.stage):
+      labels = ("- (direct transfer)" if row["label_accuracy"] is None else
+                f"{fmt(row['label_accuracy'])} ({fmt(row['soft_mass'])})")
+      print(f"| {os.path.basename(os.path.normpath(run))} | {row['round']} | "
+            f"{labels} | {fmt(row['rank1'])} | {fmt(row['mAP'])} |")
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,52 @@
+"""Unsupervised transfer on generated data: domain "a" (labels) -> "b" (none).
+
+    python -m keras_reid.train --config=configs/synthetic_cotrain.py:cotraining
+    python -m keras_reid.train --config=configs/synthetic_cotrain.py:self_training
+    # the target stage alone, from a finished source run (see below):
+    python -m keras_reid.train \
+        --config=configs/synthetic_cotrain.py:cotraining,runs/synthetic_cotrain_source
+
+The argument is "SUPERVISION[,SOURCE_RUN]": SUPERVISION is "cotraining" or
+"self_training" (see configs/default.py stage_config, `supervision`).
+Stage `source` is the default job's stage on synthetic domain "a" (6
+cameras, with identities); stage `target` is domain "b" (2 cameras: camid 0
+is camera A, 1 camera B, darker and blurrier), whose identities are never
+read for training, only to evaluate its query / gallery before every round
+(eval/target/round<r>.json, round 0 = direct transfer) and at the end
+(eval/target.json), and to monitor the pseudo labels
+(cotrain/target/round<r>.json). With SOURCE_RUN, the workdir of a finished
+run whose model matches this config.model (e.g. the default job,
+`python -m keras_reid.train --workdir=runs/synthetic_cotrain_source`), the
+source stage is dropped and the target stage starts from that run's
+weights, so self-training and co-training share one source model.
+Measured results:
+bench/cotraining_results.md.
+"""
+
+from configs import default
+
+SUPERVISIONS = ("cotraining", "self_training")
+
+
+def get_config(arg: str = "cotraining"):
+  supervision, *source = arg.split(",", 1)
+  if supervision not in SUPERVISIONS:
+    raise ValueError(
+        f"configs/synthetic_cotrain.py:{arg}: expected SUPERVISION[,SOURCE_RUN]"
+        f" with SUPERVISION one of {list(SUPERVISIONS)}, e.g. "
+        "configs/synthetic_cotrain.py:cotraining.")
+  config = default.get_config()
+  source_stage = config.stages.synthetic
+  del config.stages["synthetic"]
+  if not source:
+    config.stages.source = source_stage  # domain "a" (config.data)
+  # 30 training identities x 2 cameras x 4 images: 120 camera-A classes.
+  config.stages.target = default.stage_config(
+      dataset="synthetic", root="runs/data/synthetic_b",
+      options="domain=b,num_ids=60", supervision=supervision,
+      init=source[0] if source else "previous", rounds=3,
+      ids_per_batch=8, images_per_id=4, step1_steps=50, step2_steps=200,
+      step1_lr=0.01, step2_lr=0.01, lr_decay_steps=40000,
+      graph_k=3, grdl_lambda=0.01, grdl_atoms=128, grdl_iterations=20,
+      pseudo_labels="soft", soft_top_m=5, soft_temperature=1.0)
+  return config

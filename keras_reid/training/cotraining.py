@@ -1,0 +1,389 @@
+"""Unsupervised transfer rounds: self-training and co-training (DESIGN.md 9).
+
+A stage with `supervision` "self_training" or "cotraining" trains on an
+unlabelled two-camera target: its identities are never read for training.
+Each of its `rounds` rounds
+
+  1. evaluates the current model on the target's query / gallery (the
+     model that makes this round's labels: round 0 is direct transfer),
+  2. extracts SIR features Y of every target training image,
+  3. makes pseudo labels with keras_reid.unsupervised: every camera-A image
+     is its own class; each camera-B image is labelled by its nearest
+     camera-A images (hard: the nearest, soft: a distribution over the
+     top m), in Y for self-training, in the codes Z of graph-regularised
+     dictionary learning on the cross-camera kNN graph of Y for
+     co-training (warm-started from the previous round's dictionary),
+  4. replaces the classifiers (num_A classes) and fine-tunes two-stepped
+     (the stage's step1 / step2 settings) with classification on the
+     (soft) labels and verification on pairs from them (K x M batches
+     grouped by label).
+
+Rounds are phases like any other: progress.json lists them as stage
+"<stage>/round<r>" (checkpoints/<stage>/round<r>/step<n>), and each round's
+labels are saved atomically in cotrain/<stage>/round<r>.npz before its
+training starts, so a killed run resumes mid-round with the same labels.
+The hidden identities serve only `label_accuracy` (TensorBoard
+cotrain/label_accuracy, cotrain/<stage>/round<r>.json) and the evaluation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import os
+from typing import Callable
+
+from absl import logging
+import keras
+import numpy as np
+import tensorflow as tf
+from ml_collections import config_dict
+
+from keras_reid.data import records as records_lib
+from keras_reid.evaluation import extract
+from keras_reid.evaluation import report
+from keras_reid.models import builders
+from keras_reid.training import checkpoints
+from keras_reid.training import loop
+from keras_reid.unsupervised import graph
+from keras_reid.unsupervised import grdl
+from keras_reid.unsupervised import pseudo_labels
+
+# stage.supervision: where a stage's training labels come from.
+#   "labels": the dataset's identities (supervised);
+#   "self_training": pseudo labels from nearest camera-A neighbours in the
+#     model's feature space (the baseline; alone it drifts);
+#   "cotraining": the same in the GRDL code space (the complementary model).
+SUPERVISIONS = ("labels", "self_training", "cotraining")
+# stage.pseudo_labels: "soft" (top-m distribution) or "hard" (nearest).
+PSEUDO_LABELS = ("soft", "hard")
+
+
+def is_unsupervised(stage) -> bool:
+  """Whether a stage trains on pseudo labels (a config.json may predate
+  the `supervision` key: such a stage is supervised)."""
+  return stage.get("supervision", "labels") != "labels"
+
+
+def round_key(stage_name: str, round_index: int) -> str:
+  """The `Phase.stage` of a round: "<stage>/round<r>" (r from 1)."""
+  return f"{stage_name}/round{round_index}"
+
+
+def planned_phases(name: str, stage) -> list[tuple[str, int]]:
+  """(phase stage key, step) of every phase the stage trains, in order."""
+  keys = ([round_key(name, r) for r in range(1, int(stage.rounds) + 1)]
+          if is_unsupervised(stage) else [name])
+  return [(key, phase) for key in keys
+          for phase, steps in ((1, stage.step1_steps), (2, stage.step2_steps))
+          if int(steps) > 0]
+
+
+def check_stage(name: str, stage: config_dict.ConfigDict,
+                config: config_dict.ConfigDict) -> None:
+  """Validates a stage's supervision settings.
+
+  Raises:
+    ValueError: naming the key, the value and what was expected.
+  """
+  def expect(ok: bool, key: str, expected: str) -> None:
+    if not ok:
+      raise ValueError(f"config.stages.{name}.{key}={stage[key]!r}: "
+                       f"expected {expected}.")
+
+  expect(stage.supervision in SUPERVISIONS, "supervision",
+         f"one of {list(SUPERVISIONS)}")
+  if not is_unsupervised(stage):
+    return
+  expect(stage.rounds >= 1, "rounds", ">= 1 (rounds of pseudo labels)")
+  if stage.step1_steps + stage.step2_steps <= 0:
+    raise ValueError(
+        f"config.stages.{name}: supervision={stage.supervision!r} fine-tunes "
+        "step1_steps + step2_steps iterations per round, but both are 0; "
+        "set --config.stages.<name>.step2_steps (per round).")
+  expect(stage.pseudo_labels in PSEUDO_LABELS, "pseudo_labels",
+         f"one of {list(PSEUDO_LABELS)}")
+  expect(stage.soft_top_m >= 1, "soft_top_m", ">= 1")
+  expect(stage.soft_temperature > 0, "soft_temperature", "> 0")
+  expect(stage.camera_a >= 0, "camera_a", "a camid >= 0")
+  if stage.supervision == "cotraining":
+    expect(stage.graph_k >= 1, "graph_k", ">= 1 cross-camera neighbours")
+    expect(stage.grdl_lambda >= 0, "grdl_lambda", ">= 0")
+    expect(stage.grdl_atoms >= 1, "grdl_atoms", ">= 1 dictionary atoms")
+    expect(stage.grdl_iterations >= 1, "grdl_iterations", ">= 1")
+  if stage.pseudo_labels == "soft" and config.loss.triplet_weight > 0:
+    raise ValueError(
+        f"config.stages.{name}.pseudo_labels='soft' with "
+        f"config.loss.triplet_weight={config.loss.triplet_weight}: the "
+        "triplet loss needs one class per image; set "
+        f"--config.stages.{name}.pseudo_labels=hard or "
+        "--config.loss.triplet_weight=0.")
+
+
+@dataclasses.dataclass
+class RoundLabels:
+  """One round's pseudo labels and what made them.
+
+  Attributes:
+    labels: int64 [N] (hard) or float32 [N, num_A] (soft) over the stage's
+      training records, in record order.
+    is_a: bool [N], camera-A images (class c = the c-th of them).
+    dictionary: [dim, atoms] float64 GRDL dictionary (co-training), the
+      next round's warm start; None for self-training.
+    objective: GRDL objective at the start and after each iteration ([]
+      for self-training).
+  """
+  labels: np.ndarray
+  is_a: np.ndarray
+  dictionary: np.ndarray | None
+  objective: list[float]
+
+
+def make_labels(features: np.ndarray, camids: np.ndarray,
+                stage: config_dict.ConfigDict, *, seed: int = 0,
+                init_dictionary: np.ndarray | None = None,
+                callback: Callable[[int, float], None] | None = None
+                ) -> RoundLabels:
+  """Pseudo labels of one round from the model's features (NumPy only).
+
+  Args:
+    features: [N, dim] SIR features of the training images (record order).
+    camids: [N] their camera ids; stage.camera_a is camera A.
+    stage: the stage config (supervision, pseudo_labels, soft_top_m,
+      soft_temperature, graph_k, grdl_lambda, grdl_atoms, grdl_iterations).
+    seed: GRDL's initial dictionary draw when there is no warm start.
+    init_dictionary: [dim, atoms] warm start (the previous round's).
+    callback: GRDL's callback(iteration, objective).
+
+  Returns:
+    RoundLabels.
+  """
+  is_a = graph.camera_a_mask(camids, stage.camera_a)
+  space, dictionary, history = features, None, []
+  if stage.supervision == "cotraining":
+    lap = graph.laplacian(graph.cross_camera_knn_graph(
+        features, is_a, k=stage.graph_k))
+    result = grdl.grdl(features, lap, stage.grdl_atoms, stage.grdl_lambda,
+                       max_iter=stage.grdl_iterations, seed=seed,
+                       init_dictionary=init_dictionary, callback=callback)
+    space, dictionary, history = (result.codes, result.dictionary,
+                                  list(result.objective))
+  if stage.pseudo_labels == "hard":
+    labels = pseudo_labels.hard_pseudo_labels(space, is_a)
+  else:
+    labels = pseudo_labels.soft_pseudo_labels(
+        space, is_a, top_m=stage.soft_top_m,
+        temperature=stage.soft_temperature)
+  return RoundLabels(labels, is_a, dictionary, history)
+
+
+def labels_path(workdir: str, stage_name: str, round_index: int) -> str:
+  return os.path.join(workdir, "cotrain", stage_name,
+                      f"round{round_index}.npz")
+
+
+def save_labels(path: str, labels: RoundLabels, paths: list[str]) -> None:
+  """Writes a round's labels atomically (temp file + os.replace)."""
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  arrays = dict(labels=labels.labels, is_a=labels.is_a,
+                objective=np.asarray(labels.objective, np.float64),
+                paths=np.asarray(paths))
+  if labels.dictionary is not None:
+    arrays["dictionary"] = labels.dictionary
+  buffer = io.BytesIO()
+  np.savez(buffer, **arrays)
+  tmp = path + ".tmp"
+  with open(tmp, "wb") as f:
+    f.write(buffer.getvalue())
+  os.replace(tmp, path)
+
+
+def load_labels(path: str, paths: list[str]) -> RoundLabels:
+  """Reads save_labels' file; refuses one made for other images."""
+  with np.load(path) as data:
+    if data["paths"].tolist() != list(paths):
+      raise ValueError(
+          f"{path} holds pseudo labels of other training images than this "
+          "stage's (the dataset changed since the run started); move it "
+          "away to recompute them, or pass a new --workdir.")
+    return RoundLabels(
+        labels=data["labels"], is_a=data["is_a"],
+        dictionary=data["dictionary"] if "dictionary" in data else None,
+        objective=data["objective"].tolist())
+
+
+def extract_features(model: keras.Model, records: list[records_lib.Record],
+                     config: config_dict.ConfigDict) -> np.ndarray:
+  """[N, dim] float32 SIR features of `records` by the model's backbone."""
+  embedder = builders.build_embedder(model)
+
+  @tf.function(reduce_retracing=True, autograph=False)
+  def embed(images):
+    return embedder(images, training=False)
+
+  return extract.extract_features(
+      embed, records,
+      image_size=(config.data.image_height, config.data.image_width),
+      normalization=builders.normalization_for(config.model),
+      batch_size=config.data.eval_batch_size)
+
+
+def _round_seed(config: config_dict.ConfigDict, stage_index: int,
+                round_index: int) -> int:
+  return config.seed + 1000 * stage_index + 100 * round_index
+
+
+def run_stage(*, name: str, stage: config_dict.ConfigDict, stage_index: int,
+              dataset: records_lib.ReidDataset, model: keras.Model | None,
+              progress: checkpoints.Progress, config: config_dict.ConfigDict,
+              strategy: tf.distribute.Strategy, workdir: str,
+              restore_dir: str | None, writer: tf.summary.SummaryWriter,
+              global_offset: int,
+              evaluate: Callable[[keras.Model], dict] | None,
+              init_model: Callable[[keras.Model | None, int], keras.Model],
+              dataset_fn: Callable[[np.ndarray, int], Callable],
+              all_heads_first_round: bool
+              ) -> tuple[keras.Model | None, int]:
+  """Runs (or resumes) the rounds of an unsupervised stage.
+
+  Args:
+    name, stage, stage_index: the stage (config.stages[name], its index).
+    dataset: its dataset; train's paths and camids are read for training,
+      its pids only by label_accuracy (monitoring).
+    model: the model in memory (None when this process has none yet).
+    progress: the run's progress (appended to and saved).
+    config, strategy, writer: the run's.
+    workdir: where this process writes; restore_dir: where a resumed phase
+      restores from (None = workdir), as loop.run_phase.
+    global_offset: steps of the run before this stage.
+    evaluate: model -> metrics on the target's query / gallery, or None.
+    init_model: (model or None, num_classes) -> the stage's start model
+      with new classifiers (stages._init_stage_model).
+    dataset_fn: (labels, seed) -> make_dataset for loop.run_phase.
+    all_heads_first_round: step 1 of round 1 trains every head (a stage
+      from the backbone's weights, stages.step1_trains_all_heads).
+
+  Returns:
+    (the model after the last round, or None if every round had finished
+    before this process; global_offset after the stage).
+  """
+  records = list(dataset.train)
+  paths = [r.path for r in records]
+  camids = np.asarray([r.camid for r in records])
+  is_a = graph.camera_a_mask(camids, stage.camera_a)
+  num_a = int(is_a.sum())
+  batch_size = stage.ids_per_batch * stage.images_per_id
+  logging.info("Stage %s (%s): %d camera-A images (classes), %d camera-B "
+               "images, %d rounds.", name, stage.supervision, num_a,
+               int((~is_a).sum()), stage.rounds)
+
+  def current_model():
+    nonlocal model
+    if model is None and progress.last is not None:
+      with strategy.scope():
+        model = checkpoints.rebuild_model(config, progress.last.num_classes,
+                                          progress.last.checkpoint)
+    return model
+
+  for r in range(1, stage.rounds + 1):
+    key = round_key(name, r)
+    phases = [
+        loop.Phase(key, 1, stage.step1_steps, stage.step1_lr,
+                   stage.lr_decay_steps, stage.lr_decay_factor,
+                   batch_size=batch_size,
+                   all_heads=all_heads_first_round and r == 1),
+        loop.Phase(key, 2, stage.step2_steps, stage.step2_lr,
+                   stage.lr_decay_steps, stage.lr_decay_factor,
+                   eval_every=stage.eval_every, batch_size=batch_size)]
+    round_start = global_offset
+    for phase in phases:
+      phase.global_step_offset = global_offset
+      global_offset += phase.steps
+    todo = [p for p in phases
+            if p.steps and not progress.is_finished(key, p.phase)]
+    if not todo:
+      continue
+    round_started = any(f.stage == key for f in progress.finished)
+    seed = _round_seed(config, stage_index, r)
+    path = labels_path(workdir, name, r)
+    read_path = labels_path(restore_dir or workdir, name, r)
+    initialised = False
+    if os.path.exists(read_path):
+      round_labels = load_labels(read_path, paths)
+    else:
+      # The model that makes this round's labels: the stage's start model
+      # (round 1; new classifiers drawn from the round's seed, as below)
+      # or the last round's.
+      if r == 1 and not round_started:
+        keras.utils.set_random_seed(seed)
+        with strategy.scope():
+          model = init_model(current_model(), num_a)
+        initialised = True
+      source = current_model()
+      if evaluate is not None:
+        metrics = evaluate(source)
+        loop.write_eval_summaries(writer, metrics, round_start)
+        report.write_json(os.path.join(workdir, "eval", name,
+                                       f"round{r - 1}.json"), metrics)
+        logging.info("Stage %s before round %d: rank1 %.4f, mAP %.4f", name,
+                     r, metrics.get("rank1", float("nan")),
+                     metrics.get("mAP", float("nan")))
+      features = extract_features(source, records, config)
+      previous = labels_path(restore_dir or workdir, name, r - 1)
+      warm = None
+      if stage.supervision == "cotraining" and r > 1 and os.path.exists(
+          previous):
+        warm = load_labels(previous, paths).dictionary
+        if warm is not None and warm.shape != (features.shape[1],
+                                               stage.grdl_atoms):
+          warm = None
+
+      def grdl_callback(iteration: int, value: float, r=r) -> None:
+        with writer.as_default(step=iteration):
+          tf.summary.scalar(f"cotrain/{name}/round{r}/grdl_objective", value)
+
+      round_labels = make_labels(features, camids, stage, seed=seed,
+                                 init_dictionary=warm, callback=grdl_callback)
+      if round_labels.objective:
+        with writer.as_default(step=0):
+          tf.summary.scalar(f"cotrain/{name}/round{r}/grdl_objective",
+                            round_labels.objective[0])
+      save_labels(path, round_labels, paths)
+      # Monitoring only: the hidden identities never reach training.
+      accuracy = pseudo_labels.label_accuracy(
+          round_labels.labels, [rec.pid for rec in records], is_a)
+      with writer.as_default(step=round_start):
+        tf.summary.scalar("cotrain/label_accuracy", accuracy["accuracy"])
+        tf.summary.scalar("cotrain/label_soft_mass", accuracy["soft_mass"])
+        tf.summary.scalar("cotrain/label_reachable", accuracy["reachable"])
+      report.write_json(os.path.join(workdir, "cotrain", name,
+                                     f"round{r}.json"),
+                        dict(accuracy, supervision=stage.supervision,
+                             pseudo_labels=stage.pseudo_labels,
+                             grdl_objective=round_labels.objective))
+      print(f"Stage {name!r} round {r}: pseudo-label accuracy "
+            f"{100 * accuracy['accuracy']:.1f}% (camera B; "
+            f"{100 * accuracy['reachable']:.1f}% reachable)", flush=True)
+    if not round_started and not initialised:
+      # Fresh classifiers for this round's num_A classes, drawn from the
+      # round's seed so that a resumed process draws the same ones.
+      keras.utils.set_random_seed(seed)
+      with strategy.scope():
+        if r == 1:
+          model = init_model(current_model(), num_a)
+        else:
+          model = builders.replace_classifiers(
+              current_model(), config.model, num_classes=num_a,
+              input_shape=(config.data.image_height, config.data.image_width,
+                           3), seed=config.seed)
+    model = current_model()  # a round resumed after its step 1
+    for phase in todo:
+      make_dataset = dataset_fn(round_labels.labels, seed + phase.phase)
+      path_ckpt = loop.run_phase(model, phase, make_dataset=make_dataset,
+                                 config=config, strategy=strategy,
+                                 workdir=workdir, restore_dir=restore_dir,
+                                 writer=writer, evaluate=evaluate)
+      progress.finished.append(checkpoints.FinishedPhase(
+          key, phase.phase, num_a, path_ckpt))
+      progress.save(workdir)
+  return model, global_offset

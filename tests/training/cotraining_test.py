@@ -1,0 +1,236 @@
+"""Unsupervised stages (self-training, co-training) through `stages.train`.
+
+Source: synthetic domain "a" with labels, trained once; target: synthetic
+domain "b" (two cameras) without labels, `init=` the source run. Covers the
+rounds end to end, labels computed from the previous round's model, the
+hidden identities never reaching training, and resume mid-run.
+"""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from configs import default
+from keras_reid.data import from_config
+from keras_reid.training import checkpoints
+from keras_reid.training import cotraining
+from keras_reid.training import loop
+from keras_reid.training import stages
+from tests.training import tiny_config
+
+
+def _base(tmp_root):
+  config = tiny_config.get_config()
+  config.data.synthetic_dir = os.path.join(tmp_root, "a")
+  config.data.image_height = 32  # the smallest MobileNet input
+  config.data.image_width = 32
+  config.train.precision = "float32"
+  config.train.checkpoint_every = 1000  # at each step's end only
+  config.stages.synthetic.update(dict(step1_steps=2, step2_steps=4))
+  return config
+
+
+@pytest.fixture(scope="module")
+def source_run(tmp_path_factory):
+  """A labelled source run on domain "a" (the target stages start from it)."""
+  root = str(tmp_path_factory.mktemp("cotrain"))
+  config = _base(root)
+  workdir = os.path.join(root, "source")
+  stages.train(config, workdir)
+  return root, workdir
+
+
+def _target_config(root, source, supervision, **overrides):
+  config = _base(root)
+  del config.stages["synthetic"]
+  config.stages.target = default.stage_config(
+      dataset="synthetic", root=os.path.join(root, "b"),
+      options="domain=b,num_ids=8", init=source, supervision=supervision,
+      ids_per_batch=2, images_per_id=2, step1_steps=1, step2_steps=3,
+      step1_lr=0.01, step2_lr=0.01, rounds=2, graph_k=3, grdl_atoms=8,
+      grdl_iterations=3, soft_top_m=3)
+  config.stages.target.update(overrides)
+  return config
+
+
+def _tags(logdir):
+  tags = {}
+  for name in sorted(os.listdir(logdir)):
+    for event in tf.compat.v1.train.summary_iterator(os.path.join(logdir, name)):
+      for value in event.summary.value:
+        array = tf.make_ndarray(value.tensor)
+        if array.ndim == 0:  # scalars only (not the input images)
+          tags.setdefault(value.tag, []).append((event.step, float(array)))
+  return tags
+
+
+def _weights(workdir):
+  model, _ = checkpoints.restore_training_model(workdir)
+  return model.get_weights()
+
+
+@pytest.mark.parametrize("supervision", ["self_training", "cotraining"])
+def test_rounds_end_to_end(tmp_path, source_run, supervision):
+  root, source = source_run
+  config = _target_config(root, source, supervision)
+  workdir = str(tmp_path / "run")
+  metrics = stages.train(config, workdir)
+  assert 0.0 < metrics["rank20"] <= 1.0
+
+  progress = checkpoints.Progress.load(workdir)
+  assert [(p.stage, p.phase) for p in progress.finished] == [
+      ("target/round1", 1), ("target/round1", 2), ("target/round2", 1),
+      ("target/round2", 2)]
+  dataset = from_config.load_stage_dataset(config.stages.target, config)
+  camids = np.array([r.camid for r in dataset.train])
+  num_a = int((camids == 0).sum())
+  assert {p.num_classes for p in progress.finished} == {num_a}
+  origin = checkpoints.weights_origin(workdir)
+  assert origin["complete"] and origin["stage"] == "target/round2"
+
+  # Round 2's labels are those of the model that ended round 1 (an oracle:
+  # features extracted again from its checkpoint, labels made again).
+  after_round1 = checkpoints.rebuild_model(config, num_a,
+                                           progress.finished[1].checkpoint)
+  features = cotraining.extract_features(after_round1, dataset.train, config)
+  paths = [r.path for r in dataset.train]
+  saved1 = cotraining.load_labels(
+      cotraining.labels_path(workdir, "target", 1), paths)
+  warm = saved1.dictionary
+  want = cotraining.make_labels(features, camids, config.stages.target,
+                                seed=0, init_dictionary=warm)
+  saved2 = cotraining.load_labels(
+      cotraining.labels_path(workdir, "target", 2), paths)
+  assert saved2.labels.shape == (len(paths), num_a)  # soft by default
+  np.testing.assert_allclose(saved2.labels, want.labels, atol=1e-5)
+  if supervision == "cotraining":
+    assert saved2.dictionary.shape == (features.shape[1], 8)
+    objective = np.array(saved2.objective)
+    assert (np.diff(objective) <= 1e-9 * objective[:-1]).all()
+  else:
+    assert saved2.dictionary is None and saved2.objective == []
+
+  for r in (0, 1):  # the model before each round, evaluated on the target
+    with open(os.path.join(workdir, "eval", "target", f"round{r}.json")) as f:
+      assert 0.0 <= json.load(f)["rank1"] <= 1.0
+  with open(os.path.join(workdir, "cotrain", "target", "round2.json")) as f:
+    stats = json.load(f)
+  assert 0.0 <= stats["accuracy"] <= stats["reachable"] <= 1.0
+  tags = _tags(os.path.join(workdir, "tensorboard"))
+  assert len(tags["cotrain/label_accuracy"]) == 2
+  assert len(tags["eval/rank1"]) == 3  # before round 1, 2 and at the end
+  if supervision == "cotraining":
+    assert len(tags["cotrain/target/round2/grdl_objective"]) >= 2
+  model, _ = checkpoints.restore_training_model(workdir)
+  assert model.get_layer("classifier").get_weights()[0].shape[-1] == num_a
+
+
+@pytest.mark.slow
+def test_hidden_identities_never_reach_training(tmp_path, source_run,
+                                                monkeypatch):
+  """Shuffling the target's training pids changes nothing that trains."""
+  root, source = source_run
+  config = _target_config(root, source, "cotraining", pseudo_labels="hard")
+  plain = str(tmp_path / "plain")
+  stages.train(config, plain)
+
+  load = from_config.load_stage_dataset
+
+  def shuffled_pids(stage, cfg):
+    dataset = load(stage, cfg)
+    if "domain=b" in stage.options:
+      pids = np.random.default_rng(7).permutation(
+          [r.pid for r in dataset.train])
+      dataset.train = [type(r)(r.path, int(p), r.camid)
+                       for r, p in zip(dataset.train, pids)]
+      assert pids.tolist() != [r.pid for r in load(stage, cfg).train]
+    return dataset
+  monkeypatch.setattr(from_config, "load_stage_dataset", shuffled_pids)
+  shuffled = str(tmp_path / "shuffled")
+  stages.train(config, shuffled)
+
+  for a, b in zip(_weights(plain), _weights(shuffled)):
+    np.testing.assert_array_equal(a, b)
+  losses_plain = _tags(os.path.join(plain, "tensorboard"))["loss/total"]
+  losses_shuffled = _tags(os.path.join(shuffled, "tensorboard"))["loss/total"]
+  assert losses_plain == losses_shuffled
+  for r in (1, 2):
+    a = cotraining.labels_path(plain, "target", r)
+    b = cotraining.labels_path(shuffled, "target", r)
+    with np.load(a) as x, np.load(b) as y:
+      np.testing.assert_array_equal(x["labels"], y["labels"])
+
+
+class _Killed(Exception):
+  pass
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("where", ["between_rounds", "mid_round"])
+def test_resume_matches_uninterrupted_run(tmp_path, source_run, monkeypatch,
+                                          where):
+  root, source = source_run
+  config = _target_config(root, source, "cotraining")
+  full = str(tmp_path / "full")
+  m_full = stages.train(config, full)
+
+  killed = str(tmp_path / "killed")
+  with monkeypatch.context() as patch:
+    if where == "between_rounds":  # round 1 done, round 2's labels not made
+      make_labels = cotraining.make_labels
+      calls = []
+
+      def dies_in_round2(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+          raise _Killed()
+        return make_labels(*args, **kwargs)
+      patch.setattr(cotraining, "make_labels", dies_in_round2)
+    else:  # round 2's labels saved and step 1 done, killed in step 2
+      run_phase = loop.run_phase
+
+      def dies_in_round2_step2(model, phase, **kwargs):
+        if phase.stage == "target/round2" and phase.phase == 2:
+          raise _Killed()
+        return run_phase(model, phase, **kwargs)
+      patch.setattr(loop, "run_phase", dies_in_round2_step2)
+    with pytest.raises(_Killed):
+      stages.train(config, killed)
+  done = [(p.stage, p.phase)
+          for p in checkpoints.Progress.load(killed).finished]
+  assert done == ([("target/round1", 1), ("target/round1", 2)]
+                  + ([("target/round2", 1)] if where == "mid_round" else []))
+  assert os.path.exists(cotraining.labels_path(killed, "target", 2)) == (
+      where == "mid_round")
+
+  m_killed = stages.train(config, killed)
+  for a, b in zip(_weights(full), _weights(killed)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+  for key in ("rank1", "mAP"):
+    assert m_full[key] == pytest.approx(m_killed[key], abs=1e-6)
+
+
+def test_config_errors_name_the_key(tmp_path, source_run):
+  root, source = source_run
+  for overrides, match in (
+      (dict(supervision="cotrain"), r"stages.target.supervision='cotrain'"),
+      (dict(pseudo_labels="fuzzy"), r"stages.target.pseudo_labels='fuzzy'"),
+      (dict(rounds=0), r"stages.target.rounds=0"),
+      (dict(soft_temperature=0.0), r"soft_temperature=0.0"),
+      (dict(step1_steps=0, step2_steps=0), r"step1_steps \+ step2_steps"),
+      (dict(camera_a=5), r"camera_a=5 leaves camera A with 0")):
+    config = _target_config(root, source, "cotraining")
+    config.stages.target.update(overrides)
+    with pytest.raises(ValueError, match=match):
+      stages.train(config, str(tmp_path / "bad"))
+  config = _target_config(root, source, "self_training")
+  config.loss.triplet_weight = 0.5
+  with pytest.raises(ValueError, match="pseudo_labels=hard"):
+    stages.check_config(config)
+
+
+if __name__ == "__main__":
+  raise SystemExit(pytest.main([__file__, "-q", "-p", "no:cacheprovider"]))
