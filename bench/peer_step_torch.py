@@ -26,6 +26,11 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+try:  # torch before TensorFlow: the other order crashes in one process
+  import torch as _  # pylint: disable=g-import-not-at-top,unused-import
+  import torchvision as _  # pylint: disable=g-import-not-at-top,unused-import
+except ImportError:
+  pass
 from keras_reid.data import pipeline  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 NUM_CLASSES = 100
@@ -107,7 +112,7 @@ def make_step(height: int, width: int, k: int, m: int, *,
         losses("aux1", ys["aux1"]) + losses("aux2", ys["aux2"]))
     loss.backward()
     optimizer.step()
-    return float(loss)
+    return loss.item()
 
   base.train()
   head.train()

@@ -22,9 +22,16 @@ import os
 import sys
 import time
 
-from absl import app
-from absl import flags
-import keras
+if "--peer" in sys.argv or "--peer=true" in sys.argv:
+  try:  # torch before TensorFlow: the other order segfaults in one process
+    import torch as _  # pylint: disable=g-import-not-at-top,unused-import
+    import torchvision as _  # pylint: disable=g-import-not-at-top,unused-import
+  except ImportError:
+    pass
+
+from absl import app  # pylint: disable=g-import-not-at-top
+from absl import flags  # pylint: disable=g-import-not-at-top
+import keras  # pylint: disable=g-import-not-at-top
 import numpy as np
 import tensorflow as tf
 

@@ -38,7 +38,7 @@ BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 MIN_BF16_GPU_CAPABILITY = (8, 0)  # Ampere
 # Backbones built on depthwise convolutions, which TF runs slower in
 # bfloat16 than in float32 on CPUs (measured on a Zen 4 with avx512_bf16:
-# MobileNet v1 0.25 train step at 0.56x, GoogLeNet at 1.15-1.26x;
+# MobileNet v1 0.25 train step at 0.55-1.00x, GoogLeNet at 1.15-1.28x;
 # bench/training_results.md): "auto" keeps them in float32 on CPUs.
 CPU_BF16_SLOWER_BACKBONES = frozenset({
     "mobilenet_v1", "mobilenet_v2", "efficientnet_lite0",
