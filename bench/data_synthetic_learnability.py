@@ -94,7 +94,7 @@ def main():
       return loss
 
     t = time.perf_counter()
-    for i, b in enumerate(train.take(300)):
+    for b in train.take(300):
       loss = step(b)
     print(f"CNN 300 steps in {time.perf_counter() - t:.0f}s, final loss "
           f"{float(loss):.3f}")

@@ -34,7 +34,8 @@ def stage_config(**overrides) -> config_dict.ConfigDict:
       step2_lr=1e-3,
       lr_decay_steps=40000,        # multiply lr by lr_decay_factor every this many steps
       lr_decay_factor=0.1,
-      init="previous",             # "previous" stage, "backbone" (model.weights) or a checkpoint path
+      # "previous" stage, "backbone" (model.weights) or a run directory.
+      init="previous",
       eval_every=0,                # evaluate every N steps of step 2 (0 = at the end only)
       # What step 1 trains on the frozen base. "new_layers" (the paper's
       # intent): every newly created layer; in a stage from the backbone's

@@ -179,7 +179,7 @@ def compare(run_dirs: Sequence[str],
                  "cmc": metrics.get("cmc"), "group": group})
 
   groups = []
-  for key, index in sorted(group_index.items(), key=lambda kv: kv[1]):
+  for index in sorted(group_index.values()):
     members = [r for r in rows if r["group"] == index]
     mean, std = {}, {}
     for k in metric_keys:

@@ -100,7 +100,7 @@ def test_csv_and_plot(runs, tmp_path):
   path = compare_runs.write_csv(c, str(tmp_path / "out" / "cmp.csv"))
   with open(path) as f:
     lines = list(csv.DictReader(f))
-  assert [l["kind"] for l in lines] == ["run", "run", "run", "mean", "std"]
+  assert [line["kind"] for line in lines] == ["run", "run", "run", "mean", "std"]
   for line, key in zip(lines, ("method_s0", "method_s1", "cls_s0")):
     written = _metrics(runs[key])
     assert float(line["rank1"]) == written["rank1"]

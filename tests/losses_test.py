@@ -17,7 +17,8 @@ def _ce(logits, target):
 
 def test_classification_loss_hand_computed():
   expected = (_ce([2, 0], 0) + _ce([0, 1], 1)) / 2
-  assert float(losses.classification_loss(LOGITS, np.array([0, 1]))) == pytest.approx(expected, 1e-5)
+  assert float(losses.classification_loss(LOGITS, np.array([0, 1]))) == (
+      pytest.approx(expected, 1e-5))
   # Soft labels: the same values as a float distribution, and a mixed one.
   soft = np.array([[1.0, 0.0], [0.25, 0.75]], "float32")
   expected = (_ce([2, 0], 0) + 0.25 * _ce([0, 1], 0) + 0.75 * _ce([0, 1], 1)) / 2

@@ -209,7 +209,7 @@ def decode_image_limited(contents: tf.Tensor, what, *,
 
   def reject():
     with tf.control_dependencies([tf.debugging.Assert(ok, [
-        what, f"image header check: the file declares (height, width)",
+        what, "image header check: the file declares (height, width)",
         size, f"which exceeds the limit of {limit}; rejected before "
         "decoding (resize it first)"])]):
       return tf.zeros([0, 0, 3], tf.uint8)

@@ -85,7 +85,7 @@ def test_msmt17(tmp_path):
   os.makedirs(root)
   for name, rows in lists.items():
     with open(root / name, "w") as f:
-      f.writelines(f"{p} {l}\n" for p, l in rows)
+      f.writelines(f"{p} {label}\n" for p, label in rows)
   ds = datasets.load_dataset("msmt17", str(tmp_path))
   assert [(r.pid, r.camid) for r in ds.train] == [(0, 0), (1, 14)]
   assert ds.train[0].path.endswith(

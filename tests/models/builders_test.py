@@ -64,9 +64,9 @@ def test_replace_classifiers_keeps_other_weights(aux_model):
 def test_freeze_bn_freezes_every_backbone_batch_norm():
   model = builders.build_training_model(_config(freeze_bn=True), num_classes=2,
                                         input_shape=SHAPE)
-  bns = [l for l in model.get_layer("backbone").layers
-         if isinstance(l, keras.layers.BatchNormalization)]
-  assert bns and not any(l.trainable for l in bns)
+  bns = [layer for layer in model.get_layer("backbone").layers
+         if isinstance(layer, keras.layers.BatchNormalization)]
+  assert bns and not any(bn.trainable for bn in bns)
   assert model.get_layer("backbone").get_layer("conv1").trainable
   # Frozen BN runs on moving statistics even with training=True.
   x = _inputs()
@@ -82,8 +82,8 @@ def test_set_step_trainable():
   assert names == set(builders.CLASSIFIER_LAYER_NAMES)
   builders.set_step_trainable(model, 2, freeze_bn=True)
   assert len(model.trainable_weights) > 20
-  assert not any(l.trainable for l in model.get_layer("backbone").layers
-                 if isinstance(l, keras.layers.BatchNormalization))
+  assert not any(layer.trainable for layer in model.get_layer("backbone").layers
+                 if isinstance(layer, keras.layers.BatchNormalization))
 
 
 def test_step1_with_all_heads_trains_every_layer_outside_the_backbone():

@@ -45,9 +45,9 @@ def _calibrate_batch_norm(model):
   features to ~1e-11, below l2_normalize's epsilon; calibrated statistics
   give the unit-norm embeddings a trained model has.
   """
-  bn_layers = [l for l in model._flatten_layers()  # pylint: disable=protected-access
-               if isinstance(l, keras.layers.BatchNormalization)]
-  momenta = [l.momentum for l in bn_layers]
+  bn_layers = [layer for layer in model._flatten_layers()  # pylint: disable=protected-access
+               if isinstance(layer, keras.layers.BatchNormalization)]
+  momenta = [bn.momentum for bn in bn_layers]
   for layer in bn_layers:
     layer.momentum = 0.0
   images = np.random.default_rng(0).uniform(-1, 1, (8,) + IMAGE_SIZE + (3,))

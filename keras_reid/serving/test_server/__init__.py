@@ -123,12 +123,13 @@ class SavedModelRepository:
     try:
       outputs = loaded.signatures[signature](**feeds)
     except tf.errors.InvalidArgumentError as e:
-      raise ServingStatusError(grpc.StatusCode.INVALID_ARGUMENT, e.message)
+      raise ServingStatusError(grpc.StatusCode.INVALID_ARGUMENT,
+                               e.message) from e
     except (ValueError, TypeError) as e:
       # Raised before the graph runs, e.g. a rank that the signature fixes.
-      raise ServingStatusError(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+      raise ServingStatusError(grpc.StatusCode.INVALID_ARGUMENT, str(e)) from e
     except tf.errors.OpError as e:
-      raise ServingStatusError(grpc.StatusCode.INTERNAL, e.message)
+      raise ServingStatusError(grpc.StatusCode.INTERNAL, e.message) from e
     return version, {k: v.numpy() for k, v in outputs.items()}
 
 
@@ -263,7 +264,7 @@ class _RestHandler(http.server.BaseHTTPRequestHandler):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
       except (ValueError, TypeError) as e:
         raise ServingStatusError(grpc.StatusCode.INVALID_ARGUMENT,
-                                 f"JSON parse error: {e}")
+                                 f"JSON parse error: {e}") from e
       if "inputs" not in body:
         raise ServingStatusError(
             grpc.StatusCode.INVALID_ARGUMENT,
