@@ -27,8 +27,8 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 try:  # torch before TensorFlow: the other order crashes in one process
-  import torch as _  # pylint: disable=g-import-not-at-top,unused-import
-  import torchvision as _  # pylint: disable=g-import-not-at-top,unused-import
+  import torch  # noqa: F401  # pylint: disable=g-import-not-at-top,unused-import
+  import torchvision  # noqa: F401  # pylint: disable=g-import-not-at-top,unused-import
 except ImportError:
   pass
 from keras_reid.data import pipeline  # pylint: disable=g-import-not-at-top,wrong-import-position

@@ -24,8 +24,8 @@ import time
 
 if "--peer" in sys.argv or "--peer=true" in sys.argv:
   try:  # torch before TensorFlow: the other order segfaults in one process
-    import torch as _  # pylint: disable=g-import-not-at-top,unused-import
-    import torchvision as _  # pylint: disable=g-import-not-at-top,unused-import
+    import torch  # noqa: F401  # pylint: disable=g-import-not-at-top,unused-import
+    import torchvision  # noqa: F401  # pylint: disable=g-import-not-at-top,unused-import
   except ImportError:
     pass
 

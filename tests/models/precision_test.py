@@ -129,9 +129,9 @@ def test_one_train_step_under_each_policy(policy, compute):
     embedder = builders.build_embedder(model)
   assert model.dtype_policy.name == policy
   backbone = model.get_layer("backbone")
-  convs = [l for l in backbone._flatten_layers() if "conv" in l.name  # pylint: disable=protected-access
-           and l.weights]
-  assert convs and all(l.compute_dtype == compute for l in convs)
+  convs = [layer for layer in backbone._flatten_layers()  # pylint: disable=protected-access
+           if "conv" in layer.name and layer.weights]
+  assert convs and all(conv.compute_dtype == compute for conv in convs)
   # Float32 wherever the policy is: variables (BN statistics included), the
   # verification difference and its head.
   assert all(v.dtype == "float32" for v in model.variables
