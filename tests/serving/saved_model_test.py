@@ -231,6 +231,8 @@ def test_export_run_uses_the_restored_run(tmp_path, monkeypatch):
                                         input_shape=(H, W, 3), seed=1)
   monkeypatch.setattr(checkpoints, "restore_training_model",
                       lambda workdir: (model, config))
+  origin = {"stage": "synthetic", "step": 2, "complete": True}
+  monkeypatch.setattr(checkpoints, "weights_origin", lambda workdir: origin)
   calls = []
   monkeypatch.setattr(saved_model, "export_saved_model",
                       lambda *args, **kwargs: calls.append((args, kwargs)) or
@@ -238,7 +240,8 @@ def test_export_run_uses_the_restored_run(tmp_path, monkeypatch):
   assert saved_model.export_run("run", str(tmp_path)) == "the/path"
   (embedder, pair_scorer), kwargs = calls[0]
   assert kwargs == {"export_base": str(tmp_path), "image_size": (H, W),
-                    "normalization": builders.normalization_for(config.model)}
+                    "normalization": builders.normalization_for(config.model),
+                    "extra_info": {"weights_from": origin}}
   # Without aux heads: the embedder maps images to the embedding only, and
   # shares the run's backbone weights.
   assert embedder.output.shape[-1] == model.output["embedding"].shape[-1]
