@@ -344,9 +344,11 @@ def claim_verdict(better: dict[int, dict], worse: dict[int, dict]) -> str:
   mean, std = _mean_std(diffs)
   error = std / math.sqrt(len(diffs)) if len(diffs) > 1 else float("inf")
   margin = max(2 * error, 0.32)
-  if len(diffs) > 1 and mean > margin:
+  if len(diffs) == 1:
+    verdict = "one split only"
+  elif mean > margin:
     verdict = "holds"
-  elif len(diffs) > 1 and mean < -margin:
+  elif mean < -margin:
     verdict = "contradicted"
   else:
     verdict = "within noise"
