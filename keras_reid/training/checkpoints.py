@@ -133,6 +133,21 @@ def rebuild_model(config: config_dict.ConfigDict, num_classes: int,
   return model
 
 
+def _finished_run(workdir: str) -> tuple[config_dict.ConfigDict, Progress]:
+  """A run's config and progress, which must hold a finished step.
+
+  Raises:
+    FileNotFoundError: the run has no config or no finished step.
+  """
+  config = config_lib.load_config(workdir)
+  progress = Progress.load(workdir)
+  if progress.last is None:
+    raise FileNotFoundError(
+        f"Run {workdir!r} has no finished training step yet "
+        f"({PROGRESS_FILE} is missing or empty); train it first.")
+  return config, progress
+
+
 def weights_origin(workdir: str) -> dict:
   """Which stage and step a run's latest weights come from.
 
@@ -148,12 +163,7 @@ def weights_origin(workdir: str) -> dict:
   Raises:
     FileNotFoundError: the run has no config or no finished step.
   """
-  config = config_lib.load_config(workdir)
-  progress = Progress.load(workdir)
-  if progress.last is None:
-    raise FileNotFoundError(
-        f"Run {workdir!r} has no finished training step yet "
-        f"({PROGRESS_FILE} is missing or empty); train it first.")
+  config, progress = _finished_run(workdir)
   # An unsupervised stage (training/cotraining.py) trains its steps once per
   # round, as stage "<name>/round<r>".
   planned = [(key, phase) for name, stage in config.stages.items()
@@ -194,12 +204,7 @@ def restore_training_model(
   Raises:
     FileNotFoundError: the run has no config or no finished phase yet.
   """
-  config = config_lib.load_config(workdir)
-  progress = Progress.load(workdir)
-  if progress.last is None:
-    raise FileNotFoundError(
-        f"Run {workdir!r} has no finished training step yet "
-        f"({PROGRESS_FILE} is missing or empty); train it first.")
+  config, progress = _finished_run(workdir)
   model = rebuild_model(config, progress.last.num_classes,
                         progress.last.checkpoint)
   return model, config
