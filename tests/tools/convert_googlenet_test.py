@@ -7,7 +7,6 @@ import subprocess
 import sys
 import textwrap
 
-from absl import flags
 import h5py
 import numpy as np
 import pytest
@@ -15,7 +14,6 @@ import pytest
 from keras_reid.models import backbones
 from keras_reid.models import googlenet
 from keras_reid.models import torch_state_dict
-from keras_reid.tools import convert_googlenet
 from keras_reid.tools import googlenet_conversion
 from tests.tools import pth_files
 
@@ -98,16 +96,18 @@ def test_bad_destination_is_refused(tmp_path):
     googlenet_conversion.convert_file(str(tmp_path / "x.pth"), str(tmp_path / "x.h5"))
 
 
-def test_entry_point_converts_with_its_flag(tmp_path, torch_stub, capsys):
+def test_entry_point_converts_with_its_flag(tmp_path, torch_stub):
+  # Through `python -m`: the entry point defines flags, so it is run as a
+  # program, never imported as a library.
   src, dst = str(tmp_path / "googlenet.pth"), str(tmp_path / "top.weights.h5")
   state = _random_state_dict()
   pth_files.write_state_dict(src, state, "zip")
-  flags.FLAGS(["convert_googlenet", "--include_top"])
-  try:
-    convert_googlenet.main(["convert_googlenet", src, dst])
-  finally:
-    flags.FLAGS.unparse_flags()
-  assert "unused state-dict entries: 1 (aux1)" in capsys.readouterr().out
+  result = subprocess.run(
+      [sys.executable, "-m", "keras_reid.tools.convert_googlenet", src, dst,
+       "--include_top"],
+      capture_output=True, text=True, cwd=ROOT, check=False, timeout=300)
+  assert result.returncode == 0, result.stderr
+  assert "unused state-dict entries: 1 (aux1)" in result.stdout
   model = googlenet.build_googlenet((32, 32, 3), include_top=True)
   model.load_weights(dst)
   np.testing.assert_array_equal(model.get_layer("fc").kernel.numpy(),
