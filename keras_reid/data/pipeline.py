@@ -150,17 +150,23 @@ def validate_images(paths: Sequence[str],
   return sorted(bad)
 
 
+def _oversized_note(index: int, oversized: dict[int, tuple[int, int]]) -> str:
+  """The note naming the declared size of an image rejected for its size."""
+  if index not in oversized:
+    return ""
+  height, width = oversized[index]
+  return (f" (header declares {width}x{height} pixels, over the limit of "
+          f"{preprocessing.MAX_IMAGE_PIXELS})")
+
+
 def _check_images(records: Sequence[records_lib.Record], skip_corrupt: bool
                   ) -> tuple[list[int], int]:
   """Returns (indices of good records, number skipped) or raises."""
   oversized: dict[int, tuple[int, int]] = {}
   bad = validate_images([r.path for r in records], oversized)
   if bad and not skip_corrupt:
-    shown = ", ".join(
-        repr(records[i].path) + (
-            f" (header declares {oversized[i][1]}x{oversized[i][0]} pixels, "
-            f"over the limit of {preprocessing.MAX_IMAGE_PIXELS})"
-            if i in oversized else "") for i in bad[:5])
+    shown = ", ".join(repr(records[i].path) + _oversized_note(i, oversized)
+                      for i in bad[:5])
     more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
     raise CorruptImageError(
         f"{len(bad)} image file(s) are missing, cannot be decoded as "
@@ -208,10 +214,7 @@ def check_dataset_images(dataset: records_lib.ReidDataset, *,
     shown = []
     for i in sorted(bad)[:5]:
       name, r = flat[i]
-      why = (f" (header declares {oversized[i][1]}x{oversized[i][0]} pixels,"
-             f" over the limit of {preprocessing.MAX_IMAGE_PIXELS})"
-             if i in oversized else "")
-      shown.append(f"{name}: {r.path!r}{why}")
+      shown.append(f"{name}: {r.path!r}{_oversized_note(i, oversized)}")
     more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
     counts = ", ".join(f"{len(v)} {k}" for k, v in skipped.items() if v)
     raise CorruptImageError(
