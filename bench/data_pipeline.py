@@ -46,7 +46,7 @@ def bench_generation(tmp, num_ids):
   return out, n, n / dt
 
 
-def bench_pipeline(records, k, m, steps, rounds=3):
+def bench_pipeline(records, k, m, iterations, rounds=3):
   """Images/s and CPU ms per image, decoded images cached vs not.
 
   Both pipelines are built first (the cached one decodes every image once,
@@ -70,16 +70,16 @@ def bench_pipeline(records, k, m, steps, rounds=3):
   for _ in range(rounds):
     for name, it in its.items():
       t, c = time.perf_counter(), time.process_time()
-      for _ in range(steps):
+      for _ in range(iterations):
         batch = next(it)
       wall[name] += time.perf_counter() - t
       cpu[name] += time.process_time() - c
-  images = rounds * steps * k * m
+  images = rounds * iterations * k * m
   return batch, {name: (images / wall[name], 1000 * cpu[name] / images)
                  for name in its}
 
 
-def bench_step(batch, num_classes, steps):
+def bench_train_iteration(batch, num_classes, iterations):
   """The real training step (keras_reid.training.loop, step 2) on `batch`.
 
   The default config's model (MobileNet v1 0.25, classification +
@@ -91,19 +91,19 @@ def bench_step(batch, num_classes, steps):
       input_shape=tuple(batch["images"].shape[1:]), seed=0)
   builders.set_step_trainable(model, 2)
   strategy = tf.distribute.get_strategy()
-  phase = loop.Phase("bench", 2, steps, 1e-3, 40000, 0.1)
-  step = loop.make_train_step(model, loop.make_optimizer(config.train, phase),
-                              strategy, loop.loss_weights(config.loss, 2),
-                              jit_compile=False)
+  step2 = loop.FineTuningStep("bench", 2, iterations, 1e-3, 40000, 0.1)
+  train_iteration = loop.make_train_iteration(
+      model, loop.make_optimizer(config.train, step2), strategy,
+      loop.loss_weights(config.loss, 2), jit_compile=False)
   iterator = iter(tf.data.Dataset.from_tensors(batch).repeat())
   for _ in range(2):
-    float(step(iterator)["loss/total"])
+    float(train_iteration(iterator)["loss/total"])
   t = time.perf_counter()
-  for _ in range(steps):
-    values = step(iterator)
+  for _ in range(iterations):
+    values = train_iteration(iterator)
   float(values["loss/total"])
   dt = time.perf_counter() - t
-  return steps * batch["images"].shape[0] / dt
+  return iterations * batch["images"].shape[0] / dt
 
 
 def main():
@@ -117,8 +117,8 @@ def main():
           "per core (CPU time)")
     ds = datasets.load_dataset("synthetic", out)
     k, m = 32, 4
-    steps = 5 if args.quick else 20
-    batch, rates = bench_pipeline(ds.train, k, m, steps)
+    iterations = 5 if args.quick else 20
+    batch, rates = bench_pipeline(ds.train, k, m, iterations)
     for name, (rate, cpu_ms) in rates.items():
       print(f"training pipeline, {name} (K={k} x M={m}, 128x64, 5x "
             f"augmentation): {rate:.0f} images/s, {cpu_ms:.2f} CPU ms/image")
@@ -126,13 +126,13 @@ def main():
           f"images/s, {rates['decode'][1] / rates['cached'][1]:.2f}x less "
           "CPU per image")
     pipe_rate = rates["cached"][0]
-    step_rate = bench_step(batch, len({r.pid for r in ds.train}), steps)
+    iteration_rate = bench_train_iteration(batch, len({r.pid for r in ds.train}), iterations)
     print(f"training step (keras_reid.training.loop, default model): "
-          f"{step_rate:.0f} images/s")
-    print(f"pipeline (cached) / step = {pipe_rate / step_rate:.1f}x; the "
+          f"{iteration_rate:.0f} images/s")
+    print(f"pipeline (cached) / step = {pipe_rate / iteration_rate:.1f}x; the "
           "pipeline's CPU per trained image: "
-          f"{rates['cached'][1] * step_rate / 1000:.0%} of a core (cached), "
-          f"{rates['decode'][1] * step_rate / 1000:.0%} (decode) at the "
+          f"{rates['cached'][1] * iteration_rate / 1000:.0%} of a core (cached), "
+          f"{rates['decode'][1] * iteration_rate / 1000:.0%} (decode) at the "
           "step's rate")
   finally:
     shutil.rmtree(tmp)

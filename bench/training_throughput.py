@@ -81,23 +81,23 @@ def make_step(backbone, height, width, k, m, jit, policy):
         config.model, num_classes=100, input_shape=(height, width, 3), seed=0)
   builders.set_step_trainable(model, 2)
   strategy = tf.distribute.get_strategy()
-  phase = loop.Phase("bench", 2, 0, 1e-3, 40000, 0.1)
+  step2 = loop.FineTuningStep("bench", 2, 0, 1e-3, 40000, 0.1)
   optimizer = loop.make_optimizer(
-      config.train, phase,
+      config.train, step2,
       loss_scaling=precision_lib.uses_loss_scaling(policy))
-  step = loop.make_train_step(
+  train_iteration = loop.make_train_iteration(
       model, optimizer, strategy, loop.loss_weights(config.loss, 2),
       jit_compile=jit,
       weight_decay=loop.coupled_weight_decay(config.train))
   batch = random_batch(k, m, height, width)
   iterator = iter(tf.data.Dataset.from_tensors(batch).repeat())
   for _ in range(_WARMUP.value):
-    float(step(iterator)["loss/total"])
+    float(train_iteration(iterator)["loss/total"])
 
   def run(n):
     start = time.perf_counter()
     for _ in range(n):
-      values = step(iterator)
+      values = train_iteration(iterator)
     float(values["loss/total"])
     return time.perf_counter() - start
   return run

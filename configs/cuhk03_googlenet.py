@@ -18,5 +18,6 @@ def get_config():
   config = paper.paper_base()
   config.stages.cuhk03 = paper.paper_stage(
       dataset="cuhk03", root=paper.dataset_dir("cuhk03_release"),
-      options="protocol=old,kind=labeled", init="backbone", **paper.LARGE_STEPS)
+      options="protocol=old,kind=labeled", init="backbone",
+      **paper.LARGE_ITERATIONS)
   return config

@@ -28,15 +28,15 @@ def stage_config(**overrides) -> config_dict.ConfigDict:
       split_seed=0,                # seed that draws the random splits
       ids_per_batch=8,             # K identities per batch (paper: 32)
       images_per_id=4,             # M images per identity (paper: 4)
-      step1_steps=100,             # iterations of step 1 (new layers only)
-      step2_steps=400,             # iterations of step 2 (all layers)
+      step1_iterations=100,        # optimizer updates of step 1 (new layers only)
+      step2_iterations=400,        # optimizer updates of step 2 (all layers)
       step1_lr=1e-2,
       step2_lr=1e-3,
-      lr_decay_steps=40000,        # multiply lr by lr_decay_factor every this many steps
+      lr_decay_iterations=40000,   # lr *= lr_decay_factor every this many iterations
       lr_decay_factor=0.1,
       # "previous" stage, "backbone" (model.weights) or a run directory.
       init="previous",
-      eval_every=0,                # evaluate every N steps of step 2 (0 = at the end only)
+      eval_every=0,                # evaluate every N iterations of step 2 (0 = at end)
       # What step 1 trains on the frozen base. "new_layers" (the paper's
       # intent): every newly created layer; in a stage from the backbone's
       # weights (init "backbone", or "previous" in the first stage) all heads
@@ -54,8 +54,9 @@ def stage_config(**overrides) -> config_dict.ConfigDict:
       # nearest camera-A images: in feature space for self-training, in the
       # GRDL code space of a cross-camera kNN graph for co-training),
       # replaces the classifiers and fine-tunes two-stepped with
-      # step1_steps / step2_steps (and their lrs) per round. Identities are
-      # read only to evaluate (query / gallery) and to monitor the labels.
+      # step1_iterations / step2_iterations (and their lrs) per round.
+      # Identities are read only to evaluate (query / gallery) and to
+      # monitor the labels.
       supervision="labels",
       rounds=3,
       camera_a=0,                  # camid of camera A; B = every other camera
@@ -149,8 +150,8 @@ def base_config() -> config_dict.ConfigDict:
       # "float32", "mixed_bfloat16", "mixed_float16" (loss scaling) force one.
       precision="auto",
       distribute="auto",           # "auto", "default", "mirrored", "multi_worker"
-      checkpoint_every=200,        # steps between checkpoints (also at each step's end)
-      log_every=20,                # steps between TensorBoard scalar writes
+      checkpoint_every=200,        # iterations between checkpoints (+ at each step's end)
+      log_every=20,                # iterations between TensorBoard scalar writes
       max_checkpoints=3,
       # Deterministic ops (same result after a resume); some GPU kernels have
       # no deterministic version, so GPU configs may turn this off.
@@ -174,6 +175,6 @@ def get_config() -> config_dict.ConfigDict:
   config = base_config()
   # From random initialisation, so a higher lr than fine-tuning from ImageNet.
   config.stages.synthetic = stage_config(
-      step1_steps=100, step2_steps=1000, step1_lr=0.01, step2_lr=0.03,
-      lr_decay_steps=700)
+      step1_iterations=100, step2_iterations=1000, step1_lr=0.01,
+      step2_lr=0.03, lr_decay_iterations=700)
   return config

@@ -7,5 +7,5 @@ def get_config():
   config = paper.paper_base()
   config.stages.market1501 = paper.paper_stage(
       dataset="market1501", root=paper.dataset_dir("Market-1501-v15.09.15"),
-      init="backbone", **paper.LARGE_STEPS)
+      init="backbone", **paper.LARGE_ITERATIONS)
   return config

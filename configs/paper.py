@@ -11,8 +11,8 @@ import os
 
 from configs import default
 
-LARGE_STEPS = dict(step1_steps=20000, step2_steps=150000)
-SMALL_STEPS = dict(step1_steps=20000, step2_steps=20000)
+LARGE_ITERATIONS = dict(step1_iterations=20000, step2_iterations=150000)
+SMALL_ITERATIONS = dict(step1_iterations=20000, step2_iterations=20000)
 
 
 def dataset_dir(name: str) -> str:
@@ -21,7 +21,7 @@ def dataset_dir(name: str) -> str:
 
 def paper_stage(**overrides):
   settings = dict(ids_per_batch=32, images_per_id=4, step1_lr=1e-3,
-                  step2_lr=1e-3, lr_decay_steps=40000, lr_decay_factor=0.1,
+                  step2_lr=1e-3, lr_decay_iterations=40000, lr_decay_factor=0.1,
                   eval_every=10000)
   settings.update(overrides)
   return default.stage_config(**settings)

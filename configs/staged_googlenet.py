@@ -30,8 +30,8 @@ def get_config(target: str = "viper"):
       root=paper.dataset_dir("Market-1501-v15.09.15") + "+" +
       paper.dataset_dir("cuhk03_release"),
       options="cuhk03:protocol=old,cuhk03:kind=labeled",
-      init="backbone", **paper.LARGE_STEPS)
+      init="backbone", **paper.LARGE_ITERATIONS)
   config.stages.target = paper.paper_stage(
       dataset=target, root=paper.dataset_dir(TARGET_FOLDERS[target]),
-      init="previous", eval_every=0, **paper.SMALL_STEPS)
+      init="previous", eval_every=0, **paper.SMALL_ITERATIONS)
   return config

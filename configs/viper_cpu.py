@@ -52,11 +52,13 @@ def get_config(arg: str = "viper"):
   if not direct:
     config.stages.reid_pool = default.stage_config(
         dataset="manifest", root=os.path.join(root, "reid_pool"),
-        ids_per_batch=32, images_per_id=2, step1_steps=300, step2_steps=2400,
-        step1_lr=0.01, step2_lr=0.01, lr_decay_steps=1600, init="backbone")
+        ids_per_batch=32, images_per_id=2, step1_iterations=300,
+        step2_iterations=2400, step1_lr=0.01, step2_lr=0.01,
+        lr_decay_iterations=1600, init="backbone")
   config.stages[target] = default.stage_config(
       dataset=target, root=os.path.join(root, TARGET_FOLDERS[target]), split=0,
-      ids_per_batch=32, images_per_id=2, step1_steps=100, step2_steps=300,
-      step1_lr=0.01, step2_lr=0.005, lr_decay_steps=200,
+      ids_per_batch=32, images_per_id=2, step1_iterations=100,
+      step2_iterations=300, step1_lr=0.01, step2_lr=0.005,
+      lr_decay_iterations=200,
       init="backbone" if direct else "previous")
   return config

@@ -131,7 +131,8 @@ def compare(run_dirs: Sequence[str],
       raise FileNotFoundError(
           f"No {config_lib.CONFIG_FILE} in run directory {path!r}: expected "
           "the workdir of a `python -m keras_reid.train` run.")
-    config = _read_json(config_path)  # in its written order (load_config sorts)
+    # In its written order (load_config sorts).
+    config = config_lib.rename_old_keys(_read_json(config_path))
     metrics_path = os.path.join(path, METRICS_FILE)
     if not os.path.exists(metrics_path):
       skipped.append({"path": path, "reason": f"no {METRICS_FILE} yet"})

@@ -14,6 +14,15 @@ from ml_collections import config_dict
 
 CONFIG_FILE = "config.json"
 
+# Stage keys renamed since runs were first written ("step" names the two
+# fine-tuning steps, "iteration" an optimizer update): a config.json with the
+# old name loads under the new one, so old runs still resume and evaluate.
+RENAMED_STAGE_KEYS = {
+    "step1_steps": "step1_iterations",
+    "step2_steps": "step2_iterations",
+    "lr_decay_steps": "lr_decay_iterations",
+}
+
 
 def save_config(config: config_dict.ConfigDict, workdir: str) -> str:
   """Writes the resolved config into the run directory and returns the path."""
@@ -32,7 +41,19 @@ def load_config(workdir: str) -> config_dict.ConfigDict:
         f"No {CONFIG_FILE} in run directory {workdir!r}: expected the "
         "workdir of a `python -m keras_reid.train` run.")
   with open(path) as f:
-    return config_dict.ConfigDict(json.load(f))
+    return config_dict.ConfigDict(rename_old_keys(json.load(f)))
+
+
+def rename_old_keys(data: dict) -> dict:
+  """A config.json's dict with RENAMED_STAGE_KEYS under their new names.
+
+  Renames in place (the other keys keep their order) and returns `data`.
+  """
+  for stage in (data.get("stages") or {}).values():
+    for old, new in RENAMED_STAGE_KEYS.items():
+      if old in stage and new not in stage:
+        stage[new] = stage.pop(old)
+  return data
 
 
 def validate_config(config: config_dict.ConfigDict) -> None:
@@ -67,9 +88,10 @@ def validate_config(config: config_dict.ConfigDict) -> None:
            stage.ids_per_batch, ">= 2 (negative pairs need two identities)")
     expect(stage.images_per_id >= 2, f"stages.{name}.images_per_id",
            stage.images_per_id, ">= 2 (positive pairs need two images)")
-    expect(stage.step1_steps >= 0 and stage.step2_steps >= 0,
-           f"stages.{name}.step1_steps/step2_steps",
-           (stage.step1_steps, stage.step2_steps), "non-negative step counts")
+    expect(stage.step1_iterations >= 0 and stage.step2_iterations >= 0,
+           f"stages.{name}.step1_iterations/step2_iterations",
+           (stage.step1_iterations, stage.step2_iterations),
+           "non-negative iteration counts")
 
 
 # The schema every experiment starts from (configs/default.py base_config()

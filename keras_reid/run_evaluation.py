@@ -26,6 +26,7 @@ from keras_reid.evaluation import protocols
 from keras_reid.evaluation import report as report_lib
 from keras_reid.models import builders
 from keras_reid.training import checkpoints
+from keras_reid.training import cotraining
 
 
 def write_tensorboard_images(logdir: str, images: dict, step: int = 0,
@@ -181,11 +182,14 @@ def evaluate_run(workdir: str, *, dataset: Optional[str] = None,
     result["split"] = chosen
   result["workdir"] = os.path.abspath(workdir)
   result["weights_from"] = origin
-  # The pictures go at the run's last training step, next to eval/rank1.
-  step = sum(int(st.step1_steps) + int(st.step2_steps)
-             for st in config.stages.values())
+  # The pictures go at the run's last iteration, next to eval/rank1 (an
+  # unsupervised stage runs its two steps once per round).
+  last_iteration = sum(
+      (int(st.step1_iterations) + int(st.step2_iterations))
+      * (int(st.rounds) if cotraining.is_unsupervised(st) else 1)
+      for st in config.stages.values())
   if images:
     tensorboard_dir = os.path.join(workdir, "tensorboard")
-    write_tensorboard_images(tensorboard_dir, images, step=step)
+    write_tensorboard_images(tensorboard_dir, images, step=last_iteration)
     result["tensorboard"] = os.path.abspath(tensorboard_dir)
   return report_lib.finish(result, output_json)

@@ -2,7 +2,7 @@ r"""Trains a Re-ID model: staged transfer with two-stepped fine-tuning.
 
   python -m keras_reid.train                                # synthetic demo
   python -m keras_reid.train --config=configs/viper_cpu.py \
-      --config.stages.viper.step2_steps=600 --workdir=runs/viper
+      --config.stages.viper.step2_iterations=600 --workdir=runs/viper
 
 The resolved config is written to WORKDIR/config.json; TensorBoard logs go to
 WORKDIR/tensorboard; the final evaluation to WORKDIR/metrics.json. Rerunning

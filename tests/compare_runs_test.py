@@ -63,7 +63,7 @@ def test_compare_rows_groups_and_shared_fields(runs, tmp_path):
                        "stages.synthetic.split"]
   assert c.repetition_columns == ["seed", "stages.synthetic.split"]
   assert c.shared["backbone"] == "mobilenet_v1"
-  assert c.shared["stages.synthetic.step2_steps"] == 1000
+  assert c.shared["stages.synthetic.step2_iterations"] == 1000
   by_run = {r["run"]: r for r in c.rows}
   assert set(by_run) == {"cls_only/split0", "method/split0", "method/split1",
                          "method/split2"}

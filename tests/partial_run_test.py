@@ -16,6 +16,7 @@ import sys
 import numpy as np
 import pytest
 
+from keras_reid import config as config_lib
 from keras_reid import run_evaluation
 from keras_reid.evaluation import features
 from keras_reid.serving import saved_model
@@ -28,14 +29,18 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 pytestmark = pytest.mark.slow
 
 
+def _config(base):
+  config = tiny_config.get_config()
+  config.data.synthetic_dir = os.path.join(base, "synthetic")
+  config.stages.synthetic.update(dict(step1_iterations=1, step2_iterations=1))
+  return config
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-  base = tmp_path_factory.mktemp("partial")
-  config = tiny_config.get_config()
-  config.data.synthetic_dir = str(base / "synthetic")
-  config.stages.synthetic.update(dict(step1_steps=1, step2_steps=1))
-  workdir = str(base / "run")
-  stages.train(config, workdir)
+  base = str(tmp_path_factory.mktemp("partial"))
+  workdir = os.path.join(base, "run")
+  stages.train(_config(base), workdir)
   return workdir
 
 
@@ -86,6 +91,42 @@ def test_partial_run_warns_and_records_its_stage_and_step(run, tmp_path,
     report = json.load(f)
   assert report["weights_from"]["step"] == 1
   assert report["weights_from"]["complete"] is False
+
+
+def test_run_written_with_the_old_key_names_still_reads_and_resumes(run,
+                                                                   tmp_path):
+  """progress.json "phase" and config.json "step1_steps" etc. (before the
+  rename to step / iterations) load under the new names."""
+  old = str(tmp_path / "old")
+  shutil.copytree(run, old)
+  path = os.path.join(old, checkpoints.PROGRESS_FILE)
+  with open(path) as f:
+    progress = json.load(f)
+  for item in progress["finished"]:
+    item["phase"] = item.pop("step")
+  with open(path, "w") as f:
+    json.dump(progress, f)
+  path = os.path.join(old, "config.json")
+  with open(path) as f:
+    text = f.read()
+  for old_key, new_key in config_lib.RENAMED_STAGE_KEYS.items():
+    assert f'"{new_key}"' in text
+    text = text.replace(f'"{new_key}"', f'"{old_key}"')
+  with open(path, "w") as f:
+    f.write(text)
+
+  assert checkpoints.weights_origin(old) == checkpoints.weights_origin(run)
+  assert config_lib.load_config(old).to_dict() == (
+      config_lib.load_config(run).to_dict())
+  # Resuming with today's config is not refused as "a different config";
+  # both steps count as finished, so nothing retrains.
+  before = os.listdir(os.path.join(old, "checkpoints", "synthetic", "step2"))
+  stages.train(_config(os.path.dirname(run)), old)
+  assert os.listdir(os.path.join(
+      old, "checkpoints", "synthetic", "step2")) == before
+  with open(os.path.join(old, checkpoints.PROGRESS_FILE)) as f:
+    assert [(p["stage"], p["phase"]) for p in json.load(f)["finished"]] == [
+        ("synthetic", 1), ("synthetic", 2)]
 
 
 @pytest.mark.parametrize("content", ["{not json", "[1, 2]",

@@ -39,8 +39,8 @@ class CorruptImageError(ValueError):
 
 
 # The decoded, resized training images of the last pipeline that cached them:
-# (paths, image size) -> uint8 [N, H, W, 3]. One entry: every phase of a
-# stage (and a resumed one) rebuilds its pipeline on the same images.
+# (paths, image size) -> uint8 [N, H, W, 3]. One entry: both fine-tuning steps
+# of a stage (and a resumed one) rebuild their pipelines on the same images.
 _DECODED: dict[tuple[tuple[str, ...], tuple[int, int]], np.ndarray] = {}
 
 

@@ -1,9 +1,9 @@
 """Checkpoints and run progress: resume a killed run where it stopped.
 
-A run directory holds, per fine-tuning step ("phase") of every stage,
+A run directory holds, per fine-tuning step of every stage,
 `checkpoints/<stage>/step<1|2>/` managed by `tf.train.CheckpointManager`
-(model, optimizer, data iterator, dropout seed states, step counter), and
-`progress.json`, which lists the phases already finished with the number of
+(model, optimizer, data iterator, dropout seed states, iteration counter),
+and `progress.json`, which lists the steps already finished with the number of
 classes of the model at that point and its final checkpoint. Knowing the
 class count is what lets a later process rebuild the model before restoring.
 """
@@ -26,28 +26,33 @@ from keras_reid.models import builders
 PROGRESS_FILE = "progress.json"
 
 
-def phase_dir(workdir: str, stage_name: str, phase: int) -> str:
-  return os.path.join(workdir, "checkpoints", stage_name, f"step{phase}")
+def step_dir(workdir: str, stage_name: str, step: int) -> str:
+  return os.path.join(workdir, "checkpoints", stage_name, f"step{step}")
 
 
 @dataclasses.dataclass
-class FinishedPhase:
+class FinishedStep:
   stage: str
-  phase: int
+  step: int  # 1 or 2
   num_classes: int
-  checkpoint: str  # path prefix of the phase's final checkpoint
+  checkpoint: str  # path prefix of the step's final checkpoint
+
+
+# progress.json key of `FinishedStep.step` in runs written before the rename
+# of "phase" to "step"; still read.
+_OLD_STEP_KEY = "phase"
 
 
 @dataclasses.dataclass
 class Progress:
-  """Which phases of a run are finished; persisted as JSON after each one."""
-  finished: list[FinishedPhase] = dataclasses.field(default_factory=list)
+  """Which fine-tuning steps of a run are finished; saved after each one."""
+  finished: list[FinishedStep] = dataclasses.field(default_factory=list)
 
-  def is_finished(self, stage: str, phase: int) -> bool:
-    return any(f.stage == stage and f.phase == phase for f in self.finished)
+  def is_finished(self, stage: str, step: int) -> bool:
+    return any(f.stage == stage and f.step == step for f in self.finished)
 
   @property
-  def last(self) -> FinishedPhase | None:
+  def last(self) -> FinishedStep | None:
     return self.finished[-1] if self.finished else None
 
   @classmethod
@@ -60,19 +65,22 @@ class Progress:
         data = json.load(f)
       finished = []
       for item in data["finished"]:
-        phase = FinishedPhase(**item)
-        if not (isinstance(phase.stage, str) and phase.phase in (1, 2)
-                and isinstance(phase.num_classes, int)
-                and isinstance(phase.checkpoint, str)):
+        if isinstance(item, dict) and _OLD_STEP_KEY in item:
+          item = dict(item)
+          item["step"] = item.pop(_OLD_STEP_KEY)
+        step = FinishedStep(**item)
+        if not (isinstance(step.stage, str) and step.step in (1, 2)
+                and isinstance(step.num_classes, int)
+                and isinstance(step.checkpoint, str)):
           raise TypeError(f"bad entry {item!r}")
         # Stored relative to the run directory, so a run can be moved.
-        phase.checkpoint = os.path.join(workdir, phase.checkpoint)
-        finished.append(phase)
+        step.checkpoint = os.path.join(workdir, step.checkpoint)
+        finished.append(step)
     except (ValueError, KeyError, TypeError) as e:  # JSONDecodeError too
       raise ValueError(
           f"{path} is damaged or not a keras_reid progress file "
           f"({type(e).__name__}: {e}). It should be {{\"finished\": [{{"
-          "\"stage\", \"phase\", \"num_classes\", \"checkpoint\"}, ...]}, "
+          "\"stage\", \"step\", \"num_classes\", \"checkpoint\"}, ...]}, "
           "written by python -m keras_reid.train. Restore it from a backup "
           "if you have one; otherwise move it away to retrain this run from "
           "the start, or pass a new --workdir.") from None
@@ -125,9 +133,9 @@ def rebuild_model(config: config_dict.ConfigDict, num_classes: int,
       input_shape=(config.data.image_height, config.data.image_width, 3),
       seed=config.seed)
   restore_weights(model, checkpoint_path)
-  # A phase's checkpoint also holds the dropout masks' seed states (see
-  # loop.run_phase): the next phase of a resumed run draws the masks an
-  # uninterrupted run would.
+  # A step's checkpoint also holds the dropout masks' seed states (see
+  # loop.run_fine_tuning_step): the next step of a resumed run draws the
+  # masks an uninterrupted run would.
   tf.train.Checkpoint(seeds=seed_state_variables(model)).restore(
       checkpoint_path).expect_partial()
   return model
@@ -166,18 +174,19 @@ def weights_origin(workdir: str) -> dict:
   config, progress = _finished_run(workdir)
   # An unsupervised stage (training/cotraining.py) trains its steps once per
   # round, as stage "<name>/round<r>".
-  planned = [(key, phase) for name, stage in config.stages.items()
+  planned = [(key, step) for name, stage in config.stages.items()
              for key in ([f"{name}/round{r}"
                           for r in range(1, int(stage.rounds) + 1)]
                          if stage.get("supervision", "labels") != "labels"
                          else [name])
-             for phase, steps in ((1, stage.step1_steps),
-                                  (2, stage.step2_steps)) if int(steps) > 0]
-  last = (progress.last.stage, progress.last.phase)
+             for step, iterations in ((1, stage.step1_iterations),
+                                      (2, stage.step2_iterations))
+             if int(iterations) > 0]
+  last = (progress.last.stage, progress.last.step)
   origin = {
       "stage": last[0], "step": last[1],
       "complete": bool(planned) and last == planned[-1],
-      "finished": [f"{f.stage}/step{f.phase}" for f in progress.finished],
+      "finished": [f"{f.stage}/step{f.step}" for f in progress.finished],
       "config_ends_at": (f"{planned[-1][0]}/step{planned[-1][1]}"
                          if planned else None),
   }
@@ -202,7 +211,7 @@ def restore_training_model(
     (training model, the run's config).
 
   Raises:
-    FileNotFoundError: the run has no config or no finished phase yet.
+    FileNotFoundError: the run has no config or no finished step yet.
   """
   config, progress = _finished_run(workdir)
   model = rebuild_model(config, progress.last.num_classes,

@@ -18,10 +18,11 @@ Each of its `rounds` rounds
      (soft) labels and verification on pairs from them (K x M batches
      grouped by label).
 
-Rounds are phases like any other: progress.json lists them as stage
-"<stage>/round<r>" (checkpoints/<stage>/round<r>/step<n>), and each round's
-labels are saved atomically in cotrain/<stage>/round<r>.npz before its
-training starts, so a killed run resumes mid-round with the same labels.
+Each round fine-tunes in two steps like a stage; progress.json lists a
+round's steps under stage "<stage>/round<r>" (checkpoints in
+checkpoints/<stage>/round<r>/step<n>), and each round's labels are saved
+atomically in cotrain/<stage>/round<r>.npz before its training starts, so
+a killed run resumes mid-round with the same labels.
 The hidden identities serve only `label_accuracy` (TensorBoard
 cotrain/label_accuracy, cotrain/<stage>/round<r>.json) and the evaluation.
 """
@@ -66,17 +67,8 @@ def is_unsupervised(stage) -> bool:
 
 
 def round_key(stage_name: str, round_index: int) -> str:
-  """The `Phase.stage` of a round: "<stage>/round<r>" (r from 1)."""
+  """The `FineTuningStep.stage` of a round: "<stage>/round<r>" (r from 1)."""
   return f"{stage_name}/round{round_index}"
-
-
-def planned_phases(name: str, stage) -> list[tuple[str, int]]:
-  """(phase stage key, step) of every phase the stage trains, in order."""
-  keys = ([round_key(name, r) for r in range(1, int(stage.rounds) + 1)]
-          if is_unsupervised(stage) else [name])
-  return [(key, phase) for key in keys
-          for phase, steps in ((1, stage.step1_steps), (2, stage.step2_steps))
-          if int(steps) > 0]
 
 
 def check_stage(name: str, stage: config_dict.ConfigDict,
@@ -96,11 +88,11 @@ def check_stage(name: str, stage: config_dict.ConfigDict,
   if not is_unsupervised(stage):
     return
   expect(stage.rounds >= 1, "rounds", ">= 1 (rounds of pseudo labels)")
-  if stage.step1_steps + stage.step2_steps <= 0:
+  if stage.step1_iterations + stage.step2_iterations <= 0:
     raise ValueError(
         f"config.stages.{name}: supervision={stage.supervision!r} fine-tunes "
-        "step1_steps + step2_steps iterations per round, but both are 0; "
-        "set --config.stages.<name>.step2_steps (per round).")
+        "step1_iterations + step2_iterations iterations per round, but both are 0; "
+        "set --config.stages.<name>.step2_iterations (per round).")
   expect(stage.pseudo_labels in PSEUDO_LABELS, "pseudo_labels",
          f"one of {list(PSEUDO_LABELS)}")
   expect(stage.soft_top_m >= 1, "soft_top_m", ">= 1")
@@ -253,19 +245,19 @@ def run_stage(*, name: str, stage: config_dict.ConfigDict, stage_index: int,
     model: the model in memory (None when this process has none yet).
     progress: the run's progress (appended to and saved).
     config, strategy, writer: the run's.
-    workdir: where this process writes; restore_dir: where a resumed phase
-      restores from (None = workdir), as loop.run_phase.
-    global_offset: steps of the run before this stage.
+    workdir: where this process writes; restore_dir: where a resumed step
+      restores from (None = workdir), as loop.run_fine_tuning_step.
+    global_offset: iterations of the run before this stage.
     evaluate: model -> metrics on the target's query / gallery, or None.
     init_model: (model or None, num_classes) -> the stage's start model
       with new classifiers (stages._init_stage_model).
-    dataset_fn: (labels, seed) -> make_dataset for loop.run_phase.
+    dataset_fn: (labels, seed) -> make_dataset for loop.run_fine_tuning_step.
     all_heads_first_round: step 1 of round 1 trains every head (a stage
       from the backbone's weights, stages.step1_trains_all_heads).
 
   Returns:
     (the model after the last round, or None if every round had finished
-    before this process; global_offset after the stage).
+     before this process; global_offset after the stage).
   """
   records = list(dataset.train)
   paths = [r.path for r in records]
@@ -287,20 +279,20 @@ def run_stage(*, name: str, stage: config_dict.ConfigDict, stage_index: int,
 
   for r in range(1, stage.rounds + 1):
     key = round_key(name, r)
-    phases = [
-        loop.Phase(key, 1, stage.step1_steps, stage.step1_lr,
-                   stage.lr_decay_steps, stage.lr_decay_factor,
-                   batch_size=batch_size,
-                   all_heads=all_heads_first_round and r == 1),
-        loop.Phase(key, 2, stage.step2_steps, stage.step2_lr,
-                   stage.lr_decay_steps, stage.lr_decay_factor,
-                   eval_every=stage.eval_every, batch_size=batch_size)]
+    fine_tuning_steps = [
+        loop.FineTuningStep(key, 1, stage.step1_iterations, stage.step1_lr,
+                            stage.lr_decay_iterations, stage.lr_decay_factor,
+                            batch_size=batch_size,
+                            all_heads=all_heads_first_round and r == 1),
+        loop.FineTuningStep(key, 2, stage.step2_iterations, stage.step2_lr,
+                            stage.lr_decay_iterations, stage.lr_decay_factor,
+                            eval_every=stage.eval_every, batch_size=batch_size)]
     round_start = global_offset
-    for phase in phases:
-      phase.global_step_offset = global_offset
-      global_offset += phase.steps
-    todo = [p for p in phases
-            if p.steps and not progress.is_finished(key, p.phase)]
+    for step in fine_tuning_steps:
+      step.global_iteration_offset = global_offset
+      global_offset += step.iterations
+    todo = [p for p in fine_tuning_steps
+            if p.iterations and not progress.is_finished(key, p.step)]
     if not todo:
       continue
     round_started = any(f.stage == key for f in progress.finished)
@@ -377,13 +369,13 @@ def run_stage(*, name: str, stage: config_dict.ConfigDict, stage_index: int,
               input_shape=(config.data.image_height, config.data.image_width,
                            3), seed=config.seed)
     model = current_model()  # a round resumed after its step 1
-    for phase in todo:
-      make_dataset = dataset_fn(round_labels.labels, seed + phase.phase)
-      path_ckpt = loop.run_phase(model, phase, make_dataset=make_dataset,
-                                 config=config, strategy=strategy,
-                                 workdir=workdir, restore_dir=restore_dir,
-                                 writer=writer, evaluate=evaluate)
-      progress.finished.append(checkpoints.FinishedPhase(
-          key, phase.phase, num_a, path_ckpt))
+    for step in todo:
+      make_dataset = dataset_fn(round_labels.labels, seed + step.step)
+      path_ckpt = loop.run_fine_tuning_step(
+          model, step, make_dataset=make_dataset, config=config,
+          strategy=strategy, workdir=workdir, restore_dir=restore_dir,
+          writer=writer, evaluate=evaluate)
+      progress.finished.append(checkpoints.FinishedStep(
+          key, step.step, num_a, path_ckpt))
       progress.save(workdir)
   return model, global_offset

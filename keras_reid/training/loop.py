@@ -1,12 +1,15 @@
-"""The custom training loop for one fine-tuning step ("phase") of a stage.
+"""The custom training loop for one fine-tuning step of a stage.
 
-Phase 1 trains only the newly created layers with the base frozen, so that a
+Vocabulary: each stage fine-tunes in two *steps*; a step runs a number of
+*iterations* (optimizer updates).
+
+Step 1 trains only the newly created layers with the base frozen, so that a
 random new layer does not push garbage gradients into the pretrained base:
 every head (classifiers, verifiers with the verification loss, auxiliary
 trunks) in a stage from ImageNet, the replaced classifiers (classification
-loss only) in a later stage (stage setting `step1_trains`); phase 2 trains
+loss only) in a later stage (stage setting `step1_trains`); step 2 trains
 every layer with classification + verification (+ auxiliary) losses. Each
-phase builds a fresh optimizer and a freshly traced `tf.function`, as the
+step builds a fresh optimizer and a freshly traced `tf.function`, as the
 paper's two steps are separate optimisations.
 """
 
@@ -36,50 +39,53 @@ class NonFiniteLossError(FloatingPointError):
 
 
 @dataclasses.dataclass
-class Phase:
+class FineTuningStep:
   """One fine-tuning step of a stage.
 
   Attributes:
     stage: the stage's name in config.stages.
-    phase: 1 (new classification layers only) or 2 (all layers).
-    steps: iterations to run.
+    step: 1 (new layers only, base frozen) or 2 (all layers).
+    iterations: optimizer updates to run.
     lr: initial learning rate.
-    lr_decay_steps: multiply the lr by lr_decay_factor every this many steps.
-    lr_decay_factor: see lr_decay_steps.
-    global_step_offset: steps of the run before this phase (TensorBoard x axis).
-    eval_every: evaluate every this many steps (0 = never inside the phase).
+    lr_decay_iterations: multiply the lr by lr_decay_factor every this many
+      iterations.
+    lr_decay_factor: see lr_decay_iterations.
+    global_iteration_offset: iterations of the run before this step
+      (TensorBoard x axis).
+    eval_every: evaluate every this many iterations (0 = never inside the
+      step).
     batch_size: images in one replica's batch (K x M), for images/s.
     all_heads: step 1 trains every layer outside the backbone (classifiers,
       verifiers with the verification loss, auxiliary trunks) instead of the
       classifiers only: a stage whose heads are all new (from ImageNet).
   """
   stage: str
-  phase: int
-  steps: int
+  step: int
+  iterations: int
   lr: float
-  lr_decay_steps: int
+  lr_decay_iterations: int
   lr_decay_factor: float
-  global_step_offset: int = 0
+  global_iteration_offset: int = 0
   eval_every: int = 0
   batch_size: int = 0
   all_heads: bool = False
 
 
-def loss_weights(loss_config: config_dict.ConfigDict, phase: int, *,
+def loss_weights(loss_config: config_dict.ConfigDict, step: int, *,
                  verifiers_train: bool = False) -> dict:
-  """The keyword arguments of losses.compute_losses for a phase.
+  """The keyword arguments of losses.compute_losses for a fine-tuning step.
 
   Step 1's terms match what it trains: classification, plus verification
-  when the verifiers train too (`verifiers_train`, Phase.all_heads). The
-  triplet loss acts on the base only, so it waits for step 2.
+  when the verifiers train too (`verifiers_train`,
+  FineTuningStep.all_heads). The triplet loss acts on the base only, so it waits for step 2.
   """
   return dict(
       cls_weight=loss_config.cls_weight,
-      ver_weight=(loss_config.ver_weight if phase == 2 or verifiers_train
+      ver_weight=(loss_config.ver_weight if step == 2 or verifiers_train
                   else 0.0),
       aux_weight=loss_config.aux_weight,
       label_smoothing=loss_config.label_smoothing,
-      triplet_weight=loss_config.triplet_weight if phase == 2 else 0.0,
+      triplet_weight=loss_config.triplet_weight if step == 2 else 0.0,
       triplet_margin=loss_config.triplet_margin)
 
 
@@ -139,7 +145,8 @@ def weight_decay_loss(variables, weight_decay: float) -> tf.Tensor:
       [tf.reduce_sum(tf.square(tf.cast(v, tf.float32))) for v in kernels])
 
 
-def make_optimizer(train_config: config_dict.ConfigDict, phase: Phase, *,
+def make_optimizer(train_config: config_dict.ConfigDict,
+                   step: FineTuningStep, *,
                    loss_scaling: bool = False) -> keras.optimizers.Optimizer:
   """The configured optimizer with a step-wise decayed lr (the paper's schedule).
 
@@ -149,8 +156,8 @@ def make_optimizer(train_config: config_dict.ConfigDict, phase: Phase, *,
   (precision.uses_loss_scaling); bfloat16 has float32's exponent range.
   """
   schedule = keras.optimizers.schedules.ExponentialDecay(
-      phase.lr, decay_steps=max(1, phase.lr_decay_steps),
-      decay_rate=phase.lr_decay_factor, staircase=True)
+      step.lr, decay_steps=max(1, step.lr_decay_iterations),
+      decay_rate=step.lr_decay_factor, staircase=True)
   if train_config.optimizer not in OPTIMIZERS:
     raise ValueError(f"config.train.optimizer={train_config.optimizer!r}: "
                      f"expected one of {sorted(OPTIMIZERS)}.")
@@ -187,10 +194,12 @@ def _accuracies(outputs: dict, labels: tf.Tensor,
   return result
 
 
-def make_train_step(model: keras.Model, optimizer: keras.optimizers.Optimizer,
-                    strategy: tf.distribute.Strategy, weights: dict, *,
-                    jit_compile: bool, weight_decay: float = 0.0) -> Callable:
-  """A `tf.function` running one distributed step from an iterator.
+def make_train_iteration(model: keras.Model,
+                         optimizer: keras.optimizers.Optimizer,
+                         strategy: tf.distribute.Strategy, weights: dict, *,
+                         jit_compile: bool,
+                         weight_decay: float = 0.0) -> Callable:
+  """A `tf.function` running one distributed iteration from an iterator.
 
   Args:
     model, optimizer, strategy: what trains, how, where.
@@ -200,14 +209,14 @@ def make_train_step(model: keras.Model, optimizer: keras.optimizers.Optimizer,
       (`weight_decay_loss`; 0 = none, e.g. when the optimizer decays).
 
   Returns:
-    step(iterator) -> dict of scalars: "loss/<term>" for every loss term
+    iteration(iterator) -> dict of scalars: "loss/<term>" for every loss term
     (including "loss/total", which excludes the L2 term), "loss/l2" when
     weight_decay > 0, and "accuracy/cls", "accuracy/ver".
   """
   variables = model.trainable_variables
   num_replicas = strategy.num_replicas_in_sync
 
-  def replica_step(batch):
+  def replica_iteration(batch):
     with tf.GradientTape() as tape:
       outputs = model({"images": batch["images"], "pair_i": batch["pair_i"],
                        "pair_j": batch["pair_j"]}, training=True)
@@ -231,62 +240,65 @@ def make_train_step(model: keras.Model, optimizer: keras.optimizers.Optimizer,
     return result
 
   if jit_compile:
-    replica_step = tf.function(replica_step, jit_compile=True)
+    replica_iteration = tf.function(replica_iteration, jit_compile=True)
 
   @tf.function
-  def step(iterator):
-    per_replica = strategy.run(replica_step, args=(next(iterator),))
+  def iteration(iterator):
+    per_replica = strategy.run(replica_iteration, args=(next(iterator),))
     return {k: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None)
             for k, v in per_replica.items()}
 
-  return step
+  return iteration
 
 
 def _all_finite(variables) -> bool:
   return all(bool(tf.reduce_all(tf.math.is_finite(v))) for v in variables)
 
 
-def run_phase(model: keras.Model, phase: Phase, *,
-              make_dataset: Callable[[tf.distribute.InputContext], tf.data.Dataset],
-              config: config_dict.ConfigDict, strategy: tf.distribute.Strategy,
-              workdir: str, writer: tf.summary.SummaryWriter,
-              evaluate: Callable[[keras.Model], dict] | None = None,
-              restore_dir: str | None = None) -> str:
-  """Runs (or resumes) one phase and returns its final checkpoint path.
+def run_fine_tuning_step(
+    model: keras.Model, step: FineTuningStep, *,
+    make_dataset: Callable[[tf.distribute.InputContext], tf.data.Dataset],
+    config: config_dict.ConfigDict, strategy: tf.distribute.Strategy,
+    workdir: str, writer: tf.summary.SummaryWriter,
+    evaluate: Callable[[keras.Model], dict] | None = None,
+    restore_dir: str | None = None) -> str:
+  """Runs (or resumes) one fine-tuning step and returns its final checkpoint.
 
   Args:
     model: the training model (see builders.build_training_model).
-    phase: what to run.
+    step: what to run.
     make_dataset: input_context -> infinite tf.data.Dataset of training
       batches (see keras_reid.data.pipeline.make_train_dataset). Under a
       strategy whose iterator cannot be checkpointed (mirrored,
-      multi_worker) a resumed phase calls it with `first_batch=` too.
+      multi_worker) a resumed step calls it with `first_batch=` too.
     config: the run's config (train, loss, model sections are read).
     strategy: the distribution strategy the model was built under.
     workdir: run directory; checkpoints go to checkpoints/<stage>/step<n>.
     writer: TensorBoard writer.
-    evaluate: model -> metrics dict, called every phase.eval_every steps.
-    restore_dir: the run directory whose latest checkpoint a resumed phase
+    evaluate: model -> metrics dict, called every step.eval_every
+      iterations.
+    restore_dir: the run directory whose latest checkpoint a resumed step
       restores; default `workdir`. A cluster's non-chief workers save into
       their own `workdir` but resume from the chief's checkpoints, so that
-      every worker restarts from the same step.
+      every worker restarts from the same iteration.
 
   Raises:
     NonFiniteLossError: the loss became NaN/inf (the checkpoints keep the
       last good state).
   """
-  builders.set_step_trainable(model, phase.phase,
+  builders.set_step_trainable(model, step.step,
                               freeze_bn=config.model.freeze_bn,
-                              all_heads=phase.all_heads)
+                              all_heads=step.all_heads)
   with strategy.scope():
     optimizer = make_optimizer(
-        config.train, phase,
+        config.train, step,
         loss_scaling=precision.uses_loss_scaling(model.dtype_policy.name))
     optimizer.build(model.trainable_variables)
   dataset = strategy.distribute_datasets_from_function(make_dataset)
   iterator = iter(dataset)
-  step_counter = tf.Variable(0, dtype=tf.int64, trainable=False)
-  state = dict(model=model, optimizer=optimizer, step=step_counter,
+  iteration_counter = tf.Variable(0, dtype=tf.int64, trainable=False)
+  # Checkpoint key "step" kept, so that earlier versions' checkpoints restore.
+  state = dict(model=model, optimizer=optimizer, step=iteration_counter,
                seeds=checkpoints.seed_state_variables(model))
   # The iterators of MirroredStrategy and MultiWorkerMirroredStrategy cannot
   # be checkpointed (not Trackable in TF 2.21): their pipelines are restarted
@@ -296,76 +308,79 @@ def run_phase(model: keras.Model, phase: Phase, *,
     state["iterator"] = iterator
   checkpoint = tf.train.Checkpoint(**state)
   manager = tf.train.CheckpointManager(
-      checkpoint, checkpoints.phase_dir(workdir, phase.stage, phase.phase),
+      checkpoint, checkpoints.step_dir(workdir, step.stage, step.step),
       max_to_keep=config.train.max_checkpoints)
-  latest = (tf.train.latest_checkpoint(checkpoints.phase_dir(
-      restore_dir, phase.stage, phase.phase)) if restore_dir
+  latest = (tf.train.latest_checkpoint(checkpoints.step_dir(
+      restore_dir, step.stage, step.step)) if restore_dir
             else manager.latest_checkpoint)
   if latest:
     checkpoint.restore(latest).assert_existing_objects_matched()
-    logging.info("Resuming %s step %d at iteration %d from %s", phase.stage,
-                 phase.phase, int(step_counter.numpy()), latest)
-    done = int(step_counter.numpy())
+    logging.info("Resuming %s step %d at iteration %d from %s", step.stage,
+                 step.step, int(iteration_counter.numpy()), latest)
+    done = int(iteration_counter.numpy())
     if not iterator_saved and done:
       # Batch t of a pipeline depends on (seed, t) only; each pipeline has
-      # fed num_replicas_in_sync / num_input_pipelines batches per step.
+      # fed num_replicas_in_sync / num_input_pipelines batches per
+      # iteration.
       def resumed(context: tf.distribute.InputContext) -> tf.data.Dataset:
-        per_step = (context.num_replicas_in_sync
-                    // max(1, context.num_input_pipelines))
-        return make_dataset(context, first_batch=done * per_step)
+        per_iteration = (context.num_replicas_in_sync
+                         // max(1, context.num_input_pipelines))
+        return make_dataset(context, first_batch=done * per_iteration)
       iterator = iter(strategy.distribute_datasets_from_function(resumed))
 
-  train_step = make_train_step(model, optimizer, strategy,
-                               loss_weights(config.loss, phase.phase,
-                                            verifiers_train=phase.all_heads),
-                               jit_compile=config.train.jit_compile,
-                               weight_decay=coupled_weight_decay(config.train))
-  start = int(step_counter.numpy())
-  trains = ("all layers" if phase.phase == 2 else
-            "new heads only" if phase.all_heads else "new classifiers only")
-  print(f"Stage {phase.stage!r}, step {phase.phase} ({trains}): "
-        f"iterations {start}..{phase.steps}", flush=True)
-  progbar = make_progress(phase.steps)
+  train_iteration = make_train_iteration(
+      model, optimizer, strategy,
+      loss_weights(config.loss, step.step, verifiers_train=step.all_heads),
+      jit_compile=config.train.jit_compile,
+      weight_decay=coupled_weight_decay(config.train))
+  start = int(iteration_counter.numpy())
+  trains = ("all layers" if step.step == 2 else
+            "new heads only" if step.all_heads else "new classifiers only")
+  print(f"Stage {step.stage!r}, step {step.step} ({trains}): "
+        f"iterations {start}..{step.iterations}", flush=True)
+  progbar = make_progress(step.iterations)
   progbar.update(start)
-  images_per_step = phase.batch_size * strategy.num_replicas_in_sync
-  last_time, last_step = time.perf_counter(), start
+  images_per_iteration = step.batch_size * strategy.num_replicas_in_sync
+  last_time, last_iteration = time.perf_counter(), start
 
   def save():
     if not _all_finite(model.trainable_variables):
       raise NonFiniteLossError(
-          f"Weights became NaN/inf in stage {phase.stage!r} step "
-          f"{phase.phase} at iteration {int(step_counter.numpy())}; not "
+          f"Weights became NaN/inf in stage {step.stage!r} step "
+          f"{step.step} at iteration {int(iteration_counter.numpy())}; not "
           f"saving. Last good checkpoint: {manager.latest_checkpoint}.")
-    return manager.save(checkpoint_number=int(step_counter.numpy()))
+    return manager.save(checkpoint_number=int(iteration_counter.numpy()))
 
-  for step in range(start, phase.steps):
-    values = train_step(iterator)
+  for iteration in range(start, step.iterations):
+    values = train_iteration(iterator)
     total = float(values["loss/total"])
     if not math.isfinite(total):
       raise NonFiniteLossError(
-          f"Loss is {total} in stage {phase.stage!r} step {phase.phase} at "
-          f"iteration {step} (lr {phase.lr}). The last good checkpoint is "
+          f"Loss is {total} in stage {step.stage!r} step {step.step} at "
+          f"iteration {iteration} (lr {step.lr}). The last good checkpoint is "
           f"kept: {manager.latest_checkpoint}. Lower the learning rate "
           "(--config.stages.<name>.step<n>_lr) or check the data, then rerun "
           "with the same --workdir to resume from it.")
-    step_counter.assign(step + 1)
-    progbar.update(step + 1, [("loss", total),
-                              ("acc", float(values["accuracy/cls"]))])
-    global_step = phase.global_step_offset + step + 1
-    if (step + 1) % config.train.log_every == 0 or step + 1 == phase.steps:
+    iteration_counter.assign(iteration + 1)
+    progbar.update(iteration + 1, [("loss", total),
+                                   ("acc", float(values["accuracy/cls"]))])
+    global_iteration = step.global_iteration_offset + iteration + 1
+    completed = iteration + 1
+    if completed % config.train.log_every == 0 or completed == step.iterations:
       now = time.perf_counter()
-      throughput = images_per_step * (step + 1 - last_step) / (now - last_time)
-      last_time, last_step = now, step + 1
-      with writer.as_default(step=global_step):
+      throughput = (images_per_iteration * (completed - last_iteration)
+                    / (now - last_time))
+      last_time, last_iteration = now, completed
+      with writer.as_default(step=global_iteration):
         for name, value in values.items():
           tf.summary.scalar(name, value)
         tf.summary.scalar("lr", optimizer.learning_rate)
         tf.summary.scalar("throughput/images_per_sec", throughput)
-    if (step + 1) % config.train.checkpoint_every == 0:
+    if (iteration + 1) % config.train.checkpoint_every == 0:
       save()
-    if evaluate and phase.eval_every and (step + 1) % phase.eval_every == 0:
+    if evaluate and step.eval_every and (iteration + 1) % step.eval_every == 0:
       metrics = evaluate(model)
-      write_eval_summaries(writer, metrics, global_step)
+      write_eval_summaries(writer, metrics, global_iteration)
   path = save()
   writer.flush()
   return path

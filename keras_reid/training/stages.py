@@ -290,15 +290,15 @@ def train(config: config_dict.ConfigDict, workdir: str) -> dict:
           dataset, os.path.join(out, "pid_names", f"{name}.json"))
       logging.info("Stage %s: %s", name,
                    describe.pid_names_summary(dataset.pid_names))
-    phases = [
-        loop.Phase(name, 1, stage.step1_steps, stage.step1_lr,
-                   stage.lr_decay_steps, stage.lr_decay_factor,
-                   batch_size=stage.ids_per_batch * stage.images_per_id,
-                   all_heads=step1_trains_all_heads(stage, stage_index)),
-        loop.Phase(name, 2, stage.step2_steps, stage.step2_lr,
-                   stage.lr_decay_steps, stage.lr_decay_factor,
-                   eval_every=stage.eval_every,
-                   batch_size=stage.ids_per_batch * stage.images_per_id)]
+    batch_size = stage.ids_per_batch * stage.images_per_id
+    fine_tuning_steps = [
+        loop.FineTuningStep(name, 1, stage.step1_iterations, stage.step1_lr,
+                            stage.lr_decay_iterations, stage.lr_decay_factor,
+                            batch_size=batch_size,
+                            all_heads=step1_trains_all_heads(stage, stage_index)),
+        loop.FineTuningStep(name, 2, stage.step2_iterations, stage.step2_lr,
+                            stage.lr_decay_iterations, stage.lr_decay_factor,
+                            eval_every=stage.eval_every, batch_size=batch_size)]
     evaluate = None
     if dataset.query and dataset.gallery:
       evaluate = functools.partial(
@@ -316,12 +316,12 @@ def train(config: config_dict.ConfigDict, workdir: str) -> dict:
               train_dataset_fn(dataset, stage, config, normalization, seed,
                                labels=labels)),
           all_heads_first_round=step1_trains_all_heads(stage, stage_index))
-      phases = []
+      fine_tuning_steps = []
     stage_started = any(f.stage == name for f in progress.finished)
-    for phase in phases:
-      phase.global_step_offset = global_offset
-      global_offset += phase.steps
-      if phase.steps == 0 or progress.is_finished(name, phase.phase):
+    for step in fine_tuning_steps:
+      step.global_iteration_offset = global_offset
+      global_offset += step.iterations
+      if step.iterations == 0 or progress.is_finished(name, step.step):
         continue
       with strategy.scope():
         if model is None and progress.last is not None:
@@ -330,18 +330,19 @@ def train(config: config_dict.ConfigDict, workdir: str) -> dict:
         if not stage_started:
           model = _init_stage_model(model, stage, config, num_classes)
           stage_started = True
-      seed = config.seed + 1000 * stage_index + phase.phase
+      seed = config.seed + 1000 * stage_index + step.step
       make_dataset = train_dataset_fn(dataset, stage, config, normalization,
                                       seed)
       sample = next(iter(make_dataset(tf.distribute.InputContext())))
       loop.write_input_images(writer, sample["images"].numpy(),
-                              f"inputs/{name}", phase.global_step_offset)
-      path = loop.run_phase(model, phase, make_dataset=make_dataset,
-                            config=config, strategy=strategy, workdir=out,
-                            restore_dir=None if out == workdir else workdir,
-                            writer=writer, evaluate=evaluate)
-      progress.finished.append(checkpoints.FinishedPhase(
-          name, phase.phase, num_classes, path))
+                              f"inputs/{name}", step.global_iteration_offset)
+      path = loop.run_fine_tuning_step(
+          model, step, make_dataset=make_dataset, config=config,
+          strategy=strategy, workdir=out,
+          restore_dir=None if out == workdir else workdir, writer=writer,
+          evaluate=evaluate)
+      progress.finished.append(checkpoints.FinishedStep(
+          name, step.step, num_classes, path))
       progress.save(out)
 
     if evaluate is not None:

@@ -147,19 +147,19 @@ def test_one_train_step_under_each_policy(policy, compute):
   assert embedder(batch["images"]).dtype == "float32"
 
   builders.set_step_trainable(model, 2)
-  phase = loop.Phase("s", 2, 1, 0.01, 100, 0.1)
+  step2 = loop.FineTuningStep("s", 2, 1, 0.01, 100, 0.1)
   optimizer = loop.make_optimizer(
-      config.train, phase,
+      config.train, step2,
       loss_scaling=precision.uses_loss_scaling(model.dtype_policy.name))
   assert isinstance(optimizer, keras.optimizers.LossScaleOptimizer) == (
       policy == "mixed_float16")
   strategy = tf.distribute.get_strategy()
-  step = loop.make_train_step(
+  train_iteration = loop.make_train_iteration(
       model, optimizer, strategy, loop.loss_weights(config.loss, 2),
       jit_compile=False, weight_decay=5e-4)
   kernel0 = model.get_layer("verifier").kernel.numpy().copy()
   iterator = iter(tf.data.Dataset.from_tensors(batch).repeat())
-  values = step(iterator)
+  values = train_iteration(iterator)
   assert all(v.dtype == tf.float32 for v in values.values())
   assert np.isfinite(float(values["loss/total"]))
   assert float(values["loss/l2"]) > 0
@@ -168,7 +168,7 @@ def test_one_train_step_under_each_policy(policy, compute):
   for _ in range(20 if policy == "mixed_float16" else 0):
     if not np.array_equal(kernel0, model.get_layer("verifier").kernel.numpy()):
       break
-    step(iterator)
+    train_iteration(iterator)
   assert not np.array_equal(kernel0, model.get_layer("verifier").kernel.numpy())
 
 

@@ -29,7 +29,7 @@ def _base(tmp_root):
   config.data.image_width = 32
   config.train.precision = "float32"
   config.train.checkpoint_every = 1000  # at each step's end only
-  config.stages.synthetic.update(dict(step1_steps=2, step2_steps=4))
+  config.stages.synthetic.update(dict(step1_iterations=2, step2_iterations=4))
   return config
 
 
@@ -49,7 +49,7 @@ def _target_config(root, source, supervision, **overrides):
   config.stages.target = default.stage_config(
       dataset="synthetic", root=os.path.join(root, "b"),
       options="domain=b,num_ids=8", init=source, supervision=supervision,
-      ids_per_batch=2, images_per_id=2, step1_steps=1, step2_steps=3,
+      ids_per_batch=2, images_per_id=2, step1_iterations=1, step2_iterations=3,
       step1_lr=0.01, step2_lr=0.01, rounds=2, graph_k=3, grdl_atoms=8,
       grdl_iterations=3, soft_top_m=3)
   config.stages.target.update(overrides)
@@ -81,7 +81,7 @@ def test_rounds_end_to_end(tmp_path, source_run, supervision):
   assert 0.0 < metrics["rank20"] <= 1.0
 
   progress = checkpoints.Progress.load(workdir)
-  assert [(p.stage, p.phase) for p in progress.finished] == [
+  assert [(p.stage, p.step) for p in progress.finished] == [
       ("target/round1", 1), ("target/round1", 2), ("target/round2", 1),
       ("target/round2", 2)]
   dataset = from_config.load_stage_dataset(config.stages.target, config)
@@ -190,16 +190,16 @@ def test_resume_matches_uninterrupted_run(tmp_path, source_run, monkeypatch,
         return make_labels(*args, **kwargs)
       patch.setattr(cotraining, "make_labels", dies_in_round2)
     else:  # round 2's labels saved and step 1 done, killed in step 2
-      run_phase = loop.run_phase
+      run_fine_tuning_step = loop.run_fine_tuning_step
 
-      def dies_in_round2_step2(model, phase, **kwargs):
-        if phase.stage == "target/round2" and phase.phase == 2:
+      def dies_in_round2_step2(model, step, **kwargs):
+        if step.stage == "target/round2" and step.step == 2:
           raise _Killed()
-        return run_phase(model, phase, **kwargs)
-      patch.setattr(loop, "run_phase", dies_in_round2_step2)
+        return run_fine_tuning_step(model, step, **kwargs)
+      patch.setattr(loop, "run_fine_tuning_step", dies_in_round2_step2)
     with pytest.raises(_Killed):
       stages.train(config, killed)
-  done = [(p.stage, p.phase)
+  done = [(p.stage, p.step)
           for p in checkpoints.Progress.load(killed).finished]
   assert done == ([("target/round1", 1), ("target/round1", 2)]
                   + ([("target/round2", 1)] if where == "mid_round" else []))
@@ -220,7 +220,7 @@ def test_config_errors_name_the_key(tmp_path, source_run):
       (dict(pseudo_labels="fuzzy"), r"stages.target.pseudo_labels='fuzzy'"),
       (dict(rounds=0), r"stages.target.rounds=0"),
       (dict(soft_temperature=0.0), r"soft_temperature=0.0"),
-      (dict(step1_steps=0, step2_steps=0), r"step1_steps \+ step2_steps"),
+      (dict(step1_iterations=0, step2_iterations=0), r"step1_iterations \+ step2_iterations"),
       (dict(camera_a=5), r"camera_a=5 leaves camera A with 0")):
     config = _target_config(root, source, "cotraining")
     config.stages.target.update(overrides)

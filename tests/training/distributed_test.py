@@ -41,7 +41,7 @@ MIRRORED_SCRIPT = textwrap.dedent("""
     config = tiny_config.get_config()
     config.data.synthetic_dir, workdir = sys.argv[1], sys.argv[2]
     config.train.distribute = "mirrored"
-    config.stages.synthetic.update(dict(step1_steps=1, step2_steps=2))
+    config.stages.synthetic.update(dict(step1_iterations=1, step2_iterations=2))
     strategy = distribute.make_strategy("mirrored")
     # The batches the two replicas get at the first step.
     stage = config.stages.synthetic
@@ -82,7 +82,7 @@ def test_mirrored_two_cpu_replicas_train_to_the_end(tmp_path):
   assert not out["same_images"]
   assert 0.0 <= out["rank1"] <= 1.0
   progress = json.loads((workdir / "progress.json").read_text())
-  assert [(p["stage"], p["phase"]) for p in progress["finished"]] == [
+  assert [(p["stage"], p["step"]) for p in progress["finished"]] == [
       ("synthetic", 1), ("synthetic", 2)]
   assert (workdir / "metrics.json").exists()
 
@@ -97,7 +97,7 @@ def _free_ports(n):
   return ports
 
 
-def _start_workers(workdir, synthetic_dir, step2_steps, log_dir):
+def _start_workers(workdir, synthetic_dir, step2_iterations, log_dir):
   """Two local workers of one MultiWorkerMirroredStrategy cluster."""
   cluster = {"worker": [f"127.0.0.1:{p}" for p in _free_ports(2)]}
   procs = []
@@ -109,8 +109,8 @@ def _start_workers(workdir, synthetic_dir, step2_steps, log_dir):
         [sys.executable, "-m", "keras_reid.train", f"--config={TINY_CONFIG}",
          f"--workdir={workdir}", "--config.train.distribute=multi_worker",
          f"--config.data.synthetic_dir={synthetic_dir}",
-         "--config.stages.synthetic.step1_steps=1",
-         f"--config.stages.synthetic.step2_steps={step2_steps}",
+         "--config.stages.synthetic.step1_iterations=1",
+         f"--config.stages.synthetic.step2_iterations={step2_iterations}",
          "--config.train.checkpoint_every=1"],
         cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT))
   return procs
@@ -175,7 +175,7 @@ def test_multi_worker_runs_and_resumes_after_a_worker_is_killed(
     assert "Resuming synthetic step 2" in (
         tmp_path / f"worker{i}.log").read_text(), logs()
   progress = json.loads(open(os.path.join(workdir, "progress.json")).read())
-  assert [(p["stage"], p["phase"]) for p in progress["finished"]] == [
+  assert [(p["stage"], p["step"]) for p in progress["finished"]] == [
       ("synthetic", 1), ("synthetic", 2)]
   assert tf.train.latest_checkpoint(step2).endswith("-12")
   assert os.path.exists(os.path.join(workdir, "metrics.json"))

@@ -42,9 +42,9 @@ def test_describe_run_lists_the_differences_and_key_choices():
       "data.eval_batch_size": 32, "model.ver_dropout_mode": "independent",
       "loss.triplet_weight": 0.5, "train.checkpoint_every": 2,
       "train.log_every": 2, "stages.synthetic.ids_per_batch": 2,
-      "stages.synthetic.images_per_id": 2, "stages.synthetic.step1_steps": 3,
-      "stages.synthetic.step2_steps": 6, "stages.synthetic.step2_lr": 0.01,
-      "stages.synthetic.lr_decay_steps": 700}
+      "stages.synthetic.images_per_id": 2, "stages.synthetic.step1_iterations": 3,
+      "stages.synthetic.step2_iterations": 6, "stages.synthetic.step2_lr": 0.01,
+      "stages.synthetic.lr_decay_iterations": 700}
   differences = config_lib.differences(config)
   # The test config may pin train.precision (a schema moving elsewhere).
   pinned = {k: differences.pop(k) for k in ("train.precision",)
@@ -65,8 +65,8 @@ def test_tiny_run_writes_its_hparams_session(tmp_path):
   config = tiny_config.get_config()
   config.data.synthetic_dir = str(tmp_path / "synthetic")
   synthetic.generate(config.data.synthetic_dir, num_ids=6, seed=0)
-  config.stages.synthetic.step1_steps = 1
-  config.stages.synthetic.step2_steps = 2
+  config.stages.synthetic.step1_iterations = 1
+  config.stages.synthetic.step2_iterations = 2
   workdir = str(tmp_path / "run")
   stages.train(config, workdir)
   with open(os.path.join(workdir, stages.METRICS_FILE)) as f:
@@ -90,11 +90,11 @@ def test_tiny_run_writes_its_hparams_session(tmp_path):
   expected = config_lib.describe_run(config)
   assert set(logged) == set(expected)
   for key in ("backbone", "datasets", "losses", "ver_dropout_mode",
-              "precision", "stages.synthetic.step2_steps"):
+              "precision", "stages.synthetic.step2_iterations"):
     assert key in logged
   for key, value in expected.items():
     assert logged[key] == pytest.approx(value), key
-  assert logged["stages.synthetic.step2_steps"] == 2
+  assert logged["stages.synthetic.step2_iterations"] == 2
   assert logged["losses"] == "cls+ver"
 
   final = {v.tag: (tf.make_ndarray(v.tensor), s) for v, s in events

@@ -1,4 +1,4 @@
-"""Tests of one fine-tuning phase: what trains in each step, NaN handling."""
+"""Tests of one fine-tuning step: what trains in each step, NaN handling."""
 
 import io
 import os
@@ -53,11 +53,11 @@ def test_step1_trains_only_classifier_and_step2_trains_all(tmp_path):
   verifier0 = _weights(model.get_layer("verifier"))
   classifier0 = _weights(model.get_layer("classifier"))
 
-  phase1 = loop.Phase("s", 1, steps=3, lr=0.05, lr_decay_steps=100,
-                      lr_decay_factor=0.1, batch_size=K * M)
-  path = loop.run_phase(model, phase1, make_dataset=_make_dataset,
-                        config=config, strategy=strategy,
-                        workdir=str(tmp_path), writer=writer)
+  step1 = loop.FineTuningStep("s", 1, iterations=3, lr=0.05, lr_decay_iterations=100,
+                              lr_decay_factor=0.1, batch_size=K * M)
+  path = loop.run_fine_tuning_step(model, step1, make_dataset=_make_dataset,
+                                   config=config, strategy=strategy,
+                                   workdir=str(tmp_path), writer=writer)
   assert os.path.exists(path + ".index")
   # Frozen in step 1: BN moving statistics included (inference mode).
   assert not _changed(backbone0, _weights(model.get_layer("backbone")))
@@ -66,10 +66,10 @@ def test_step1_trains_only_classifier_and_step2_trains_all(tmp_path):
   trainable = {v.path for v in model.trainable_variables}
   assert trainable and all("classifier" in p for p in trainable)
 
-  phase2 = loop.Phase("s", 2, steps=3, lr=0.05, lr_decay_steps=100,
-                      lr_decay_factor=0.1, batch_size=K * M)
-  loop.run_phase(model, phase2, make_dataset=_make_dataset, config=config,
-                 strategy=strategy, workdir=str(tmp_path), writer=writer)
+  step2 = loop.FineTuningStep("s", 2, iterations=3, lr=0.05, lr_decay_iterations=100,
+                              lr_decay_factor=0.1, batch_size=K * M)
+  loop.run_fine_tuning_step(model, step2, make_dataset=_make_dataset, config=config,
+                            strategy=strategy, workdir=str(tmp_path), writer=writer)
   assert _changed(backbone0, _weights(model.get_layer("backbone")))
   assert _changed(verifier0, _weights(model.get_layer("verifier")))
   assert len(model.trainable_variables) == len(
@@ -80,11 +80,11 @@ def test_step1_with_all_heads_trains_verifier_on_the_frozen_base(tmp_path):
   config, model, writer = _setup(tmp_path)
   backbone0 = _weights(model.get_layer("backbone"))
   verifier0 = _weights(model.get_layer("verifier"))
-  phase1 = loop.Phase("s", 1, steps=3, lr=0.05, lr_decay_steps=100,
-                      lr_decay_factor=0.1, batch_size=K * M, all_heads=True)
-  loop.run_phase(model, phase1, make_dataset=_make_dataset, config=config,
-                 strategy=tf.distribute.get_strategy(),
-                 workdir=str(tmp_path), writer=writer)
+  step1 = loop.FineTuningStep("s", 1, iterations=3, lr=0.05, lr_decay_iterations=100,
+                              lr_decay_factor=0.1, batch_size=K * M, all_heads=True)
+  loop.run_fine_tuning_step(model, step1, make_dataset=_make_dataset, config=config,
+                            strategy=tf.distribute.get_strategy(),
+                            workdir=str(tmp_path), writer=writer)
   assert not _changed(backbone0, _weights(model.get_layer("backbone")))
   # The verifier moves only through the verification loss: on in step 1.
   assert _changed(verifier0, _weights(model.get_layer("verifier")))
@@ -112,12 +112,12 @@ def test_which_stages_train_all_heads_in_step1():
 
 def test_nan_loss_stops_with_clear_error_and_keeps_checkpoint(tmp_path):
   config, model, writer = _setup(tmp_path, checkpoint_every=1)
-  phase = loop.Phase("s", 2, steps=50, lr=1e30, lr_decay_steps=1000,
-                     lr_decay_factor=0.1, batch_size=K * M)
+  step = loop.FineTuningStep("s", 2, iterations=50, lr=1e30, lr_decay_iterations=1000,
+                             lr_decay_factor=0.1, batch_size=K * M)
   with pytest.raises(FloatingPointError, match="Last good checkpoint|last good checkpoint"):
-    loop.run_phase(model, phase, make_dataset=_make_dataset, config=config,
-                   strategy=tf.distribute.get_strategy(),
-                   workdir=str(tmp_path), writer=writer)
+    loop.run_fine_tuning_step(model, step, make_dataset=_make_dataset, config=config,
+                              strategy=tf.distribute.get_strategy(),
+                              workdir=str(tmp_path), writer=writer)
   latest = tf.train.latest_checkpoint(str(tmp_path / "checkpoints" / "s" / "step2"))
   assert latest is not None
   # The kept checkpoint holds only finite weights.
@@ -137,10 +137,11 @@ def _one_step_update(tmp_path, **train_overrides):
   model = builders.build_training_model(
       config.model, num_classes=NUM_CLASSES, input_shape=(H, W, 3), seed=0)
   builders.set_step_trainable(model, 2)
-  phase = loop.Phase("s", 2, steps=1, lr=0.1, lr_decay_steps=100,
-                     lr_decay_factor=0.1, batch_size=K * M)
+  step2 = loop.FineTuningStep("s", 2, iterations=1, lr=0.1,
+                              lr_decay_iterations=100, lr_decay_factor=0.1,
+                              batch_size=K * M)
   strategy = tf.distribute.get_strategy()
-  optimizer = loop.make_optimizer(config.train, phase)
+  optimizer = loop.make_optimizer(config.train, step2)
   variables = model.trainable_variables
   optimizer.build(variables)
   batch = next(iter(_make_dataset(None)))
@@ -153,10 +154,10 @@ def _one_step_update(tmp_path, **train_overrides):
   grads = {v.path: g.numpy() for v, g in zip(variables,
                                              tape.gradient(total, variables))}
   before = {v.path: v.numpy().copy() for v in variables}
-  step = loop.make_train_step(
+  train_iteration = loop.make_train_iteration(
       model, optimizer, strategy, weights, jit_compile=False,
       weight_decay=loop.coupled_weight_decay(config.train))
-  step(iter(_make_dataset(None)))
+  train_iteration(iter(_make_dataset(None)))
   after = {v.path: v.numpy() for v in variables}
   return before, after, grads
 
@@ -192,18 +193,18 @@ def test_decoupled_decay_is_keras_weight_decay_on_every_variable(tmp_path):
 
 def test_optimizer_names(tmp_path):
   config, _, _ = _setup(tmp_path)
-  phase = loop.Phase("s", 2, steps=1, lr=0.1, lr_decay_steps=100,
-                     lr_decay_factor=0.1)
+  step = loop.FineTuningStep("s", 2, iterations=1, lr=0.1, lr_decay_iterations=100,
+                             lr_decay_factor=0.1)
   config.train.optimizer = "adam"
-  assert type(loop.make_optimizer(config.train, phase)).__name__ == "Adam"
+  assert type(loop.make_optimizer(config.train, step)).__name__ == "Adam"
   config.train.optimizer = "adamw"
   with pytest.raises(ValueError, match="weight_decay_mode=decoupled"):
-    loop.make_optimizer(config.train, phase)
+    loop.make_optimizer(config.train, step)
   config.train.weight_decay_mode = "decoupled"
-  assert type(loop.make_optimizer(config.train, phase)).__name__ == "AdamW"
+  assert type(loop.make_optimizer(config.train, step)).__name__ == "AdamW"
   config.train.optimizer = "rmsprop"
   with pytest.raises(ValueError, match="adamw"):
-    loop.make_optimizer(config.train, phase)
+    loop.make_optimizer(config.train, step)
 
 
 def test_progress_in_a_file_prints_a_line_every_ten_percent():
@@ -211,8 +212,8 @@ def test_progress_in_a_file_prints_a_line_every_ten_percent():
   progress = loop.make_progress(1000, stream=out)
   assert isinstance(progress, loop.PercentProgress)
   progress.update(0)
-  for step in range(1, 1001):
-    progress.update(step, [("loss", 0.5)])
+  for iteration in range(1, 1001):
+    progress.update(iteration, [("loss", 0.5)])
   lines = out.getvalue().splitlines()
   assert len(lines) == 10
   assert lines[0] == "100/1000 iterations (10%) - loss: 0.5000"

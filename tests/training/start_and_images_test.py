@@ -49,7 +49,7 @@ def _manifest(folder, corrupt_query=False):
 def _config(root):
   config = tiny_config.get_config()
   config.stages.synthetic.update(dict(dataset="manifest", root=root,
-                                      step1_steps=1, step2_steps=2))
+                                      step1_iterations=1, step2_iterations=2))
   return config
 
 

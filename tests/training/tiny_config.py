@@ -11,7 +11,7 @@ def get_config():
   config.data.synthetic_num_ids = 6
   config.data.eval_batch_size = 32
   config.stages.synthetic.update(dict(
-      ids_per_batch=2, images_per_id=2, step1_steps=3, step2_steps=6,
+      ids_per_batch=2, images_per_id=2, step1_iterations=3, step2_iterations=6,
       step1_lr=0.01, step2_lr=0.01))
   config.train.checkpoint_every = 2
   config.train.log_every = 2

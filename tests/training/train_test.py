@@ -57,7 +57,7 @@ def test_tiny_run_end_to_end(tmp_path, synthetic_dir):
         "requested": "float32", "policy": "float32",
         "reason": "set in config.train.precision"}
   progress = checkpoints.Progress.load(workdir)
-  assert [(p.stage, p.phase) for p in progress.finished] == [
+  assert [(p.stage, p.step) for p in progress.finished] == [
       ("synthetic", 1), ("synthetic", 2)]
   tags = _tensorboard_tags(os.path.join(workdir, "tensorboard"))
   for tag in ("loss/total", "loss/cls", "loss/ver", "accuracy/cls",
@@ -96,7 +96,7 @@ def test_tiny_run_end_to_end(tmp_path, synthetic_dir):
 def test_resume_refuses_a_different_config(tmp_path, synthetic_dir):
   config = tiny_config.get_config()
   config.data.synthetic_dir = synthetic_dir
-  config.stages.synthetic.update(dict(step1_steps=1, step2_steps=0))
+  config.stages.synthetic.update(dict(step1_iterations=1, step2_iterations=0))
   workdir = str(tmp_path / "run")
   stages.train(config, workdir)
   config.train.momentum = 0.5
@@ -110,16 +110,16 @@ def test_stage_transition_replaces_heads_and_keeps_base(tmp_path, synthetic_dir)
   other = str(tmp_path / "other")
   config = tiny_config.get_config()
   config.data.synthetic_dir = synthetic_dir
-  config.stages.synthetic.update(dict(step1_steps=1, step2_steps=2))
+  config.stages.synthetic.update(dict(step1_iterations=1, step2_iterations=2))
   config.stages.target = config.stages.synthetic.copy_and_resolve_references()
   config.stages.target.update(dict(root=other, options="domain=b,num_ids=10",
-                                   init="previous", step1_steps=2,
-                                   step2_steps=0))
+                                   init="previous", step1_iterations=2,
+                                   step2_iterations=0))
   workdir = str(tmp_path / "run")
   stages.train(config, workdir)
 
   progress = checkpoints.Progress.load(workdir)
-  assert [(p.stage, p.phase) for p in progress.finished] == [
+  assert [(p.stage, p.step) for p in progress.finished] == [
       ("synthetic", 1), ("synthetic", 2), ("target", 1)]
   first = checkpoints.rebuild_model(config, progress.finished[1].num_classes,
                                     progress.finished[1].checkpoint)
@@ -137,10 +137,10 @@ def test_stage_transition_replaces_heads_and_keeps_base(tmp_path, synthetic_dir)
 
 
 def test_stage_without_training_evaluates_initial_features(tmp_path,
-                                                          synthetic_dir):
+                                                           synthetic_dir):
   config = tiny_config.get_config()
   config.data.synthetic_dir = synthetic_dir
-  config.stages.synthetic.update(dict(step1_steps=0, step2_steps=0))
+  config.stages.synthetic.update(dict(step1_iterations=0, step2_iterations=0))
   metrics = stages.train(config, str(tmp_path / "run"))
   assert 0.0 < metrics["rank20"] <= 1.0
   assert checkpoints.Progress.load(str(tmp_path / "run")).finished == []
@@ -149,7 +149,7 @@ def test_stage_without_training_evaluates_initial_features(tmp_path,
 def _train_cmd(workdir, synthetic_dir):
   return [sys.executable, "-m", "keras_reid.train", f"--config={TINY_CONFIG}",
           f"--workdir={workdir}", f"--config.data.synthetic_dir={synthetic_dir}",
-          "--config.stages.synthetic.step2_steps=12",
+          "--config.stages.synthetic.step2_iterations=12",
           "--config.train.checkpoint_every=1"]
 
 
