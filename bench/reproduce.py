@@ -66,6 +66,12 @@ _REPORT_ONLY = flags.DEFINE_boolean("report_only", False,
 DIRECT = "configs/viper_cpu.py:viper,direct"
 STAGED = "configs/viper_cpu.py:viper"
 POOL_MOBILENET = "pool_mobilenet_v1_0.5"
+# The same large-set stage with step 1 training the classifiers only (issue
+# 12's staged measurement of stage setting step1_trains).
+POOL_STEP1_CLASSIFIERS = "pool_mobilenet_v1_0.5_step1_classifiers"
+# Unsupervised VIPeR stage (pseudo labels, no VIPeR identities read for
+# training): configs/viper_cotrain_cpu.py:SUPERVISION,<pool run dir>.
+COTRAIN = "configs/viper_cotrain_cpu.py"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,7 +86,10 @@ class Row:
     kind: "train" (one run per split), "pool" (one run, reused by staged
       rows), "evaluate" (re-evaluates the `source` row's run per split with
       `evaluate_flags`, no training).
-    pool: for staged rows, the "pool" row whose final model starts VIPeR.
+    pool: for staged rows, the "pool" row whose final model starts VIPeR:
+      `--config.stages.viper.init=<its run dir>`, or with `pool_in_config`
+      the config's argument gets ",<its run dir>" (configs/
+      viper_cotrain_cpu.py's SOURCE_RUN).
     source: for "evaluate" rows, the row whose runs are re-evaluated.
     evaluate_flags: flags of `python -m keras_reid.evaluate`.
   """
@@ -90,6 +99,7 @@ class Row:
   overrides: tuple[str, ...] = ()
   kind: str = "train"
   pool: str = ""
+  pool_in_config: bool = False
   source: str = ""
   evaluate_flags: tuple[str, ...] = ()
 
@@ -160,6 +170,27 @@ ROWS = (
     Row("staged_rerank", "staged, SIR + k-reciprocal re-ranking",
         kind="evaluate", source="staged_method",
         evaluate_flags=("--rerank",)),
+    Row(POOL_STEP1_CLASSIFIERS, "ImageNet -> reid_pool, step 1 trains the "
+        "classifiers only (once)", config=STAGED, kind="pool",
+        overrides=("--config.stages.reid_pool.step1_trains=classifiers",
+                   "--config.stages.viper.step1_iterations=0",
+                   "--config.stages.viper.step2_iterations=0")),
+    Row("staged_step1_classifiers", "ImageNet -> reid_pool -> VIPeR, the "
+        "reid_pool stage's step 1 trains the classifiers only",
+        pool=POOL_STEP1_CLASSIFIERS),
+    # Unsupervised transfer to VIPeR (issue 13): the pool model alone, then
+    # 3 rounds of pseudo labels on the VIPeR training split.
+    Row("staged_no_target_training", "ImageNet -> reid_pool, VIPeR not "
+        "trained (direct transfer)", pool=POOL_MOBILENET,
+        overrides=("--config.stages.viper.step1_iterations=0",
+                   "--config.stages.viper.step2_iterations=0")),
+    Row("staged_self_training", "ImageNet -> reid_pool -> VIPeR without "
+        "labels: 3 rounds of self-training", config=f"{COTRAIN}:self_training",
+        pool=POOL_MOBILENET, pool_in_config=True),
+    Row("staged_cotraining", "ImageNet -> reid_pool -> VIPeR without labels:"
+        " 3 rounds of co-training (GRDL pseudo labels)",
+        config=f"{COTRAIN}:cotraining", pool=POOL_MOBILENET,
+        pool_in_config=True),
 )
 
 # (better row, worse row, the paper's claim)
@@ -196,6 +227,14 @@ CLAIMS = (
      "staged transfer (via a large Re-ID set) > direct"),
     ("staged_cir_top10", "staged_method", "CIR re-scoring helps SIR"),
     ("staged_rerank", "staged_method", "k-reciprocal re-ranking helps"),
+    ("staged_method", "staged_step1_classifiers",
+     "staged: step 1 training every new layer > classifiers only"),
+    ("staged_cotraining", "staged_self_training",
+     "unlabelled target: co-training > self-training"),
+    ("staged_self_training", "staged_no_target_training",
+     "unlabelled target: self-training > direct transfer"),
+    ("staged_cotraining", "staged_no_target_training",
+     "unlabelled target: co-training > direct transfer"),
 )
 
 METRICS = ("rank1", "rank5", "rank10", "rank20", "mAP")
@@ -226,13 +265,16 @@ def run_dir(row: Row, split: int | None) -> str:
 
 
 def train_command(row: Row, split: int | None, workdir: str) -> list[str]:
-  command = [sys.executable, "-m", "keras_reid.train", f"--config={row.config}",
+  config = row.config
+  pool_dir = run_dir(ROW_BY_NAME[row.pool], None) if row.pool else ""
+  if row.pool_in_config:
+    config += f",{pool_dir}"
+  command = [sys.executable, "-m", "keras_reid.train", f"--config={config}",
              f"--workdir={workdir}", *row.overrides]
   if split is not None:
     command.append(f"--config.stages.viper.split={split}")
-  if row.pool:
-    command.append(
-        f"--config.stages.viper.init={run_dir(ROW_BY_NAME[row.pool], None)}")
+  if row.pool and not row.pool_in_config:
+    command.append(f"--config.stages.viper.init={pool_dir}")
   return command
 
 
