@@ -72,6 +72,29 @@ def stage_config(**overrides) -> config_dict.ConfigDict:
   return stage
 
 
+# The unsupervised values of stage.supervision (keras_reid.training.cotraining
+# SUPERVISIONS less "labels"), the first argument of the co-training configs.
+UNSUPERVISED = ("cotraining", "self_training")
+
+
+def supervision_and_source(arg: str, config_file: str) -> tuple[str, str]:
+  """Splits a co-training config's argument "SUPERVISION[,SOURCE_RUN]".
+
+  Returns:
+    (supervision, source run directory or "" for none).
+
+  Raises:
+    ValueError: SUPERVISION is not one of UNSUPERVISED; names config_file.
+  """
+  supervision, _, source = arg.partition(",")
+  if supervision not in UNSUPERVISED:
+    raise ValueError(
+        f"{config_file}:{arg}: expected SUPERVISION[,SOURCE_RUN] with "
+        f"SUPERVISION one of {list(UNSUPERVISED)}, e.g. "
+        f"{config_file}:cotraining.")
+  return supervision, source
+
+
 def base_config() -> config_dict.ConfigDict:
   """The full schema with CPU-sized defaults."""
   config = config_dict.ConfigDict()

@@ -25,16 +25,10 @@ bench/cotraining_results.md.
 
 from configs import default
 
-SUPERVISIONS = ("cotraining", "self_training")
-
 
 def get_config(arg: str = "cotraining"):
-  supervision, *source = arg.split(",", 1)
-  if supervision not in SUPERVISIONS:
-    raise ValueError(
-        f"configs/synthetic_cotrain.py:{arg}: expected SUPERVISION[,SOURCE_RUN]"
-        f" with SUPERVISION one of {list(SUPERVISIONS)}, e.g. "
-        "configs/synthetic_cotrain.py:cotraining.")
+  supervision, source = default.supervision_and_source(
+      arg, "configs/synthetic_cotrain.py")
   config = default.get_config()
   source_stage = config.stages.synthetic
   del config.stages["synthetic"]
@@ -44,7 +38,7 @@ def get_config(arg: str = "cotraining"):
   config.stages.target = default.stage_config(
       dataset="synthetic", root="runs/data/synthetic_b",
       options="domain=b,num_ids=60", supervision=supervision,
-      init=source[0] if source else "previous", rounds=3,
+      init=source or "previous", rounds=3,
       ids_per_batch=8, images_per_id=4, step1_iterations=50,
       step2_iterations=200, step1_lr=0.01, step2_lr=0.01,
       lr_decay_iterations=40000,

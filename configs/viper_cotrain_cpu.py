@@ -29,24 +29,18 @@ were best with them (larger lambda was worse). Reads $REID_DATA_ROOT (see
 configs/viper_cpu.py). Results and commands: bench/cotraining_results.md.
 """
 
+from configs import default
 from configs import viper_cpu
-
-SUPERVISIONS = ("cotraining", "self_training")
 
 
 def get_config(arg: str = "cotraining"):
-  supervision, *source = arg.split(",", 1)
-  if supervision not in SUPERVISIONS:
-    raise ValueError(
-        f"configs/viper_cotrain_cpu.py:{arg}: expected SUPERVISION[,SOURCE_RUN]"
-        f" with SUPERVISION one of {list(SUPERVISIONS)}, e.g. "
-        "configs/viper_cotrain_cpu.py:cotraining,runs/reproduce/"
-        "pool_mobilenet_v1_0.5.")
+  supervision, source = default.supervision_and_source(
+      arg, "configs/viper_cotrain_cpu.py")
   config = viper_cpu.get_config("viper")  # reid_pool -> viper, labelled
   if source:
     del config.stages["reid_pool"]
   config.stages.viper.update(dict(
-      supervision=supervision, init=source[0] if source else "previous",
+      supervision=supervision, init=source or "previous",
       rounds=3, camera_a=0, pseudo_labels="soft", soft_top_m=5,
       soft_temperature=1.0, graph_k=3, grdl_lambda=0.01, grdl_atoms=256,
       grdl_iterations=20))

@@ -9,6 +9,7 @@ import pytest
 from configs import default
 from configs import staged_googlenet
 from keras_reid import config as config_lib
+from keras_reid.training import cotraining
 from keras_reid.training import stages
 
 
@@ -50,6 +51,23 @@ def test_staged_config_rejects_unknown_target():
   assert staged_googlenet.get_config("prid2011").stages.target.dataset == "prid2011"
   with pytest.raises(ValueError, match="viper"):
     staged_googlenet.get_config("grid")
+
+
+@pytest.mark.parametrize("name", ["synthetic_cotrain", "viper_cotrain_cpu"])
+def test_cotraining_configs_take_supervision_and_source_run(name):
+  module = importlib.import_module(f"configs.{name}")
+  # The configs' choices are the package's unsupervised modes.
+  assert set(default.UNSUPERVISED) == set(cotraining.SUPERVISIONS) - {"labels"}
+  for supervision in default.UNSUPERVISED:
+    config = module.get_config(f"{supervision},/runs/source")
+    (target,) = [s for s in config.stages.values()
+                 if s.supervision != "labels"]
+    assert (target.supervision, target.init) == (supervision, "/runs/source")
+    assert len(config.stages) == 1  # the source stage is the given run
+  assert len(module.get_config("cotraining").stages) == 2
+  with pytest.raises(ValueError, match=rf"configs/{name}\.py:labels: expected "
+                     r"SUPERVISION\[,SOURCE_RUN\]"):
+    module.get_config("labels")
 
 
 def test_wrong_type_names_the_key():
