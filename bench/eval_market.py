@@ -6,6 +6,11 @@ noise (tuned to a Market-like Rank-1). Each method runs in its own
 subprocess so that its peak RSS is its own:
 
   fast       keras_reid.evaluation.ranking.evaluate_features
+  fast_serial_gemm
+             the same ranking scheduled as before 2026-11-27: one chunk's
+             GEMM at a time on every BLAS thread, the ranking of a chunk
+             overlapping the next GEMM (now: each thread computes and ranks
+             its own chunks, BLAS on one thread)
   baseline   float32 GEMM distance matrix + full argsort + torchreid's
              eval_market1501 loop (keras_reid.evaluation.reference), i.e. what
              PyTorch Re-ID toolkits do, in NumPy instead of Cython
@@ -19,11 +24,13 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import json
 import os
 import resource
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -75,6 +82,26 @@ def rss_mb() -> float:
     return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
+def _serial_gemm_evaluate(qf, gf, q_pids, g_pids, q_camids, g_camids):
+  """ranking.evaluate_features with the GEMMs serialised on all BLAS threads."""
+  keep = g_pids != records.JUNK_PID
+  gf, g_pids, g_camids = gf[keep], g_pids[keep], g_camids[keep]
+  g_sq = np.einsum("ij,ij->i", gf, gf)
+  matches, removed = ranking._match_lists(q_pids, q_camids, g_pids, g_camids)  # pylint: disable=protected-access
+  lock = threading.Lock()
+
+  def run(start):
+    stop = min(start + 256, qf.shape[0])
+    with lock:
+      dist = ranking.squared_euclidean(qf[start:stop], gf, g_sq)
+    return ranking._evaluate_chunk(dist, matches[start:stop],  # pylint: disable=protected-access
+                                   removed[start:stop])
+
+  with concurrent.futures.ThreadPoolExecutor(os.cpu_count()) as pool:
+    per_chunk = list(pool.map(run, range(0, qf.shape[0], 256)))
+  return ranking._summarize([r for c in per_chunk for r in c], 50)  # pylint: disable=protected-access
+
+
 def run_one(method: str, dim: int, scale: float, repeats: int) -> dict:
   data = market_like(dim, scale)
   before = rss_mb()
@@ -83,6 +110,8 @@ def run_one(method: str, dim: int, scale: float, repeats: int) -> dict:
     t0 = time.perf_counter()
     if method == "fast":
       result = ranking.evaluate_features(*data)
+    elif method == "fast_serial_gemm":
+      result = _serial_gemm_evaluate(*data)
     elif method == "baseline":
       result = reference.evaluate_features(*data, sort_kind="quicksort")
     elif method == "gemm":

@@ -25,10 +25,10 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
-import threading
 from typing import Callable, Optional
 
 import numpy as np
+import threadpoolctl
 
 from keras_reid.data import records
 
@@ -208,13 +208,17 @@ def evaluate_distance_fn(dist_fn: DistanceChunkFn, num_queries: int,
     dist_fn: (start, stop) -> [stop - start, G] float32 distances of those
       queries to the whole gallery (gallery already junk-free or not: junk
       columns are ignored by their pid). The returned array is modified.
+      Called from `num_threads` threads at once: it must be thread-safe
+      (NumPy on shared read-only arrays is).
     num_queries: Q.
     query_pids, gallery_pids: [Q], [G] ints (-1 junk, 0 distractor).
     query_camids, gallery_camids: [Q], [G] ints (-1 unknown).
     max_rank: length of the CMC curve.
     chunk_size: queries per chunk (memory ~ 2 x threads x chunk x G x 4 B).
-    num_threads: chunks evaluated concurrently (NumPy releases the GIL in
-      the GEMM and the sorts); default: the number of CPUs.
+    num_threads: chunks evaluated concurrently, each by one thread that
+      computes (BLAS on one thread) and ranks it (NumPy releases the GIL in
+      the GEMM and the sorts); default: the number of CPUs. 1: chunk after
+      chunk, the GEMM on every BLAS thread.
 
   Returns:
     See `evaluate_features`.
@@ -232,15 +236,9 @@ def evaluate_distance_fn(dist_fn: DistanceChunkFn, num_queries: int,
   _check_some_query_usable(matches, query_pids, gallery_pids)
   junk = np.nonzero(gallery_pids == records.JUNK_PID)[0]
 
-  # One distance computation at a time: the GEMM already uses every core
-  # (BLAS threads); concurrent GEMMs would only oversubscribe them. The
-  # ranking of one chunk overlaps the GEMM of the next.
-  dist_lock = threading.Lock()
-
   def run(start: int):
     stop = min(start + chunk_size, num_queries)
-    with dist_lock:
-      dist = dist_fn(start, stop)
+    dist = dist_fn(start, stop)
     if dist.shape != (stop - start, gallery_pids.shape[0]):
       raise ValueError(
           f"distance chunk for queries {start}:{stop} has shape {dist.shape}, "
@@ -252,7 +250,13 @@ def evaluate_distance_fn(dist_fn: DistanceChunkFn, num_queries: int,
   starts = range(0, num_queries, chunk_size)
   num_threads = num_threads or os.cpu_count() or 1
   if num_threads > 1 and len(starts) > 1:
-    with concurrent.futures.ThreadPoolExecutor(num_threads) as pool:
+    # Every thread computes and ranks its own chunks, its GEMM on one BLAS
+    # thread: a GEMM threaded over every core stalls on the core a ranking
+    # thread holds (Market-sized, 2 cores: 0.91 s that way, 0.82 s this
+    # way; bench/eval_results.md). BLAS limits are process-wide and
+    # restored on exit.
+    with threadpoolctl.threadpool_limits(1, user_api="blas"), \
+        concurrent.futures.ThreadPoolExecutor(num_threads) as pool:
       per_chunk = list(pool.map(run, starts))
   else:
     per_chunk = [run(s) for s in starts]

@@ -41,7 +41,7 @@ import numpy as np
 import scipy.linalg
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
-import threadpoolctl  # scikit-learn's own dependency
+import threadpoolctl
 
 
 def limit_blas_threads(num: int | None):
