@@ -12,6 +12,11 @@ Skips with a message when torch / torchvision are not installed (they are
 not requirements of keras_reid).
 
   python bench/peer_step_torch.py --size=128x64 --batch=32
+
+With --serve it warms up, prints "ready", then for every line "N" on stdin
+times N steps and prints the seconds: bench/training_throughput.py --peer
+drives it so, in its own process (PyTorch next to TensorFlow in one process
+ran 3.7x slower: both runtimes' thread pools on the same cores).
 """
 
 from __future__ import annotations
@@ -133,11 +138,21 @@ def main():
   parser.add_argument("--batch", type=int, default=32)
   parser.add_argument("--images_per_id", type=int, default=4)
   parser.add_argument("--steps", type=int, default=3)
+  parser.add_argument("--warmup", type=int, default=2)
+  parser.add_argument("--serve", action="store_true",
+                      help="Time N steps per stdin line N (see above).")
   args = parser.parse_args()
   h, w = (int(v) for v in args.size.split("x"))
   m = args.images_per_id
-  run = make_step(h, w, args.batch // m, m)
+  run = make_step(h, w, args.batch // m, m, warmup=args.warmup)
   if run is None:
+    if args.serve:
+      print("unavailable", flush=True)
+    return
+  if args.serve:
+    print("ready", flush=True)
+    for line in sys.stdin:
+      print(f"{run(int(line)):.6f}", flush=True)
     return
   seconds = run(args.steps)
   print(f"torch eager googlenet {args.size} batch={args.batch}: "

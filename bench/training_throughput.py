@@ -9,8 +9,9 @@ combination are built side by side and timed in alternating rounds, so
 their ratio holds on a loaded machine; absolute images/s do not.
 
 With --peer, bench/peer_step_torch.py's eager PyTorch step (torchvision
-GoogLeNet, the same batch and pairs) is timed in the same process sequence,
-alternating with ours, and printed next to it with the ratio.
+GoogLeNet, the same batch and pairs) is timed in its own process, driven
+through a pipe in the same alternating rounds as ours (one runtime works
+while the other waits), and printed next to it with the ratio.
 
   python bench/training_throughput.py --backbones=googlenet,mobilenet_v1 \
       --sizes=128x64 --batches=32,128 --xla=false,true \
@@ -19,19 +20,13 @@ alternating with ours, and printed next to it with the ratio.
 
 import json
 import os
+import subprocess
 import sys
 import time
 
-if "--peer" in sys.argv or "--peer=true" in sys.argv:
-  try:  # torch before TensorFlow: the other order segfaults in one process
-    import torch  # noqa: F401  # pylint: disable=g-import-not-at-top,unused-import
-    import torchvision  # noqa: F401  # pylint: disable=g-import-not-at-top,unused-import
-  except ImportError:
-    pass
-
-from absl import app  # pylint: disable=g-import-not-at-top
-from absl import flags  # pylint: disable=g-import-not-at-top
-import keras  # pylint: disable=g-import-not-at-top
+from absl import app
+from absl import flags
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -59,6 +54,9 @@ _PRECISIONS = flags.DEFINE_list(
     "Keras dtype policies to time (the first is the ratio's reference).")
 _PEER = flags.DEFINE_bool("peer", False, "Also time bench/peer_step_torch.py "
                           "(GoogLeNet rows only; skipped without torch).")
+_PEER_PYTHON = flags.DEFINE_string(
+    "peer_python", sys.executable, "Python that runs the peer (one with "
+    "torch and torchvision installed, e.g. a venv's bin/python).")
 _OUTPUT = flags.DEFINE_string("output_json", "", "Also write results here.")
 
 
@@ -104,14 +102,41 @@ def make_step(backbone, height, width, k, m, jit, policy):
 
 
 def peer_step(height, width, k, m):
-  """bench/peer_step_torch.py's warmed-up step, or None without torch."""
-  import peer_step_torch  # pylint: disable=g-import-not-at-top
-  return peer_step_torch.make_step(height, width, k, m, warmup=_WARMUP.value)
+  """bench/peer_step_torch.py's warmed-up step in its own process, or None.
+
+  Returns (run(n) -> seconds of n peer steps, close()); None without torch.
+  The peer waits on a pipe while ours runs and the other way round, so each
+  runtime has the cores to itself (in one process PyTorch ran 3.7x slower).
+  """
+  peer = subprocess.Popen(
+      [_PEER_PYTHON.value, os.path.join(os.path.dirname(__file__),
+                                        "peer_step_torch.py"), "--serve",
+       f"--size={height}x{width}", f"--batch={k * m}",
+       f"--images_per_id={m}", f"--warmup={_WARMUP.value}"],
+      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+      env=dict(os.environ, OMP_WAIT_POLICY="PASSIVE"))
+  status = peer.stdout.readline().strip()
+  while status and status not in ("ready", "unavailable"):  # its own output
+    print(f"  peer: {status}", flush=True)
+    status = peer.stdout.readline().strip()
+  if status != "ready":
+    peer.communicate()
+    print("  peer: skipped (PyTorch / torchvision not installed)", flush=True)
+    return None
+
+  def run(n):
+    peer.stdin.write(f"{n}\n")
+    peer.stdin.flush()
+    return float(peer.stdout.readline())
+
+  def close():
+    peer.stdin.close()
+    peer.wait()
+  return run, close
 
 
 def main(argv):
   del argv
-  sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
   results = []
   m = _M.value
   for backbone in _BACKBONES.value:
@@ -122,10 +147,11 @@ def main(argv):
         for jit in (v.lower() == "true" for v in _XLA.value):
           runs = {p: make_step(backbone, h, w, k, m, jit, p)
                   for p in _PRECISIONS.value}
+          close_peer = None
           if _PEER.value and backbone == "googlenet" and not jit:
             peer = peer_step(h, w, k, m)
             if peer is not None:
-              runs["torch_eager_float32"] = peer
+              runs["torch_eager_float32"], close_peer = peer
           seconds = {name: 0.0 for name in runs}
           for _ in range(_ROUNDS.value):  # alternate: the load hits all alike
             for name, run in runs.items():
@@ -147,6 +173,8 @@ def main(argv):
             print(f"  ours ({best[1]}) / torch eager: "
                   f"{seconds['torch_eager_float32'] / best[0]:.2f}x",
                   flush=True)
+          if close_peer:
+            close_peer()
           keras.backend.clear_session()
   if _OUTPUT.value:
     with open(_OUTPUT.value, "w") as f:
