@@ -187,6 +187,10 @@ def base_config() -> config_dict.ConfigDict:
       # evaluation at the end of each stage and in `keras_reid.evaluate
       # --workdir` (whose flags default to these eval.* values); 0 = off.
       cir_topk=0,
+      # Test-time flip: each image's SIR feature is the mean of its own and
+      # its mirror image's (twice the extraction time). Evaluation only: the
+      # exported SavedModel embeds the image as given.
+      flip_test=False,
       max_rank=50,
   ))
 

@@ -38,10 +38,10 @@ What a report holds (all optional parts can be switched off):
     <workdir>/tensorboard (else <report_dir>/projector); at most 3000
     points, a seeded sample beyond (said so in the log and the report).
 
-With --workdir, --max_rank, --rerank, --cir_topk and --batch_size default
-to the run's config (eval.max_rank, eval.rerank, eval.cir_topk,
-data.eval_batch_size), so the evaluation at the end of training and this
-one agree unless a flag is given.
+With --workdir, --max_rank, --rerank, --cir_topk, --flip_test and
+--batch_size default to the run's config (eval.max_rank, eval.rerank,
+eval.cir_topk, eval.flip_test, data.eval_batch_size), so the evaluation
+at the end of training and this one agree unless a flag is given.
 
 CUHK03 classic protocol (reader option protocol=old: 20 splits of 1,367
 train / 100 test ids): the CMC is the single-gallery-shot one its published
@@ -114,6 +114,9 @@ _CIR = flags.DEFINE_enum("cir", "", ["", "full"],
 _CIR_TOPK = flags.DEFINE_integer(
     "cir_topk", None, "CIR re-scoring of the SIR top-k (0 = off) [run's "
     "eval.cir_topk, or 0].")
+_FLIP_TEST = flags.DEFINE_boolean(
+    "flip_test", None, "Test-time flip: mean feature of each image and its "
+    "mirror image [run's eval.flip_test, or off].")
 _VERIFICATION = flags.DEFINE_boolean(
     "verification", True, "Open-set verification report (ROC, EER, "
     "threshold) on the validation split.")
@@ -134,7 +137,7 @@ _IMAGE_SIZE = flags.DEFINE_list(
 
 # Flags that only mean something with a dataset or a model.
 _FEATURES_IGNORES = ("dataset", "root", "options", "split", "image_size",
-                     "batch_size")
+                     "batch_size", "flip_test")
 
 
 def main(argv):
@@ -150,10 +153,11 @@ def main(argv):
   splits = report.parse_splits(_SPLITS.value) if _SPLITS.value else None
   # None = "from the run" for --workdir; the defaults below elsewhere.
   from_run = dict(max_rank=_MAX_RANK.value, rerank=_RERANK.value,
-                  cir_topk=_CIR_TOPK.value, batch_size=_BATCH_SIZE.value)
+                  cir_topk=_CIR_TOPK.value, batch_size=_BATCH_SIZE.value,
+                  flip_test=_FLIP_TEST.value)
   if not _WORKDIR.value:
     for key, default in (("max_rank", 50), ("rerank", False), ("cir_topk", 0),
-                         ("batch_size", 128)):
+                         ("batch_size", 128), ("flip_test", False)):
       if from_run[key] is None:
         from_run[key] = default
   common: dict[str, Any] = dict(
@@ -164,7 +168,8 @@ def main(argv):
   model_args = dict(common, cir=_CIR.value, cir_topk=from_run["cir_topk"],
                     splits=splits, options=_OPTIONS.value, root=_ROOT.value,
                     batch_size=from_run["batch_size"],
-                    cuhk03_metric=_CUHK03_METRIC.value)
+                    cuhk03_metric=_CUHK03_METRIC.value,
+                    flip_test=from_run["flip_test"])
   if _FEATURES.value:
     if splits or _CIR.value or _CIR_TOPK.value:
       raise app.UsageError("--features takes no --splits (give one file per "

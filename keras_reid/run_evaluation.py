@@ -89,12 +89,13 @@ def evaluate_run(workdir: str, *, dataset: Optional[str] = None,
                  pictures: bool = True, tensorboard: bool = True,
                  batch_size: Optional[int] = None,
                  cuhk03_metric: Optional[bool] = None,
-                 projector: bool = False) -> dict:
+                 projector: bool = False,
+                 flip_test: Optional[bool] = None) -> dict:
   """Evaluates a training run's latest weights.
 
   Settings left None come from the run's config, so that this evaluation
-  and the one at the end of training agree: max_rank, rerank, cir_topk from
-  config.eval, batch_size from config.data.eval_batch_size, cuhk03_metric
+  and the one at the end of training agree: max_rank, rerank, cir_topk,
+  flip_test from config.eval, batch_size from config.data.eval_batch_size, cuhk03_metric
   on for CUHK03's classic protocol (reader option protocol=old) unless
   rerank.
 
@@ -121,6 +122,8 @@ def evaluate_run(workdir: str, *, dataset: Optional[str] = None,
     projector: write the (first) split's query + gallery embeddings with
       pid, camera and thumbnails into <workdir>/tensorboard for
       TensorBoard's projector (keras_reid.evaluation.projector).
+    flip_test: features = mean of the image's and its mirror image's
+      (extract.flip_averaged); recorded in the report.
 
   Returns:
     The report dict, also written to output_json.
@@ -130,10 +133,14 @@ def evaluate_run(workdir: str, *, dataset: Optional[str] = None,
   max_rank = config.eval.max_rank if max_rank is None else max_rank
   rerank = config.eval.rerank if rerank is None else rerank
   cir_topk = config.eval.cir_topk if cir_topk is None else cir_topk
+  if flip_test is None:  # a config.json older than eval.flip_test has none
+    flip_test = bool(config.eval.get("flip_test", False))
   batch_size = config.data.eval_batch_size if batch_size is None else batch_size
   embedder = builders.build_embedder(model)
   embed = tf.function(lambda images: embedder(images, training=False),
                       reduce_retracing=True)
+  if flip_test:
+    embed = extract.flip_averaged(embed)
   pair_scorer = None
   if cir or cir_topk or verification:
     pair_scorer = extract.keras_pair_scorer(builders.build_pair_scorer(model))
@@ -182,6 +189,7 @@ def evaluate_run(workdir: str, *, dataset: Optional[str] = None,
     result["split"] = chosen
   result["workdir"] = os.path.abspath(workdir)
   result["weights_from"] = origin
+  result["flip_test"] = flip_test
   # The pictures go at the run's last iteration, next to eval/rank1 (an
   # unsupervised stage runs its two steps once per round).
   last_iteration = sum(

@@ -112,12 +112,15 @@ def test_run_written_with_the_old_key_names_still_reads_and_resumes(run,
   for old_key, new_key in config_lib.RENAMED_STAGE_KEYS.items():
     assert f'"{new_key}"' in text
     text = text.replace(f'"{new_key}"', f'"{old_key}"')
+  # And without a key the schema gained later (its default today).
+  data = json.loads(text)
+  del data["eval"]["flip_test"]
   with open(path, "w") as f:
-    f.write(text)
+    json.dump(data, f)
 
   assert checkpoints.weights_origin(old) == checkpoints.weights_origin(run)
-  assert config_lib.load_config(old).to_dict() == (
-      config_lib.load_config(run).to_dict())
+  assert config_lib.load_config(old).to_dict()["stages"] == (
+      config_lib.load_config(run).to_dict()["stages"])
   # Resuming with today's config is not refused as "a different config";
   # both steps count as finished, so nothing retrains.
   before = os.listdir(os.path.join(old, "checkpoints", "synthetic", "step2"))
@@ -127,6 +130,19 @@ def test_run_written_with_the_old_key_names_still_reads_and_resumes(run,
   with open(os.path.join(old, checkpoints.PROGRESS_FILE)) as f:
     assert [(p["stage"], p["phase"]) for p in json.load(f)["finished"]] == [
         ("synthetic", 1), ("synthetic", 2)]
+
+
+def test_a_key_added_to_the_schema_later_counts_only_off_its_default():
+  old = {"eval": {"rerank": False}, "stages": {"s": {"step1_iterations": 1}}}
+  new = {"eval": {"rerank": False, "flip_test": False},
+         "stages": {"s": {"step1_iterations": 1, "step1_trains": "new_layers"}}}
+  assert stages._config_changes(old, new) == []
+  new["eval"]["flip_test"] = True
+  new["stages"]["s"]["step1_trains"] = "classifiers"
+  assert stages._config_changes(old, new) == [
+      "eval.flip_test", "stages.s.step1_trains"]
+  new["eval"]["rerank"] = True
+  assert "eval.rerank" in stages._config_changes(old, new)
 
 
 @pytest.mark.parametrize("content", ["{not json", "[1, 2]",

@@ -200,6 +200,41 @@ def test_workdir_takes_eval_settings_from_the_run(run, tmp_path):
   assert len(result["cmc"]) == 9 and "cir" not in result
 
 
+def test_flip_test_from_the_run_or_the_argument_matches_an_oracle(run,
+                                                                  tmp_path):
+  workdir, config, _ = run
+  copy = _run_with_eval_settings(workdir, tmp_path, **{"eval.flip_test": True})
+  result = run_evaluation.evaluate_run(
+      copy, output_json=str(tmp_path / "flip.json"), verification=False,
+      pictures=False)
+  assert result["flip_test"] is True
+  # Oracle: the model on the decoded images and on their np.flip copies.
+  model, _ = checkpoints.restore_training_model(workdir)
+  embedder = builders.build_embedder(model)
+  dataset = from_config.load_stage_dataset(config.stages.synthetic, config)
+  load = dict(image_size=(config.data.image_height, config.data.image_width),
+              normalization=builders.normalization_for(config.model),
+              dtype=np.float32)
+
+  def features(recs):
+    images = extract.load_images(recs, **load)
+    return (np.asarray(embedder(images, training=False))
+            + np.asarray(embedder(images[:, :, ::-1], training=False))) / 2
+
+  (q_pids, q_camids), (g_pids, g_camids) = (_ids(dataset.query),
+                                            _ids(dataset.gallery))
+  expected = reference.evaluate_features(
+      features(dataset.query), features(dataset.gallery), q_pids, g_pids,
+      q_camids, g_camids)
+  for key in ("rank1", "rank5", "mAP", "mINP"):
+    assert result[key] == pytest.approx(expected[key], abs=1e-6), key
+  plain = run_evaluation.evaluate_run(
+      copy, output_json=str(tmp_path / "plain.json"), verification=False,
+      pictures=False, flip_test=False)
+  assert plain["flip_test"] is False
+  assert (plain["rank1"], plain["mAP"]) != (result["rank1"], result["mAP"])
+
+
 def test_training_time_evaluation_runs_cir_when_cir_topk_is_set(run, tmp_path):
   workdir, config, _ = run
   model, _ = checkpoints.restore_training_model(workdir)

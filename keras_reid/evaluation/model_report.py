@@ -184,7 +184,8 @@ def evaluate_saved_model(saved_model: str, *, dataset: str,
                          verification: bool = True, pictures: bool = True,
                          batch_size: int = 128,
                          cuhk03_metric: Optional[bool] = None,
-                         projector: bool = False) -> dict:
+                         projector: bool = False,
+                         flip_test: bool = False) -> dict:
   """Evaluates an exported SavedModel (serving_default, optional verify).
 
   Args:
@@ -222,10 +223,13 @@ def evaluate_saved_model(saved_model: str, *, dataset: str,
   pair_scorer = (embedder.pair_scorer if (cir or cir_topk or verification)
                  else None)
 
+  embed = (extract.flip_averaged(embedder.embed) if flip_test
+           else embedder.embed)
+
   def one(s: int, first: bool) -> dict:
     data = datasets.load_dataset(dataset, root or "", split=s, **opts)
     return evaluate_dataset(
-        embedder.embed, data, image_size=size, normalization="none",
+        embed, data, image_size=size, normalization="none",
         batch_size=batch_size, pair_scorer=pair_scorer, max_rank=max_rank,
         multi_query=multi_query, rerank=rerank, cir=cir, cir_topk=cir_topk,
         verification=verification and first,
@@ -240,4 +244,5 @@ def evaluate_saved_model(saved_model: str, *, dataset: str,
     result = one(split, True)
     result["split"] = split
   result["saved_model"] = os.path.abspath(saved_model)
+  result["flip_test"] = flip_test
   return report_lib.finish(result, output_json)

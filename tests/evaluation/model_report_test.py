@@ -62,5 +62,23 @@ def test_pictures_and_projector_describe_the_evaluation(tmp_path):
                              atol=1e-3)
 
 
+def test_flip_averaged_features_are_the_mean_with_the_mirror_image(tmp_path):
+  root = synthetic.generate(str(tmp_path / "synthetic"), num_ids=4, seed=0,
+                            image_size=(32, 16))
+  records = datasets.load_dataset("synthetic", root).query
+
+  def first_row(images):  # left-right sensitive: pixel order of row 0
+    return np.asarray(images, np.float32)[:, 0, :, 0]
+
+  features = extract.extract_features(
+      extract.flip_averaged(first_row), records, image_size=(32, 16),
+      normalization="none", batch_size=3)
+  images = extract.load_images(records, image_size=(32, 16),
+                               normalization="none", dtype=np.float32)
+  row = images[:, 0, :, 0]
+  np.testing.assert_allclose(features, (row + row[:, ::-1]) / 2, rtol=1e-6)
+  assert not np.allclose(features, row)  # the images are not symmetric
+
+
 if __name__ == "__main__":
   raise SystemExit(pytest.main([__file__, "-q", "-p", "no:cacheprovider"]))
