@@ -29,6 +29,7 @@ ENTRY_POINTS = {
     "keras_reid.export",
     "keras_reid.data.inspect",
     "keras_reid.tools.convert_googlenet",
+    "keras_reid.tools.select_grdl_lambda",
 }
 
 

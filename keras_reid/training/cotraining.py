@@ -32,7 +32,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import os
-from typing import Callable
+from typing import Callable, Sequence
 
 from absl import logging
 import keras
@@ -167,6 +167,86 @@ def make_labels(features: np.ndarray, camids: np.ndarray,
         space, is_a, top_m=stage.soft_top_m,
         temperature=stage.soft_temperature)
   return RoundLabels(labels, is_a, dictionary, history)
+
+
+def first_image_split(pids) -> np.ndarray:
+  """Camera A / B of a labelled set for cross-validating the labelling.
+
+  Each identity's first image (in record order) is its camera-A image and
+  its other images are camera B: the target's structure (one class per
+  camera-A image, camera-B images labelled by their nearest ones) on a set
+  whose cameras may be unknown (reid_pool's i-LIDS, CAVIAR4REID and 3DPeS
+  images have camid -1). Identities with one image stay in camera A
+  (distractor classes).
+
+  Args:
+    pids: [N] identities.
+
+  Returns:
+    is_a: bool [N].
+  """
+  pids = np.asarray(pids)
+  _, first = np.unique(pids, return_index=True)
+  is_a = np.zeros(pids.shape[0], bool)
+  is_a[first] = True
+  return is_a
+
+
+def cross_validate_lambda(features: np.ndarray, pids,
+                          stage: config_dict.ConfigDict,
+                          lambdas: Sequence[float], *, seed: int = 0,
+                          callback: Callable[[dict], None] | None = None
+                          ) -> dict:
+  """Picks GRDL's lambda on a labelled (source) set by pseudo-label accuracy.
+
+  Splits the set with `first_image_split`, makes co-training labels with
+  each lambda and the stage's other settings (graph_k, grdl_atoms,
+  grdl_iterations, pseudo_labels, soft_top_m, soft_temperature) and scores
+  them against the true identities (`pseudo_labels.label_accuracy`); the
+  self-training labels (feature space, no GRDL) are scored as the baseline.
+
+  Args:
+    features: [N, dim] SIR features of the labelled images.
+    pids: [N] their identities.
+    stage: the unsupervised stage's config.
+    lambdas: candidate values (>= 0).
+    seed: GRDL's initial dictionary draw (the same for every lambda).
+    callback: called with each row as it is scored (progress).
+
+  Returns:
+    {"rows": [{"lambda" (None = self-training), "accuracy", "soft_mass",
+    "reachable", "objective"}, ...], "best_lambda": the lambda of the
+    highest accuracy (then soft mass; the smaller lambda on a tie),
+    "num_a", "num_b"}.
+  """
+  if not lambdas or min(lambdas) < 0:
+    raise ValueError(f"lambdas={list(lambdas)}: expected one or more values "
+                     ">= 0, e.g. 0.001,0.01,0.1.")
+  is_a = first_image_split(pids)
+  if is_a.all():
+    raise ValueError("every identity of the labelled set has one image: "
+                     "no camera-B image to label; cross-validation needs "
+                     "identities with two or more images.")
+  camids = np.where(is_a, 0, 1)
+  rows = []
+  for lam in [None, *lambdas]:
+    trial = stage.copy_and_resolve_references()
+    trial.camera_a = 0
+    trial.supervision = "self_training" if lam is None else "cotraining"
+    if lam is not None:
+      trial.grdl_lambda = float(lam)
+    labels = make_labels(features, camids, trial, seed=seed)
+    row = {"lambda": lam, **pseudo_labels.label_accuracy(
+        labels.labels, pids, labels.is_a),
+           "objective": labels.objective[-1] if labels.objective else None}
+    rows.append(row)
+    if callback:
+      callback(row)
+  scored = [r for r in rows if r["lambda"] is not None]
+  best = max(scored, key=lambda r: (r["accuracy"], r["soft_mass"],
+                                    -r["lambda"]))
+  return {"rows": rows, "best_lambda": best["lambda"],
+          "num_a": int(is_a.sum()), "num_b": int((~is_a).sum())}
 
 
 def labels_path(workdir: str, stage_name: str, round_index: int) -> str:

@@ -8,6 +8,8 @@ hidden identities never reaching training, and resume mid-run.
 
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -230,6 +232,102 @@ def test_config_errors_name_the_key(tmp_path, source_run):
   config.loss.triplet_weight = 0.5
   with pytest.raises(ValueError, match="pseudo_labels=hard"):
     stages.check_config(config)
+
+
+def test_first_image_split_makes_each_identitys_first_image_camera_a():
+  np.testing.assert_array_equal(
+      cotraining.first_image_split([3, 1, 3, 2, 1, 3]),
+      [True, True, False, True, False, False])
+
+
+def _clusters(num_ids=6, per_id=3, dim=16, noise=0.3, seed=0):
+  rng = np.random.default_rng(seed)
+  pids = np.repeat(np.arange(1, num_ids + 1), per_id)
+  centres = rng.normal(size=(num_ids + 1, dim))
+  return (centres[pids] + noise * rng.normal(size=(pids.size, dim))), pids
+
+
+def test_cross_validate_lambda_scores_each_lambda_like_the_rounds_do():
+  features, pids = _clusters()
+  stage = default.stage_config(supervision="cotraining", graph_k=2,
+                               grdl_atoms=4, grdl_iterations=3,
+                               pseudo_labels="hard")
+  result = cotraining.cross_validate_lambda(features, pids, stage,
+                                            [0.0, 0.1, 10.0], seed=3)
+  assert [r["lambda"] for r in result["rows"]] == [None, 0.0, 0.1, 10.0]
+  assert (result["num_a"], result["num_b"]) == (6, 12)
+  # Oracle: a round's own labelling with the same camera split and lambda.
+  is_a = cotraining.first_image_split(pids)
+  camids = np.where(is_a, 0, 1)
+  for row in result["rows"]:
+    trial = stage.copy_and_resolve_references()
+    if row["lambda"] is None:
+      trial.supervision = "self_training"
+    else:
+      trial.grdl_lambda = row["lambda"]
+    labels = cotraining.make_labels(features, camids, trial, seed=3)
+    expected = cotraining.pseudo_labels.label_accuracy(labels.labels, pids,
+                                                       labels.is_a)
+    assert row["accuracy"] == expected["accuracy"], row
+    assert row["soft_mass"] == expected["soft_mass"], row
+  scored = [r for r in result["rows"] if r["lambda"] is not None]
+  best = max(r["accuracy"] for r in scored)
+  assert result["best_lambda"] in [r["lambda"] for r in scored
+                                   if r["accuracy"] == best]
+  # Well separated identities: feature-space labels are right.
+  assert result["rows"][0]["accuracy"] == 1.0
+
+
+@pytest.mark.parametrize("lambdas,pids,match", [
+    ([], None, "one or more values"),
+    ([-1.0], None, "one or more values >= 0"),
+    ([0.1], np.arange(6), "one image"),
+])
+def test_cross_validate_lambda_rejects_what_it_cannot_score(lambdas, pids,
+                                                            match):
+  features, cluster_pids = _clusters()
+  stage = default.stage_config(supervision="cotraining", graph_k=2,
+                               grdl_atoms=4, grdl_iterations=2)
+  if pids is not None:
+    features = features[:pids.size]
+  with pytest.raises(ValueError, match=match):
+    cotraining.cross_validate_lambda(
+        features, cluster_pids if pids is None else pids, stage, lambdas)
+
+
+def test_select_grdl_lambda_entry_point_on_a_source_run(tmp_path, source_run):
+  root, source = source_run
+  out = str(tmp_path / "cv.json")
+  repo = os.path.dirname(os.path.dirname(os.path.dirname(
+      os.path.abspath(__file__))))
+  proc = subprocess.run(
+      [sys.executable, "-m", "keras_reid.tools.select_grdl_lambda",
+       f"--workdir={source}",
+       f"--config={os.path.join(repo, 'configs', 'synthetic_cotrain.py')}"
+       f":cotraining,{source}", "--target=target", "--lambdas=0,0.01",
+       "--config.stages.target.grdl_atoms=8",
+       "--config.stages.target.grdl_iterations=2", f"--output_json={out}"],
+      cwd=repo, capture_output=True, text=True, timeout=600, check=False,
+      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  with open(out) as f:
+    result = json.load(f)
+  assert f"grdl_lambda={result['best_lambda']:g}" in proc.stdout
+  # Oracle: the library on the source model's features of the same images.
+  model, config = checkpoints.restore_training_model(source)
+  records = list(from_config.load_stage_dataset(config.stages.synthetic,
+                                                config).train)
+  target = default.stage_config(supervision="cotraining", graph_k=3,
+                                grdl_atoms=8, grdl_iterations=2,
+                                pseudo_labels="soft", soft_top_m=5)
+  expected = cotraining.cross_validate_lambda(
+      cotraining.extract_features(model, records, config),
+      [r.pid for r in records], target, [0.0, 0.01], seed=0)
+  assert [r["lambda"] for r in result["rows"]] == [None, 0.0, 0.01]
+  for got, want in zip(result["rows"], expected["rows"]):
+    assert got["accuracy"] == pytest.approx(want["accuracy"], abs=1e-9)
+  assert result["best_lambda"] == expected["best_lambda"]
+  assert result["source_stage"] == "synthetic"
 
 
 if __name__ == "__main__":
