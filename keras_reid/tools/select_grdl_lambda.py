@@ -6,10 +6,13 @@ r"""Picks co-training's GRDL lambda by cross-validation on the labelled source.
       --target=viper --lambdas=0,0.001,0.01,0.1,1
 
 --workdir is a finished run with labels (the source model the unsupervised
-stage starts from); its stage --source_stage (default: its last stage) gives
-the labelled images. --config / --target name the unsupervised stage whose
-settings (graph_k, grdl_atoms, grdl_iterations, pseudo_labels, soft_top_m,
-soft_temperature) are used. On the source's training images, each
+stage starts from); its stage --source_stage (default: the stage its last
+finished training step belongs to, e.g. reid_pool for a run whose VIPeR
+stage trains 0 iterations) gives the labelled images. A source stage that
+reads the target's own images (same dataset and folder) is refused.
+--config / --target name the unsupervised stage whose settings (graph_k,
+grdl_atoms, grdl_iterations, pseudo_labels, soft_top_m, soft_temperature)
+are used. On the source's training images, each
 identity's first image plays camera A and its others camera B
 (`cotraining.first_image_split`); every lambda labels camera B through GRDL
 codes of the source model's features and is scored against the true
@@ -40,7 +43,7 @@ _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Finished labelled run (the source model).")
 _SOURCE_STAGE = flags.DEFINE_string(
     "source_stage", None, "Stage of --workdir whose training images are "
-    "scored (default: its last stage).")
+    "scored (default: the stage of its last finished training step).")
 _LAMBDAS = flags.DEFINE_list(
     "lambdas", ["0", "0.001", "0.01", "0.1", "1"], "Candidate lambdas.")
 _OUTPUT_JSON = flags.DEFINE_string(
@@ -64,11 +67,22 @@ def main(argv):
   except ValueError as e:
     raise app.UsageError(f"--lambdas={_LAMBDAS.value}: {e}") from None
   model, source_config = checkpoints.restore_training_model(_WORKDIR.value)
-  source_stage = _SOURCE_STAGE.value or list(source_config.stages)[-1]
+  # An unsupervised stage's steps are listed as "<stage>/round<r>".
+  source_stage = (_SOURCE_STAGE.value or checkpoints.Progress.load(
+      _WORKDIR.value).last.stage.split("/")[0])
   if source_stage not in source_config.stages:
     raise app.UsageError(
         f"--source_stage={source_stage!r}: {_WORKDIR.value} has stages "
         f"{list(source_config.stages)}.")
+  source, target = (source_config.stages[source_stage],
+                    config.stages[_TARGET.value])
+  if (source.dataset, os.path.abspath(source.root)) == (
+      target.dataset, os.path.abspath(target.root)):
+    raise app.UsageError(
+        f"--source_stage={source_stage!r} reads {source.dataset} at "
+        f"{source.root!r}, the target's own images: cross-validating there "
+        "would read the target's identities. Pick the labelled source stage "
+        "(e.g. --source_stage=reid_pool).")
   dataset = from_config.load_stage_dataset(
       source_config.stages[source_stage], source_config)
   records = list(dataset.train)

@@ -328,6 +328,17 @@ def test_select_grdl_lambda_entry_point_on_a_source_run(tmp_path, source_run):
     assert got["accuracy"] == pytest.approx(want["accuracy"], abs=1e-9)
   assert result["best_lambda"] == expected["best_lambda"]
   assert result["source_stage"] == "synthetic"
+  # A source stage reading the target's own images is refused.
+  proc = subprocess.run(
+      [sys.executable, "-m", "keras_reid.tools.select_grdl_lambda",
+       f"--workdir={source}",
+       f"--config={os.path.join(repo, 'configs', 'synthetic_cotrain.py')}"
+       f":cotraining,{source}", "--target=target",
+       "--config.stages.target.root="],
+      cwd=repo, capture_output=True, text=True, timeout=600, check=False,
+      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+  assert proc.returncode != 0
+  assert "the target's own images" in proc.stderr, proc.stderr[-2000:]
 
 
 if __name__ == "__main__":
