@@ -197,6 +197,20 @@ ROWS = (
         " 3 rounds of co-training (GRDL pseudo labels)",
         config=f"{COTRAIN}:cotraining", pool=POOL_MOBILENET,
         pool_in_config=True),
+    # Next settings to try (bench/cotraining_results.md): both peaked after
+    # round 1; lambda 0.1 is what keras_reid.tools.select_grdl_lambda picks
+    # on reid_pool.
+    Row("staged_cotraining_lambda0.1", "co-training with grdl_lambda 0.1 "
+        "(cross-validated on reid_pool)", config=f"{COTRAIN}:cotraining",
+        pool=POOL_MOBILENET, pool_in_config=True,
+        overrides=("--config.stages.viper.grdl_lambda=0.1",)),
+    Row("staged_self_training_1round", "self-training, 1 round",
+        config=f"{COTRAIN}:self_training", pool=POOL_MOBILENET,
+        pool_in_config=True, overrides=("--config.stages.viper.rounds=1",)),
+    Row("staged_cotraining_1round_lambda0.1", "co-training, 1 round, "
+        "grdl_lambda 0.1", config=f"{COTRAIN}:cotraining", pool=POOL_MOBILENET,
+        pool_in_config=True, overrides=("--config.stages.viper.rounds=1",
+                                        "--config.stages.viper.grdl_lambda=0.1")),
 )
 
 # (better row, worse row, the paper's claim)
