@@ -137,6 +137,28 @@ def _split_ids(ids: Sequence[int], num_train: int, split: int,
   return set(perm[:num_train].tolist()), set(perm[num_train:].tolist())
 
 
+def _two_camera_split(name: str, records: list[Record], ids: Sequence[int],
+                      num_train: int, split: int, split_seed: int, *,
+                      gallery_of_test_ids_only: bool = True) -> ReidDataset:
+  """Random split `split` of a two-camera set (VIPeR, PRID 2011, CUHK01).
+
+  Train: every image (both cameras) of `num_train` of `ids`; query: the
+  camera-0 (A) images of the other ids; gallery: their camera-1 (B) images,
+  or with gallery_of_test_ids_only=False every camera-B image not of a
+  training id (persons seen by camera B only stay in as distractors). Record
+  order is kept in every split.
+  """
+  train_ids, test_ids = _split_ids(ids, num_train, split, split_seed)
+  in_gallery = ((lambda pid: pid in test_ids) if gallery_of_test_ids_only
+                else (lambda pid: pid not in train_ids))
+  ds = ReidDataset(
+      name, [r for r in records if r.pid in train_ids],
+      [r for r in records if r.camid == 0 and r.pid in test_ids],
+      [r for r in records if r.camid == 1 and in_gallery(r.pid)])
+  _nonempty(name, train=ds.train, query=ds.query, gallery=ds.gallery)
+  return ds
+
+
 # Market-1501 / DukeMTMC-reID ------------------------------------------------
 
 _MARKET_RE = re.compile(r"^(-1|\d+)_c(\d)s(\d+)_(\d+)_(\d+)\.jpg$")
@@ -299,13 +321,8 @@ def viper(root: str, *, split: int = 0, split_seed: int = 0,
                                   "cam_b images": len(cams[1])},
                 allow_incomplete)
   ids = sorted({r.pid for r in cams[0]} & {r.pid for r in cams[1]})
-  train_ids, test_ids = _split_ids(ids, len(ids) // 2, split, split_seed)
-  ds = ReidDataset(
-      "viper", [r for r in cams[0] + cams[1] if r.pid in train_ids],
-      [r for r in cams[0] if r.pid in test_ids],
-      [r for r in cams[1] if r.pid in test_ids])
-  _nonempty("viper", train=ds.train, query=ds.query, gallery=ds.gallery)
-  return ds
+  return _two_camera_split("viper", cams[0] + cams[1], ids, len(ids) // 2,
+                           split, split_seed)
 
 
 # PRID 2011 ------------------------------------------------------------------
@@ -337,14 +354,9 @@ def prid2011(root: str, *, split: int = 0, split_seed: int = 0,
       "cam_a persons": len({r.pid for r in cams[0]}),
       "cam_b persons": len({r.pid for r in cams[1]}),
       "persons in both cameras": len(shared)}, allow_incomplete)
-  train_ids, test_ids = _split_ids(shared, len(shared) // 2, split,
-                                   split_seed)
-  ds = ReidDataset(
-      "prid2011", [r for r in cams[0] + cams[1] if r.pid in train_ids],
-      [r for r in cams[0] if r.pid in test_ids],
-      [r for r in cams[1] if r.pid not in train_ids])
-  _nonempty("prid2011", train=ds.train, query=ds.query, gallery=ds.gallery)
-  return ds
+  return _two_camera_split("prid2011", cams[0] + cams[1], shared,
+                           len(shared) // 2, split, split_seed,
+                           gallery_of_test_ids_only=False)
 
 
 # CUHK01 ---------------------------------------------------------------------
@@ -385,13 +397,8 @@ def cuhk01(root: str, *, split: int = 0, split_seed: int = 0,
         f"{len(ids)} persons; expected 1..{len(ids) - 1} so that both splits "
         "have identities (protocols: 485 train / 486 test, or 871 / 100 of "
         "the full 971).")
-  train_ids, test_ids = _split_ids(ids, num_train_ids, split, split_seed)
-  ds = ReidDataset(
-      "cuhk01", [r for r in recs if r.pid in train_ids],
-      [r for r in recs if r.pid in test_ids and r.camid == 0],
-      [r for r in recs if r.pid in test_ids and r.camid == 1])
-  _nonempty("cuhk01", train=ds.train, query=ds.query, gallery=ds.gallery)
-  return ds
+  return _two_camera_split("cuhk01", recs, ids, num_train_ids, split,
+                           split_seed)
 
 
 # Manifest / folder tree -----------------------------------------------------
