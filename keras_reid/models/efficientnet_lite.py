@@ -247,23 +247,12 @@ def set_torch_weights(model: keras.Model, name: str,
     ValueError: a missing key or a shape that differs (names both).
   """
   modules = torch_modules(name)
-  used = set()
-  for layer in model.layers:
-    if not layer.weights:
-      continue
-    if layer.name not in modules:
-      raise ValueError(f"Layer {layer.name!r} of {model.name!r} has no "
-                       "counterpart in the PyTorch port.")
-    weights = _keras_weights(layer, modules[layer.name], state)
-    expected = [tuple(w.shape) for w in layer.get_weights()]
-    if [tuple(w.shape) for w in weights] != expected:
-      raise ValueError(f"Layer {layer.name!r} ({modules[layer.name]}): state "
-                       f"dict shapes {[w.shape for w in weights]} != Keras "
-                       f"shapes {expected}; is it {name}?")
-    layer.set_weights(weights)
-    used.add(modules[layer.name])
-  return sorted(k for k in state if k.rsplit(".", 1)[0] not in used
-                and not k.endswith("num_batches_tracked"))
+  return torch_state_dict.set_layer_weights(
+      model, state, module_of=modules.get,
+      weights_of=lambda layer, module: _keras_weights(layer, module, state),
+      no_module=lambda layer: (f"Layer {layer!r} of {model.name!r} has no "
+                               "counterpart in the PyTorch port."),
+      shapes_hint=f"; is it {name}?")
 
 
 def torch_weights_path(name: str) -> str:

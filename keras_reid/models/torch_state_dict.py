@@ -30,6 +30,7 @@ import os
 import pickle
 import struct
 import zipfile
+from typing import Callable
 
 import numpy as np
 
@@ -346,3 +347,46 @@ def load_state_dict(path: str) -> dict[str, np.ndarray]:
       f"{path}: not a readable PyTorch state dict: {message}. Expected a file "
       "written by torch.save(model.state_dict(), ...); download it again if "
       "it may be damaged.")
+
+
+def set_layer_weights(model, state: dict[str, np.ndarray], *,
+                      module_of: Callable[[str], str | None],
+                      weights_of: Callable[[object, str], list[np.ndarray]],
+                      no_module: Callable[[str], str],
+                      shapes_hint: str = "") -> list[str]:
+  """Sets every layer of `model` that has weights from a state dict.
+
+  Args:
+    model: a Keras model (read through .layers, .weights, .get_weights and
+      .set_weights only, so this module stays free of TensorFlow).
+    state: state-dict key ("<module>.<param>") -> array, torch layout.
+    module_of: Keras layer name -> its state-dict module, None if none.
+    weights_of: (layer, module) -> the layer's weights in Keras layout.
+    no_module: layer name -> the message of the error for a layer that
+      module_of gives no module.
+    shapes_hint: appended to the message of a shape mismatch.
+
+  Returns:
+    The state-dict keys of modules no layer took (sorted; BatchNorm's
+    num_batches_tracked counters excluded).
+
+  Raises:
+    ValueError: a layer without a module, or weights whose shapes differ.
+  """
+  used = set()
+  for layer in model.layers:
+    if not layer.weights:
+      continue
+    module = module_of(layer.name)
+    if module is None:
+      raise ValueError(no_module(layer.name))
+    weights = weights_of(layer, module)
+    expected = [tuple(w.shape) for w in layer.get_weights()]
+    if [tuple(w.shape) for w in weights] != expected:
+      raise ValueError(f"Layer {layer.name!r} ({module}): state dict shapes "
+                       f"{[tuple(w.shape) for w in weights]} != Keras shapes "
+                       f"{expected}{shapes_hint}.")
+    layer.set_weights(weights)
+    used.add(module)
+  return sorted(k for k in state if k.rsplit(".", 1)[0] not in used
+                and not k.endswith("num_batches_tracked"))

@@ -61,28 +61,18 @@ def convert(state: dict[str, np.ndarray], *, include_top: bool = False
   """
   # Weights do not depend on the input size; a small one builds faster.
   model = googlenet.build_googlenet((64, 64, 3), include_top=include_top)
-  modules = collections.defaultdict(dict)
+  params = collections.defaultdict(dict)  # module -> {param: array}
   for key, value in state.items():
     module, param = key.rsplit(".", 1)
-    modules[module.replace(".", "_")][param] = value
-  used = set()
-  for layer in model.layers:
-    if not layer.weights:
-      continue
-    # "conv1_conv" <- conv1.conv.*; "fc" <- fc.*
-    if layer.name not in modules:
-      raise ValueError(f"The state dict has no weights for layer {layer.name!r} "
-                       f"(expected keys {layer.name.replace('_', '.')}.*); is "
-                       "it torchvision's googlenet?")
-    weights = _keras_weights(layer, modules[layer.name])
-    expected = [tuple(w.shape) for w in layer.get_weights()]
-    if [tuple(w.shape) for w in weights] != expected:
-      raise ValueError(f"Layer {layer.name!r}: state dict shapes "
-                       f"{[w.shape for w in weights]} != Keras shapes {expected}.")
-    layer.set_weights(weights)
-    used.add(layer.name)
-  unused = sorted(k for k in state if k.rsplit(".", 1)[0].replace(".", "_") not in used
-                  and not k.endswith("num_batches_tracked"))
+    params[module][param] = value
+  # Keras layer "conv1_conv" <- module conv1.conv; "fc" <- fc.
+  module_of = {module.replace(".", "_"): module for module in params}
+  unused = torch_state_dict.set_layer_weights(
+      model, state, module_of=module_of.get,
+      weights_of=lambda layer, module: _keras_weights(layer, params[module]),
+      no_module=lambda layer: (
+          f"The state dict has no weights for layer {layer!r} (expected keys "
+          f"{layer.replace('_', '.')}.*); is it torchvision's googlenet?"))
   return model, unused
 
 
