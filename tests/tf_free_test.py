@@ -38,6 +38,7 @@ TF_FREE_MODULES = (
     "keras_reid.evaluation.projector",
     "keras_reid.evaluation.features",
     "keras_reid.evaluation.report",
+    "keras_reid.models.torch_state_dict",
     "keras_reid.compare_runs",
     "keras_reid.compare",
     # The entry point imports the model paths only when asked for them.

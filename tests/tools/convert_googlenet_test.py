@@ -5,7 +5,6 @@ import functools
 import os
 import subprocess
 import sys
-import textwrap
 
 import h5py
 import numpy as np
@@ -125,21 +124,6 @@ def test_entry_point_reports_a_bad_file_in_one_line(tmp_path):
   assert "Traceback" not in result.stderr
   assert f"{bad}: not a readable PyTorch state dict" in result.stderr
   assert not (tmp_path / "out.weights.h5").exists()
-
-
-def test_library_defines_no_flags():
-  # An absl program with its own --include_top can import the library.
-  script = textwrap.dedent("""
-      from absl import flags
-      flags.DEFINE_bool("include_top", True, "the program's own flag")
-      from keras_reid.tools import googlenet_conversion
-      from keras_reid.models import torch_state_dict
-      print("ok", flags.FLAGS["include_top"].help)
-      """)
-  result = subprocess.run([sys.executable, "-c", script], capture_output=True,
-                          text=True, cwd=ROOT, check=False, timeout=300)
-  assert result.returncode == 0, result.stderr
-  assert "ok the program's own flag" in result.stdout
 
 
 if __name__ == "__main__":
