@@ -34,14 +34,46 @@ def save_config(config: config_dict.ConfigDict, workdir: str) -> str:
 
 
 def load_config(workdir: str) -> config_dict.ConfigDict:
-  """Reads the config a training run wrote into `workdir`."""
+  """Reads the config a training run wrote into `workdir`.
+
+  A config.json written by an older keras_reid reads as today's schema:
+  renamed keys under their new names (RENAMED_STAGE_KEYS) and keys the
+  schema gained since at their defaults (`add_new_defaults`), so an old run
+  resumes and evaluates as it trained.
+  """
   path = os.path.join(workdir, CONFIG_FILE)
   if not os.path.exists(path):
     raise FileNotFoundError(
         f"No {CONFIG_FILE} in run directory {workdir!r}: expected the "
         "workdir of a `python -m keras_reid.train` run.")
   with open(path) as f:
-    return config_dict.ConfigDict(rename_old_keys(json.load(f)))
+    data = rename_old_keys(json.load(f))
+  if os.path.exists(DEFAULT_CONFIG_FILE):  # else: as written
+    data = add_new_defaults(data)
+  return config_dict.ConfigDict(data)
+
+
+def add_new_defaults(data: dict) -> dict:
+  """A config.json's dict with every key it lacks at configs/default.py's
+  default (base_config() for the sections, stage_config() for each stage).
+
+  Adds in place and returns `data`.
+  """
+  module = _load_default_module()
+
+  def fill(node: dict, defaults: dict) -> None:
+    for key, value in defaults.items():
+      if key not in node:
+        node[key] = value
+      elif isinstance(value, dict) and isinstance(node[key], dict):
+        fill(node[key], value)
+
+  stage_defaults = module.stage_config().to_dict()
+  fill(data, {k: v for k, v in module.base_config().to_dict().items()
+              if k != "stages"})
+  for stage in (data.get("stages") or {}).values():
+    fill(stage, stage_defaults)
+  return data
 
 
 def rename_old_keys(data: dict) -> dict:

@@ -133,8 +133,7 @@ def evaluate_run(workdir: str, *, dataset: Optional[str] = None,
   max_rank = config.eval.max_rank if max_rank is None else max_rank
   rerank = config.eval.rerank if rerank is None else rerank
   cir_topk = config.eval.cir_topk if cir_topk is None else cir_topk
-  if flip_test is None:  # a config.json older than eval.flip_test has none
-    flip_test = bool(config.eval.get("flip_test", False))
+  flip_test = config.eval.flip_test if flip_test is None else flip_test
   batch_size = config.data.eval_batch_size if batch_size is None else batch_size
   embedder = builders.build_embedder(model)
   embed = tf.function(lambda images: embedder(images, training=False),

@@ -93,8 +93,7 @@ def evaluate_model(model: keras.Model, dataset: records_lib.ReidDataset,
   def embed_images(images):
     return embedder(images, training=False)
 
-  # A config.json older than eval.flip_test has none.
-  flip_test = bool(config.eval.get("flip_test", False))
+  flip_test = bool(config.eval.flip_test)
   embed = extract.flip_averaged(embed_images) if flip_test else embed_images
 
   kwargs = dict(
@@ -212,37 +211,19 @@ def _check_same_config(config: config_dict.ConfigDict, workdir: str) -> None:
     return
   previous = config_lib.load_config(workdir).to_dict()
   current = json.loads(config.to_json_best_effort())
-  changed = _config_changes(previous, current)
+  changed = sorted(k for k in set(previous) | set(current)
+                   if previous.get(k) != current.get(k))
   if changed:
     if not _has_trained(workdir):
       logging.warning("Run directory %s has no checkpoint yet; its config "
-                      "changed (%s) and is replaced.", workdir, changed)
+                      "changed (sections %s) and is replaced.", workdir,
+                      changed)
       return
     raise ValueError(
         f"Run directory {workdir!r} was started with a different config "
-        f"(differing: {changed}). Resume with the same config, or pass a new "
-        "--workdir.")
+        f"(sections differing: {changed}). Resume with the same config, or "
+        "pass a new --workdir.")
 
-
-def _config_changes(previous: dict, current: dict) -> list[str]:
-  """Dotted keys whose values differ between a run's config and today's.
-
-  A key the run's config.json lacks because the schema gained it later
-  (e.g. eval.flip_test) is no change while today's value is its default:
-  an older run resumes under a newer keras_reid.
-  """
-  old, new = config_lib.flatten(previous), config_lib.flatten(current)
-  missing = object()
-  changed = sorted(k for k in set(old) | set(new)
-                   if old.get(k, missing) != new.get(k, missing))
-  added = [k for k in changed if k not in old]
-  if added:
-    try:
-      non_default = config_lib.differences(current)
-    except FileNotFoundError:  # no configs/default.py: compare strictly
-      return changed
-    changed = [k for k in changed if k in old or k in non_default]
-  return changed
 
 
 @precision.restores_policy
