@@ -344,7 +344,6 @@ def run_stage(*, name: str, stage: config_dict.ConfigDict, stage_index: int,
   camids = np.asarray([r.camid for r in records])
   is_a = graph.camera_a_mask(camids, stage.camera_a)
   num_a = int(is_a.sum())
-  batch_size = stage.ids_per_batch * stage.images_per_id
   logging.info("Stage %s (%s): %d camera-A images (classes), %d camera-B "
                "images, %d rounds.", name, stage.supervision, num_a,
                int((~is_a).sum()), stage.rounds)
@@ -359,14 +358,8 @@ def run_stage(*, name: str, stage: config_dict.ConfigDict, stage_index: int,
 
   for r in range(1, stage.rounds + 1):
     key = round_key(name, r)
-    fine_tuning_steps = [
-        loop.FineTuningStep(key, 1, stage.step1_iterations, stage.step1_lr,
-                            stage.lr_decay_iterations, stage.lr_decay_factor,
-                            batch_size=batch_size,
-                            all_heads=all_heads_first_round and r == 1),
-        loop.FineTuningStep(key, 2, stage.step2_iterations, stage.step2_lr,
-                            stage.lr_decay_iterations, stage.lr_decay_factor,
-                            eval_every=stage.eval_every, batch_size=batch_size)]
+    fine_tuning_steps = loop.stage_steps(
+        key, stage, all_heads=all_heads_first_round and r == 1)
     round_start = global_offset
     for step in fine_tuning_steps:
       step.global_iteration_offset = global_offset

@@ -71,6 +71,26 @@ class FineTuningStep:
   all_heads: bool = False
 
 
+def stage_steps(key: str, stage: config_dict.ConfigDict, *,
+                all_heads: bool) -> list[FineTuningStep]:
+  """A stage's (or a co-training round's) two fine-tuning steps.
+
+  Args:
+    key: FineTuningStep.stage (the stage's name, or "<stage>/round<r>").
+    stage: the stage's config (step1_/step2_ iterations and lr, lr decay,
+      eval_every, K x M).
+    all_heads: step 1 trains every new head (see FineTuningStep).
+  """
+  batch_size = stage.ids_per_batch * stage.images_per_id
+  return [
+      FineTuningStep(key, 1, stage.step1_iterations, stage.step1_lr,
+                     stage.lr_decay_iterations, stage.lr_decay_factor,
+                     batch_size=batch_size, all_heads=all_heads),
+      FineTuningStep(key, 2, stage.step2_iterations, stage.step2_lr,
+                     stage.lr_decay_iterations, stage.lr_decay_factor,
+                     eval_every=stage.eval_every, batch_size=batch_size)]
+
+
 def loss_weights(loss_config: config_dict.ConfigDict, step: int, *,
                  verifiers_train: bool = False) -> dict:
   """The keyword arguments of losses.compute_losses for a fine-tuning step.

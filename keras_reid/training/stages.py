@@ -297,15 +297,8 @@ def train(config: config_dict.ConfigDict, workdir: str) -> dict:
           dataset, os.path.join(out, "pid_names", f"{name}.json"))
       logging.info("Stage %s: %s", name,
                    describe.pid_names_summary(dataset.pid_names))
-    batch_size = stage.ids_per_batch * stage.images_per_id
-    fine_tuning_steps = [
-        loop.FineTuningStep(name, 1, stage.step1_iterations, stage.step1_lr,
-                            stage.lr_decay_iterations, stage.lr_decay_factor,
-                            batch_size=batch_size,
-                            all_heads=step1_trains_all_heads(stage, stage_index)),
-        loop.FineTuningStep(name, 2, stage.step2_iterations, stage.step2_lr,
-                            stage.lr_decay_iterations, stage.lr_decay_factor,
-                            eval_every=stage.eval_every, batch_size=batch_size)]
+    fine_tuning_steps = loop.stage_steps(
+        name, stage, all_heads=step1_trains_all_heads(stage, stage_index))
     evaluate = None
     if dataset.query and dataset.gallery:
       evaluate = functools.partial(
