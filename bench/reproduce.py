@@ -121,10 +121,18 @@ INPUT_224X112 = ("--config.data.image_height=224",
 LONG_TARGET = ("--config.stages.viper.step2_iterations=600",
                "--config.stages.viper.lr_decay_iterations=400")
 
+POOL_LONG = "pool_mobilenet_v1_0.5_long"
+POOL_LONG_160X80 = "pool_mobilenet_v1_0.5_long_160x80"
+LONG_POOL = ("--config.stages.reid_pool.step2_iterations=4800",
+             "--config.stages.reid_pool.lr_decay_iterations=3200")
+# No VIPeR training: pool rows train the reid_pool stage alone;
+# imagenet_features and staged_no_target_training evaluate their start as is.
+NO_TARGET = ("--config.stages.viper.step1_iterations=0",
+             "--config.stages.viper.step2_iterations=0")
+
 ROWS = (
     Row("imagenet_features", "ImageNet features, no Re-ID training (floor)",
-        overrides=("--config.stages.viper.step1_iterations=0",
-                   "--config.stages.viper.step2_iterations=0")),
+        overrides=NO_TARGET),
     Row("direct_method", "ImageNet -> VIPeR: cls + 3 x ver, pairwise-"
         "consistent dropout, two-stepped (the method)"),
     Row("random_init_method", "random init -> VIPeR (the method)",
@@ -178,8 +186,7 @@ ROWS = (
         "input", overrides=INPUT_224X112),
     Row(POOL_MOBILENET, "ImageNet -> reid_pool (large-set stage, once)",
         config=STAGED, kind="pool",
-        overrides=("--config.stages.viper.step1_iterations=0",
-                   "--config.stages.viper.step2_iterations=0")),
+        overrides=NO_TARGET),
     Row("staged_method", "ImageNet -> reid_pool -> VIPeR (the method), SIR",
         pool=POOL_MOBILENET),
     Row("staged_cir_top10", "staged, CIR re-scoring of the SIR top-10",
@@ -194,6 +201,19 @@ ROWS = (
     Row("staged_cir_top10_flip_test", "staged, test-time flip + CIR "
         "re-scoring of the SIR top-10", kind="evaluate",
         source="staged_method", evaluate_flags=("--flip_test", "--cir_topk=10")),
+    # The reid_pool stage's ingredients for the best CPU recipe (issue 16.2):
+    # twice the step-2 iterations (same lr, decay at the same 2/3), then that
+    # at a 160x80 input (pool and VIPeR).
+    Row(POOL_LONG, "ImageNet -> reid_pool, step 2 twice as long (once)",
+        config=STAGED, kind="pool", overrides=LONG_POOL + NO_TARGET),
+    Row("staged_long_pool", "ImageNet -> reid_pool (step 2 twice as long) -> "
+        "VIPeR", pool=POOL_LONG),
+    Row(POOL_LONG_160X80, "ImageNet -> reid_pool, step 2 twice as long, "
+        "160x80 input (once)", config=STAGED, kind="pool",
+        overrides=LONG_POOL + INPUT_160X80 + NO_TARGET),
+    Row("staged_long_pool_160x80", "ImageNet -> reid_pool (step 2 twice as "
+        "long) -> VIPeR, 160x80 input", pool=POOL_LONG_160X80,
+        overrides=INPUT_160X80),
     # The VIPeR stage's ingredients for the best CPU recipe (issue 16.2),
     # each on the same reid_pool model.
     Row("staged_redraw_augmentation", "staged, VIPeR stage with augmented "
@@ -207,9 +227,8 @@ ROWS = (
         overrides=LONG_TARGET),
     Row(POOL_STEP1_CLASSIFIERS, "ImageNet -> reid_pool, step 1 trains the "
         "classifiers only (once)", config=STAGED, kind="pool",
-        overrides=("--config.stages.reid_pool.step1_trains=classifiers",
-                   "--config.stages.viper.step1_iterations=0",
-                   "--config.stages.viper.step2_iterations=0")),
+        overrides=("--config.stages.reid_pool.step1_trains=classifiers",)
+        + NO_TARGET),
     Row("staged_step1_classifiers", "ImageNet -> reid_pool -> VIPeR, the "
         "reid_pool stage's step 1 trains the classifiers only",
         pool=POOL_STEP1_CLASSIFIERS),
@@ -217,8 +236,7 @@ ROWS = (
     # 3 rounds of pseudo labels on the VIPeR training split.
     Row("staged_no_target_training", "ImageNet -> reid_pool, VIPeR not "
         "trained (direct transfer)", pool=POOL_MOBILENET,
-        overrides=("--config.stages.viper.step1_iterations=0",
-                   "--config.stages.viper.step2_iterations=0")),
+        overrides=NO_TARGET),
     Row("staged_self_training", "ImageNet -> reid_pool -> VIPeR without "
         "labels: 3 rounds of self-training", config=f"{COTRAIN}:self_training",
         pool=POOL_MOBILENET, pool_in_config=True),
@@ -286,6 +304,12 @@ CLAIMS = (
     ("staged_flip_test", "staged_method",
      "test-time flip helps (not in the paper; an ingredient of the best "
      "CPU recipe)"),
+    ("staged_long_pool", "staged_method",
+     "staged: a twice as long reid_pool stage helps (best-recipe "
+     "ingredient)"),
+    ("staged_long_pool_160x80", "staged_long_pool",
+     "staged, long pool: a 160x80 input beats 128x64 (best-recipe "
+     "ingredient)"),
     ("staged_redraw_augmentation", "staged_method",
      "staged: re-drawn augmentation > the fixed 5x set (best-recipe "
      "ingredient)"),
