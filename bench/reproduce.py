@@ -201,6 +201,12 @@ ROWS = (
     Row("staged_cir_top10_flip_test", "staged, test-time flip + CIR "
         "re-scoring of the SIR top-10", kind="evaluate",
         source="staged_method", evaluate_flags=("--flip_test", "--cir_topk=10")),
+    Row("staged_cir_top20_flip_test", "staged, test-time flip + CIR "
+        "re-scoring of the SIR top-20", kind="evaluate",
+        source="staged_method", evaluate_flags=("--flip_test", "--cir_topk=20")),
+    Row("staged_cir_top50_flip_test", "staged, test-time flip + CIR "
+        "re-scoring of the SIR top-50", kind="evaluate",
+        source="staged_method", evaluate_flags=("--flip_test", "--cir_topk=50")),
     # The reid_pool stage's ingredients for the best CPU recipe (issue 16.2):
     # twice the step-2 iterations (same lr, decay at the same 2/3), then that
     # at a 160x80 input (pool and VIPeR).
