@@ -173,3 +173,38 @@ def load_stage_dataset(stage: config_dict.ConfigDict,
                             split=stage.split, split_seed=stage.split_seed,
                             **options[name])
       for name, root in zip(names, roots)])
+
+
+def check_test_images_not_trained(
+    stage_datasets: dict[str, records_lib.ReidDataset]) -> None:
+  """Refuses a run whose evaluated images are trained on in a stage up to it.
+
+  A repeated-split set (VIPeR, PRID 2011, CUHK01) pooled into an earlier
+  stage with another split than the stage that evaluates it, e.g. a large
+  stage "viper+manifest" at split 0 before a VIPeR stage at split 3, trains
+  on split 3's test identities: its numbers would be meaningless.
+
+  Args:
+    stage_datasets: each stage's dataset, in the order the stages run.
+
+  Raises:
+    ValueError: names the two stages, how many images they share and one of
+      them, and the fix (the same split and split_seed in both stages).
+  """
+  names = list(stage_datasets)
+  trained: dict[str, str] = {}  # real path -> the first stage training it
+  for name in names:
+    for record in stage_datasets[name].train:
+      trained.setdefault(os.path.realpath(record.path), name)
+    dataset = stage_datasets[name]
+    shared = [r.path for r in dataset.query + dataset.gallery
+              if os.path.realpath(r.path) in trained]
+    if shared:
+      first = trained[os.path.realpath(shared[0])]
+      raise ValueError(
+          f"stage {name!r} evaluates on {len(shared)} image(s) that stage "
+          f"{first!r} trains on (e.g. {shared[0]!r}): its test identities "
+          "would be in the training data. Give both stages the same split "
+          f"and split_seed (--config.stages.{first}.split=K for "
+          f"--config.stages.{name}.split=K), or drop that dataset from stage "
+          f"{first!r}.")

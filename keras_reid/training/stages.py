@@ -249,7 +249,8 @@ def train(config: config_dict.ConfigDict, workdir: str) -> dict:
   out = distribute.output_dir(strategy, workdir)
   # Every stage's dataset is read and every image it will use (train, query,
   # gallery) checked before config.json is written and before the first
-  # training step: a wrong root or a corrupt query image fails here.
+  # training step: a wrong root, a corrupt query image or a stage training
+  # on a later stage's test images fails here.
   stage_datasets, skipped_images = {}, {}
   for name, stage in config.stages.items():
     dataset = from_config.load_stage_dataset(stage, config)
@@ -267,6 +268,7 @@ def train(config: config_dict.ConfigDict, workdir: str) -> dict:
         raise ranking.NoValidQueryError(
             f"stage {name!r} ({dataset.name}) cannot be evaluated: {e}"
         ) from None
+  from_config.check_test_images_not_trained(stage_datasets)
   config_lib.save_config(config, out)
   keras.utils.set_random_seed(config.seed)
   if config.train.deterministic:

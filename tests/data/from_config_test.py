@@ -105,5 +105,50 @@ def test_stage_errors_name_the_problem(tmp_path):
         default.stage_config(dataset="viper+prid2011", root=str(tmp_path)), config)
 
 
+def _viper_layout(folder, num_ids=10):
+  for pid in range(num_ids):
+    for cam, angle in (("cam_a", 0), ("cam_b", 90)):
+      path = os.path.join(folder, "VIPeR", cam, f"{pid:03d}_{angle}.bmp")
+      os.makedirs(os.path.dirname(path), exist_ok=True)
+      open(path, "wb").close()  # listed, never decoded here
+
+
+def test_a_stage_may_not_train_on_a_later_stages_test_images(tmp_path):
+  """VIPeR pooled into a first stage must use the evaluating stage's split."""
+  _viper_layout(str(tmp_path / "viper"))
+  _viper_layout(str(tmp_path / "other"))
+  config = default.get_config()
+  viper = str(tmp_path / "viper")
+  link = str(tmp_path / "link")  # the same files under another name
+  os.symlink(viper, link)
+  def stages(pool_split, pool_root=link):
+    return {
+        "pool": from_config.load_stage_dataset(default.stage_config(
+            dataset="synthetic+viper", split=pool_split,
+            root=f"{tmp_path / 'synthetic'}+{pool_root}",
+            options="viper:allow_incomplete=true"), config),
+        "viper": from_config.load_stage_dataset(default.stage_config(
+            dataset="viper", root=viper, split=3,
+            options="allow_incomplete=true"), config)}
+  from_config.check_test_images_not_trained(stages(pool_split=3))
+  from_config.check_test_images_not_trained(
+      stages(pool_split=0, pool_root=str(tmp_path / "other")))
+  leaking = stages(pool_split=0)
+  def real(records):
+    return {os.path.realpath(r.path) for r in records}
+  expected = len(real(leaking["pool"].train) &
+                 real(leaking["viper"].query + leaking["viper"].gallery))
+  assert expected > 0  # splits 0 and 3 share test identities on 10 ids
+  with pytest.raises(ValueError) as error:
+    from_config.check_test_images_not_trained(leaking)
+  message = str(error.value)
+  assert f"stage 'viper' evaluates on {expected} image(s)" in message
+  assert "stage 'pool' trains on" in message
+  assert "--config.stages.pool.split=K" in message
+  # The first stage alone is fine: its query / gallery are the synthetic
+  # set's (a pooled stage evaluates on its first dataset).
+  from_config.check_test_images_not_trained({"pool": leaking["pool"]})
+
+
 if __name__ == "__main__":
   raise SystemExit(pytest.main([__file__, "-q", "-p", "no:cacheprovider"]))
