@@ -132,6 +132,8 @@ INPUT_224X112 = ("--config.data.image_height=224",
 LONG_TARGET = ("--config.stages.viper.step2_iterations=600",
                "--config.stages.viper.lr_decay_iterations=400")
 
+LONG_TARGET_4X = ("--config.stages.viper.step2_iterations=1200",
+                  "--config.stages.viper.lr_decay_iterations=800")
 POOL_224X112 = "pool_mobilenet_v1_0.5_224x112"
 # No VIPeR training: pool rows train the reid_pool stage alone;
 # imagenet_features and staged_no_target_training evaluate their start as is.
@@ -233,6 +235,9 @@ ROWS = (
     Row("staged_long_target", "staged, VIPeR stage twice as long (step 2 "
         "600 iterations, lr decay at 400)", pool=POOL_MOBILENET,
         overrides=LONG_TARGET),
+    Row("staged_long_target_4x", "staged, VIPeR stage four times as long "
+        "(step 2 1200 iterations, lr decay at 800)", pool=POOL_MOBILENET,
+        overrides=LONG_TARGET_4X),
     Row(POOL_STEP1_CLASSIFIERS, "ImageNet -> reid_pool, step 1 trains the "
         "classifiers only (once)", config=STAGED, kind="pool",
         overrides=("--config.stages.reid_pool.step1_trains=classifiers",)
@@ -321,6 +326,9 @@ CLAIMS = (
      "staged: decoupled weight decay > coupled L2 (best-recipe ingredient)"),
     ("staged_long_target", "staged_method",
      "staged: a twice as long VIPeR stage helps (best-recipe ingredient)"),
+    ("staged_long_target_4x", "staged_long_target",
+     "staged: a four times as long VIPeR stage beats twice (best-recipe "
+     "ingredient)"),
     ("staged_method", "staged_step1_classifiers",
      "staged: step 1 training every new layer > classifiers only"),
     ("staged_cotraining", "staged_self_training",
