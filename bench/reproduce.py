@@ -142,7 +142,6 @@ LONG_TARGET_4X = ("--config.stages.viper.step2_iterations=1200",
                   "--config.stages.viper.lr_decay_iterations=800")
 LONG_TARGET_8X = ("--config.stages.viper.step2_iterations=2400",
                   "--config.stages.viper.lr_decay_iterations=1600")
-POOL_224X112 = "pool_mobilenet_v1_0.5_224x112"
 # No VIPeR training: pool rows train the reid_pool stage alone;
 # imagenet_features and staged_no_target_training evaluate their start as is.
 NO_TARGET = ("--config.stages.viper.step1_iterations=0",
@@ -225,13 +224,6 @@ ROWS = (
     Row("staged_cir_top50_flip_test", "staged, test-time flip + CIR "
         "re-scoring of the SIR top-50", kind="evaluate",
         source="staged_method", evaluate_flags=("--flip_test", "--cir_topk=50")),
-    # The larger input in the staged recipe (issue 16.2's ingredient; its
-    # direct row gained +1.3 at 2.5x the time): reid_pool and VIPeR at
-    # 224x112.
-    Row(POOL_224X112, "ImageNet -> reid_pool at a 224x112 input (once)",
-        config=STAGED, kind="pool", overrides=INPUT_224X112 + NO_TARGET),
-    Row("staged_input_224x112", "ImageNet -> reid_pool -> VIPeR, 224x112 "
-        "input", pool=POOL_224X112, overrides=INPUT_224X112),
     # The VIPeR stage's ingredients for the best CPU recipe (issue 16.2),
     # each on the same reid_pool model.
     Row("staged_redraw_augmentation", "staged, VIPeR stage with augmented "
@@ -334,8 +326,6 @@ CLAIMS = (
     ("staged_flip_test", "staged_method",
      "test-time flip helps (not in the paper; an ingredient of the best "
      "CPU recipe)"),
-    ("staged_input_224x112", "staged_method",
-     "staged: a 224x112 input beats 128x64 (best-recipe ingredient)"),
     ("staged_redraw_augmentation", "staged_method",
      "staged: re-drawn augmentation > the fixed 5x set (best-recipe "
      "ingredient)"),
