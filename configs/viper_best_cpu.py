@@ -24,6 +24,8 @@ What each ingredient adds, VIPeR splits 0-2, Rank-1 mean +- std
     target stage 2x as long (SIR)                 32.6 +- 0.8   (+2.8, holds)
     target stage 4x as long (SIR)                 33.6 +- 0.6   (+1.1 over 2x,
                                                   noise; mAP 46.9 vs 45.5)
+    target stage 8x as long (SIR)                 34.1 +- 0.7   (+0.4 over 4x,
+                                                  noise, at twice the time)
     tried, not kept: k-reciprocal re-ranking -4.5; CIR top-20 / top-50 as
     top-10; re-drawn augmentation / decoupled decay in the target stage
     (-0.3 / -1.4); a 224x112 input +1.3 direct at 2.5x the time.
@@ -48,7 +50,7 @@ from configs import viper_cpu
 
 # The target stage's length: viper_cpu's 300 step-2 iterations are too few
 # once the model comes from reid_pool (2x: +2.8 Rank-1 on splits 0-2, 4x a
-# further +1.9 / +1.6 on splits 0 / 1).
+# further +1.1 on splits 0-2, 8x no more: +0.4 for twice the time).
 TARGET_STEP2_ITERATIONS = 1200
 
 
