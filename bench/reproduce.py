@@ -491,9 +491,8 @@ def check_pool_trained_as(pool_dir: str, config_arg: str) -> None:
     config_arg: "configs/FILE.py:ARG", a config with a reid_pool stage.
 
   Raises:
-    ValueError: names the first setting that differs, both values and the
-      fix (make the pool row's overrides match the config, or the config
-      match them).
+    ValueError: names every setting that differs with both values, and
+      the fix (make the pool row's overrides and the config agree).
   """
   path, _, arg = config_arg.partition(":")
   spec = importlib.util.spec_from_file_location(
