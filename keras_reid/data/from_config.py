@@ -191,12 +191,10 @@ def check_test_images_not_trained(
     ValueError: names the two stages, how many images they share and one of
       them, and the fix (the same split and split_seed in both stages).
   """
-  names = list(stage_datasets)
   trained: dict[str, str] = {}  # real path -> the first stage training it
-  for name in names:
-    for record in stage_datasets[name].train:
+  for name, dataset in stage_datasets.items():
+    for record in dataset.train:
       trained.setdefault(os.path.realpath(record.path), name)
-    dataset = stage_datasets[name]
     shared = [r.path for r in dataset.query + dataset.gallery
               if os.path.realpath(r.path) in trained]
     if shared:

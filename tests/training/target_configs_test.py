@@ -125,6 +125,8 @@ def test_config_trains_and_evaluates_on_the_target_layout(
   assert 0.0 <= metrics["rank1"] <= metrics["rank20"] <= 1.0
   with open(os.path.join(workdir, "eval", f"{stage_name}.json")) as f:
     assert json.load(f)["num_queries"] == summary["num_query_images"]
-  if module == "viper_best_cpu":  # its evaluation ingredients ran too
-    assert config.eval.flip_test
+  # The config's evaluation ingredients ran (viper_best_cpu: flip and CIR).
+  assert metrics["flip_test"] == config.eval.flip_test
+  assert ("cir" in metrics) == (config.eval.cir_topk > 0)
+  if config.eval.cir_topk:
     assert metrics["cir"]["cir"]["num_queries"] == summary["num_query_images"]
