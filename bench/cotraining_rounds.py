@@ -16,6 +16,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from keras_reid import runs  # noqa: E402
 
 
 def _read(path: str) -> dict | None:
@@ -34,12 +39,12 @@ def rounds(workdir: str, stage: str) -> list[dict]:
   out = []
   r = 0
   while True:
-    metrics = _read(os.path.join(workdir, "eval", stage, f"round{r}.json"))
-    labels = _read(os.path.join(workdir, "cotrain", stage, f"round{r}.json"))
+    metrics = _read(runs.round_eval_path(workdir, stage, r))
+    labels = _read(runs.round_label_report_path(workdir, stage, r))
     if metrics is None:
       if labels is None:
         break
-      metrics = _read(os.path.join(workdir, "eval", f"{stage}.json"))
+      metrics = _read(runs.stage_eval_path(workdir, stage))
     out.append(dict(
         round=r,
         rank1=None if metrics is None else 100 * metrics["rank1"],

@@ -24,6 +24,9 @@ import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+from keras_reid import runs  # noqa: E402
 # Measured with this script (bench/training_results.md gives the command);
 # fractions, as in metrics.json.
 RECORDED = {"rank1": 0.7111, "mAP": 0.5743}
@@ -50,8 +53,7 @@ def main() -> int:
   if proc.returncode != 0:
     sys.stderr.write(proc.stderr[-5000:])
     return proc.returncode
-  with open(os.path.join(workdir, "metrics.json")) as f:
-    metrics = json.load(f)
+  metrics = runs.read_metrics(workdir)
   row = {k: metrics[k] for k in ("rank1", "rank5", "rank10", "rank20", "mAP",
                                  "mINP")}
   row["wall_seconds"] = round(seconds, 1)

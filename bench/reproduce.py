@@ -49,6 +49,7 @@ _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, _REPO)  # the configs import configs.default
 
 from keras_reid import config as config_lib  # noqa: E402
+from keras_reid import runs  # noqa: E402
 
 _SPLITS = flags.DEFINE_string("splits", "0-4", 'VIPeR splits: "0-4" or "0,2".')
 _ROWS = flags.DEFINE_list("rows", None, "Rows to run (default: all).")
@@ -422,7 +423,7 @@ def run_one(row: Row, split: int | None, force: bool) -> dict | None:
   """Trains (or evaluates) one row on one split; None if it failed."""
   if row.kind == "evaluate":
     workdir = run_dir(row, split)
-    result_path = os.path.join(workdir, "eval.json")
+    result_path = runs.eval_report_path(workdir)
     if force and os.path.exists(result_path):
       os.remove(result_path)
     if not os.path.exists(result_path):
@@ -452,7 +453,7 @@ def run_one(row: Row, split: int | None, force: bool) -> dict | None:
       check_pool_trained_as(run_dir(ROW_BY_NAME[row.pool], None),
                             row.pool_config)
   workdir = run_dir(row, split)
-  metrics_path = os.path.join(workdir, "metrics.json")
+  metrics_path = runs.metrics_path(workdir)
   log_path = os.path.join(os.path.dirname(workdir) if split is not None
                           else workdir, f"log_split{split}.txt")
   if force and os.path.isdir(workdir) and not _DRY_RUN.value:

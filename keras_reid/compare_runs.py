@@ -28,11 +28,11 @@ from absl import logging
 import numpy as np
 
 from keras_reid import config as config_lib
+from keras_reid import runs
 from keras_reid.evaluation import plots
 from keras_reid.evaluation import ranking
 from keras_reid.evaluation import visualize
 
-METRICS_FILE = "metrics.json"  # as training/stages.py writes it
 # Metric columns, in order: the ranking metrics, CIR's when a run has them,
 # and the training wall time.
 CIR_KEYS = tuple(f"cir_{k}" for k in ranking.METRIC_KEYS)
@@ -126,22 +126,22 @@ def compare(run_dirs: Sequence[str],
   base = base if base is not None else config_lib.base_fields()
   loaded, skipped = [], []
   for path in run_dirs:
-    config_path = os.path.join(path, config_lib.CONFIG_FILE)
+    config_path = runs.config_path(path)
     if not os.path.exists(config_path):
       raise FileNotFoundError(
-          f"No {config_lib.CONFIG_FILE} in run directory {path!r}: expected "
+          f"No {runs.CONFIG_FILE} in run directory {path!r}: expected "
           "the workdir of a `python -m keras_reid.train` run.")
     # In its written order (load_config sorts).
     config = config_lib.rename_old_keys(_read_json(config_path))
-    metrics_path = os.path.join(path, METRICS_FILE)
-    if not os.path.exists(metrics_path):
-      skipped.append({"path": path, "reason": f"no {METRICS_FILE} yet"})
+    metrics = runs.read_metrics(path)
+    if metrics is None:
+      skipped.append({"path": path, "reason": f"no {runs.METRICS_FILE} yet"})
       logging.warning("Skipping %s: no %s yet (still training?).", path,
-                      METRICS_FILE)
+                      runs.METRICS_FILE)
       continue
-    loaded.append((path, config, _read_json(metrics_path)))
+    loaded.append((path, config, metrics))
   if not loaded:
-    raise ValueError(f"none of {list(run_dirs)} has a {METRICS_FILE}: "
+    raise ValueError(f"none of {list(run_dirs)} has a {runs.METRICS_FILE}: "
                      "compare finished runs.")
 
   described = [config_lib.describe_run(c, base) for _, c, _ in loaded]

@@ -262,3 +262,12 @@ def describe_run(config, base: tuple[dict, dict] | None = None) -> dict:
     out[key] = value if isinstance(value, (bool, int, float, str)) else (
         json.dumps(value))
   return out
+
+
+def is_unsupervised(stage) -> bool:
+  """Whether a stage trains on pseudo labels instead of its identities.
+
+  A config.json may predate the `supervision` key: such a stage is
+  supervised.
+  """
+  return stage.get("supervision", "labels") != "labels"

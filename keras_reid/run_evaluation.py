@@ -1,7 +1,7 @@
 """Evaluation of a finished training run: restore its weights, write the report.
 
 `evaluate_run(workdir)` restores a run's latest checkpoint
-(keras_reid.training.checkpoints), rebuilds its last stage's dataset from the
+(keras_reid.models.restore), rebuilds its last stage's dataset from the
 run's config (keras_reid.data.from_config) unless told another, and writes
 the JSON report of keras_reid.evaluation.model_report, with the pictures also
 in the run's TensorBoard. It sits above training: training imports the
@@ -17,6 +17,7 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
+from keras_reid import runs
 from keras_reid.data import datasets
 from keras_reid.data import from_config
 from keras_reid.data import pipeline
@@ -25,8 +26,7 @@ from keras_reid.evaluation import model_report
 from keras_reid.evaluation import protocols
 from keras_reid.evaluation import report as report_lib
 from keras_reid.models import builders
-from keras_reid.training import checkpoints
-from keras_reid.training import cotraining
+from keras_reid.models import restore
 
 
 def write_tensorboard_images(logdir: str, images: dict, step: int = 0,
@@ -74,6 +74,16 @@ def _resolve_dataset(config, *, dataset: Optional[str], root: Optional[str],
     return from_config.load_stage_dataset(st, config)
 
   return load, int(stage.split), stage.dataset, opts
+
+
+def _model_functions(model, *, flip_test: bool, pair_scorer: bool):
+  """(SIR embed function, flip-averaged if asked; CIR pair scorer or None)."""
+  embed = builders.embedding_function(model)
+  if flip_test:
+    embed = extract.flip_averaged(embed)
+  scorer = (extract.keras_pair_scorer(builders.build_pair_scorer(model))
+            if pair_scorer else None)
+  return embed, scorer
 
 
 def evaluate_run(workdir: str, *, dataset: Optional[str] = None,
@@ -128,21 +138,16 @@ def evaluate_run(workdir: str, *, dataset: Optional[str] = None,
   Returns:
     The report dict, also written to output_json.
   """
-  origin = checkpoints.weights_origin(workdir)  # warns if the run is partial
-  model, config = checkpoints.restore_training_model(workdir)
+  origin = runs.weights_origin(workdir)  # warns if the run is partial
+  model, config = restore.restore_training_model(workdir)
   max_rank = config.eval.max_rank if max_rank is None else max_rank
   rerank = config.eval.rerank if rerank is None else rerank
   cir_topk = config.eval.cir_topk if cir_topk is None else cir_topk
   flip_test = config.eval.flip_test if flip_test is None else flip_test
   batch_size = config.data.eval_batch_size if batch_size is None else batch_size
-  embedder = builders.build_embedder(model)
-  embed = tf.function(lambda images: embedder(images, training=False),
-                      reduce_retracing=True)
-  if flip_test:
-    embed = extract.flip_averaged(embed)
-  pair_scorer = None
-  if cir or cir_topk or verification:
-    pair_scorer = extract.keras_pair_scorer(builders.build_pair_scorer(model))
+  embed, pair_scorer = _model_functions(
+      model, flip_test=flip_test,
+      pair_scorer=bool(cir or cir_topk or verification))
   load, stage_split, name, reader_options = _resolve_dataset(
       config, dataset=dataset, root=root, options=options)
   if cuhk03_metric is None:
@@ -150,7 +155,7 @@ def evaluate_run(workdir: str, *, dataset: Optional[str] = None,
                      and not rerank)
   trained_names = {n for st in config.stages.values()
                    for n in st.dataset.split("+")}
-  output_json = output_json or os.path.join(workdir, "eval.json")
+  output_json = output_json or runs.eval_report_path(workdir)
   report_dir = (report_dir or report_lib.default_report_dir(output_json)
                 ) if pictures else None
   images: Optional[dict] = {} if (pictures and tensorboard) else None
@@ -173,7 +178,7 @@ def evaluate_run(workdir: str, *, dataset: Optional[str] = None,
         validation_seen_in_training=name in trained_names,
         report_dir=report_dir if first else None,
         tensorboard=images if first else None, cuhk03_metric=cuhk03_metric,
-        projector_dir=(os.path.join(workdir, "tensorboard")
+        projector_dir=(runs.tensorboard_dir(workdir)
                        if projector and first else None))
     if skipped["num_skipped"]:
       result["skipped_corrupt_images"] = skipped
@@ -189,14 +194,10 @@ def evaluate_run(workdir: str, *, dataset: Optional[str] = None,
   result["workdir"] = os.path.abspath(workdir)
   result["weights_from"] = origin
   result["flip_test"] = flip_test
-  # The pictures go at the run's last iteration, next to eval/rank1 (an
-  # unsupervised stage runs its two steps once per round).
-  last_iteration = sum(
-      (int(st.step1_iterations) + int(st.step2_iterations))
-      * (int(st.rounds) if cotraining.is_unsupervised(st) else 1)
-      for st in config.stages.values())
   if images:
-    tensorboard_dir = os.path.join(workdir, "tensorboard")
-    write_tensorboard_images(tensorboard_dir, images, step=last_iteration)
+    # At the run's last iteration, next to eval/rank1.
+    tensorboard_dir = runs.tensorboard_dir(workdir)
+    write_tensorboard_images(tensorboard_dir, images,
+                             step=runs.total_iterations(config))
     result["tensorboard"] = os.path.abspath(tensorboard_dir)
   return report_lib.finish(result, output_json)

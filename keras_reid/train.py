@@ -18,6 +18,7 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from keras_reid import runs
 from keras_reid import user_errors
 from keras_reid.training import stages
 
@@ -77,8 +78,8 @@ def main(argv):
   metrics = stages.train(_CONFIG.value, workdir)
   if metrics:
     print("Final: " + stages.format_metrics(metrics), flush=True)
-  print(f"Metrics: {os.path.join(workdir, stages.METRICS_FILE)}; "
-        f"TensorBoard: tensorboard --logdir {os.path.join(workdir, 'tensorboard')}",
+  print(f"Metrics: {runs.metrics_path(workdir)}; "
+        f"TensorBoard: tensorboard --logdir {runs.tensorboard_dir(workdir)}",
         flush=True)
 
 

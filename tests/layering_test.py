@@ -17,7 +17,7 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = os.path.join(REPO, "keras_reid")
 
-# The lowest floors may not import these (issue 11, point 1).
+# The lowest floors may not import these.
 LOW_UNITS = ("data", "models", "losses")
 HIGH_UNITS = ("training", "evaluation", "serving")
 
@@ -120,7 +120,8 @@ def test_parser_sees_the_package_imports():
   edges = unit_graph(package_imports())
   # Known one-way edges, so that an empty parse cannot pass the tests below.
   assert ("training", "evaluation") in edges
-  assert ("run_evaluation", "training") in edges
+  assert ("run_evaluation", "models") in edges
+  assert ("training", "runs") in edges
   assert ("training", "data") in edges
 
 
@@ -140,6 +141,79 @@ def test_low_floors_do_not_import_training_evaluation_or_serving():
          if _unit(importer) in LOW_UNITS and _unit(target) in HIGH_UNITS]
   assert not bad, ("data/, models/ and losses.py sit below training, "
                    "evaluation and serving:\n" + "\n".join(bad))
+
+
+def test_serving_and_evaluation_do_not_import_training():
+  # A finished run is read through keras_reid.runs and models.restore.
+  bad = [f"{path}:{line}: {importer} imports {target}"
+         for importer, target, path, line in package_imports()
+         if _unit(importer) in ("serving", "evaluation", "run_evaluation")
+         and _unit(target) == "training"]
+  assert not bad, "\n".join(bad)
+
+
+# The run directory's files and folders (keras_reid/runs.py names them).
+RUN_DIRECTORY_NAMES = ("progress.json", "metrics.json", "runtime.json",
+                       "checkpoints", "cotrain", "pid_names")
+RUNS_MODULE = os.path.join("keras_reid", "runs.py")
+
+
+def _docstring_nodes(tree) -> set[int]:
+  nodes = set()
+  for node in ast.walk(tree):
+    if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef,
+                         ast.AsyncFunctionDef)) and node.body:
+      first = node.body[0]
+      if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+        nodes.add(id(first.value))
+  return nodes
+
+
+def run_directory_literals(paths) -> list[str]:
+  """"file:line: 'name'" for each string literal (not a docstring) that is a
+  run directory name, alone or as the last part of a path."""
+  out = []
+  for path in paths:
+    with open(path) as f:
+      tree = ast.parse(f.read(), path)
+    docstrings = _docstring_nodes(tree)
+    for node in ast.walk(tree):
+      if (isinstance(node, ast.Constant) and isinstance(node.value, str)
+          and id(node) not in docstrings):
+        last = node.value.split("/")[-1]
+        if last in RUN_DIRECTORY_NAMES:
+          out.append(f"{os.path.relpath(path, REPO)}:{node.lineno}: "
+                     f"{node.value!r}")
+  return out
+
+
+def _python_files(*folders: str) -> list[str]:
+  return sorted(os.path.join(folder, name)
+                for top in folders
+                for folder, _, files in os.walk(os.path.join(REPO, top))
+                for name in files if name.endswith(".py"))
+
+
+def test_only_runs_module_names_the_run_directory():
+  found = run_directory_literals(
+      p for p in _python_files("keras_reid", "bench")
+      if os.path.relpath(p, REPO) != RUNS_MODULE)
+  assert not found, (
+      "the run directory's layout belongs to keras_reid/runs.py; use its "
+      "paths (runs.metrics_path, runs.Progress, ...) instead of:\n"
+      + "\n".join(found))
+
+
+def test_run_directory_check_finds_a_bypass(tmp_path):
+  bypass = tmp_path / "bypass.py"
+  bypass.write_text('"""Mentions metrics.json in prose."""\n'
+                    'import os\n'
+                    'PATH = os.path.join("run", "metrics.json")\n'
+                    'OTHER = f"{1}/progress.json"\n'
+                    'TAG = "eval/rank1"\n')
+  found = run_directory_literals([str(bypass)])
+  assert [f.split(": ", 1)[1] for f in found] == [
+      "'metrics.json'", "'/progress.json'"]
 
 
 if __name__ == "__main__":

@@ -18,9 +18,9 @@ import pytest
 
 from keras_reid import config as config_lib
 from keras_reid import run_evaluation
+from keras_reid import runs
 from keras_reid.evaluation import features
 from keras_reid.serving import saved_model
-from keras_reid.training import checkpoints
 from keras_reid.training import stages
 from tests.training import tiny_config
 
@@ -47,7 +47,7 @@ def run(tmp_path_factory):
 def _partial_copy(workdir, dest):
   """The run as if killed after step 1: step 2 not in progress.json."""
   shutil.copytree(workdir, dest)
-  path = os.path.join(dest, checkpoints.PROGRESS_FILE)
+  path = os.path.join(dest, runs.PROGRESS_FILE)
   with open(path) as f:
     data = json.load(f)
   data["finished"] = data["finished"][:1]
@@ -64,7 +64,7 @@ def _run(*args):
 
 
 def test_complete_run_says_so(run, tmp_path):
-  origin = checkpoints.weights_origin(run)
+  origin = runs.weights_origin(run)
   assert origin == {"stage": "synthetic", "step": 2, "complete": True,
                     "finished": ["synthetic/step1", "synthetic/step2"],
                     "config_ends_at": "synthetic/step2"}
@@ -99,7 +99,7 @@ def test_run_written_with_the_old_key_names_still_reads_and_resumes(run,
   rename to step / iterations) load under the new names."""
   old = str(tmp_path / "old")
   shutil.copytree(run, old)
-  path = os.path.join(old, checkpoints.PROGRESS_FILE)
+  path = os.path.join(old, runs.PROGRESS_FILE)
   with open(path) as f:
     progress = json.load(f)
   for item in progress["finished"]:
@@ -118,7 +118,7 @@ def test_run_written_with_the_old_key_names_still_reads_and_resumes(run,
   with open(path, "w") as f:
     json.dump(data, f)
 
-  assert checkpoints.weights_origin(old) == checkpoints.weights_origin(run)
+  assert runs.weights_origin(old) == runs.weights_origin(run)
   assert config_lib.load_config(old).to_dict()["stages"] == (
       config_lib.load_config(run).to_dict()["stages"])
   # Resuming with today's config is not refused as "a different config";
@@ -127,7 +127,7 @@ def test_run_written_with_the_old_key_names_still_reads_and_resumes(run,
   stages.train(_config(os.path.dirname(run)), old)
   assert os.listdir(os.path.join(
       old, "checkpoints", "synthetic", "step2")) == before
-  with open(os.path.join(old, checkpoints.PROGRESS_FILE)) as f:
+  with open(os.path.join(old, runs.PROGRESS_FILE)) as f:
     assert [(p["stage"], p["phase"]) for p in json.load(f)["finished"]] == [
         ("synthetic", 1), ("synthetic", 2)]
 
@@ -162,18 +162,18 @@ def test_a_key_added_to_the_schema_later_counts_only_off_its_default(
 def test_damaged_progress_names_the_file(run, tmp_path, content):
   broken = str(tmp_path / "broken")
   shutil.copytree(run, broken)
-  path = os.path.join(broken, checkpoints.PROGRESS_FILE)
+  path = os.path.join(broken, runs.PROGRESS_FILE)
   with open(path, "w") as f:
     f.write(content)
   with pytest.raises(ValueError, match=r"progress\.json is damaged or not a "
                      r"keras_reid progress file.*move it away"):
-    checkpoints.Progress.load(broken)
+    runs.Progress.load(broken)
 
 
 def test_entry_points_print_user_errors_as_one_line(run, tmp_path):
   broken = str(tmp_path / "broken")
   shutil.copytree(run, broken)
-  with open(os.path.join(broken, checkpoints.PROGRESS_FILE), "w") as f:
+  with open(os.path.join(broken, runs.PROGRESS_FILE), "w") as f:
     f.write("{not json")
   proc = _run("keras_reid.export", f"--workdir={broken}",
               f"--export_dir={tmp_path / 'export'}")

@@ -18,8 +18,9 @@ from keras_reid.evaluation import extract
 from keras_reid.evaluation import model_report
 from keras_reid.evaluation import reference
 from keras_reid.models import builders
+from keras_reid.models import restore
 from keras_reid.serving import saved_model
-from keras_reid.training import checkpoints
+from keras_reid.training import stage_setup
 from keras_reid.training import stages
 from tests.training import tiny_config
 
@@ -99,7 +100,7 @@ def test_workdir_cir_topk_and_full(run, tmp_path):
   assert full["cir"]["mode"] == "full"
   # Oracle: every query-gallery pair scored by the restored verification
   # head, ranked by the torchreid-style reference evaluator.
-  model, _ = checkpoints.restore_training_model(workdir)
+  model, _ = restore.restore_training_model(workdir)
   scorer = extract.keras_pair_scorer(builders.build_pair_scorer(model))
   data = from_config.load_stage_dataset(config.stages.synthetic, config)
   load = dict(image_size=(config.data.image_height, config.data.image_width),
@@ -135,7 +136,7 @@ def test_workdir_splits_and_dataset_flag(run, tmp_path, monkeypatch):
 
 def test_saved_model(run, tmp_path):
   workdir, config, _ = run
-  model, _ = checkpoints.restore_training_model(workdir)
+  model, _ = restore.restore_training_model(workdir)
   path = saved_model.export_saved_model(
       builders.build_embedder(model), builders.build_pair_scorer(model),
       export_base=str(tmp_path / "export"),
@@ -209,7 +210,7 @@ def test_flip_test_from_the_run_or_the_argument_matches_an_oracle(run,
       pictures=False)
   assert result["flip_test"] is True
   # Oracle: the model on the decoded images and on their np.flip copies.
-  model, _ = checkpoints.restore_training_model(workdir)
+  model, _ = restore.restore_training_model(workdir)
   embedder = builders.build_embedder(model)
   dataset = from_config.load_stage_dataset(config.stages.synthetic, config)
   load = dict(image_size=(config.data.image_height, config.data.image_width),
@@ -237,12 +238,12 @@ def test_flip_test_from_the_run_or_the_argument_matches_an_oracle(run,
 
 def test_training_time_evaluation_runs_cir_when_cir_topk_is_set(run, tmp_path):
   workdir, config, _ = run
-  model, _ = checkpoints.restore_training_model(workdir)
+  model, _ = restore.restore_training_model(workdir)
   config = config.copy_and_resolve_references()
   config.eval.cir_topk = 2
   dataset = stages.from_config.load_stage_dataset(config.stages.synthetic,
                                                   config)
-  metrics = stages.evaluate_model(model, dataset, config)
+  metrics = stage_setup.evaluate_model(model, dataset, config)
   assert metrics["cir"]["mode"] == "top2"
   assert metrics["cir"]["sir"]["rank1"] == pytest.approx(metrics["rank1"])
   writer = tf.summary.create_file_writer(str(tmp_path / "tb"))

@@ -22,6 +22,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 TF_FREE_MODULES = (
     "keras_reid.config",
+    "keras_reid.runs",
     "keras_reid.data.records",
     "keras_reid.data.datasets",
     "keras_reid.data.describe",

@@ -82,87 +82,16 @@ def evaluate_dataset(embed_fn: extract.EmbedFn, dataset, *,
               batch_size=batch_size)
 
   if cir or cir_topk:
-    if pair_scorer is None:
-      raise ValueError("CIR needs a pair scorer: evaluate a --workdir or a "
-                       "--saved_model with a 'verify' signature.")
-    pairs = len(dataset.query) * len(dataset.gallery)
-    if cir == "full" and pairs > FULL_CIR_WARN_PAIRS:
-      logging.warning(
-          "Full CIR runs the network on %d query-gallery pairs; this takes "
-          "long. Use cir_topk=K (--cir_topk=10) to re-score the SIR top-k.",
-          pairs)
-    t0 = time.perf_counter()
-    q_images = extract.load_images(dataset.query, **load)
-    g_images = extract.load_images(dataset.gallery, **load)
-    load_seconds = time.perf_counter() - t0
-    report = cir_lib.evaluate_cir(
-        pair_scorer, q_images, g_images, *[arrays[k] for k in
-                                           features_lib.FEATURE_KEYS[2:]],
-        query_features=arrays["query_features"],
-        gallery_features=arrays["gallery_features"],
-        top_k=None if cir == "full" else cir_topk, max_rank=max_rank,
-        batch_size=batch_size)
-    del q_images, g_images
-    # SIR's full cost includes embedding every image once; CIR's does not
-    # include decoding the images (shared work, reported separately).
-    report["sir_extract_seconds"] = result["extract_seconds"]
-    report["image_load_seconds"] = load_seconds
-    report["cir_to_sir_time_ratio_with_extraction"] = report["cir_seconds"] / (
-        max(report["sir_seconds"] + result["extract_seconds"], 1e-9))
-    logging.info("CIR (%s): rank1 %.4f mAP %.4f; %.2f s vs SIR %.2f s "
-                 "ranking (+%.2f s extraction)", report["mode"],
-                 report["cir"]["rank1"], report["cir"]["mAP"],
-                 report["cir_seconds"], report["sir_seconds"],
-                 result["extract_seconds"])
-    result["cir"] = report
-
+    result["cir"] = _cir_report(
+        pair_scorer, dataset, arrays, load, cir=cir, cir_topk=cir_topk,
+        max_rank=max_rank, sir_extract_seconds=result["extract_seconds"])
   if verification:
-    val = report_lib.sample_identities(dataset.train, report_lib.VERIFICATION_MAX_IMAGES)
-    if len({r.pid for r in val}) < 2:
-      result["verification"] = {
-          "skipped": f"the training split of {dataset.name!r} has fewer than "
-                     "2 identities with 2 images; no validation pairs."}
-    else:
-      t0 = time.perf_counter()
-      feats = extract.extract_features(embed_fn, val, **load)
-      images = (extract.load_images(val, **load)
-                if pair_scorer is not None else None)
-      report = report_lib.verification_report(feats, [r.pid for r in val],
-                                   pair_scorer=pair_scorer, images=images)
-      report.update(
-          split="train",
-          num_images=len(val), num_ids=len({r.pid for r in val}),
-          seen_in_training=validation_seen_in_training,
-          note="validation split = the dataset's training identities "
-               "(VIPeR-style; no separate validation set). If the model was "
-               "trained on them the thresholds are optimistic.",
-          seconds=time.perf_counter() - t0)
-      result["verification"] = report
-
+    result["verification"] = _verification_report(
+        embed_fn, pair_scorer, dataset, load,
+        seen_in_training=validation_seen_in_training)
   if report_dir:
-    keep = arrays["gallery_pids"] != records.JUNK_PID
-    gallery = [r for r, k in zip(dataset.gallery, keep) if k]
-    k = min(RANKED_LIST_LENGTH, len(gallery))
-    top = ranking.features_top_k(arrays["query_features"],
-                                 arrays["gallery_features"][keep], k)
-    rows: list = []
-    paths = visualize.save_ranked_lists(
-        [r.path for r in dataset.query], [r.path for r in gallery],
-        arrays["query_pids"], arrays["gallery_pids"][keep], top,
-        os.path.join(report_dir, "ranked_lists"),
-        num_queries=NUM_RANKED_LISTS, k=k, images=rows,
-        query_camids=arrays["query_camids"],
-        gallery_camids=arrays["gallery_camids"][keep])
-    if tensorboard is not None and rows:
-      tensorboard["eval/ranked_lists"] = np.stack(rows)
-    result["pictures"] = {
-        "ranked_lists": paths,
-        "cmc": report_lib.cmc_picture(result, report_dir, f"CMC {dataset.name}",
-                            tensorboard)}
-    roc = report_lib.roc_picture(result.get("verification", {}), report_dir,
-                                 tensorboard)
-    if roc:
-      result["pictures"]["roc"] = roc
+    result["pictures"] = _pictures(result, dataset, arrays, report_dir,
+                                   tensorboard)
 
   if projector_dir:
     result["projector"] = projector.write_projector(
@@ -170,6 +99,101 @@ def evaluate_dataset(embed_fn: extract.EmbedFn, dataset, *,
         query_paths=[r.path for r in dataset.query],
         gallery_paths=[r.path for r in dataset.gallery])
   return result
+
+
+def _cir_report(pair_scorer, dataset, arrays: dict, load: dict, *, cir: str,
+                cir_topk: int, max_rank: int,
+                sir_extract_seconds: float) -> dict:
+  """CIR over every pair ("full") or re-scoring the SIR top-k, with its cost
+  beside SIR's."""
+  if pair_scorer is None:
+    raise ValueError("CIR needs a pair scorer: evaluate a --workdir or a "
+                     "--saved_model with a 'verify' signature.")
+  pairs = len(dataset.query) * len(dataset.gallery)
+  if cir == "full" and pairs > FULL_CIR_WARN_PAIRS:
+    logging.warning(
+        "Full CIR runs the network on %d query-gallery pairs; this takes "
+        "long. Use cir_topk=K (--cir_topk=10) to re-score the SIR top-k.",
+        pairs)
+  t0 = time.perf_counter()
+  q_images = extract.load_images(dataset.query, **load)
+  g_images = extract.load_images(dataset.gallery, **load)
+  load_seconds = time.perf_counter() - t0
+  report = cir_lib.evaluate_cir(
+      pair_scorer, q_images, g_images, *[arrays[k] for k in
+                                         features_lib.FEATURE_KEYS[2:]],
+      query_features=arrays["query_features"],
+      gallery_features=arrays["gallery_features"],
+      top_k=None if cir == "full" else cir_topk, max_rank=max_rank,
+      batch_size=load["batch_size"])
+  del q_images, g_images
+  # SIR's full cost includes embedding every image once; CIR's does not
+  # include decoding the images (shared work, reported separately).
+  report["sir_extract_seconds"] = sir_extract_seconds
+  report["image_load_seconds"] = load_seconds
+  report["cir_to_sir_time_ratio_with_extraction"] = report["cir_seconds"] / (
+      max(report["sir_seconds"] + sir_extract_seconds, 1e-9))
+  logging.info("CIR (%s): rank1 %.4f mAP %.4f; %.2f s vs SIR %.2f s "
+               "ranking (+%.2f s extraction)", report["mode"],
+               report["cir"]["rank1"], report["cir"]["mAP"],
+               report["cir_seconds"], report["sir_seconds"],
+               sir_extract_seconds)
+  return report
+
+
+def _verification_report(embed_fn, pair_scorer, dataset, load: dict, *,
+                         seen_in_training: Optional[bool]) -> dict:
+  """The verification report on (a sample of) the training identities."""
+  val = report_lib.sample_identities(dataset.train,
+                                     report_lib.VERIFICATION_MAX_IMAGES)
+  if len({r.pid for r in val}) < 2:
+    return {"skipped": f"the training split of {dataset.name!r} has fewer "
+                       "than 2 identities with 2 images; no validation pairs."}
+  t0 = time.perf_counter()
+  feats = extract.extract_features(embed_fn, val, **load)
+  images = (extract.load_images(val, **load)
+            if pair_scorer is not None else None)
+  report = report_lib.verification_report(feats, [r.pid for r in val],
+                                          pair_scorer=pair_scorer,
+                                          images=images)
+  report.update(
+      split="train",
+      num_images=len(val), num_ids=len({r.pid for r in val}),
+      seen_in_training=seen_in_training,
+      note="validation split = the dataset's training identities "
+           "(VIPeR-style; no separate validation set). If the model was "
+           "trained on them the thresholds are optimistic.",
+      seconds=time.perf_counter() - t0)
+  return report
+
+
+def _pictures(result: dict, dataset, arrays: dict, report_dir: str,
+              tensorboard: Optional[dict]) -> dict:
+  """Ranked lists, CMC and ROC PNGs in report_dir (and in `tensorboard`)."""
+  keep = arrays["gallery_pids"] != records.JUNK_PID
+  gallery = [r for r, k in zip(dataset.gallery, keep) if k]
+  k = min(RANKED_LIST_LENGTH, len(gallery))
+  top = ranking.features_top_k(arrays["query_features"],
+                               arrays["gallery_features"][keep], k)
+  rows: list = []
+  paths = visualize.save_ranked_lists(
+      [r.path for r in dataset.query], [r.path for r in gallery],
+      arrays["query_pids"], arrays["gallery_pids"][keep], top,
+      os.path.join(report_dir, "ranked_lists"),
+      num_queries=NUM_RANKED_LISTS, k=k, images=rows,
+      query_camids=arrays["query_camids"],
+      gallery_camids=arrays["gallery_camids"][keep])
+  if tensorboard is not None and rows:
+    tensorboard["eval/ranked_lists"] = np.stack(rows)
+  pictures = {
+      "ranked_lists": paths,
+      "cmc": report_lib.cmc_picture(result, report_dir,
+                                    f"CMC {dataset.name}", tensorboard)}
+  roc = report_lib.roc_picture(result.get("verification", {}), report_dir,
+                               tensorboard)
+  if roc:
+    pictures["roc"] = roc
+  return pictures
 
 
 def evaluate_saved_model(saved_model: str, *, dataset: str,

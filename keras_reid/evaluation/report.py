@@ -18,7 +18,6 @@ per-split results (`evaluate_feature_file` with one file per split).
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from typing import Callable, Optional, Sequence
@@ -26,6 +25,7 @@ from typing import Callable, Optional, Sequence
 from absl import logging
 import numpy as np
 
+from keras_reid import runs
 from keras_reid.data import records
 from keras_reid.evaluation import cir
 from keras_reid.evaluation import features as features_lib
@@ -56,15 +56,6 @@ def parse_splits(text: str) -> list[int]:
   if not out:
     raise ValueError(f"--splits={text!r} names no split.")
   return out
-
-
-def write_json(path: str, data: dict) -> None:
-  """Writes `data` as indented JSON, atomically (temp file + os.replace)."""
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  tmp = f"{path}.tmp{os.getpid()}"
-  with open(tmp, "w") as f:
-    json.dump(data, f, indent=2, default=float)
-  os.replace(tmp, path)
 
 
 def default_report_dir(output_json: str) -> str:
@@ -217,7 +208,7 @@ def warn_splits(what: str, splits: Sequence[int],
 def finish(result: dict, output_json: str) -> dict:
   """Adds "output_json" to `result`, writes it there and returns it."""
   result["output_json"] = os.path.abspath(output_json)
-  write_json(output_json, result)
+  runs.write_json(output_json, result)
   logging.info("wrote %s", output_json)
   return result
 

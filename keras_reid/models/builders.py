@@ -12,6 +12,7 @@ heads.py), the classifiers "classifier", "aux1_classifier", "aux2_classifier".
 from __future__ import annotations
 
 import keras
+import tensorflow as tf
 from ml_collections import config_dict
 
 from keras_reid.models import backbones
@@ -157,6 +158,23 @@ def build_embedder(training_model: keras.Model) -> keras.Model:
                        name="images")
   embedding = keras.ops.cast(backbone(images)["feature"], "float32")
   return keras.Model(images, embedding, name="embedder")
+
+
+def embedding_function(training_model: keras.Model):
+  """The SIR embedder of a training model as a traced inference function.
+
+  Returns:
+    A `tf.function` images float32 [B, H, W, 3] (normalised) -> embeddings
+    float32 [B, D], with dropout and BatchNorm in inference mode; it
+    retraces only for a new batch shape class (reduce_retracing).
+  """
+  embedder = build_embedder(training_model)
+
+  @tf.function(reduce_retracing=True, autograph=False)
+  def embed(images):
+    return embedder(images, training=False)
+
+  return embed
 
 
 def build_pair_scorer(training_model: keras.Model) -> keras.Model:

@@ -37,6 +37,7 @@ from typing import Optional
 import keras
 import tensorflow as tf
 
+from keras_reid import runs
 from keras_reid.data import preprocessing
 
 # Largest accepted image side (height or width), in pixels. Re-ID boxes are a
@@ -297,10 +298,10 @@ def export_run(workdir: str, export_base: str) -> str:
   # Imported here: they pull in the model code, which the rest of this module
   # (and a serving-only user) does not need.
   from keras_reid.models import builders
-  from keras_reid.training import checkpoints
+  from keras_reid.models import restore
 
-  origin = checkpoints.weights_origin(workdir)  # warns if the run is partial
-  training_model, config = checkpoints.restore_training_model(workdir)
+  origin = runs.weights_origin(workdir)  # warns if the run is partial
+  training_model, config = restore.restore_training_model(workdir)
   return export_saved_model(
       builders.build_embedder(training_model),
       builders.build_pair_scorer(training_model),

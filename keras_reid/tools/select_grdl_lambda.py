@@ -30,9 +30,10 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from keras_reid import runs
 from keras_reid import user_errors
 from keras_reid.data import from_config
-from keras_reid.training import checkpoints
+from keras_reid.models import restore
 from keras_reid.training import cotraining
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -66,9 +67,9 @@ def main(argv):
     lambdas = [float(v) for v in _LAMBDAS.value]
   except ValueError as e:
     raise app.UsageError(f"--lambdas={_LAMBDAS.value}: {e}") from None
-  model, source_config = checkpoints.restore_training_model(_WORKDIR.value)
+  model, source_config = restore.restore_training_model(_WORKDIR.value)
   # An unsupervised stage's steps are listed as "<stage>/round<r>".
-  source_stage = (_SOURCE_STAGE.value or checkpoints.Progress.load(
+  source_stage = (_SOURCE_STAGE.value or runs.Progress.load(
       _WORKDIR.value).last.stage.split("/")[0])
   if source_stage not in source_config.stages:
     raise app.UsageError(

@@ -30,6 +30,7 @@ cotrain/label_accuracy, cotrain/<stage>/round<r>.json) and the evaluation.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
 import os
 from typing import Callable, Sequence
@@ -40,12 +41,14 @@ import numpy as np
 import tensorflow as tf
 from ml_collections import config_dict
 
+from keras_reid import config as config_lib
+from keras_reid import runs
 from keras_reid.data import records as records_lib
 from keras_reid.evaluation import extract
-from keras_reid.evaluation import report
 from keras_reid.models import builders
-from keras_reid.training import checkpoints
 from keras_reid.training import loop
+from keras_reid.training import runner
+from keras_reid.training import stage_setup
 from keras_reid.unsupervised import graph
 from keras_reid.unsupervised import grdl
 from keras_reid.unsupervised import pseudo_labels
@@ -58,17 +61,6 @@ from keras_reid.unsupervised import pseudo_labels
 SUPERVISIONS = ("labels", "self_training", "cotraining")
 # stage.pseudo_labels: "soft" (top-m distribution) or "hard" (nearest).
 PSEUDO_LABELS = ("soft", "hard")
-
-
-def is_unsupervised(stage) -> bool:
-  """Whether a stage trains on pseudo labels (a config.json may predate
-  the `supervision` key: such a stage is supervised)."""
-  return stage.get("supervision", "labels") != "labels"
-
-
-def round_key(stage_name: str, round_index: int) -> str:
-  """The `FineTuningStep.stage` of a round: "<stage>/round<r>" (r from 1)."""
-  return f"{stage_name}/round{round_index}"
 
 
 def check_stage(name: str, stage: config_dict.ConfigDict,
@@ -85,7 +77,7 @@ def check_stage(name: str, stage: config_dict.ConfigDict,
 
   expect(stage.supervision in SUPERVISIONS, "supervision",
          f"one of {list(SUPERVISIONS)}")
-  if not is_unsupervised(stage):
+  if not config_lib.is_unsupervised(stage):
     return
   expect(stage.rounds >= 1, "rounds", ">= 1 (rounds of pseudo labels)")
   if stage.step1_iterations + stage.step2_iterations <= 0:
@@ -249,11 +241,6 @@ def cross_validate_lambda(features: np.ndarray, pids,
           "num_a": int(is_a.sum()), "num_b": int((~is_a).sum())}
 
 
-def labels_path(workdir: str, stage_name: str, round_index: int) -> str:
-  return os.path.join(workdir, "cotrain", stage_name,
-                      f"round{round_index}.npz")
-
-
 def save_labels(path: str, labels: RoundLabels, paths: list[str]) -> None:
   """Writes a round's labels atomically (temp file + os.replace)."""
   os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -287,14 +274,8 @@ def load_labels(path: str, paths: list[str]) -> RoundLabels:
 def extract_features(model: keras.Model, records: list[records_lib.Record],
                      config: config_dict.ConfigDict) -> np.ndarray:
   """[N, dim] float32 SIR features of `records` by the model's backbone."""
-  embedder = builders.build_embedder(model)
-
-  @tf.function(reduce_retracing=True, autograph=False)
-  def embed(images):
-    return embedder(images, training=False)
-
   return extract.extract_features(
-      embed, records,
+      builders.embedding_function(model), records,
       image_size=(config.data.image_height, config.data.image_width),
       normalization=builders.normalization_for(config.model),
       batch_size=config.data.eval_batch_size)
@@ -305,150 +286,130 @@ def _round_seed(config: config_dict.ConfigDict, stage_index: int,
   return config.seed + 1000 * stage_index + 100 * round_index
 
 
-def run_stage(*, name: str, stage: config_dict.ConfigDict, stage_index: int,
-              dataset: records_lib.ReidDataset, model: keras.Model | None,
-              progress: checkpoints.Progress, config: config_dict.ConfigDict,
-              strategy: tf.distribute.Strategy, workdir: str,
-              restore_dir: str | None, writer: tf.summary.SummaryWriter,
-              global_offset: int,
-              evaluate: Callable[[keras.Model], dict] | None,
-              init_model: Callable[[keras.Model | None, int], keras.Model],
-              dataset_fn: Callable[[np.ndarray, int], Callable],
-              all_heads_first_round: bool
-              ) -> tuple[keras.Model | None, int]:
+def _evaluate_before_round(run: runner.TrainingRun, name: str,
+                           round_index: int, model: keras.Model,
+                           evaluate: Callable[[keras.Model], dict]) -> None:
+  """Evaluates the model that makes round `round_index`'s labels (before
+  round 1: direct transfer); eval/<stage>/round<r-1>.json."""
+  metrics = evaluate(model)
+  loop.write_eval_summaries(run.writer, metrics, run.iterations_done)
+  runs.write_json(runs.round_eval_path(run.workdir, name, round_index - 1),
+                  metrics)
+  logging.info("Stage %s before round %d: rank1 %.4f, mAP %.4f", name,
+               round_index, metrics.get("rank1", float("nan")),
+               metrics.get("mAP", float("nan")))
+
+
+def _make_round_labels(run: runner.TrainingRun, name: str,
+                       stage: config_dict.ConfigDict, round_index: int,
+                       model: keras.Model, records: list[records_lib.Record],
+                       seed: int) -> RoundLabels:
+  """Labels round `round_index` from `model`'s features; saves them and
+  reports their accuracy against the hidden identities (monitoring only)."""
+  r = round_index
+  paths = [rec.path for rec in records]
+  camids = np.asarray([rec.camid for rec in records])
+  features = extract_features(model, records, run.config)
+  previous = runs.round_labels_path(run.read_dir, name, r - 1)
+  warm = None
+  if stage.supervision == "cotraining" and r > 1 and os.path.exists(previous):
+    warm = load_labels(previous, paths).dictionary
+    if warm is not None and warm.shape != (features.shape[1],
+                                           stage.grdl_atoms):
+      warm = None
+
+  def grdl_callback(iteration: int, value: float) -> None:
+    with run.writer.as_default(step=iteration):
+      tf.summary.scalar(f"cotrain/{name}/round{r}/grdl_objective", value)
+
+  labels = make_labels(features, camids, stage, seed=seed,
+                       init_dictionary=warm, callback=grdl_callback)
+  if labels.objective:
+    with run.writer.as_default(step=0):
+      tf.summary.scalar(f"cotrain/{name}/round{r}/grdl_objective",
+                        labels.objective[0])
+  save_labels(runs.round_labels_path(run.workdir, name, r), labels, paths)
+  # Monitoring only: the hidden identities never reach training.
+  accuracy = pseudo_labels.label_accuracy(
+      labels.labels, [rec.pid for rec in records], labels.is_a)
+  with run.writer.as_default(step=run.iterations_done):
+    tf.summary.scalar("cotrain/label_accuracy", accuracy["accuracy"])
+    tf.summary.scalar("cotrain/label_soft_mass", accuracy["soft_mass"])
+    tf.summary.scalar("cotrain/label_reachable", accuracy["reachable"])
+  runs.write_json(runs.round_label_report_path(run.workdir, name, r),
+                  dict(accuracy, supervision=stage.supervision,
+                       pseudo_labels=stage.pseudo_labels,
+                       grdl_objective=labels.objective))
+  print(f"Stage {name!r} round {r}: pseudo-label accuracy "
+        f"{100 * accuracy['accuracy']:.1f}% (camera B; "
+        f"{100 * accuracy['reachable']:.1f}% reachable)", flush=True)
+  return labels
+
+
+def run_stage(run: runner.TrainingRun, *, name: str,
+              stage: config_dict.ConfigDict, stage_index: int,
+              dataset: records_lib.ReidDataset,
+              evaluate: Callable[[keras.Model], dict] | None) -> None:
   """Runs (or resumes) the rounds of an unsupervised stage.
 
+  Each round is a key "<stage>/round<r>" run by runner.run_steps with the
+  round's pseudo labels as its labels and num_A classes.
+
   Args:
+    run: the running run (its model, progress and iteration count advance).
     name, stage, stage_index: the stage (config.stages[name], its index).
     dataset: its dataset; train's paths and camids are read for training,
       its pids only by label_accuracy (monitoring).
-    model: the model in memory (None when this process has none yet).
-    progress: the run's progress (appended to and saved).
-    config, strategy, writer: the run's.
-    workdir: where this process writes; restore_dir: where a resumed step
-      restores from (None = workdir), as loop.run_fine_tuning_step.
-    global_offset: iterations of the run before this stage.
     evaluate: model -> metrics on the target's query / gallery, or None.
-    init_model: (model or None, num_classes) -> the stage's start model
-      with new classifiers (stages._init_stage_model).
-    dataset_fn: (labels, seed) -> make_dataset for loop.run_fine_tuning_step.
-    all_heads_first_round: step 1 of round 1 trains every head (a stage
-      from the backbone's weights, stages.step1_trains_all_heads).
-
-  Returns:
-    (the model after the last round, or None if every round had finished
-     before this process; global_offset after the stage).
   """
+  config = run.config
   records = list(dataset.train)
   paths = [r.path for r in records]
-  camids = np.asarray([r.camid for r in records])
-  is_a = graph.camera_a_mask(camids, stage.camera_a)
+  is_a = graph.camera_a_mask(np.asarray([r.camid for r in records]),
+                             stage.camera_a)
   num_a = int(is_a.sum())
   logging.info("Stage %s (%s): %d camera-A images (classes), %d camera-B "
                "images, %d rounds.", name, stage.supervision, num_a,
                int((~is_a).sum()), stage.rounds)
 
-  def current_model():
-    nonlocal model
-    if model is None and progress.last is not None:
-      with strategy.scope():
-        model = checkpoints.rebuild_model(config, progress.last.num_classes,
-                                          progress.last.checkpoint)
-    return model
+  def start_model(model: keras.Model | None, r: int, seed: int) -> keras.Model:
+    # The stage's start model (round 1) or the last round's, with fresh
+    # classifiers for this round's num_A classes, drawn from the round's
+    # seed so that a resumed process draws the same ones.
+    keras.utils.set_random_seed(seed)
+    if r == 1:
+      return stage_setup.init_stage_model(model, stage, config, num_a)
+    return stage_setup.new_classifiers(model, config, num_a)
 
+  all_heads = stage_setup.step1_trains_all_heads(stage, stage_index)
   for r in range(1, stage.rounds + 1):
-    key = round_key(name, r)
-    fine_tuning_steps = loop.stage_steps(
-        key, stage, all_heads=all_heads_first_round and r == 1)
-    round_start = global_offset
-    for step in fine_tuning_steps:
-      step.global_iteration_offset = global_offset
-      global_offset += step.iterations
-    todo = [p for p in fine_tuning_steps
-            if p.iterations and not progress.is_finished(key, p.step)]
-    if not todo:
+    key = runs.round_key(name, r)
+    steps = loop.stage_steps(key, stage, all_heads=all_heads and r == 1)
+    if run.all_finished(steps):
+      run.skip(steps)
       continue
-    round_started = any(f.stage == key for f in progress.finished)
     seed = _round_seed(config, stage_index, r)
-    path = labels_path(workdir, name, r)
-    read_path = labels_path(restore_dir or workdir, name, r)
+    saved = runs.round_labels_path(run.read_dir, name, r)
+    start = functools.partial(start_model, r=r, seed=seed)
     initialised = False
-    if os.path.exists(read_path):
-      round_labels = load_labels(read_path, paths)
+    if os.path.exists(saved):
+      round_labels = load_labels(saved, paths)
     else:
-      # The model that makes this round's labels: the stage's start model
-      # (round 1; new classifiers drawn from the round's seed, as below)
-      # or the last round's.
-      if r == 1 and not round_started:
-        keras.utils.set_random_seed(seed)
-        with strategy.scope():
-          model = init_model(current_model(), num_a)
+      if r == 1 and not run.progress.has_started(key):
+        # Round 1's labels come from the stage's start model: build it now
+        # and train it as is.
+        with run.strategy.scope():
+          run.model = start(run.latest_model())
         initialised = True
-      source = current_model()
+      source = run.latest_model()
       if evaluate is not None:
-        metrics = evaluate(source)
-        loop.write_eval_summaries(writer, metrics, round_start)
-        report.write_json(os.path.join(workdir, "eval", name,
-                                       f"round{r - 1}.json"), metrics)
-        logging.info("Stage %s before round %d: rank1 %.4f, mAP %.4f", name,
-                     r, metrics.get("rank1", float("nan")),
-                     metrics.get("mAP", float("nan")))
-      features = extract_features(source, records, config)
-      previous = labels_path(restore_dir or workdir, name, r - 1)
-      warm = None
-      if stage.supervision == "cotraining" and r > 1 and os.path.exists(
-          previous):
-        warm = load_labels(previous, paths).dictionary
-        if warm is not None and warm.shape != (features.shape[1],
-                                               stage.grdl_atoms):
-          warm = None
-
-      def grdl_callback(iteration: int, value: float, r=r) -> None:
-        with writer.as_default(step=iteration):
-          tf.summary.scalar(f"cotrain/{name}/round{r}/grdl_objective", value)
-
-      round_labels = make_labels(features, camids, stage, seed=seed,
-                                 init_dictionary=warm, callback=grdl_callback)
-      if round_labels.objective:
-        with writer.as_default(step=0):
-          tf.summary.scalar(f"cotrain/{name}/round{r}/grdl_objective",
-                            round_labels.objective[0])
-      save_labels(path, round_labels, paths)
-      # Monitoring only: the hidden identities never reach training.
-      accuracy = pseudo_labels.label_accuracy(
-          round_labels.labels, [rec.pid for rec in records], is_a)
-      with writer.as_default(step=round_start):
-        tf.summary.scalar("cotrain/label_accuracy", accuracy["accuracy"])
-        tf.summary.scalar("cotrain/label_soft_mass", accuracy["soft_mass"])
-        tf.summary.scalar("cotrain/label_reachable", accuracy["reachable"])
-      report.write_json(os.path.join(workdir, "cotrain", name,
-                                     f"round{r}.json"),
-                        dict(accuracy, supervision=stage.supervision,
-                             pseudo_labels=stage.pseudo_labels,
-                             grdl_objective=round_labels.objective))
-      print(f"Stage {name!r} round {r}: pseudo-label accuracy "
-            f"{100 * accuracy['accuracy']:.1f}% (camera B; "
-            f"{100 * accuracy['reachable']:.1f}% reachable)", flush=True)
-    if not round_started and not initialised:
-      # Fresh classifiers for this round's num_A classes, drawn from the
-      # round's seed so that a resumed process draws the same ones.
-      keras.utils.set_random_seed(seed)
-      with strategy.scope():
-        if r == 1:
-          model = init_model(current_model(), num_a)
-        else:
-          model = builders.replace_classifiers(
-              current_model(), config.model, num_classes=num_a,
-              input_shape=(config.data.image_height, config.data.image_width,
-                           3), seed=config.seed)
-    model = current_model()  # a round resumed after its step 1
-    for step in todo:
-      make_dataset = dataset_fn(round_labels.labels, seed + step.step)
-      path_ckpt = loop.run_fine_tuning_step(
-          model, step, make_dataset=make_dataset, config=config,
-          strategy=strategy, workdir=workdir, restore_dir=restore_dir,
-          writer=writer, evaluate=evaluate)
-      progress.finished.append(checkpoints.FinishedStep(
-          key, step.step, num_a, path_ckpt))
-      progress.save(workdir)
-  return model, global_offset
+        _evaluate_before_round(run, name, r, source, evaluate)
+      round_labels = _make_round_labels(run, name, stage, r, source, records,
+                                        seed)
+    runner.run_steps(
+        run, steps, num_classes=num_a,
+        make_dataset=lambda step, labels=round_labels.labels, seed=seed: (
+            stage_setup.train_dataset_fn(dataset, stage, config,
+                                         seed + step.step, labels=labels)),
+        start_model=(lambda model: model) if initialised else start,
+        evaluate=evaluate)

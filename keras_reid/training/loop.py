@@ -28,10 +28,11 @@ import tensorflow as tf
 from ml_collections import config_dict
 
 from keras_reid import losses
+from keras_reid import runs
 from keras_reid.evaluation import ranking
 from keras_reid.models import builders
 from keras_reid.models import precision
-from keras_reid.training import checkpoints
+from keras_reid.models import restore
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -275,6 +276,66 @@ def _all_finite(variables) -> bool:
   return all(bool(tf.reduce_all(tf.math.is_finite(v))) for v in variables)
 
 
+@dataclasses.dataclass
+class _StepState:
+  """What a fine-tuning step checkpoints, and where."""
+  checkpoint: tf.train.Checkpoint
+  manager: tf.train.CheckpointManager
+  iterator: object
+  iterations_done: tf.Variable
+
+
+def _restore_or_start(model: keras.Model, optimizer, step: FineTuningStep, *,
+                      make_dataset, config: config_dict.ConfigDict,
+                      strategy: tf.distribute.Strategy, workdir: str,
+                      restore_dir: str | None) -> _StepState:
+  """The step's checkpointed state, restored from its latest checkpoint if
+  it has one (model, optimizer, data iterator, dropout seeds, counter)."""
+  dataset = strategy.distribute_datasets_from_function(make_dataset)
+  iterator = iter(dataset)
+  iterations_done = tf.Variable(0, dtype=tf.int64, trainable=False)
+  # Checkpoint key "step" kept, so that earlier versions' checkpoints restore.
+  state = dict(model=model, optimizer=optimizer, step=iterations_done,
+               seeds=restore.seed_state_variables(model))
+  # The iterators of MirroredStrategy and MultiWorkerMirroredStrategy cannot
+  # be checkpointed (not Trackable in TF 2.21): their pipelines are restarted
+  # at the batch where the run stopped instead (below).
+  iterator_saved = isinstance(iterator, tf.__internal__.tracking.Trackable)
+  if iterator_saved:
+    state["iterator"] = iterator
+  checkpoint = tf.train.Checkpoint(**state)
+  manager = tf.train.CheckpointManager(
+      checkpoint, runs.step_dir(workdir, step.stage, step.step),
+      max_to_keep=config.train.max_checkpoints)
+  latest = (tf.train.latest_checkpoint(runs.step_dir(
+      restore_dir, step.stage, step.step)) if restore_dir
+            else manager.latest_checkpoint)
+  if latest:
+    checkpoint.restore(latest).assert_existing_objects_matched()
+    done = int(iterations_done.numpy())
+    logging.info("Resuming %s step %d at iteration %d from %s", step.stage,
+                 step.step, done, latest)
+    if not iterator_saved and done:
+      # Batch t of a pipeline depends on (seed, t) only; each pipeline has
+      # fed num_replicas_in_sync / num_input_pipelines batches per
+      # iteration.
+      def resumed(context: tf.distribute.InputContext) -> tf.data.Dataset:
+        per_iteration = (context.num_replicas_in_sync
+                         // max(1, context.num_input_pipelines))
+        return make_dataset(context, first_batch=done * per_iteration)
+      iterator = iter(strategy.distribute_datasets_from_function(resumed))
+  return _StepState(checkpoint, manager, iterator, iterations_done)
+
+
+def _write_scalars(writer: tf.summary.SummaryWriter, values: dict,
+                   optimizer, throughput: float, step: int) -> None:
+  with writer.as_default(step=step):
+    for name, value in values.items():
+      tf.summary.scalar(name, value)
+    tf.summary.scalar("lr", optimizer.learning_rate)
+    tf.summary.scalar("throughput/images_per_sec", throughput)
+
+
 def run_fine_tuning_step(
     model: keras.Model, step: FineTuningStep, *,
     make_dataset: Callable[[tf.distribute.InputContext], tf.data.Dataset],
@@ -293,7 +354,7 @@ def run_fine_tuning_step(
       multi_worker) a resumed step calls it with `first_batch=` too.
     config: the run's config (train, loss, model sections are read).
     strategy: the distribution strategy the model was built under.
-    workdir: run directory; checkpoints go to checkpoints/<stage>/step<n>.
+    workdir: run directory; checkpoints go to runs.step_dir.
     writer: TensorBoard writer.
     evaluate: model -> metrics dict, called every step.eval_every
       iterations.
@@ -314,46 +375,16 @@ def run_fine_tuning_step(
         config.train, step,
         loss_scaling=precision.uses_loss_scaling(model.dtype_policy.name))
     optimizer.build(model.trainable_variables)
-  dataset = strategy.distribute_datasets_from_function(make_dataset)
-  iterator = iter(dataset)
-  iteration_counter = tf.Variable(0, dtype=tf.int64, trainable=False)
-  # Checkpoint key "step" kept, so that earlier versions' checkpoints restore.
-  state = dict(model=model, optimizer=optimizer, step=iteration_counter,
-               seeds=checkpoints.seed_state_variables(model))
-  # The iterators of MirroredStrategy and MultiWorkerMirroredStrategy cannot
-  # be checkpointed (not Trackable in TF 2.21): their pipelines are restarted
-  # at the batch where the run stopped instead (below).
-  iterator_saved = isinstance(iterator, tf.__internal__.tracking.Trackable)
-  if iterator_saved:
-    state["iterator"] = iterator
-  checkpoint = tf.train.Checkpoint(**state)
-  manager = tf.train.CheckpointManager(
-      checkpoint, checkpoints.step_dir(workdir, step.stage, step.step),
-      max_to_keep=config.train.max_checkpoints)
-  latest = (tf.train.latest_checkpoint(checkpoints.step_dir(
-      restore_dir, step.stage, step.step)) if restore_dir
-            else manager.latest_checkpoint)
-  if latest:
-    checkpoint.restore(latest).assert_existing_objects_matched()
-    logging.info("Resuming %s step %d at iteration %d from %s", step.stage,
-                 step.step, int(iteration_counter.numpy()), latest)
-    done = int(iteration_counter.numpy())
-    if not iterator_saved and done:
-      # Batch t of a pipeline depends on (seed, t) only; each pipeline has
-      # fed num_replicas_in_sync / num_input_pipelines batches per
-      # iteration.
-      def resumed(context: tf.distribute.InputContext) -> tf.data.Dataset:
-        per_iteration = (context.num_replicas_in_sync
-                         // max(1, context.num_input_pipelines))
-        return make_dataset(context, first_batch=done * per_iteration)
-      iterator = iter(strategy.distribute_datasets_from_function(resumed))
-
+  state = _restore_or_start(model, optimizer, step, make_dataset=make_dataset,
+                            config=config, strategy=strategy, workdir=workdir,
+                            restore_dir=restore_dir)
+  manager = state.manager
   train_iteration = make_train_iteration(
       model, optimizer, strategy,
       loss_weights(config.loss, step.step, verifiers_train=step.all_heads),
       jit_compile=config.train.jit_compile,
       weight_decay=coupled_weight_decay(config.train))
-  start = int(iteration_counter.numpy())
+  start = int(state.iterations_done.numpy())
   trains = ("all layers" if step.step == 2 else
             "new heads only" if step.all_heads else "new classifiers only")
   print(f"Stage {step.stage!r}, step {step.step} ({trains}): "
@@ -367,12 +398,12 @@ def run_fine_tuning_step(
     if not _all_finite(model.trainable_variables):
       raise NonFiniteLossError(
           f"Weights became NaN/inf in stage {step.stage!r} step "
-          f"{step.step} at iteration {int(iteration_counter.numpy())}; not "
-          f"saving. Last good checkpoint: {manager.latest_checkpoint}.")
-    return manager.save(checkpoint_number=int(iteration_counter.numpy()))
+          f"{step.step} at iteration {int(state.iterations_done.numpy())}; "
+          f"not saving. Last good checkpoint: {manager.latest_checkpoint}.")
+    return manager.save(checkpoint_number=int(state.iterations_done.numpy()))
 
   for iteration in range(start, step.iterations):
-    values = train_iteration(iterator)
+    values = train_iteration(state.iterator)
     total = float(values["loss/total"])
     if not math.isfinite(total):
       raise NonFiniteLossError(
@@ -381,26 +412,21 @@ def run_fine_tuning_step(
           f"kept: {manager.latest_checkpoint}. Lower the learning rate "
           "(--config.stages.<name>.step<n>_lr) or check the data, then rerun "
           "with the same --workdir to resume from it.")
-    iteration_counter.assign(iteration + 1)
-    progbar.update(iteration + 1, [("loss", total),
-                                   ("acc", float(values["accuracy/cls"]))])
-    global_iteration = step.global_iteration_offset + iteration + 1
     completed = iteration + 1
+    state.iterations_done.assign(completed)
+    progbar.update(completed, [("loss", total),
+                               ("acc", float(values["accuracy/cls"]))])
+    global_iteration = step.global_iteration_offset + completed
     if completed % config.train.log_every == 0 or completed == step.iterations:
       now = time.perf_counter()
       throughput = (images_per_iteration * (completed - last_iteration)
                     / (now - last_time))
       last_time, last_iteration = now, completed
-      with writer.as_default(step=global_iteration):
-        for name, value in values.items():
-          tf.summary.scalar(name, value)
-        tf.summary.scalar("lr", optimizer.learning_rate)
-        tf.summary.scalar("throughput/images_per_sec", throughput)
-    if (iteration + 1) % config.train.checkpoint_every == 0:
+      _write_scalars(writer, values, optimizer, throughput, global_iteration)
+    if completed % config.train.checkpoint_every == 0:
       save()
-    if evaluate and step.eval_every and (iteration + 1) % step.eval_every == 0:
-      metrics = evaluate(model)
-      write_eval_summaries(writer, metrics, global_iteration)
+    if evaluate and step.eval_every and completed % step.eval_every == 0:
+      write_eval_summaries(writer, evaluate(model), global_iteration)
   path = save()
   writer.flush()
   return path

@@ -13,10 +13,12 @@ import pytest
 import tensorflow as tf
 
 from configs import default as default_config
+from keras_reid import runs
 from keras_reid.data import preprocessing
 from keras_reid.models import builders
+from keras_reid.models import restore
 from keras_reid.serving import saved_model
-from keras_reid.training import checkpoints
+
 
 H, W = 64, 32
 
@@ -229,10 +231,10 @@ def test_export_run_uses_the_restored_run(tmp_path, monkeypatch):
   config.model.weights = ""
   model = builders.build_training_model(config.model, num_classes=3,
                                         input_shape=(H, W, 3), seed=1)
-  monkeypatch.setattr(checkpoints, "restore_training_model",
+  monkeypatch.setattr(restore, "restore_training_model",
                       lambda workdir: (model, config))
   origin = {"stage": "synthetic", "step": 2, "complete": True}
-  monkeypatch.setattr(checkpoints, "weights_origin", lambda workdir: origin)
+  monkeypatch.setattr(runs, "weights_origin", lambda workdir: origin)
   calls = []
   monkeypatch.setattr(saved_model, "export_saved_model",
                       lambda *args, **kwargs: calls.append((args, kwargs)) or

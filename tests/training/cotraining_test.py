@@ -16,8 +16,9 @@ import pytest
 import tensorflow as tf
 
 from configs import default
+from keras_reid import runs
 from keras_reid.data import from_config
-from keras_reid.training import checkpoints
+from keras_reid.models import restore
 from keras_reid.training import cotraining
 from keras_reid.training import loop
 from keras_reid.training import stages
@@ -70,7 +71,7 @@ def _tags(logdir):
 
 
 def _weights(workdir):
-  model, _ = checkpoints.restore_training_model(workdir)
+  model, _ = restore.restore_training_model(workdir)
   return model.get_weights()
 
 
@@ -82,7 +83,7 @@ def test_rounds_end_to_end(tmp_path, source_run, supervision):
   metrics = stages.train(config, workdir)
   assert 0.0 < metrics["rank20"] <= 1.0
 
-  progress = checkpoints.Progress.load(workdir)
+  progress = runs.Progress.load(workdir)
   assert [(p.stage, p.step) for p in progress.finished] == [
       ("target/round1", 1), ("target/round1", 2), ("target/round2", 1),
       ("target/round2", 2)]
@@ -90,12 +91,12 @@ def test_rounds_end_to_end(tmp_path, source_run, supervision):
   camids = np.array([r.camid for r in dataset.train])
   num_a = int((camids == 0).sum())
   assert {p.num_classes for p in progress.finished} == {num_a}
-  origin = checkpoints.weights_origin(workdir)
+  origin = runs.weights_origin(workdir)
   assert origin["complete"] and origin["stage"] == "target/round2"
 
   # Round 2's labels are those of the model that ended round 1 (an oracle:
   # features extracted again from its checkpoint, labels made again).
-  after_round1 = checkpoints.rebuild_model(config, num_a,
+  after_round1 = restore.rebuild_model(config, num_a,
                                            progress.finished[1].checkpoint)
   features = cotraining.extract_features(after_round1, dataset.train, config)
   paths = [r.path for r in dataset.train]
@@ -126,7 +127,7 @@ def test_rounds_end_to_end(tmp_path, source_run, supervision):
   assert len(tags["eval/rank1"]) == 3  # before round 1, 2 and at the end
   if supervision == "cotraining":
     assert len(tags["cotrain/target/round2/grdl_objective"]) >= 2
-  model, _ = checkpoints.restore_training_model(workdir)
+  model, _ = restore.restore_training_model(workdir)
   assert model.get_layer("classifier").get_weights()[0].shape[-1] == num_a
 
 
@@ -202,7 +203,7 @@ def test_resume_matches_uninterrupted_run(tmp_path, source_run, monkeypatch,
     with pytest.raises(_Killed):
       stages.train(config, killed)
   done = [(p.stage, p.step)
-          for p in checkpoints.Progress.load(killed).finished]
+          for p in runs.Progress.load(killed).finished]
   assert done == ([("target/round1", 1), ("target/round1", 2)]
                   + ([("target/round2", 1)] if where == "mid_round" else []))
   assert os.path.exists(cotraining.labels_path(killed, "target", 2)) == (
@@ -314,7 +315,7 @@ def test_select_grdl_lambda_entry_point_on_a_source_run(tmp_path, source_run):
     result = json.load(f)
   assert f"grdl_lambda={result['best_lambda']:g}" in proc.stdout
   # Oracle: the library on the source model's features of the same images.
-  model, config = checkpoints.restore_training_model(source)
+  model, config = restore.restore_training_model(source)
   records = list(from_config.load_stage_dataset(config.stages.synthetic,
                                                 config).train)
   target = default.stage_config(supervision="cotraining", graph_k=3,

@@ -20,7 +20,7 @@ import pytest
 import tensorflow as tf
 
 from keras_reid.data import from_config
-from keras_reid.training import stages
+from keras_reid.training import stage_setup
 from tests.training import tiny_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(
@@ -35,7 +35,7 @@ MIRRORED_SCRIPT = textwrap.dedent("""
     tf.config.set_logical_device_configuration(
         cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     from keras_reid.data import from_config
-    from keras_reid.training import distribute, stages
+    from keras_reid.training import distribute, stage_setup
     from tests.training import tiny_config
 
     config = tiny_config.get_config()
@@ -46,7 +46,7 @@ MIRRORED_SCRIPT = textwrap.dedent("""
     # The batches the two replicas get at the first step.
     stage = config.stages.synthetic
     data = from_config.load_stage_dataset(stage, config)
-    make = stages.train_dataset_fn(data, stage, config, "tf", seed=1)
+    make = stage_setup.train_dataset_fn(data, stage, config, seed=1)
     batch = next(iter(strategy.distribute_datasets_from_function(make)))
     images = [x.numpy() for x in
               strategy.experimental_local_results(batch["images"])]
@@ -139,7 +139,7 @@ def test_workers_draw_different_batches(synthetic_dir):
   config.data.synthetic_dir = synthetic_dir
   stage = config.stages.synthetic
   data = from_config.load_stage_dataset(stage, config)
-  make = stages.train_dataset_fn(data, stage, config, "tf", seed=1)
+  make = stage_setup.train_dataset_fn(data, stage, config, seed=1)
   first = [next(iter(make(tf.distribute.InputContext(
       num_input_pipelines=2, input_pipeline_id=i))))["images"].numpy()
            for i in range(2)]

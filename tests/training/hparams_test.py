@@ -10,6 +10,7 @@ from tensorboard.plugins.hparams import api_pb2
 from tensorboard.plugins.hparams import metadata as hparams_metadata
 
 from keras_reid import config as config_lib
+from keras_reid import runs
 from keras_reid.data import synthetic
 from keras_reid.evaluation import ranking
 from keras_reid.evaluation import report
@@ -69,7 +70,7 @@ def test_tiny_run_writes_its_hparams_session(tmp_path):
   config.stages.synthetic.step2_iterations = 2
   workdir = str(tmp_path / "run")
   stages.train(config, workdir)
-  with open(os.path.join(workdir, stages.METRICS_FILE)) as f:
+  with open(os.path.join(workdir, runs.METRICS_FILE)) as f:
     metrics = json.load(f)
 
   events = _events(os.path.join(workdir, "tensorboard"))

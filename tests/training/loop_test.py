@@ -9,6 +9,7 @@ import tensorflow as tf
 
 from keras_reid.models import builders
 from keras_reid.training import loop
+from keras_reid.training import stage_setup
 from keras_reid.training import stages
 from tests.training import tiny_config
 
@@ -96,15 +97,15 @@ def test_step1_with_all_heads_trains_verifier_on_the_frozen_base(tmp_path):
 def test_which_stages_train_all_heads_in_step1():
   config = tiny_config.get_config()
   stage = config.stages.synthetic
-  assert stages.step1_trains_all_heads(stage, 0)  # first stage: from backbone
-  assert not stages.step1_trains_all_heads(stage, 1)  # continues a model
+  assert stage_setup.step1_trains_all_heads(stage, 0)  # first stage: from backbone
+  assert not stage_setup.step1_trains_all_heads(stage, 1)  # continues a model
   stage.init = "backbone"
-  assert stages.step1_trains_all_heads(stage, 1)
+  assert stage_setup.step1_trains_all_heads(stage, 1)
   stage.init = "/runs/other"  # a previous run's heads carry over
-  assert not stages.step1_trains_all_heads(stage, 0)
+  assert not stage_setup.step1_trains_all_heads(stage, 0)
   stage.init = "backbone"
   stage.step1_trains = "classifiers"
-  assert not stages.step1_trains_all_heads(stage, 0)
+  assert not stage_setup.step1_trains_all_heads(stage, 0)
   stage.step1_trains = "everything"
   with pytest.raises(ValueError, match="step1_trains"):
     stages.check_config(config)

@@ -14,9 +14,9 @@ from PIL import Image
 import pytest
 
 from keras_reid import config as config_lib
+from keras_reid import runs
 from keras_reid.data import pipeline
 from keras_reid.evaluation import ranking
-from keras_reid.training import checkpoints
 from keras_reid.training import stages
 from tests.training import tiny_config
 
@@ -87,7 +87,7 @@ def test_corrupt_query_found_before_training_or_skipped_and_listed(tmp_path):
                      match=r"query: '.*broken\.png'"):
     stages.train(_config(csv), workdir)
   # Found before the first training step: nothing was trained.
-  assert checkpoints.Progress.load(workdir).finished == []
+  assert runs.Progress.load(workdir).finished == []
   assert not os.path.exists(os.path.join(workdir, "checkpoints"))
 
   config = _config(csv)

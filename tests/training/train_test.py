@@ -11,13 +11,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from keras_reid import runs
 from keras_reid.data import from_config
 from keras_reid.data import synthetic
 from keras_reid.evaluation import extract
 from keras_reid.evaluation import ranking
 from keras_reid.evaluation import reference
 from keras_reid.models import builders
-from keras_reid.training import checkpoints
+from keras_reid.models import restore
 from keras_reid.training import stages
 from tests.training import tiny_config
 
@@ -52,11 +53,11 @@ def test_tiny_run_end_to_end(tmp_path, synthetic_dir):
   for key in ranking.METRIC_KEYS:
     assert written[key] == pytest.approx(metrics[key])
   assert os.path.exists(os.path.join(workdir, "config.json"))
-  with open(os.path.join(workdir, stages.RUNTIME_FILE)) as f:
+  with open(os.path.join(workdir, runs.RUNTIME_FILE)) as f:
     assert json.load(f)["precision"] == {
         "requested": "float32", "policy": "float32",
         "reason": "set in config.train.precision"}
-  progress = checkpoints.Progress.load(workdir)
+  progress = runs.Progress.load(workdir)
   assert [(p.stage, p.step) for p in progress.finished] == [
       ("synthetic", 1), ("synthetic", 2)]
   tags = _tensorboard_tags(os.path.join(workdir, "tensorboard"))
@@ -66,7 +67,7 @@ def test_tiny_run_end_to_end(tmp_path, synthetic_dir):
     assert tag in tags, (tag, sorted(tags))
 
   # The trained run reloads for evaluation / export with the same weights.
-  model, loaded_config = checkpoints.restore_training_model(workdir)
+  model, loaded_config = restore.restore_training_model(workdir)
   assert loaded_config.to_dict() == json.loads(config.to_json_best_effort())
   assert model.get_layer("classifier").get_weights()[0].shape[-1] == 3
 
@@ -118,12 +119,12 @@ def test_stage_transition_replaces_heads_and_keeps_base(tmp_path, synthetic_dir)
   workdir = str(tmp_path / "run")
   stages.train(config, workdir)
 
-  progress = checkpoints.Progress.load(workdir)
+  progress = runs.Progress.load(workdir)
   assert [(p.stage, p.step) for p in progress.finished] == [
       ("synthetic", 1), ("synthetic", 2), ("target", 1)]
-  first = checkpoints.rebuild_model(config, progress.finished[1].num_classes,
+  first = restore.rebuild_model(config, progress.finished[1].num_classes,
                                     progress.finished[1].checkpoint)
-  last = checkpoints.rebuild_model(config, progress.finished[2].num_classes,
+  last = restore.rebuild_model(config, progress.finished[2].num_classes,
                                    progress.finished[2].checkpoint)
   assert progress.finished[2].num_classes != progress.finished[1].num_classes
   assert (last.get_layer("classifier").get_weights()[0].shape[-1]
@@ -143,7 +144,7 @@ def test_stage_without_training_evaluates_initial_features(tmp_path,
   config.stages.synthetic.update(dict(step1_iterations=0, step2_iterations=0))
   metrics = stages.train(config, str(tmp_path / "run"))
   assert 0.0 < metrics["rank20"] <= 1.0
-  assert checkpoints.Progress.load(str(tmp_path / "run")).finished == []
+  assert runs.Progress.load(str(tmp_path / "run")).finished == []
 
 
 def _train_cmd(workdir, synthetic_dir):
@@ -184,7 +185,7 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path, synthetic_dir)
   assert "Resuming synthetic step 2" in resumed.stderr
 
   def final_weights(workdir):
-    model, _ = checkpoints.restore_training_model(workdir)
+    model, _ = restore.restore_training_model(workdir)
     return model.get_weights()
   for a, b in zip(final_weights(full), final_weights(killed)):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

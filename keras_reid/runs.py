@@ -1,0 +1,314 @@
+"""The run directory of `python -m keras_reid.train`: its layout, read and written here only.
+
+    <workdir>/
+      config.json                      the resolved config (keras_reid.config)
+      runtime.json                     what train.precision resolved to
+      progress.json                    finished fine-tuning steps (resume from here)
+      metrics.json                     the final evaluation
+      checkpoints/<stage>/step<n>/     tf.train.CheckpointManager checkpoints;
+      checkpoints/<stage>/round<r>/step<n>/   an unsupervised stage's rounds
+      eval/<stage>.json                each stage's evaluation
+      eval/<stage>/round<r>.json       before round r + 1 of an unsupervised stage
+      cotrain/<stage>/round<r>.npz     a round's pseudo labels (and .json: their
+                                       accuracy against the hidden identities)
+      pid_names/<stage>.json           string pids of a manifest -> integers
+      tensorboard/                     summaries, HParams, pictures
+      eval.json, eval_report/          `python -m keras_reid.evaluate --workdir`
+
+Every module that reads or writes one of these goes through the paths and
+helpers below (tests/layering_test.py checks that no other module names
+them). This module and what it imports are TensorFlow-free, so comparing
+runs needs NumPy only; rebuilding a run's model from its checkpoints is
+keras_reid.models.restore.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+from absl import logging
+
+from keras_reid import config as config_lib
+
+CONFIG_FILE = config_lib.CONFIG_FILE
+PROGRESS_FILE = "progress.json"
+METRICS_FILE = "metrics.json"
+# What the run resolved at its (last) start: {"precision": {"requested",
+# "policy", "reason"}} (config.json keeps train.precision as given, "auto").
+RUNTIME_FILE = "runtime.json"
+EVAL_REPORT_FILE = "eval.json"
+_CHECKPOINTS_DIR = "checkpoints"
+_EVAL_DIR = "eval"
+_LABELS_DIR = "cotrain"
+_PID_NAMES_DIR = "pid_names"
+_TENSORBOARD_DIR = "tensorboard"
+
+
+def config_path(workdir: str) -> str:
+  return os.path.join(workdir, CONFIG_FILE)
+
+
+def progress_path(workdir: str) -> str:
+  return os.path.join(workdir, PROGRESS_FILE)
+
+
+def metrics_path(workdir: str) -> str:
+  return os.path.join(workdir, METRICS_FILE)
+
+
+def runtime_path(workdir: str) -> str:
+  return os.path.join(workdir, RUNTIME_FILE)
+
+
+def eval_report_path(workdir: str) -> str:
+  """Where `python -m keras_reid.evaluate --workdir` writes by default."""
+  return os.path.join(workdir, EVAL_REPORT_FILE)
+
+
+def tensorboard_dir(workdir: str) -> str:
+  return os.path.join(workdir, _TENSORBOARD_DIR)
+
+
+def checkpoints_dir(workdir: str) -> str:
+  return os.path.join(workdir, _CHECKPOINTS_DIR)
+
+
+def step_dir(workdir: str, key: str, step: int) -> str:
+  """The CheckpointManager folder of step 1 or 2 of a stage or round.
+
+  Args:
+    key: the stage's name, or "<stage>/round<r>" (`round_key`).
+  """
+  return os.path.join(workdir, _CHECKPOINTS_DIR, key, f"step{step}")
+
+
+def stage_eval_path(workdir: str, stage_name: str) -> str:
+  return os.path.join(workdir, _EVAL_DIR, f"{stage_name}.json")
+
+
+def round_eval_path(workdir: str, stage_name: str, round_index: int) -> str:
+  """The evaluation of the model that makes round `round_index + 1`'s labels."""
+  return os.path.join(workdir, _EVAL_DIR, stage_name, f"round{round_index}.json")
+
+
+def round_labels_path(workdir: str, stage_name: str, round_index: int) -> str:
+  """A round's pseudo labels (.npz, see training.cotraining.save_labels)."""
+  return os.path.join(workdir, _LABELS_DIR, stage_name, f"round{round_index}.npz")
+
+
+def round_label_report_path(workdir: str, stage_name: str,
+                            round_index: int) -> str:
+  """A round's pseudo-label accuracy against the hidden identities."""
+  return os.path.join(workdir, _LABELS_DIR, stage_name, f"round{round_index}.json")
+
+
+def pid_names_path(workdir: str, stage_name: str) -> str:
+  return os.path.join(workdir, _PID_NAMES_DIR, f"{stage_name}.json")
+
+
+def write_json(path: str, data: Any) -> None:
+  """Writes `data` as indented JSON, atomically (temp file + os.replace).
+
+  A kill never leaves a half-written file; NumPy scalars are written as
+  floats.
+  """
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  tmp = f"{path}.tmp{os.getpid()}"
+  with open(tmp, "w") as f:
+    json.dump(data, f, indent=2, default=float)
+  os.replace(tmp, path)
+
+
+def read_metrics(workdir: str) -> dict | None:
+  """The run's metrics.json, or None while the run has not finished."""
+  path = metrics_path(workdir)
+  if not os.path.exists(path):
+    return None
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except ValueError as e:
+    raise ValueError(f"{path} is not valid JSON ({e}); it is written by "
+                     "python -m keras_reid.train at the end of a run: "
+                     "rerun the run's last command to rewrite it.") from None
+
+
+def write_metrics(workdir: str, metrics: dict) -> None:
+  write_json(metrics_path(workdir), metrics)
+
+
+def has_trained(workdir: str) -> bool:
+  """Whether any training step of the run has been checkpointed."""
+  root = checkpoints_dir(workdir)
+  return os.path.exists(progress_path(workdir)) or (
+      os.path.isdir(root) and any(files for _, _, files in os.walk(root)))
+
+
+# ---------------------------------------------------------------- progress
+
+
+@dataclasses.dataclass
+class FinishedStep:
+  """A finished fine-tuning step.
+
+  Attributes:
+    stage: the stage's name, or "<stage>/round<r>" for a round (`round_key`).
+    step: 1 or 2.
+    num_classes: the model's classes at that point (rebuilding the model
+      before restoring needs it).
+    checkpoint: path prefix of the step's final checkpoint.
+  """
+  stage: str
+  step: int
+  num_classes: int
+  checkpoint: str
+
+
+# progress.json key of `FinishedStep.step` in runs written before the rename
+# of "phase" to "step"; still read.
+_OLD_STEP_KEY = "phase"
+
+
+@dataclasses.dataclass
+class Progress:
+  """Which fine-tuning steps of a run are finished; saved after each one."""
+  finished: list[FinishedStep] = dataclasses.field(default_factory=list)
+
+  def is_finished(self, stage: str, step: int) -> bool:
+    return any(f.stage == stage and f.step == step for f in self.finished)
+
+  def has_started(self, stage: str) -> bool:
+    """Whether any step of the stage (or round) `stage` has finished."""
+    return any(f.stage == stage for f in self.finished)
+
+  @property
+  def last(self) -> FinishedStep | None:
+    return self.finished[-1] if self.finished else None
+
+  @classmethod
+  def load(cls, workdir: str) -> "Progress":
+    path = progress_path(workdir)
+    if not os.path.exists(path):
+      return cls()
+    try:
+      with open(path) as f:
+        data = json.load(f)
+      finished = []
+      for item in data["finished"]:
+        if isinstance(item, dict) and _OLD_STEP_KEY in item:
+          item = dict(item)
+          item["step"] = item.pop(_OLD_STEP_KEY)
+        step = FinishedStep(**item)
+        if not (isinstance(step.stage, str) and step.step in (1, 2)
+                and isinstance(step.num_classes, int)
+                and isinstance(step.checkpoint, str)):
+          raise TypeError(f"bad entry {item!r}")
+        # Stored relative to the run directory, so a run can be moved.
+        step.checkpoint = os.path.join(workdir, step.checkpoint)
+        finished.append(step)
+    except (ValueError, KeyError, TypeError) as e:  # JSONDecodeError too
+      raise ValueError(
+          f"{path} is damaged or not a keras_reid progress file "
+          f"({type(e).__name__}: {e}). It should be {{\"finished\": [{{"
+          "\"stage\", \"step\", \"num_classes\", \"checkpoint\"}, ...]}, "
+          "written by python -m keras_reid.train. Restore it from a backup "
+          "if you have one; otherwise move it away to retrain this run from "
+          "the start, or pass a new --workdir.") from None
+    return cls(finished)
+
+  def save(self, workdir: str) -> None:
+    write_json(progress_path(workdir), {"finished": [
+        dict(dataclasses.asdict(p),
+             checkpoint=os.path.relpath(p.checkpoint, workdir))
+        for p in self.finished]})
+
+  def record(self, workdir: str, step: FinishedStep) -> None:
+    """Appends a finished step and saves progress.json."""
+    self.finished.append(step)
+    self.save(workdir)
+
+
+def round_key(stage_name: str, round_index: int) -> str:
+  """The progress / checkpoint key of a round: "<stage>/round<r>" (r from 1)."""
+  return f"{stage_name}/round{round_index}"
+
+
+def stage_keys(name: str, stage) -> list[str]:
+  """The keys a stage's steps are recorded under: its name for a labelled
+  stage, one `round_key` per round for an unsupervised one."""
+  if not config_lib.is_unsupervised(stage):
+    return [name]
+  return [round_key(name, r) for r in range(1, int(stage.rounds) + 1)]
+
+
+def planned_steps(config) -> list[tuple[str, int, int]]:
+  """Every fine-tuning step a config trains, in order.
+
+  Returns:
+    [(key, step, iterations), ...] for steps with iterations > 0; key as in
+    `stage_keys`.
+  """
+  return [(key, step, int(iterations))
+          for name, stage in config.stages.items()
+          for key in stage_keys(name, stage)
+          for step, iterations in ((1, stage.step1_iterations),
+                                   (2, stage.step2_iterations))
+          if int(iterations) > 0]
+
+
+def total_iterations(config) -> int:
+  """The run's last global iteration (TensorBoard's x axis at its end)."""
+  return sum(iterations for _, _, iterations in planned_steps(config))
+
+
+def load_finished_run(workdir: str) -> tuple[Any, Progress]:
+  """A run's config and progress, which must hold a finished step.
+
+  Raises:
+    FileNotFoundError: the run has no config or no finished step.
+  """
+  config = config_lib.load_config(workdir)
+  progress = Progress.load(workdir)
+  if progress.last is None:
+    raise FileNotFoundError(
+        f"Run {workdir!r} has no finished training step yet "
+        f"({PROGRESS_FILE} is missing or empty); train it first.")
+  return config, progress
+
+
+def weights_origin(workdir: str) -> dict:
+  """Which stage and step a run's latest weights come from.
+
+  A run whose last finished step is not the last step of its config (it was
+  interrupted, or is still training) is partial: a warning says so, and the
+  returned dict, which evaluation reports and export_info.json record, has
+  "complete": False.
+
+  Returns:
+    {"stage": name, "step": 1 or 2, "complete": bool, "finished": ["stage/
+    stepN", ...], "config_ends_at": "stage/stepN"}.
+
+  Raises:
+    FileNotFoundError: the run has no config or no finished step.
+  """
+  config, progress = load_finished_run(workdir)
+  planned = [(key, step) for key, step, _ in planned_steps(config)]
+  last = (progress.last.stage, progress.last.step)
+  origin = {
+      "stage": last[0], "step": last[1],
+      "complete": bool(planned) and last == planned[-1],
+      "finished": [f"{f.stage}/step{f.step}" for f in progress.finished],
+      "config_ends_at": (f"{planned[-1][0]}/step{planned[-1][1]}"
+                         if planned else None),
+  }
+  if not origin["complete"]:
+    logging.warning(
+        "Run %s is partial: its latest weights come from stage %r step %d, "
+        "but its config ends at %s (the run was interrupted or is still "
+        "training). Resume it with python -m keras_reid.train --workdir=%s "
+        "for the final weights.", workdir, last[0], last[1],
+        origin["config_ends_at"], workdir)
+  return origin
