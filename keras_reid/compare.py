@@ -10,13 +10,13 @@ metrics.json (Rank-1/5/10/20, mAP, mINP in %, CIR's when present, training
 minutes); runs that differ only in seed or split are also pooled as
 mean ± std (population std). --csv writes the same as CSV (fractions),
 --plot the CMC curves on one figure. Runs still training (no metrics.json)
-are skipped and listed. The library: keras_reid.compare_runs.
+are skipped and listed. The library: keras_reid.run_comparison.
 """
 
 from absl import app
 from absl import flags
 
-from keras_reid import compare_runs
+from keras_reid import run_comparison
 from keras_reid import user_errors
 
 _CSV = flags.DEFINE_string("csv", None, "Also write the table as CSV here.")
@@ -29,13 +29,13 @@ def main(argv):
   if len(argv) < 2:
     raise app.UsageError("give run directories or globs: python -m "
                          "keras_reid.compare runs/a runs/b ...")
-  comparison = compare_runs.compare(compare_runs.expand_run_dirs(argv[1:]))
-  print(compare_runs.markdown(comparison), end="", flush=True)
+  comparison = run_comparison.compare(run_comparison.expand_run_dirs(argv[1:]))
+  print(run_comparison.markdown(comparison), end="", flush=True)
   if _CSV.value:
-    print(f"CSV: {compare_runs.write_csv(comparison, _CSV.value)}")
+    print(f"CSV: {run_comparison.write_csv(comparison, _CSV.value)}")
   if _PLOT.value:
     print(f"CMC figure: "
-          f"{compare_runs.plot_cmc(comparison, _PLOT.value, title=_TITLE.value)}")
+          f"{run_comparison.plot_cmc(comparison, _PLOT.value, title=_TITLE.value)}")
 
 
 if __name__ == "__main__":

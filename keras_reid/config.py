@@ -133,7 +133,7 @@ DEFAULT_CONFIG_FILE = os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",
     "default.py")
 
-# Fields that tell repetitions of one recipe apart (compare_runs averages
+# Fields that tell repetitions of one recipe apart (run_comparison averages
 # over them): the seed and each stage's split.
 REPETITION_FIELDS = ("seed", "split", "split_seed")
 

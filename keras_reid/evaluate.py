@@ -193,8 +193,8 @@ def main(argv):
   else:
     if not _DATASET.value:
       raise app.UsageError("--saved_model needs --dataset (and --root).")
-    from keras_reid.evaluation import model_report  # pylint: disable=g-import-not-at-top
-    result = model_report.evaluate_saved_model(
+    from keras_reid.evaluation import model_evaluation  # pylint: disable=g-import-not-at-top
+    result = model_evaluation.evaluate_saved_model(
         _SAVED_MODEL.value, dataset=_DATASET.value,
         split=_SPLIT.value or 0, image_size=_IMAGE_SIZE.value, **model_args)
   summary = {k: result[k] for k in (

@@ -3,7 +3,7 @@
 `evaluate_run(workdir)` restores a run's latest checkpoint
 (keras_reid.models.restore), rebuilds its last stage's dataset from the
 run's config (keras_reid.data.from_config) unless told another, and writes
-the JSON report of keras_reid.evaluation.model_report, with the pictures also
+the JSON report of keras_reid.evaluation.model_evaluation, with the pictures also
 in the run's TensorBoard. It sits above training: training imports the
 metric code of keras_reid.evaluation, never this module.
 """
@@ -21,8 +21,8 @@ from keras_reid import runs
 from keras_reid.data import datasets
 from keras_reid.data import from_config
 from keras_reid.data import pipeline
-from keras_reid.evaluation import extract
-from keras_reid.evaluation import model_report
+from keras_reid.evaluation import embedders
+from keras_reid.evaluation import model_evaluation
 from keras_reid.evaluation import protocols
 from keras_reid.evaluation import report as report_lib
 from keras_reid.models import builders
@@ -80,8 +80,8 @@ def _model_functions(model, *, flip_test: bool, pair_scorer: bool):
   """(SIR embed function, flip-averaged if asked; CIR pair scorer or None)."""
   embed = builders.embedding_function(model)
   if flip_test:
-    embed = extract.flip_averaged(embed)
-  scorer = (extract.keras_pair_scorer(builders.build_pair_scorer(model))
+    embed = embedders.flip_averaged(embed)
+  scorer = (embedders.keras_pair_scorer(builders.build_pair_scorer(model))
             if pair_scorer else None)
   return embed, scorer
 
@@ -122,7 +122,7 @@ def evaluate_run(workdir: str, *, dataset: Optional[str] = None,
     output_json: default <workdir>/eval.json.
     report_dir: PNG folder; default next to the JSON.
     max_rank, multi_query, rerank, cir, cir_topk, verification: see
-      `model_report.evaluate_dataset`.
+      `model_evaluation.evaluate_dataset`.
     pictures: write the PNGs (and, with `tensorboard`, into
       <workdir>/tensorboard under eval/ranked_lists and eval/cmc).
     tensorboard: also write the pictures to the run's TensorBoard.
@@ -133,7 +133,7 @@ def evaluate_run(workdir: str, *, dataset: Optional[str] = None,
       pid, camera and thumbnails into <workdir>/tensorboard for
       TensorBoard's projector (keras_reid.evaluation.projector).
     flip_test: features = mean of the image's and its mirror image's
-      (extract.flip_averaged); recorded in the report.
+      (embedders.flip_averaged); recorded in the report.
 
   Returns:
     The report dict, also written to output_json.
@@ -168,7 +168,7 @@ def evaluate_run(workdir: str, *, dataset: Optional[str] = None,
     # data.skip_corrupt the bad ones are skipped and listed in the report.
     data, skipped = pipeline.check_dataset_images(
         load(s), skip_corrupt=config.data.skip_corrupt)
-    result = model_report.evaluate_dataset(
+    result = model_evaluation.evaluate_dataset(
         embed, data, image_size=(config.data.image_height,
                                  config.data.image_width),
         normalization=builders.normalization_for(config.model),

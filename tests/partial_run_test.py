@@ -19,7 +19,7 @@ import pytest
 from keras_reid import config as config_lib
 from keras_reid import run_evaluation
 from keras_reid import runs
-from keras_reid.evaluation import features
+from keras_reid.evaluation import feature_files
 from keras_reid.serving import saved_model
 from keras_reid.training import stages
 from tests.training import tiny_config
@@ -182,10 +182,10 @@ def test_entry_points_print_user_errors_as_one_line(run, tmp_path):
   last = proc.stderr.strip().splitlines()[-1]
   assert last.startswith("error: ") and "progress.json is damaged" in last
 
-  text = tmp_path / "features.txt"
+  text = tmp_path / "feature_files.txt"
   text.write_text("query_features,gallery_features\n1,2\n")
   with pytest.raises(ValueError, match="is not an .npz file"):
-    features.load_feature_file(str(text))
+    feature_files.load_feature_file(str(text))
   proc = _run("keras_reid.evaluate", f"--features={text}")
   assert proc.returncode == 1
   assert "Traceback" not in proc.stderr and "allow_pickle" not in proc.stderr
@@ -203,7 +203,7 @@ def test_npz_features_still_load(tmp_path):
            gallery_features=rng.normal(size=(3, 3)), query_pids=[1, 2],
            gallery_pids=[1, 2, 2], query_camids=[0, 0],
            gallery_camids=[1, 1, 1])
-  assert features.load_feature_file(path)["gallery_pids"].tolist() == [1, 2, 2]
+  assert feature_files.load_feature_file(path)["gallery_pids"].tolist() == [1, 2, 2]
 
 
 if __name__ == "__main__":

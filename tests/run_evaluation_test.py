@@ -14,8 +14,8 @@ from keras_reid import run_evaluation
 from keras_reid.data import from_config
 from keras_reid.data import records
 from keras_reid.evaluation import cir
-from keras_reid.evaluation import extract
-from keras_reid.evaluation import model_report
+from keras_reid.evaluation import embedders
+from keras_reid.evaluation import model_evaluation
 from keras_reid.evaluation import reference
 from keras_reid.models import builders
 from keras_reid.models import restore
@@ -101,13 +101,13 @@ def test_workdir_cir_topk_and_full(run, tmp_path):
   # Oracle: every query-gallery pair scored by the restored verification
   # head, ranked by the torchreid-style reference evaluator.
   model, _ = restore.restore_training_model(workdir)
-  scorer = extract.keras_pair_scorer(builders.build_pair_scorer(model))
+  scorer = embedders.keras_pair_scorer(builders.build_pair_scorer(model))
   data = from_config.load_stage_dataset(config.stages.synthetic, config)
   load = dict(image_size=(config.data.image_height, config.data.image_width),
               normalization=builders.normalization_for(config.model),
               batch_size=config.data.eval_batch_size)
-  dist = cir.cir_distances(scorer, extract.load_images(data.query, **load),
-                           extract.load_images(data.gallery, **load))
+  dist = cir.cir_distances(scorer, embedders.load_images(data.query, **load),
+                           embedders.load_images(data.gallery, **load))
   (q_pids, q_cams), (g_pids, g_cams) = _ids(data.query), _ids(data.gallery)
   keep = g_pids != records.JUNK_PID
   want = reference.eval_market1501(dist[:, keep], q_pids, g_pids[keep], q_cams,
@@ -142,7 +142,7 @@ def test_saved_model(run, tmp_path):
       export_base=str(tmp_path / "export"),
       image_size=(config.data.image_height, config.data.image_width),
       normalization=builders.normalization_for(config.model))
-  result = model_report.evaluate_saved_model(
+  result = model_evaluation.evaluate_saved_model(
       path, dataset="synthetic", root=config.data.synthetic_dir,
       output_json=str(tmp_path / "sm.json"), cir_topk=2, pictures=False)
   total = result["num_queries"] + result["num_skipped_queries"]
@@ -153,7 +153,7 @@ def test_saved_model(run, tmp_path):
   assert result["cir"]["cir_to_sir_time_ratio"] > 0
   head = result["verification"]["verification_head"]
   assert head["num_positive"] > 0 and 0.0 <= head["threshold"] <= 1.0
-  embedder = extract.load_saved_model(path)
+  embedder = embedders.load_saved_model(path)
   size = embedder.image_size
   assert size == (config.data.image_height, config.data.image_width)
   assert embedder.pair_scorer is not None
@@ -161,8 +161,8 @@ def test_saved_model(run, tmp_path):
   data = from_config.load_stage_dataset(config.stages.synthetic, config)
   load = dict(image_size=size, normalization="none", batch_size=128)
   want = reference.evaluate_features(
-      extract.extract_features(embedder.embed, data.query, **load),
-      extract.extract_features(embedder.embed, data.gallery, **load),
+      embedders.extract_features(embedder.embed, data.query, **load),
+      embedders.extract_features(embedder.embed, data.gallery, **load),
       *_ids(data.query)[:1], *_ids(data.gallery)[:1],
       _ids(data.query)[1], _ids(data.gallery)[1])
   for key in ("rank1", "mAP"):
@@ -218,7 +218,7 @@ def test_flip_test_from_the_run_or_the_argument_matches_an_oracle(run,
               dtype=np.float32)
 
   def features(recs):
-    images = extract.load_images(recs, **load)
+    images = embedders.load_images(recs, **load)
     return (np.asarray(embedder(images, training=False))
             + np.asarray(embedder(images[:, :, ::-1], training=False))) / 2
 

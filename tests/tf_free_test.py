@@ -37,10 +37,10 @@ TF_FREE_MODULES = (
     "keras_reid.evaluation.visualize",
     "keras_reid.evaluation.plots",
     "keras_reid.evaluation.projector",
-    "keras_reid.evaluation.features",
+    "keras_reid.evaluation.feature_files",
     "keras_reid.evaluation.report",
     "keras_reid.models.torch_state_dict",
-    "keras_reid.compare_runs",
+    "keras_reid.run_comparison",
     "keras_reid.compare",
     # The entry point imports the model paths only when asked for them.
     "keras_reid.evaluate",

@@ -7,7 +7,7 @@ averaging over random splits, the CMC picture and writing the JSON;
 and everything it imports never import TensorFlow, so scoring feature files
 needs NumPy, SciPy, scikit-learn, Pillow and matplotlib only
 (tests/tf_free_test.py checks it). A model on a dataset:
-keras_reid.evaluation.model_report; a training run:
+keras_reid.evaluation.model_evaluation; a training run:
 keras_reid.run_evaluation.
 
 Repeated random splits: a model evaluated on a split it was not trained on
@@ -28,7 +28,7 @@ import numpy as np
 from keras_reid import runs
 from keras_reid.data import records
 from keras_reid.evaluation import cir
-from keras_reid.evaluation import features as features_lib
+from keras_reid.evaluation import feature_files
 from keras_reid.evaluation import plots
 from keras_reid.evaluation import projector as projector_lib
 from keras_reid.evaluation import protocols
@@ -245,8 +245,8 @@ def evaluate_feature_file(paths: str | Sequence[str], *,
   output_json = output_json or os.path.splitext(paths[0])[0] + ".eval.json"
 
   def evaluate_path(path: str) -> dict:
-    arrays = features_lib.load_feature_file(path)
-    r = features_lib.evaluate_arrays(arrays, max_rank=max_rank,
+    arrays = feature_files.load_feature_file(path)
+    r = feature_files.evaluate_arrays(arrays, max_rank=max_rank,
                                 multi_query=multi_query, rerank=rerank,
                                 cuhk03_metric=cuhk03_metric)
     r["features"] = os.path.abspath(path)
@@ -274,9 +274,9 @@ def evaluate_feature_file(paths: str | Sequence[str], *,
     if roc:
       result["pictures"]["roc"] = roc
   if projector:
-    arrays = features_lib.load_feature_file(paths[0])
+    arrays = feature_files.load_feature_file(paths[0])
     result["projector"] = projector_lib.write_projector(
         os.path.join(report_dir or default_report_dir(output_json),
                      "projector"),
-        *[arrays[key] for key in features_lib.FEATURE_KEYS])
+        *[arrays[key] for key in feature_files.FEATURE_KEYS])
   return finish(result, output_json)

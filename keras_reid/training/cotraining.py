@@ -44,7 +44,7 @@ from ml_collections import config_dict
 from keras_reid import config as config_lib
 from keras_reid import runs
 from keras_reid.data import records as records_lib
-from keras_reid.evaluation import extract
+from keras_reid.evaluation import embedders
 from keras_reid.models import builders
 from keras_reid.training import loop
 from keras_reid.training import runner
@@ -274,7 +274,7 @@ def load_labels(path: str, paths: list[str]) -> RoundLabels:
 def extract_features(model: keras.Model, records: list[records_lib.Record],
                      config: config_dict.ConfigDict) -> np.ndarray:
   """[N, dim] float32 SIR features of `records` by the model's backbone."""
-  return extract.extract_features(
+  return embedders.extract_features(
       builders.embedding_function(model), records,
       image_size=(config.data.image_height, config.data.image_width),
       normalization=builders.normalization_for(config.model),

@@ -13,8 +13,8 @@ from ml_collections import config_dict
 from keras_reid.data import from_config
 from keras_reid.data import pipeline
 from keras_reid.data import records as records_lib
-from keras_reid.evaluation import extract
-from keras_reid.evaluation import model_report
+from keras_reid.evaluation import embedders
+from keras_reid.evaluation import model_evaluation
 from keras_reid.evaluation import protocols
 from keras_reid.models import builders
 from keras_reid.models import restore
@@ -61,12 +61,12 @@ def evaluate_model(model: keras.Model, dataset: records_lib.ReidDataset,
 
   SIR with config.eval's max_rank and rerank; with config.eval.cir_topk > 0
   also CIR re-scoring of the SIR top-k by the verification head (under
-  "cir", see model_report.evaluate_dataset). cuhk03_metric: CUHK03's
+  "cir", see model_evaluation.evaluate_dataset). cuhk03_metric: CUHK03's
   classic single-gallery-shot CMC (stage_uses_cuhk03_metric).
   """
   embed_images = builders.embedding_function(model)
   flip_test = bool(config.eval.flip_test)
-  embed = extract.flip_averaged(embed_images) if flip_test else embed_images
+  embed = embedders.flip_averaged(embed_images) if flip_test else embed_images
 
   kwargs = dict(
       image_size=(config.data.image_height, config.data.image_width),
@@ -74,12 +74,12 @@ def evaluate_model(model: keras.Model, dataset: records_lib.ReidDataset,
       batch_size=config.data.eval_batch_size, max_rank=config.eval.max_rank,
       rerank=config.eval.rerank, cuhk03_metric=cuhk03_metric)
   if config.eval.cir_topk:
-    scorer = extract.keras_pair_scorer(builders.build_pair_scorer(model))
-    result = model_report.evaluate_dataset(
+    scorer = embedders.keras_pair_scorer(builders.build_pair_scorer(model))
+    result = model_evaluation.evaluate_dataset(
         embed, dataset, pair_scorer=scorer, cir_topk=config.eval.cir_topk,
         verification=False, **kwargs)
   else:
-    result = extract.evaluate_embedder(embed, dataset, **kwargs)
+    result = embedders.evaluate_embedder(embed, dataset, **kwargs)
   result["flip_test"] = flip_test
   return result
 

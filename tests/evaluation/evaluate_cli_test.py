@@ -10,8 +10,8 @@ from PIL import Image
 import pytest
 
 from keras_reid.data import records
-from keras_reid.evaluation import extract
-from keras_reid.evaluation import features
+from keras_reid.evaluation import embedders
+from keras_reid.evaluation import feature_files
 from keras_reid.evaluation import protocols
 from keras_reid.evaluation import ranking
 from keras_reid.evaluation import reference
@@ -50,7 +50,7 @@ def test_features_end_to_end(tmp_path):
   assert proc.returncode == 0, proc.stderr
   report = json.loads(out.read_text())
   want = reference.evaluate_features(*[arrays[k] for k in
-                                       features.FEATURE_KEYS])
+                                       feature_files.FEATURE_KEYS])
   for key in ranking.METRIC_KEYS:
     assert report[key] == pytest.approx(want[key]), key
   assert len(report["cmc"]) == 50
@@ -81,30 +81,30 @@ def test_feature_file_with_the_cuhk03_metric(tmp_path):
       str(tmp_path / "f.npz"), cuhk03_metric=True, verification=False,
       pictures=False)
   want = protocols.evaluate_cuhk03(*[arrays[k] for k in
-                                     features.FEATURE_KEYS])
+                                     feature_files.FEATURE_KEYS])
   assert result["protocol"] == "single_query+cuhk03_single_gallery_shot"
   for key in ranking.METRIC_KEYS:
     assert result[key] == pytest.approx(want[key]), key
   with pytest.raises(ValueError, match="--rerank"):
-    features.evaluate_arrays(arrays, cuhk03_metric=True, rerank=True)
+    feature_files.evaluate_arrays(arrays, cuhk03_metric=True, rerank=True)
 
 
 def test_missing_key_and_shape_errors(tmp_path):
   path = tmp_path / "bad.npz"
   np.savez(path, query_features=np.zeros((2, 3)))
   with pytest.raises(ValueError, match="gallery_features"):
-    features.load_feature_file(str(path))
+    feature_files.load_feature_file(str(path))
   _features(path, query_pids=np.array([1, 2]))
   with pytest.raises(ValueError, match=r"query_pids has shape \(2,\)"):
-    features.load_feature_file(str(path))
+    feature_files.load_feature_file(str(path))
   _features(path, gallery_features=np.zeros((8, 4)))
   with pytest.raises(ValueError, match="dimension"):
-    features.load_feature_file(str(path))
+    feature_files.load_feature_file(str(path))
 
 
 def test_evaluate_arrays_multi_query_protocol(tmp_path):
   arrays = _features(tmp_path / "f.npz")
-  result = features.evaluate_arrays(arrays, multi_query=True, max_rank=5)
+  result = feature_files.evaluate_arrays(arrays, multi_query=True, max_rank=5)
   assert result["protocol"] == "multi_query"
   assert len(result["cmc"]) == 5
 
@@ -125,7 +125,7 @@ def test_evaluate_embedder_on_generated_images(tmp_path):
     calls.append(images.shape)
     return np.asarray(images).mean(axis=(1, 2))
 
-  result = extract.evaluate_embedder(embed, dataset, image_size=(32, 16),
+  result = embedders.evaluate_embedder(embed, dataset, image_size=(32, 16),
                                      normalization="none", batch_size=2,
                                      max_rank=3)
   assert tuple(calls[0]) == (2, 32, 16, 3)

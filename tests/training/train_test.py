@@ -14,7 +14,7 @@ import tensorflow as tf
 from keras_reid import runs
 from keras_reid.data import from_config
 from keras_reid.data import synthetic
-from keras_reid.evaluation import extract
+from keras_reid.evaluation import embedders
 from keras_reid.evaluation import ranking
 from keras_reid.evaluation import reference
 from keras_reid.models import builders
@@ -80,8 +80,8 @@ def test_tiny_run_end_to_end(tmp_path, synthetic_dir):
               batch_size=config.data.eval_batch_size)
   embed = lambda images: embedder(images, training=False)
   want = reference.evaluate_features(
-      extract.extract_features(embed, dataset.query, **load),
-      extract.extract_features(embed, dataset.gallery, **load),
+      embedders.extract_features(embed, dataset.query, **load),
+      embedders.extract_features(embed, dataset.gallery, **load),
       np.array([r.pid for r in dataset.query]),
       np.array([r.pid for r in dataset.gallery]),
       np.array([r.camid for r in dataset.query]),

@@ -19,8 +19,8 @@ from keras_reid.data import datasets
 from keras_reid.data import from_config
 from keras_reid.data import records
 from keras_reid.evaluation import cir as cir_lib
-from keras_reid.evaluation import extract
-from keras_reid.evaluation import features as features_lib
+from keras_reid.evaluation import embedders
+from keras_reid.evaluation import feature_files
 from keras_reid.evaluation import projector
 from keras_reid.evaluation import protocols
 from keras_reid.evaluation import ranking
@@ -33,7 +33,7 @@ NUM_RANKED_LISTS = 10
 RANKED_LIST_LENGTH = 10
 
 
-def evaluate_dataset(embed_fn: extract.EmbedFn, dataset, *,
+def evaluate_dataset(embed_fn: embedders.EmbedFn, dataset, *,
                      image_size: tuple[int, int], normalization: str,
                      batch_size: int = 128,
                      pair_scorer: Optional[cir_lib.PairScorer] = None,
@@ -73,7 +73,7 @@ def evaluate_dataset(embed_fn: extract.EmbedFn, dataset, *,
   Returns:
     The report dict (JSON-serialisable).
   """
-  result = extract.evaluate_embedder(
+  result = embedders.evaluate_embedder(
       embed_fn, dataset, image_size=image_size, normalization=normalization,
       batch_size=batch_size, max_rank=max_rank, multi_query=multi_query,
       rerank=rerank, return_features=True, cuhk03_metric=cuhk03_metric)
@@ -95,7 +95,7 @@ def evaluate_dataset(embed_fn: extract.EmbedFn, dataset, *,
 
   if projector_dir:
     result["projector"] = projector.write_projector(
-        projector_dir, *[arrays[key] for key in features_lib.FEATURE_KEYS],
+        projector_dir, *[arrays[key] for key in feature_files.FEATURE_KEYS],
         query_paths=[r.path for r in dataset.query],
         gallery_paths=[r.path for r in dataset.gallery])
   return result
@@ -116,12 +116,12 @@ def _cir_report(pair_scorer, dataset, arrays: dict, load: dict, *, cir: str,
         "long. Use cir_topk=K (--cir_topk=10) to re-score the SIR top-k.",
         pairs)
   t0 = time.perf_counter()
-  q_images = extract.load_images(dataset.query, **load)
-  g_images = extract.load_images(dataset.gallery, **load)
+  q_images = embedders.load_images(dataset.query, **load)
+  g_images = embedders.load_images(dataset.gallery, **load)
   load_seconds = time.perf_counter() - t0
   report = cir_lib.evaluate_cir(
       pair_scorer, q_images, g_images, *[arrays[k] for k in
-                                         features_lib.FEATURE_KEYS[2:]],
+                                         feature_files.FEATURE_KEYS[2:]],
       query_features=arrays["query_features"],
       gallery_features=arrays["gallery_features"],
       top_k=None if cir == "full" else cir_topk, max_rank=max_rank,
@@ -150,8 +150,8 @@ def _verification_report(embed_fn, pair_scorer, dataset, load: dict, *,
     return {"skipped": f"the training split of {dataset.name!r} has fewer "
                        "than 2 identities with 2 images; no validation pairs."}
   t0 = time.perf_counter()
-  feats = extract.extract_features(embed_fn, val, **load)
-  images = (extract.load_images(val, **load)
+  feats = embedders.extract_features(embed_fn, val, **load)
+  images = (embedders.load_images(val, **load)
             if pair_scorer is not None else None)
   report = report_lib.verification_report(feats, [r.pid for r in val],
                                           pair_scorer=pair_scorer,
@@ -227,7 +227,7 @@ def evaluate_saved_model(saved_model: str, *, dataset: str,
   Returns:
     The report dict, also written to output_json.
   """
-  embedder = extract.load_saved_model(saved_model)
+  embedder = embedders.load_saved_model(saved_model)
   size = embedder.image_size
   if image_size:
     size = tuple(int(v) for v in image_size)
@@ -247,7 +247,7 @@ def evaluate_saved_model(saved_model: str, *, dataset: str,
   pair_scorer = (embedder.pair_scorer if (cir or cir_topk or verification)
                  else None)
 
-  embed = (extract.flip_averaged(embedder.embed) if flip_test
+  embed = (embedders.flip_averaged(embedder.embed) if flip_test
            else embedder.embed)
 
   def one(s: int, first: bool) -> dict:

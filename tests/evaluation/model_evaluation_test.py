@@ -1,4 +1,4 @@
-"""keras_reid.evaluation.model_report's pictures and projector files.
+"""keras_reid.evaluation.model_evaluation's pictures and projector files.
 
 A fixed embedder (mean colour of each image) on a tiny synthetic dataset:
 what evaluate_dataset writes must describe that dataset and that report.
@@ -12,8 +12,8 @@ import pytest
 
 from keras_reid.data import datasets
 from keras_reid.data import synthetic
-from keras_reid.evaluation import extract
-from keras_reid.evaluation import model_report
+from keras_reid.evaluation import embedders
+from keras_reid.evaluation import model_evaluation
 from keras_reid.evaluation import visualize
 
 
@@ -29,7 +29,7 @@ def test_pictures_and_projector_describe_the_evaluation(tmp_path):
   dataset = datasets.load_dataset("synthetic", root)
   tensorboard: dict = {}
   projector_dir = str(tmp_path / "tb")
-  result = model_report.evaluate_dataset(
+  result = model_evaluation.evaluate_dataset(
       _mean_colour, dataset, image_size=(32, 16), normalization="none",
       batch_size=16, report_dir=str(tmp_path / "report"),
       tensorboard=tensorboard, projector_dir=projector_dir)
@@ -56,7 +56,7 @@ def test_pictures_and_projector_describe_the_evaluation(tmp_path):
   tensor = np.loadtxt(os.path.join(projector_dir, "projector",
                                    "embeddings.tsv"), delimiter="\t")
   # Point k is image k's embedding, the images read as evaluation reads them.
-  images = extract.load_images(dataset.query + dataset.gallery,
+  images = embedders.load_images(dataset.query + dataset.gallery,
                                image_size=(32, 16), normalization="none")
   np.testing.assert_allclose(tensor, _mean_colour(images), rtol=1e-4,
                              atol=1e-3)
@@ -70,10 +70,10 @@ def test_flip_averaged_features_are_the_mean_with_the_mirror_image(tmp_path):
   def first_row(images):  # left-right sensitive: pixel order of row 0
     return np.asarray(images, np.float32)[:, 0, :, 0]
 
-  features = extract.extract_features(
-      extract.flip_averaged(first_row), records, image_size=(32, 16),
+  features = embedders.extract_features(
+      embedders.flip_averaged(first_row), records, image_size=(32, 16),
       normalization="none", batch_size=3)
-  images = extract.load_images(records, image_size=(32, 16),
+  images = embedders.load_images(records, image_size=(32, 16),
                                normalization="none", dtype=np.float32)
   row = images[:, 0, :, 0]
   np.testing.assert_allclose(features, (row + row[:, ::-1]) / 2, rtol=1e-6)

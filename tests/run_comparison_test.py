@@ -1,4 +1,4 @@
-"""Tests for keras_reid.compare_runs and `python -m keras_reid.compare`."""
+"""Tests for keras_reid.run_comparison and `python -m keras_reid.compare`."""
 
 import csv
 import json
@@ -10,8 +10,8 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from keras_reid import compare_runs
 from keras_reid import config as config_lib
+from keras_reid import run_comparison
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -55,9 +55,9 @@ def _metrics(path):
 
 
 def test_compare_rows_groups_and_shared_fields(runs, tmp_path):
-  dirs = compare_runs.expand_run_dirs([str(tmp_path / "*" / "split*")])
+  dirs = run_comparison.expand_run_dirs([str(tmp_path / "*" / "split*")])
   assert len(dirs) == 5
-  c = compare_runs.compare(dirs)
+  c = run_comparison.compare(dirs)
   assert c.skipped == [{"path": runs["training"], "reason": "no metrics.json yet"}]
   assert c.columns == ["losses", "seed", "loss.ver_weight",
                        "stages.synthetic.split"]
@@ -87,7 +87,7 @@ def test_compare_rows_groups_and_shared_fields(runs, tmp_path):
                              np.mean([v["cmc"] for v in values], 0))
   assert method["fields"] == {"losses": "cls+ver", "loss.ver_weight": 3.0}
 
-  text = compare_runs.markdown(c)
+  text = run_comparison.markdown(c)
   assert "| method/split1 | cls+ver | 0 | 3.0 | 1 | 50.0 |" in text
   rank1 = 100 * np.array([0.40, 0.50, 0.66])
   assert f"| cls+ver | 3.0 | 3 | {rank1.mean():.1f} ± {rank1.std():.1f} |" in text
@@ -95,9 +95,9 @@ def test_compare_rows_groups_and_shared_fields(runs, tmp_path):
 
 
 def test_csv_and_plot(runs, tmp_path):
-  c = compare_runs.compare([runs["method_s0"], runs["method_s1"],
+  c = run_comparison.compare([runs["method_s0"], runs["method_s1"],
                             runs["cls_s0"]])
-  path = compare_runs.write_csv(c, str(tmp_path / "out" / "cmp.csv"))
+  path = run_comparison.write_csv(c, str(tmp_path / "out" / "cmp.csv"))
   with open(path) as f:
     lines = list(csv.DictReader(f))
   assert [line["kind"] for line in lines] == ["run", "run", "run", "mean", "std"]
@@ -107,20 +107,20 @@ def test_csv_and_plot(runs, tmp_path):
     assert float(line["mAP"]) == written["mAP"]
   assert float(lines[3]["rank1"]) == pytest.approx(0.45)
   assert float(lines[4]["rank1"]) == pytest.approx(0.05)
-  png = compare_runs.plot_cmc(c, str(tmp_path / "cmc.png"))
+  png = run_comparison.plot_cmc(c, str(tmp_path / "cmc.png"))
   image = Image.open(png)
   assert image.size == (640, 440)
 
 
 def test_errors_name_the_problem(tmp_path):
   with pytest.raises(ValueError, match="matches no directory"):
-    compare_runs.expand_run_dirs([str(tmp_path / "nothing*")])
+    run_comparison.expand_run_dirs([str(tmp_path / "nothing*")])
   only_training = _write_run(tmp_path / "a", metrics=False)
   with pytest.raises(ValueError, match="metrics.json"):
-    compare_runs.compare([only_training])
+    run_comparison.compare([only_training])
   os.makedirs(tmp_path / "empty")
   with pytest.raises(FileNotFoundError, match="config.json"):
-    compare_runs.compare([str(tmp_path / "empty")])
+    run_comparison.compare([str(tmp_path / "empty")])
 
 
 def test_command_prints_the_table_and_writes_files(runs, tmp_path):
@@ -132,10 +132,10 @@ def test_command_prints_the_table_and_writes_files(runs, tmp_path):
        f"--csv={tmp_path / 'c.csv'}", f"--plot={tmp_path / 'c.png'}"],
       cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
   assert proc.returncode == 0, proc.stderr
-  c = compare_runs.compare(
-      compare_runs.expand_run_dirs([str(tmp_path / "method" / "split*"),
+  c = run_comparison.compare(
+      run_comparison.expand_run_dirs([str(tmp_path / "method" / "split*"),
                                     runs["cls_s0"]]))
-  assert proc.stdout.startswith(compare_runs.markdown(c))
+  assert proc.stdout.startswith(run_comparison.markdown(c))
   assert (tmp_path / "c.csv").exists() and (tmp_path / "c.png").exists()
   bad = subprocess.run([sys.executable, "-m", "keras_reid.compare",
                         str(tmp_path / "nothing")], cwd=REPO, env=env,

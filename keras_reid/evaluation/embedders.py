@@ -20,7 +20,7 @@ import tensorflow as tf
 from keras_reid.data import pipeline
 from keras_reid.data import records as records_lib
 from keras_reid.evaluation import cir
-from keras_reid.evaluation import features as features_lib
+from keras_reid.evaluation import feature_files
 
 # images [B, H, W, 3] (tf.Tensor or array, as the dataset yields them) ->
 # embeddings [B, D] (anything np.asarray accepts).
@@ -118,7 +118,7 @@ def evaluate_embedder(embed_fn: EmbedFn, dataset: records_lib.ReidDataset, *,
       gallery_pids=np.array([r.pid for r in dataset.gallery]),
       query_camids=np.array([r.camid for r in dataset.query]),
       gallery_camids=np.array([r.camid for r in dataset.gallery]))
-  result = features_lib.evaluate_arrays(arrays, max_rank=max_rank, multi_query=multi_query,
+  result = feature_files.evaluate_arrays(arrays, max_rank=max_rank, multi_query=multi_query,
                            rerank=rerank, rerank_options=rerank_options,
                            cuhk03_metric=cuhk03_metric)
   result.update(dataset=dataset.name, extract_seconds=t1 - t0)
