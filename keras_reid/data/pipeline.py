@@ -125,6 +125,116 @@ class _Sampler:
             np.concatenate(variant).astype(np.int32))
 
 
+def _kept_records(records: Sequence[records_lib.Record], *, validate: bool,
+                  skip_corrupt: bool) -> np.ndarray:
+  """Indices of the records to train on, int [n]: all, or the decodable ones.
+
+  Raises:
+    image_files.CorruptImageError: a bad file, unless skip_corrupt.
+    ValueError: no decodable record is left.
+  """
+  keep = list(range(len(records)))
+  if validate or skip_corrupt:
+    keep, _ = image_files.check_images(records, skip_corrupt)
+  if not keep:
+    raise ValueError("No decodable training image left after skipping "
+                     "corrupt files.")
+  return np.asarray(keep)
+
+
+def _class_members(class_of: np.ndarray, kept: np.ndarray,
+                   ids_per_batch: int) -> list[np.ndarray]:
+  """The kept record indices of each class, classes in sorted order.
+
+  Args:
+    class_of: class of every record, int32 [N].
+    kept: indices of the records to train on, int [n].
+    ids_per_batch: K, the classes one batch needs.
+
+  Returns:
+    One int array of record indices per class.
+
+  Raises:
+    ValueError: fewer classes than ids_per_batch.
+  """
+  classes, inverse = np.unique(class_of[kept], return_inverse=True)
+  members = [kept[inverse == c] for c in range(len(classes))]
+  if ids_per_batch > len(classes):
+    raise ValueError(
+        f"ids_per_batch={ids_per_batch} but the training set has only "
+        f"{len(classes)} identities; lower ids_per_batch (config "
+        "stages.<name>.ids_per_batch).")
+  return members
+
+
+def _label_table(label_values: np.ndarray):
+  """The per-record labels the batches gather from, as constants.
+
+  Args:
+    label_values: int32 [N] classes, or float32 [N, C] soft labels.
+
+  Returns:
+    (table, C): for classes the int32 [N] tensor and C = 0. Soft labels are
+    sparse (top-m classes per image), so each row's non-zero classes and
+    weights are carried, (int32 [N, m], float32 [N, m]) with m the most
+    non-zero classes of a row, not the dense [N, C] table.
+  """
+  soft_classes = label_values.shape[1] if label_values.ndim == 2 else 0
+  if not soft_classes:
+    return tf.constant(label_values), 0
+  width = max(1, int((label_values > 0).sum(axis=1).max()))
+  top = np.argsort(-label_values, axis=1, kind="stable")[:, :width]
+  return (tf.constant(top.astype(np.int32)),
+          tf.constant(np.take_along_axis(label_values, top, 1))), soft_classes
+
+
+def _dense_labels(labels, soft_classes: int):
+  """A batch's labels as the pipeline yields them.
+
+  Args:
+    labels: gathered from `_label_table`'s table: int32 [B], or with
+      soft_classes C > 0 (int32 [B, m], float32 [B, m]).
+    soft_classes: C, 0 for classes.
+
+  Returns:
+    int32 [B] classes, or float32 [B, C] distributions.
+  """
+  if not soft_classes:
+    return labels
+  top, weights = labels
+  return tf.reduce_sum(tf.one_hot(top, soft_classes) * weights[..., None],
+                       axis=1)
+
+
+def _cached_images(records: Sequence[records_lib.Record], kept: np.ndarray,
+                   image_size: tuple[int, int], cache_max_bytes: int):
+  """The kept training images decoded in memory, if they fit the limit.
+
+  Args:
+    records: the training records.
+    kept: indices of the records to train on, int [n].
+    image_size: (height, width) ints.
+    cache_max_bytes: the most bytes the decoded images may take.
+
+  Returns:
+    (cache row of every record int32 [N], decoded images uint8
+    [n, H, W, 3]) as constants, or None (logged) when the images take more
+    than cache_max_bytes.
+  """
+  image_bytes = len(kept) * image_size[0] * image_size[1] * 3
+  if image_bytes > cache_max_bytes:
+    logging.info(
+        "Training images not cached: %d images of %dx%dx3 bytes = %.1f MB "
+        "> the cache limit of %.1f MB (data.train_cache_mb); each is decoded "
+        "at every use.", len(kept), image_size[0], image_size[1],
+        image_bytes / 2**20, cache_max_bytes / 2**20)
+    return None
+  rows = np.zeros(len(records), np.int32)  # record -> cache row
+  rows[kept] = np.arange(kept.size, dtype=np.int32)
+  return (tf.constant(rows), tf.constant(image_files.decoded_images(
+      [records[i].path for i in kept], image_size)))
+
+
 def make_train_dataset(records: Sequence[records_lib.Record], *,
                        ids_per_batch: int, images_per_id: int,
                        image_size: tuple[int, int], normalization: str,
@@ -191,21 +301,9 @@ def make_train_dataset(records: Sequence[records_lib.Record], *,
     raise ValueError("make_train_dataset got no training records: the "
                      "dataset's train split is empty.")
   class_of, label_values = _contiguous_labels(records, labels)
-  keep = list(range(len(records)))
-  if validate or skip_corrupt:
-    keep, _ = image_files.check_images(records, skip_corrupt)
-  if not keep:
-    raise ValueError("No decodable training image left after skipping "
-                     "corrupt files.")
-  kept = np.asarray(keep)
-  classes, inverse = np.unique(class_of[kept], return_inverse=True)
-  members = [kept[inverse == c] for c in range(len(classes))]
-  if ids_per_batch > len(classes):
-    raise ValueError(
-        f"ids_per_batch={ids_per_batch} but the training set has only "
-        f"{len(classes)} identities; lower ids_per_batch (config "
-        "stages.<name>.ids_per_batch).")
-  sampler = _Sampler(members, ids_per_batch=ids_per_batch,
+  kept = _kept_records(records, validate=validate, skip_corrupt=skip_corrupt)
+  sampler = _Sampler(_class_members(class_of, kept, ids_per_batch),
+                     ids_per_batch=ids_per_batch,
                      images_per_id=images_per_id, copies=augment_copies,
                      seed=seed)
   transforms = augmentation.augmentation_transforms(
@@ -216,57 +314,40 @@ def make_train_dataset(records: Sequence[records_lib.Record], *,
       keys=None if augment_seed is None else [r.path for r in records])
   transforms = tf.constant(transforms.reshape(-1, 8))
   paths = tf.constant([r.path for r in records])
-  soft_classes = label_values.shape[1] if label_values.ndim == 2 else 0
-  if soft_classes:
-    # Soft labels are sparse (top-m classes per image): carry each row's
-    # non-zero classes and weights, [N, m], not the dense [N, C] table.
-    width = max(1, int((label_values > 0).sum(axis=1).max()))
-    top = np.argsort(-label_values, axis=1, kind="stable")[:, :width]
-    label_table = (tf.constant(top.astype(np.int32)),
-                   tf.constant(np.take_along_axis(label_values, top, 1)))
-  else:
-    label_table = tf.constant(label_values)
+  label_table, soft_classes = _label_table(label_values)
   pi, pj, ps = pair_indices(ids_per_batch, images_per_id)
   batch = ids_per_batch * images_per_id
   image_size = (int(image_size[0]), int(image_size[1]))
   copies = augment_copies
+  cached = _cached_images(records, kept, image_size, cache_max_bytes)
 
-  image_bytes = len(keep) * image_size[0] * image_size[1] * 3
-  cached = None
-  if image_bytes <= cache_max_bytes:
-    rows = np.zeros(len(records), np.int32)  # record -> cache row
-    rows[kept] = np.arange(kept.size, dtype=np.int32)
-    cached = (tf.constant(rows), tf.constant(image_files.decoded_images(
-        [records[i].path for i in keep], image_size)))
-  else:
-    logging.info(
-        "Training images not cached: %d images of %dx%dx3 bytes = %.1f MB "
-        "> the cache limit of %.1f MB (data.train_cache_mb); each is decoded "
-        "at every use.", len(keep), image_size[0], image_size[1],
-        image_bytes / 2**20, cache_max_bytes / 2**20)
-
-  def sample_batch(step):
+  def draw(step):
+    """(record index, variant) of every element of batch `step`, int32 [B]."""
     index, variant = tf.numpy_function(
         sampler, [step], (tf.int32, tf.int32), stateful=False)
     index.set_shape([batch])
     variant.set_shape([batch])
-    rows, images = cached
+    return index, variant
+
+  def with_labels_and_transforms(index, variant, **item):
     return dict(
-        images=tf.cast(tf.gather(images, tf.gather(rows, index)), tf.float32),
+        item,
         labels=tf.nest.map_structure(lambda t: tf.gather(t, index),
                                      label_table),
         transform=tf.gather(transforms, index * copies + variant))
 
-  def sample(step):
-    index, variant = tf.numpy_function(
-        sampler, [step], (tf.int32, tf.int32), stateful=False)
-    index.set_shape([batch])
-    variant.set_shape([batch])
-    return tf.data.Dataset.from_tensor_slices(dict(
-        path=tf.gather(paths, index),
-        labels=tf.nest.map_structure(lambda t: tf.gather(t, index),
-                                     label_table),
-        transform=tf.gather(transforms, index * copies + variant)))
+  def sample_batch(step):  # a whole batch from the decoded images
+    index, variant = draw(step)
+    rows, images = cached
+    return with_labels_and_transforms(
+        index, variant,
+        images=tf.cast(tf.gather(images, tf.gather(rows, index)),
+                       tf.float32))
+
+  def sample(step):  # the batch's records, one element each, for `load`
+    index, variant = draw(step)
+    return tf.data.Dataset.from_tensor_slices(with_labels_and_transforms(
+        index, variant, path=tf.gather(paths, index)))
 
   def load(item):
     item = dict(item)
@@ -277,11 +358,7 @@ def make_train_dataset(records: Sequence[records_lib.Record], *,
     images = b["images"]
     if copies > 1:
       images = augmentation.apply_transforms(images, b["transform"])
-    labels = b["labels"]
-    if soft_classes:  # back to dense [B, C] distributions
-      top, weights = labels
-      labels = tf.reduce_sum(
-          tf.one_hot(top, soft_classes) * weights[..., None], axis=1)
+    labels = _dense_labels(b["labels"], soft_classes)
     return {
         "images": preprocessing.normalize(images, normalization),
         "labels": labels,
