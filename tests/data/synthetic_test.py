@@ -12,7 +12,7 @@ from PIL import Image
 import pytest
 
 from keras_reid.data import datasets
-from keras_reid.data import synthetic
+from keras_reid.data.synthetic import generator as synthetic
 
 SIZE = (64, 32)
 SUBS = ("bounding_box_train", "bounding_box_test", "query")

@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 
 from keras_reid.data import from_config
-from keras_reid.data import synthetic
+from keras_reid.data.synthetic import generator as synthetic
 from keras_reid.evaluation import extract
 from keras_reid.evaluation import ranking
 from keras_reid.evaluation import reference

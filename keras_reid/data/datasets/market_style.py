@@ -12,10 +12,10 @@ import os
 import re
 
 from keras_reid.data import records as records_lib
-from keras_reid.data import synthetic as synthetic_lib
 from keras_reid.data.datasets import common
 from keras_reid.data.records import Record
 from keras_reid.data.records import ReidDataset
+from keras_reid.data.synthetic import generator as synthetic_lib
 
 _MARKET_RE = re.compile(r"^(-1|\d+)_c(\d)s(\d+)_(\d+)_(\d+)\.jpg$")
 _DUKE_RE = re.compile(r"^(\d+)_c(\d+)_f(\d+)\.jpg$")
@@ -89,7 +89,7 @@ def dukemtmcreid(root: str, *, split: int = 0, split_seed: int = 0,
 
 def synthetic(root: str, *, split: int = 0, split_seed: int = 0,
               **generate_options) -> ReidDataset:
-  """Generated pedestrians (Market layout), see keras_reid.data.synthetic.
+  """Generated pedestrians in the Market layout (data/synthetic/generator.py).
 
   If `root` holds no dataset and `generate_options` (num_ids, seed, domain,
   ...) are given, the dataset is generated there first.
