@@ -26,6 +26,7 @@ TF_FREE_MODULES = (
     "keras_reid.data.datasets",
     "keras_reid.data.describe",
     "keras_reid.data.synthetic.generator",
+    "keras_reid.data.synthetic.render",
     "keras_reid.data.from_config",
     "keras_reid.evaluation.ranking",
     "keras_reid.evaluation.protocols",

@@ -1,0 +1,1 @@
+"""Synthetic pedestrians: render.py draws them, generator.py writes datasets."""
