@@ -29,7 +29,7 @@ import tensorflow as tf  # pylint: disable=g-import-not-at-top
 from configs import default  # pylint: disable=g-import-not-at-top
 from keras_reid.data import datasets  # pylint: disable=g-import-not-at-top
 from keras_reid.data import pipeline  # pylint: disable=g-import-not-at-top
-from keras_reid.data import synthetic  # pylint: disable=g-import-not-at-top
+from keras_reid.data.synthetic import generator as synthetic  # pylint: disable=g-import-not-at-top
 from keras_reid.models import builders  # pylint: disable=g-import-not-at-top
 from keras_reid.training import loop  # pylint: disable=g-import-not-at-top
 

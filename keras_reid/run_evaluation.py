@@ -20,7 +20,7 @@ import tensorflow as tf
 from keras_reid import runs
 from keras_reid.data import datasets
 from keras_reid.data import from_config
-from keras_reid.data import pipeline
+from keras_reid.data import image_files
 from keras_reid.evaluation import embedders
 from keras_reid.evaluation import model_evaluation
 from keras_reid.evaluation import protocols
@@ -166,7 +166,7 @@ def evaluate_run(workdir: str, *, dataset: Optional[str] = None,
                       "identities were training identities.", stage_split, s)
     # Every image checked before any is embedded; with the run's
     # data.skip_corrupt the bad ones are skipped and listed in the report.
-    data, skipped = pipeline.check_dataset_images(
+    data, skipped = image_files.check_dataset_images(
         load(s), skip_corrupt=config.data.skip_corrupt)
     result = model_evaluation.evaluate_dataset(
         embed, data, image_size=(config.data.image_height,

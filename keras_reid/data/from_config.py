@@ -18,7 +18,7 @@ from ml_collections import config_dict
 
 from keras_reid.data import datasets
 from keras_reid.data import records as records_lib
-from keras_reid.data import synthetic
+from keras_reid.data.synthetic import generator as synthetic
 
 
 def parse_options(text: str) -> dict:

@@ -19,10 +19,11 @@ from ml_collections import config_dict
 
 from keras_reid import config as config_lib
 from keras_reid import runs
+from keras_reid.data import augmentation
 from keras_reid.data import datasets
 from keras_reid.data import describe
 from keras_reid.data import from_config
-from keras_reid.data import pipeline
+from keras_reid.data import image_files
 from keras_reid.data import records as records_lib
 from keras_reid.evaluation import ranking
 from keras_reid.models import backbones
@@ -54,7 +55,7 @@ def check_config(config: config_dict.ConfigDict) -> None:
             layers.PAIR_DROPOUT_MODES)
   expect_in("train.distribute", config.train.distribute, distribute.STRATEGIES)
   expect_in("data.augment_mode", config.data.augment_mode,
-            pipeline.AUGMENT_MODES)
+            augmentation.AUGMENT_MODES)
   expect_in("train.optimizer", config.train.optimizer, loop.OPTIMIZERS)
   expect_in("train.precision", config.train.precision, precision.PRECISIONS)
   expect_in("train.weight_decay_mode", config.train.weight_decay_mode,
@@ -107,7 +108,7 @@ def _load_stage_datasets(config: config_dict.ConfigDict
   stage_datasets, skipped_images = {}, {}
   for name, stage in config.stages.items():
     dataset = from_config.load_stage_dataset(stage, config)
-    dataset, skipped_images[name] = pipeline.check_dataset_images(
+    dataset, skipped_images[name] = image_files.check_dataset_images(
         dataset, skip_corrupt=config.data.skip_corrupt)
     stage_datasets[name] = dataset
     if dataset.query and dataset.gallery:

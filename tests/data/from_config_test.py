@@ -6,8 +6,8 @@ import os
 import pytest
 
 from configs import default
-from keras_reid.data import synthetic
 from keras_reid.data import from_config
+from keras_reid.data.synthetic import generator as synthetic
 
 
 def test_parse_options_types():

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from keras_reid.data import image_files
 from keras_reid.data import pipeline
 from keras_reid.data import preprocessing
 from keras_reid.data import records
@@ -64,7 +65,7 @@ def test_pipeline_names_the_file_or_skips_it(tmp_path, bomb):
   bad.write_bytes(bomb)
   recs = [records.Record(str(good), 1, 0), records.Record(str(good), 1, 1),
           records.Record(str(bad), 2, 0)]
-  with pytest.raises(pipeline.CorruptImageError,
+  with pytest.raises(image_files.CorruptImageError,
                      match=r"0002_c1s1_000001_01\.png' \(header declares "
                      r"20000x20000 pixels, over the limit"):
     pipeline.make_eval_dataset(recs, image_size=(16, 8), normalization="none",

@@ -6,6 +6,7 @@ import numpy as np
 from PIL import Image
 import pytest
 
+from keras_reid.data import image_files
 from keras_reid.data import pipeline
 from keras_reid.data.records import Record
 
@@ -49,9 +50,9 @@ def test_cached_batches_match_decoded_ones(tmp_path):
 def test_cache_holds_the_rounded_resized_images(tmp_path):
   recs = _write(tmp_path, [2, 2])
   paths = [r.path for r in recs]
-  images = pipeline.decoded_images(paths, (H, W))
+  images = image_files.decoded_images(paths, (H, W))
   assert images.dtype == np.uint8 and images.shape == (4, H, W, 3)
-  assert pipeline.decoded_images(paths, (H, W)) is images  # memoised
+  assert image_files.decoded_images(paths, (H, W)) is images  # memoised
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from keras_reid.data import preprocessing  # pylint: disable=g-import-not-at-top
   want = preprocessing.load_image(tf.constant(paths[1]), (H, W)).numpy()

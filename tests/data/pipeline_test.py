@@ -7,6 +7,8 @@ from PIL import Image
 import pytest
 import tensorflow as tf
 
+from keras_reid.data import augmentation
+from keras_reid.data import image_files
 from keras_reid.data import pipeline
 from keras_reid.data import preprocessing
 from keras_reid.data.records import Record
@@ -167,35 +169,35 @@ def test_fixed_augmented_set_is_the_same_in_every_pipeline(tmp_path):
 def test_fixed_transforms_depend_on_the_path_only():
   kwargs = dict(copies=4, image_size=SIZE, max_shift=.1, max_scale=.1,
                 max_rotation_deg=5, flip=True, seed=3)
-  t = pipeline.augmentation_transforms(3, keys=["a.png", "b.png", "c.png"],
-                                       **kwargs)
+  t = augmentation.augmentation_transforms(
+      3, keys=["a.png", "b.png", "c.png"], **kwargs)
   # Same image, another position among other images: same variants.
-  alone = pipeline.augmentation_transforms(1, keys=["b.png"], **kwargs)
+  alone = augmentation.augmentation_transforms(1, keys=["b.png"], **kwargs)
   np.testing.assert_array_equal(t[1], alone[0])
   # Different images: different variants (variant 0 is the identity).
   assert not np.allclose(t[0, 1:], t[1, 1:])
   assert not np.allclose(t[1, 1:], t[2, 1:])
   with pytest.raises(ValueError, match="one key per image"):
-    pipeline.augmentation_transforms(2, keys=["a.png"], **kwargs)
+    augmentation.augmentation_transforms(2, keys=["a.png"], **kwargs)
 
 
 def test_transforms():
-  t = pipeline.augmentation_transforms(4, copies=3, image_size=SIZE,
-                                       max_shift=.1, max_scale=.1,
-                                       max_rotation_deg=5, flip=True, seed=0)
-  assert t.shape == (4, 3, 8)
-  np.testing.assert_allclose(t[:, 0], [[1, 0, 0, 0, 1, 0, 0, 0]] * 4)
-  assert not np.allclose(t[:, 1], t[:, 0, None][:, 0])
-  again = pipeline.augmentation_transforms(4, copies=3, image_size=SIZE,
+  t = augmentation.augmentation_transforms(4, copies=3, image_size=SIZE,
                                            max_shift=.1, max_scale=.1,
                                            max_rotation_deg=5, flip=True,
                                            seed=0)
+  assert t.shape == (4, 3, 8)
+  np.testing.assert_allclose(t[:, 0], [[1, 0, 0, 0, 1, 0, 0, 0]] * 4)
+  assert not np.allclose(t[:, 1], t[:, 0, None][:, 0])
+  again = augmentation.augmentation_transforms(
+      4, copies=3, image_size=SIZE, max_shift=.1, max_scale=.1,
+      max_rotation_deg=5, flip=True, seed=0)
   np.testing.assert_array_equal(t, again)  # variant v of image i is fixed
   img = tf.random.uniform([1, 32, 16, 3])
-  same = pipeline.apply_transforms(img, tf.constant(t[:1, 0]))
+  same = augmentation.apply_transforms(img, tf.constant(t[:1, 0]))
   np.testing.assert_allclose(same, img, atol=1e-6)
   flip = tf.constant([[-1, 0, 15, 0, 1, 0, 0, 0]], tf.float32)
-  np.testing.assert_allclose(pipeline.apply_transforms(img, flip),
+  np.testing.assert_allclose(augmentation.apply_transforms(img, flip),
                              img[:, :, ::-1], atol=1e-6)
 
 
@@ -206,13 +208,13 @@ def test_corrupt_images(tmp_path):
     f.write(b"\xff\xd8\xff\xe0 not really a jpeg")
   recs.append(Record(bad, 10, 0))
   recs.append(Record(os.path.join(tmp_path, "missing.png"), 20, 0))
-  with pytest.raises(pipeline.CorruptImageError, match="broken.jpg"):
+  with pytest.raises(image_files.CorruptImageError, match="broken.jpg"):
     pipeline.make_train_dataset(recs, ids_per_batch=2, images_per_id=2,
                                 image_size=SIZE, normalization="tf")
-  with pytest.raises(pipeline.CorruptImageError, match="missing.png"):
+  with pytest.raises(image_files.CorruptImageError, match="missing.png"):
     pipeline.make_eval_dataset(recs, image_size=SIZE, normalization="tf",
                                batch_size=4)
-  assert pipeline.validate_images([r.path for r in recs]) == [6, 7]
+  assert image_files.validate_images([r.path for r in recs]) == [6, 7]
   ds = pipeline.make_train_dataset(recs, ids_per_batch=3, images_per_id=2,
                                    image_size=SIZE, normalization="tf",
                                    skip_corrupt=True)
@@ -263,17 +265,17 @@ def test_bmp_with_trailing_bytes(tmp_path):
 
 def test_transforms_are_about_the_centre():
   size = (33, 17)  # odd: the centre is a pixel
-  t = pipeline.augmentation_transforms(1, copies=4, image_size=size,
-                                       max_shift=0., max_scale=.2,
-                                       max_rotation_deg=10., flip=True,
-                                       seed=5)
+  t = augmentation.augmentation_transforms(1, copies=4, image_size=size,
+                                           max_shift=0., max_scale=.2,
+                                           max_rotation_deg=10., flip=True,
+                                           seed=5)
   img = np.zeros((3, 33, 17, 3), np.float32)
   img[:, 16, 8] = 1.
-  out = pipeline.apply_transforms(tf.constant(img),
-                                  tf.constant(t[0, 1:])).numpy()
+  out = augmentation.apply_transforms(tf.constant(img),
+                                      tf.constant(t[0, 1:])).numpy()
   for o in out:  # scale, rotation and flip keep the centre where it is
     assert np.unravel_index(o[..., 0].argmax(), size) == (16, 8)
-  shifted = pipeline.augmentation_transforms(
+  shifted = augmentation.augmentation_transforms(
       50, copies=2, image_size=size, max_shift=.1, max_scale=0.,
       max_rotation_deg=0., flip=False, seed=0)[:, 1]
   assert np.abs(shifted[:, 2]).max() <= .1 * 17 + 1e-5   # x shift bound

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from keras_reid.data import describe as inspect_lib
+from keras_reid.data import image_files
 from keras_reid.data import pipeline
 from keras_reid.data.records import Record
 
@@ -67,7 +68,7 @@ def test_every_real_image_decodes_through_both_pipelines():
   recs = [Record(p, i // 2, 0) for i, p in enumerate(paths)]
   # Validation decodes every file with the pipelines' decoder; it raises
   # naming any file that fails.
-  assert pipeline.validate_images(paths) == []
+  assert image_files.validate_images(paths) == []
   total = 0
   for batch in pipeline.make_eval_dataset(
       recs, image_size=(128, 64), normalization="tf", batch_size=512,

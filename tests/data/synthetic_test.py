@@ -12,7 +12,8 @@ from PIL import Image
 import pytest
 
 from keras_reid.data import datasets
-from keras_reid.data import synthetic
+from keras_reid.data.synthetic import generator as synthetic
+from keras_reid.data.synthetic import render
 
 SIZE = (64, 32)
 SUBS = ("bounding_box_train", "bounding_box_test", "query")
@@ -84,7 +85,7 @@ def test_reader_generates_when_absent(tmp_path):
 def test_identities_not_separable_by_one_colour(tmp_path):
   # Many identities share their top colour: palettes are small on purpose.
   rng = np.random.default_rng(0)
-  tops = [synthetic.sample_person(rng, "a").top for _ in range(200)]
+  tops = [render.sample_person(rng, "a").top for _ in range(200)]
   nearest = [min(np.abs(np.subtract(t, u)).sum() for j, u in enumerate(tops)
                  if j != i) for i, t in enumerate(tops)]
   assert np.median(nearest) < 40

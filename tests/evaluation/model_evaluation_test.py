@@ -11,7 +11,7 @@ from PIL import Image
 import pytest
 
 from keras_reid.data import datasets
-from keras_reid.data import synthetic
+from keras_reid.data.synthetic import generator as synthetic
 from keras_reid.evaluation import embedders
 from keras_reid.evaluation import model_evaluation
 from keras_reid.evaluation import visualize

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_reid.serving import client
-from keras_reid.serving import test_server
+from keras_reid.serving.client import tf_serving as client
+from keras_reid.serving.test_server import model_server as test_server
 
 # The `python -m keras_reid.serving.client` entry point (defines its flags).
 client_main = importlib.import_module("keras_reid.serving.client.__main__")

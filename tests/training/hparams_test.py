@@ -11,7 +11,7 @@ from tensorboard.plugins.hparams import metadata as hparams_metadata
 
 from keras_reid import config as config_lib
 from keras_reid import runs
-from keras_reid.data import synthetic
+from keras_reid.data.synthetic import generator as synthetic
 from keras_reid.evaluation import ranking
 from keras_reid.evaluation import report
 from keras_reid.training import hparams

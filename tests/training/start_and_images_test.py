@@ -15,7 +15,7 @@ import pytest
 
 from keras_reid import config as config_lib
 from keras_reid import runs
-from keras_reid.data import pipeline
+from keras_reid.data import image_files
 from keras_reid.evaluation import ranking
 from keras_reid.training import stages
 from tests.training import tiny_config
@@ -83,7 +83,7 @@ def test_corrupt_query_found_before_training_or_skipped_and_listed(tmp_path):
   csv = _manifest(str(tmp_path), corrupt_query=True)
   broken = os.path.join(str(tmp_path), "broken.png")
   workdir = str(tmp_path / "run")
-  with pytest.raises(pipeline.CorruptImageError,
+  with pytest.raises(image_files.CorruptImageError,
                      match=r"query: '.*broken\.png'"):
     stages.train(_config(csv), workdir)
   # Found before the first training step: nothing was trained.

@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from keras_reid import runs
 from keras_reid.data import from_config
-from keras_reid.data import synthetic
+from keras_reid.data.synthetic import generator as synthetic
 from keras_reid.evaluation import embedders
 from keras_reid.evaluation import ranking
 from keras_reid.evaluation import reference

@@ -13,7 +13,7 @@ import os
 from absl import app
 from absl import flags
 
-from keras_reid.data import synthetic
+from keras_reid.data.synthetic import generator as synthetic
 
 _OUT = flags.DEFINE_string("out", None, "Dataset folder to write.")
 _NUM_IDS = flags.DEFINE_integer("num_ids", 60, "Number of identities.")

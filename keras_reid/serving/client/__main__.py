@@ -15,7 +15,7 @@ from typing import Sequence
 from absl import app
 from absl import flags
 
-from keras_reid.serving import client as client_lib
+from keras_reid.serving.client import tf_serving
 
 _SERVER = flags.DEFINE_string(
     "server", "localhost:8500",
@@ -37,16 +37,16 @@ def main(argv: Sequence[str]) -> int:
     raise app.UsageError(
         "Expected two image files: python -m keras_reid.serving.client "
         "[--server=host:port --model=reid] a.jpg b.jpg")
-  client = client_lib.make_client(
+  client = tf_serving.make_client(
       _SERVER.value, _MODEL.value, protocol=_PROTOCOL.value,
       version=_VERSION.value or None, timeout_s=_TIMEOUT_S.value,
       retries=_RETRIES.value)
   try:
-    result = client_lib.compare_files(client, argv[1], argv[2])
-  except client_lib.ServingError as e:
+    result = tf_serving.compare_files(client, argv[1], argv[2])
+  except tf_serving.ServingError as e:
     print(f"error: {e}", file=sys.stderr)
     return 1
-  print(client_lib.format_comparison(result, argv[1], argv[2]))
+  print(tf_serving.format_comparison(result, argv[1], argv[2]))
   return 0
 
 

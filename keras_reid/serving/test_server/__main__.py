@@ -13,7 +13,7 @@ from typing import Sequence
 from absl import app
 from absl import flags
 
-from keras_reid.serving import test_server
+from keras_reid.serving.test_server import model_server
 
 _MODEL_NAME = flags.DEFINE_string("model_name", "reid",
                                   "Name clients ask for.")
@@ -27,7 +27,7 @@ _REST_API_PORT = flags.DEFINE_integer("rest_api_port", 8501,
 
 def main(argv: Sequence[str]) -> None:
   del argv
-  server = test_server.serve(
+  server = model_server.serve(
       {_MODEL_NAME.value: _MODEL_BASE_PATH.value}, host=_HOST.value,
       port=_PORT.value,
       rest_api_port=None if _REST_API_PORT.value < 0 else _REST_API_PORT.value)

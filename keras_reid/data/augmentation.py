@@ -1,0 +1,113 @@
+"""Augmentation: the fixed random 2D transforms of each training image.
+
+Every training image becomes `copies` variants (variant 0 the original) by
+a random shift, zoom, rotation about the centre and horizontal flip, drawn
+once (`augmentation_transforms`) and applied in the pipeline
+(`apply_transforms`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Sequence
+
+import numpy as np
+import tensorflow as tf
+
+# config.data.augment_mode: how the `augment_copies` variants of an image are
+# drawn.
+#   "fixed": from config.seed and the image's path only, the paper's offline
+#     5x set: the same variants in step 1 and step 2 of every stage, on every
+#     input worker and after a resume
+#     (`pipeline.make_train_dataset(augment_seed=)`);
+#   "redraw": from the pipeline's seed, which includes the stage, the step
+#     and the worker, so each of them sees other variants (ablation).
+AUGMENT_MODES = ("fixed", "redraw")
+
+
+def path_key(path: str) -> int:
+  """A stable 63-bit integer of a path (Python's hash() is salted per run)."""
+  return int.from_bytes(hashlib.sha256(path.encode("utf-8")).digest()[:8],
+                        "little") >> 1
+
+
+def augmentation_transforms(num_images: int, *, copies: int,
+                            image_size: tuple[int, int], max_shift: float,
+                            max_scale: float, max_rotation_deg: float,
+                            flip: bool, seed: int,
+                            keys: Sequence[str] | None = None) -> np.ndarray:
+  """The fixed random 2D transform of every (image, variant).
+
+  Variant 0 is the untransformed image (so the clean images the model is
+  evaluated on stay in the training distribution); variants 1..copies-1 are
+  random: shift uniform in +-max_shift of the size, zoom 1 +- max_scale,
+  rotation +-max_rotation_deg about the centre, and a horizontal flip with
+  probability 1/2 if `flip`.
+
+  Args:
+    num_images: number of training images N.
+    copies: variants per image.
+    image_size: (height, width) the transforms apply to.
+    max_shift, max_scale, max_rotation_deg, flip: ranges, see above.
+    seed: the same seed gives the same transforms.
+    keys: optional identity of each image (its path): image i's variants
+      then depend on (seed, keys[i]) only, not on its position or on the
+      other images (the fixed augmented set).
+
+  Returns:
+    float32 [N, copies, 8] projective transforms mapping output to input
+    pixel coordinates, as `tf.raw_ops.ImageProjectiveTransformV3` takes them.
+  """
+  h, w = image_size
+  if keys is None:
+    rng = np.random.default_rng(seed)
+    u = rng.uniform(-1., 1., size=(num_images, copies, 4))
+    flips = rng.uniform(size=(num_images, copies)) < 0.5
+  else:
+    if len(keys) != num_images:
+      raise ValueError(f"augmentation_transforms: {len(keys)} keys for "
+                       f"{num_images} images; expected one key per image.")
+    u = np.empty((num_images, copies, 4))
+    flips = np.empty((num_images, copies), bool)
+    for i, key in enumerate(keys):
+      rng = np.random.default_rng([seed, path_key(key)])
+      u[i] = rng.uniform(-1., 1., size=(copies, 4))
+      flips[i] = rng.uniform(size=copies) < 0.5
+  tx = u[..., 0] * max_shift * w
+  ty = u[..., 1] * max_shift * h
+  s = 1. + u[..., 2] * max_scale
+  theta = np.deg2rad(u[..., 3] * max_rotation_deg)
+  fl = flips & flip
+  tx[:, 0] = ty[:, 0] = theta[:, 0] = 0.
+  s[:, 0] = 1.
+  fl[:, 0] = False
+  cx, cy = (w - 1) / 2., (h - 1) / 2.
+  # Output -> input: in = R(-theta) (out - c - t) / s + c, then mirror x.
+  cos, sin = np.cos(theta) / s, np.sin(theta) / s
+  a0, a1 = cos, sin
+  b0, b1 = -sin, cos
+  ox, oy = -cx - tx, -cy - ty
+  a2 = a0 * ox + a1 * oy + cx
+  b2 = b0 * ox + b1 * oy + cy
+  sign = np.where(fl, -1., 1.)
+  a0, a1 = sign * a0, sign * a1
+  a2 = np.where(fl, (w - 1) - a2, a2)
+  zeros = np.zeros_like(a0)
+  out = np.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=-1)
+  return out.astype(np.float32)
+
+
+def apply_transforms(images: tf.Tensor, transforms: tf.Tensor) -> tf.Tensor:
+  """Warps a batch of images with per-image projective transforms.
+
+  Args:
+    images: float32 [B, H, W, C].
+    transforms: float32 [B, 8] output -> input transforms.
+
+  Returns:
+    float32 [B, H, W, C], borders filled by reflection.
+  """
+  return tf.raw_ops.ImageProjectiveTransformV3(
+      images=images, transforms=transforms,
+      output_shape=tf.shape(images)[1:3], fill_value=0.,
+      interpolation="BILINEAR", fill_mode="REFLECT")

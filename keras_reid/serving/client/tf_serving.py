@@ -1,0 +1,373 @@
+"""Clients for a keras-reid model served by TF-Serving: gRPC, REST and a CLI.
+
+    python -m keras_reid.serving.client --server=localhost:8500 --model=reid \
+        a.jpg b.jpg
+
+prints both embeddings, their Euclidean distance and the same-person
+probability of the verification head. `--protocol=rest --server=localhost:8501`
+uses the REST API instead.
+
+Both clients speak to the signatures written by keras_reid.serving.saved_model
+(serving_default, serve_bytes, verify); `predict` reaches any signature.
+Every call has a deadline; UNAVAILABLE (server down or restarting) and
+RESOURCE_EXHAUSTED are retried with exponential backoff, then raised as
+ServerUnavailableError. Errors are ServingError subclasses whose message names
+the server, model, version and signature involved and what to check.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import urllib.error
+import urllib.request
+from typing import Callable, Mapping, Optional, Sequence
+
+from absl import logging
+from google.protobuf import json_format
+import grpc
+import numpy as np
+import tensorflow as tf
+from tensorflow_serving.apis import get_model_metadata_pb2
+from tensorflow_serving.apis import predict_pb2
+from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+DEFAULT_SIGNATURE = "serving_default"
+# 64 uint8 images of 512x256 are 25 MB; gRPC's default limit is 4 MB.
+MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+
+
+class ServingError(RuntimeError):
+  """A request to the model server failed; the message says why."""
+
+
+class ServerUnavailableError(ServingError):
+  """The server could not be reached (down, wrong address, or overloaded)."""
+
+
+class ModelNotFoundError(ServingError):
+  """The server does not serve this model name or version."""
+
+
+class SignatureNotFoundError(ServingError):
+  """The model has no signature of this name."""
+
+
+class InvalidRequestError(ServingError):
+  """The server rejected the inputs (dtype, shape, empty batch, bad bytes)."""
+
+
+class DeadlineExceededError(ServingError):
+  """The server did not answer within the deadline."""
+
+
+def _describe(server: str, model: str, version: Optional[int],
+              signature: Optional[str]) -> str:
+  what = f"model {model!r}, " + (
+      f"version {version}" if version else "latest version")
+  if signature:
+    what += f", signature {signature!r}"
+  return f"{what} at {server}"
+
+
+def _classify(code: str, message: str, where: str) -> ServingError:
+  """Turns a server status (gRPC code name) into the matching ServingError."""
+  if code == "UNAVAILABLE":
+    return ServerUnavailableError(
+        f"Server unreachable for {where}: {message}. Check that the model "
+        "server is running and that --server is its host:port (gRPC 8500, "
+        "REST 8501 by default).")
+  if code == "NOT_FOUND":
+    return ModelNotFoundError(
+        f"Not served: {where}: {message}. Check the model name and version "
+        "against the server's models.config and its model_base_path folders.")
+  if code == "DEADLINE_EXCEEDED":
+    return DeadlineExceededError(
+        f"No answer within the deadline for {where}: {message}. Raise "
+        "timeout_s or send smaller batches.")
+  if code == "INVALID_ARGUMENT" and "not found in signature def" in message:
+    return SignatureNotFoundError(
+        f"Unknown signature for {where}: {message}. keras-reid exports "
+        "'serving_default', 'serve_bytes' and 'verify'; `metadata()` lists "
+        "what the server has.")
+  if code == "INVALID_ARGUMENT":
+    return InvalidRequestError(f"Request rejected for {where}: {message}")
+  return ServingError(f"{code} from {where}: {message}")
+
+
+_RETRYABLE = ("UNAVAILABLE", "RESOURCE_EXHAUSTED")
+
+
+def _with_retries(call: Callable[[], object], *, retries: int,
+                  backoff_s: float, code_of: Callable[[Exception], str]):
+  """Runs `call`, retrying retryable failures with exponential backoff."""
+  for attempt in range(retries + 1):
+    try:
+      return call()
+    except Exception as e:  # pylint: disable=broad-except
+      code = code_of(e)
+      if code not in _RETRYABLE or attempt == retries:
+        raise
+      delay = backoff_s * 2**attempt
+      logging.warning("Attempt %d failed with %s; retrying in %.2fs.",
+                      attempt + 1, code, delay)
+      time.sleep(delay)
+
+
+class _Client:
+  """What the gRPC and REST clients share: the keras-reid signatures."""
+
+  def predict(self, inputs: Mapping[str, np.ndarray],
+              signature: str = DEFAULT_SIGNATURE) -> dict[str, np.ndarray]:
+    raise NotImplementedError
+
+  def embed(self, images: np.ndarray) -> np.ndarray:
+    """uint8 [B, H, W, 3] RGB -> float32 [B, D] L2-normalised embeddings."""
+    images = np.asarray(images)
+    return self.predict({"images": images}, "serving_default")["embeddings"]
+
+  def embed_files(self, contents: Sequence[bytes]) -> np.ndarray:
+    """Encoded JPEG/PNG/BMP files (bytes) [B] -> float32 [B, D] embeddings."""
+    contents = np.array(list(contents), dtype=object)
+    return self.predict({"images": contents}, "serve_bytes")["embeddings"]
+
+  def verify(self, images_a: np.ndarray, images_b: np.ndarray) -> np.ndarray:
+    """Two uint8 [B, H, W, 3] batches -> float32 [B] same-person probability."""
+    return self.predict({"images_a": np.asarray(images_a),
+                         "images_b": np.asarray(images_b)},
+                        "verify")["same_probability"]
+
+
+class GrpcClient(_Client):
+  """Client for TF-Serving's gRPC PredictionService.
+
+  Args:
+    server: "host:port" of the gRPC endpoint (TF-Serving's --port, 8500).
+    model: the model name (models.config `name`).
+    version: a model version, or None for the latest the server has.
+    timeout_s: deadline of each attempt, in seconds.
+    retries: extra attempts after UNAVAILABLE / RESOURCE_EXHAUSTED.
+    backoff_s: delay before the first retry; doubles each retry.
+  """
+
+  def __init__(self, server: str, model: str, *, version: Optional[int] = None,
+               timeout_s: float = 10.0, retries: int = 2,
+               backoff_s: float = 0.2):
+    self.server = server
+    self.model = model
+    self.version = version
+    self.timeout_s = timeout_s
+    self.retries = retries
+    self.backoff_s = backoff_s
+    self._channel = grpc.insecure_channel(server, options=[
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)])
+    self._stub = prediction_service_pb2_grpc.PredictionServiceStub(
+        self._channel)
+
+  def close(self) -> None:
+    self._channel.close()
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    self.close()
+
+  def _call(self, method, request, signature: Optional[str]):
+    try:
+      return _with_retries(
+          lambda: method(request, timeout=self.timeout_s),
+          retries=self.retries, backoff_s=self.backoff_s,
+          code_of=lambda e: (e.code().name if isinstance(e, grpc.RpcError)
+                             else ""))
+    except grpc.RpcError as e:
+      raise _classify(
+          e.code().name, e.details() or "",
+          _describe(self.server, self.model, self.version, signature)) from e
+
+  def _set_spec(self, spec, signature: Optional[str]) -> None:
+    spec.name = self.model
+    if self.version:
+      spec.version.value = int(self.version)
+    if signature:
+      spec.signature_name = signature
+
+  def predict(self, inputs: Mapping[str, np.ndarray],
+              signature: str = DEFAULT_SIGNATURE) -> dict[str, np.ndarray]:
+    """Runs one signature. Returns its outputs as NumPy arrays by name."""
+    request = predict_pb2.PredictRequest()
+    self._set_spec(request.model_spec, signature)
+    for name, value in inputs.items():
+      value = np.asarray(value)
+      # An object array holds encoded files (bytes); say so even when empty.
+      dtype = tf.string if value.dtype == object else None
+      request.inputs[name].CopyFrom(tf.make_tensor_proto(value, dtype=dtype))
+    response = self._call(self._stub.Predict, request, signature)
+    return {k: tf.make_ndarray(v) for k, v in response.outputs.items()}
+
+  def metadata(self) -> dict[str, dict]:
+    """Signature name -> {"inputs": {name: (dtype, shape)}, "outputs": ...}."""
+    request = get_model_metadata_pb2.GetModelMetadataRequest()
+    self._set_spec(request.model_spec, None)
+    request.metadata_field.append("signature_def")
+    response = self._call(self._stub.GetModelMetadata, request, None)
+    sig_map = get_model_metadata_pb2.SignatureDefMap()
+    response.metadata["signature_def"].Unpack(sig_map)
+    return summarize_signatures(sig_map)
+
+
+def summarize_signatures(sig_map) -> dict[str, dict]:
+  """SignatureDefMap proto -> {name: {"inputs": {name: (dtype, shape)},
+  "outputs": ...}}; shape is None for unknown rank, -1 for unknown sizes."""
+  def tensors(infos):
+    return {k: (tf.dtypes.as_dtype(v.dtype).name,
+                None if v.tensor_shape.unknown_rank
+                else [d.size for d in v.tensor_shape.dim])
+            for k, v in infos.items()}
+  return {name: {"inputs": tensors(s.inputs), "outputs": tensors(s.outputs)}
+          for name, s in sig_map.signature_def.items()
+          if not name.startswith("__")}
+
+
+_HTTP_CODES = {400: "INVALID_ARGUMENT", 404: "NOT_FOUND",
+               408: "DEADLINE_EXCEEDED", 429: "RESOURCE_EXHAUSTED",
+               503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED"}
+
+
+def _to_json(value: np.ndarray):
+  if value.dtype == object or value.dtype.kind in "SU":
+    def enc(v):
+      v = v.encode() if isinstance(v, str) else bytes(v)
+      return {"b64": base64.b64encode(v).decode("ascii")}
+    return np.vectorize(enc, otypes=[object])(value).tolist()
+  return value.tolist()
+
+
+class RestClient(_Client):
+  """Client for TF-Serving's REST API (columnar "inputs" format).
+
+  Args:
+    server: "host:port" or "http://host:port" (TF-Serving's
+      --rest_api_port, 8501).
+    model, version, timeout_s, retries, backoff_s: as for GrpcClient.
+  """
+
+  def __init__(self, server: str, model: str, *, version: Optional[int] = None,
+               timeout_s: float = 10.0, retries: int = 2,
+               backoff_s: float = 0.2):
+    self.server = server if "://" in server else f"http://{server}"
+    self.model = model
+    self.version = version
+    self.timeout_s = timeout_s
+    self.retries = retries
+    self.backoff_s = backoff_s
+
+  def _url(self, suffix: str) -> str:
+    url = f"{self.server}/v1/models/{self.model}"
+    if self.version:
+      url += f"/versions/{int(self.version)}"
+    return url + suffix
+
+  def _request(self, url: str, body: Optional[dict], signature: Optional[str]):
+    where = _describe(self.server, self.model, self.version, signature)
+    data = None if body is None else json.dumps(body).encode()
+
+    def once():
+      request = urllib.request.Request(
+          url, data=data, headers={"Content-Type": "application/json"})
+      with urllib.request.urlopen(request, timeout=self.timeout_s) as r:
+        return json.loads(r.read())
+
+    def code_of(e: Exception) -> str:
+      if isinstance(e, urllib.error.HTTPError):
+        return _HTTP_CODES.get(e.code, f"HTTP {e.code}")
+      if isinstance(e, (urllib.error.URLError, ConnectionError)):
+        return "UNAVAILABLE"
+      if isinstance(e, TimeoutError):
+        return "DEADLINE_EXCEEDED"
+      return ""
+
+    try:
+      return _with_retries(once, retries=self.retries,
+                           backoff_s=self.backoff_s, code_of=code_of)
+    except urllib.error.HTTPError as e:
+      try:
+        message = json.loads(e.read()).get("error", "")
+      except ValueError:
+        message = str(e)
+      raise _classify(code_of(e), message, where) from e
+    except (urllib.error.URLError, ConnectionError, TimeoutError) as e:
+      raise _classify(code_of(e), str(getattr(e, "reason", e)), where) from e
+
+  def predict(self, inputs: Mapping[str, np.ndarray],
+              signature: str = DEFAULT_SIGNATURE) -> dict[str, np.ndarray]:
+    """Runs one signature. Returns its outputs as NumPy arrays by name."""
+    body = {"signature_name": signature,
+            "inputs": {k: _to_json(np.asarray(v)) for k, v in inputs.items()}}
+    outputs = self._request(self._url(":predict"), body, signature)["outputs"]
+    if not isinstance(outputs, dict):
+      # TF-Serving omits the name when the signature has a single output.
+      names = {"serving_default": "embeddings", "serve_bytes": "embeddings",
+               "verify": "same_probability"}
+      outputs = {names.get(signature, "output"): outputs}
+    return {k: np.asarray(v, np.float32) for k, v in outputs.items()}
+
+  def metadata(self) -> dict[str, dict]:
+    """Signature name -> {"inputs": {name: (dtype, shape)}, "outputs": ...}."""
+    response = self._request(self._url("/metadata"), None, None)
+    sig_map = json_format.ParseDict(
+        response["metadata"]["signature_def"],
+        get_model_metadata_pb2.SignatureDefMap(), ignore_unknown_fields=True)
+    return summarize_signatures(sig_map)
+
+
+def make_client(server: str, model: str, *, protocol: str = "grpc",
+                **kwargs) -> _Client:
+  """Returns a GrpcClient or RestClient; `protocol` is "grpc" or "rest"."""
+  clients = {"grpc": GrpcClient, "rest": RestClient}
+  if protocol not in clients:
+    raise ValueError(f"Unknown protocol {protocol!r}; expected one of "
+                     f"{sorted(clients)}.")
+  return clients[protocol](server, model, **kwargs)
+
+
+def decode_file(path: str) -> np.ndarray:
+  """Reads an image file -> uint8 [1, h, w, 3] RGB."""
+  with open(path, "rb") as f:
+    contents = f.read()
+  image = tf.io.decode_image(contents, channels=3, expand_animations=False)
+  return image.numpy()[None]
+
+
+def compare_files(client: _Client, path_a: str,
+                  path_b: str) -> dict[str, np.ndarray | float]:
+  """Embeds two image files and scores them as a pair.
+
+  Returns:
+    {"embedding_a": [D], "embedding_b": [D], "distance": Euclidean distance of
+    the L2-normalised embeddings, "same_probability": verification head's
+    probability that both show the same person}.
+  """
+  contents = []
+  for path in (path_a, path_b):
+    with open(path, "rb") as f:
+      contents.append(f.read())
+  embeddings = client.embed_files(contents)
+  probability = client.verify(decode_file(path_a), decode_file(path_b))
+  return {"embedding_a": embeddings[0], "embedding_b": embeddings[1],
+          "distance": float(np.linalg.norm(embeddings[0] - embeddings[1])),
+          "same_probability": float(probability[0])}
+
+
+def format_comparison(result: Mapping, path_a: str, path_b: str) -> str:
+  """The CLI's output text."""
+  fmt = lambda v: np.array2string(np.asarray(v), precision=4,
+                                  separator=", ", max_line_width=100)
+  return "\n".join([
+      f"embedding {path_a}: {fmt(result['embedding_a'])}",
+      f"embedding {path_b}: {fmt(result['embedding_b'])}",
+      f"euclidean distance: {result['distance']:.4f}",
+      f"same-person probability: {result['same_probability']:.4f}",
+  ])
