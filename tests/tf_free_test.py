@@ -25,7 +25,7 @@ TF_FREE_MODULES = (
     "keras_reid.runs",
     "keras_reid.data.records",
     "keras_reid.data.datasets",
-    "keras_reid.data.describe",
+    "keras_reid.data.inspection",
     "keras_reid.data.synthetic.generator",
     "keras_reid.data.synthetic.render",
     "keras_reid.data.from_config",

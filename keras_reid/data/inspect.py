@@ -16,8 +16,8 @@ from absl import app
 from absl import flags
 
 from keras_reid.data import datasets
-from keras_reid.data import describe
 from keras_reid.data import from_config
+from keras_reid.data import inspection
 
 _DATASET = flags.DEFINE_string("dataset", None,
                                f"One of {sorted(datasets.DATASETS)}.")
@@ -35,7 +35,7 @@ _PID_NAMES_JSON = flags.DEFINE_string(
 def main(argv: list[str]) -> None:
   del argv
   try:
-    text = describe.inspect_dataset(
+    text = inspection.inspect_dataset(
         _DATASET.value, _ROOT.value, split=_SPLIT.value,
         split_seed=_SPLIT_SEED.value, pid_names_json=_PID_NAMES_JSON.value,
         **from_config.parse_options(_OPTIONS.value))

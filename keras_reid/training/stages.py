@@ -21,9 +21,9 @@ from keras_reid import config as config_lib
 from keras_reid import runs
 from keras_reid.data import augmentation
 from keras_reid.data import datasets
-from keras_reid.data import describe
 from keras_reid.data import from_config
 from keras_reid.data import image_files
+from keras_reid.data import inspection
 from keras_reid.data import records as records_lib
 from keras_reid.evaluation import ranking
 from keras_reid.models import backbones
@@ -215,9 +215,9 @@ def train(config: config_dict.ConfigDict, workdir: str) -> dict:
     dataset = stage_datasets[name]
     logging.info("Stage %s: %s", name, dataset.summary())
     if dataset.pid_names:  # string pids of a manifest: keep their numbering
-      describe.write_pid_names(dataset, runs.pid_names_path(run.workdir, name))
+      inspection.write_pid_names(dataset, runs.pid_names_path(run.workdir, name))
       logging.info("Stage %s: %s", name,
-                   describe.pid_names_summary(dataset.pid_names))
+                   inspection.pid_names_summary(dataset.pid_names))
     evaluate = None
     if dataset.query and dataset.gallery:
       evaluate = functools.partial(

@@ -11,7 +11,7 @@ import pytest
 import scipy.io
 
 from keras_reid.data import datasets
-from keras_reid.data import describe as inspect_lib
+from keras_reid.data import inspection
 
 _PIXEL = Image.fromarray(np.zeros((8, 4, 3), np.uint8))
 
@@ -239,7 +239,7 @@ def test_cuhk03(tmp_path):
 
 def test_inspect_last_line_is_json(tmp_path):
   _viper(tmp_path / "VIPeR", n=4)
-  out = inspect_lib.inspect_dataset("viper", str(tmp_path),
+  out = inspection.inspect_dataset("viper", str(tmp_path),
                                    allow_incomplete=True)
   counts = json.loads(out.splitlines()[-1])
   assert counts["num_train_ids"] == 2 and counts["num_cameras"] == 2

@@ -6,7 +6,7 @@ import os
 import pytest
 
 from keras_reid.data import datasets
-from keras_reid.data import describe
+from keras_reid.data import inspection
 from keras_reid.data import records
 
 
@@ -30,7 +30,7 @@ def test_string_pids_keep_junk_and_distractor(tmp_path):
   assert [r.pid for r in ds.gallery] == [1, records.DISTRACTOR_PID,
                                          records.JUNK_PID]
   assert ds.query[0].pid == 1
-  text, counts = describe.describe(ds)
+  text, counts = inspection.describe(ds)
   assert counts["num_named_pids"] == 2
   assert counts["num_junk_images"] == 1
   assert counts["num_distractor_images"] == 1
@@ -55,7 +55,7 @@ def test_mixed_pids_reported(tmp_path, caplog):
   assert ds.gallery[0].pid == 0
   assert any("mix integers" in r.getMessage() and "'7'" in r.getMessage()
              for r in caplog.records)
-  out = describe.inspect_dataset(
+  out = inspection.inspect_dataset(
       "manifest", str(tmp_path / "m.csv"),
       pid_names_json=str(tmp_path / "names.json"))
   assert "integer-like name(s) numbered as names" in out

@@ -11,8 +11,8 @@ import sys
 import numpy as np
 import pytest
 
-from keras_reid.data import describe as inspect_lib
 from keras_reid.data import image_files
+from keras_reid.data import inspection
 from keras_reid.data import pipeline
 from keras_reid.data.records import Record
 
@@ -23,7 +23,7 @@ pytestmark = pytest.mark.skipif(
 
 
 def _counts(name, sub, split=0, **options):
-  out = inspect_lib.inspect_dataset(name, os.path.join(ROOT, sub),
+  out = inspection.inspect_dataset(name, os.path.join(ROOT, sub),
                                     split=split, **options)
   return json.loads(out.splitlines()[-1])
 
