@@ -17,8 +17,22 @@ functions, storage types) and refuses anything else. Tensors are strided
 views of storages; every view is checked against its storage before it is
 copied (no negative strides, lowest and highest element inside the storage,
 element count bounded by the storage and by MAX_ELEMENTS), and the bytes
-materialised are bounded by the storages' size. Any file that is not a readable
-state dict raises one `ValueError` that names the file.
+materialised are bounded by the storages' size.
+
+A pickle can also make the reader's work exponential in its size: memo
+references let a few hundred bytes describe a list nested 64 levels deep
+whose every level holds the level below twice, which anything that walks,
+hashes or prints it expands 2**64 times. So every pickle is first scanned
+(its opcodes only, nothing built) and refused when its objects, expanded
+along shared references, hold more than ELEMENTS_PER_BYTE elements per byte
+of the pickle (a state dict holds about one), or nest deeper than
+MAX_NESTING. The scan also refuses a pickle that changes an object after
+placing it in another (expanded sizes would be stale) or changes a global or
+storage (they are the reader's own objects). Walking the state dict then visits
+each object once, by id.
+
+Any file that is not a readable state dict raises one `ValueError` that names
+the file.
 """
 
 from __future__ import annotations
@@ -28,6 +42,7 @@ import io
 import math
 import os
 import pickle
+import pickletools
 import struct
 import zipfile
 from typing import Callable
@@ -38,6 +53,17 @@ import numpy as np
 # float32, far above any weight tensor), whatever the file claims.
 MAX_ELEMENTS = 1 << 31
 MAX_DIMS = 32
+# Elements (counted along shared references) a pickle may describe per byte
+# of its own size, plus a floor for tiny pickles. A state dict's pickle
+# expands to about 0.6 elements per byte (EfficientNet-Lite's torch.save
+# files); 16 leaves room, and still refuses a shared-reference bomb after a
+# dozen levels.
+ELEMENTS_PER_BYTE = 16
+MIN_ELEMENT_LIMIT = 1024
+# How deep objects may nest. A state dict nests about five levels (dict,
+# tensor, its arguments, a storage id, its type) whatever its size; a
+# checkpoint dict adds a few.
+MAX_NESTING = 32
 _LEGACY_MAGIC = 0x1950a86a20f9469cfc6c
 _ZIP_MAGIC = b"PK\x03\x04"
 _PICKLE_PROTO = b"\x80"
@@ -113,16 +139,137 @@ ALLOWED_GLOBALS = {
 }
 
 
+# Opcodes that change the object below their arguments instead of making one.
+_MUTATING_OPS = frozenset(
+    ["APPEND", "APPENDS", "SETITEM", "SETITEMS", "ADDITEMS", "BUILD"])
+# Opcodes whose result is a global or a storage: the reader's own objects.
+_SHARED_RESULT_OPS = frozenset(["GLOBAL", "STACK_GLOBAL", "PERSID", "BINPERSID"])
+
+
+def _element_limit(pickle_bytes: int) -> int:
+  """Most elements a pickle of `pickle_bytes` bytes may expand to."""
+  return ELEMENTS_PER_BYTE * pickle_bytes + MIN_ELEMENT_LIMIT
+
+
+def _check_pickle(file) -> int:
+  """Scans the pickle at `file`'s position without building it.
+
+  Mirrors the unpickler's stack and memo with one (expanded size, depth) per
+  object, counting each object's expanded size every time an opcode puts it
+  inside another: that count bounds what unpickling, hashing and walking the
+  result cost, however the pickle shares references.
+
+  Args:
+    file: a seekable binary file at the start of a pickle; left there.
+
+  Returns:
+    The pickle's length in bytes.
+
+  Raises:
+    _Malformed: the pickle is malformed, expands beyond `_element_limit` of
+      its length or nests deeper than MAX_NESTING.
+  """
+  start = file.tell()
+  stack: list[int] = []     # object ids, as the unpickler's stack
+  marks: list[int] = []     # stack lengths at each MARK
+  memo: dict[int, int] = {}
+  size: list[int] = []      # object id -> elements once expanded
+  depth: list[int] = []     # object id -> nesting depth
+  frozen: set[int] = set()  # ids inside another object, globals, storages
+  work = 0
+
+  for op, arg, _ in pickletools.genops(file):
+    name = op.name
+    if name in ("PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"):
+      if not stack:
+        raise _Malformed("its pickle memoizes from an empty stack")
+      memo[len(memo) if name == "MEMOIZE" else arg] = stack[-1]
+      continue
+    if name in ("GET", "BINGET", "LONG_BINGET"):
+      if arg not in memo:
+        raise _Malformed(f"its pickle reads memo entry {arg}, never written")
+      stack.append(memo[arg])
+      continue
+    if name == "MARK":
+      marks.append(len(stack))
+      continue
+    if name == "DUP":
+      if not stack:
+        raise _Malformed("its pickle duplicates an empty stack")
+      stack.append(stack[-1])
+      continue
+    before = op.stack_before
+    if pickletools.markobject in before:
+      if not marks:
+        raise _Malformed(f"its pickle's {name} has no MARK")
+      mark = marks.pop()
+      items, num_fixed = stack[mark:], before.index(pickletools.markobject)
+      del stack[mark:]
+    else:
+      items, num_fixed = [], len(before)
+    if len(stack) < num_fixed:
+      raise _Malformed(f"its pickle's {name} finds too few objects on the "
+                       "stack")
+    popped = stack[len(stack) - num_fixed:] + items
+    del stack[len(stack) - num_fixed:]
+    if name in _MUTATING_OPS:
+      target, parts = popped[0], popped[1:]
+      if target in frozen:
+        raise _Malformed(f"its pickle's {name} changes an object after using "
+                         "it, or a global or storage; a state dict never does")
+    elif op.stack_after:
+      target, parts = len(size), popped
+      size.append(1)
+      depth.append(0)
+      if name in _SHARED_RESULT_OPS:
+        frozen.add(target)
+    else:  # POP, POP_MARK, STOP: nothing is built.
+      continue
+    for part in parts:
+      frozen.add(part)
+      size[target] += size[part]
+      depth[target] = max(depth[target], depth[part] + 1)
+      work += size[part]
+    stack.append(target)
+    # Checked against the bytes read so far: a legitimate pickle's count
+    # grows with its length, and a bomb is refused at its first levels.
+    nbytes = file.tell() - start
+    if work > _element_limit(nbytes):
+      raise _Malformed(
+          f"its pickle expands to over {work} elements (counting shared "
+          f"references each time) in its first {nbytes} bytes, more than the "
+          f"limit of {_element_limit(nbytes)} ({ELEMENTS_PER_BYTE} per byte + "
+          f"{MIN_ELEMENT_LIMIT}; a state dict expands to about one per byte): "
+          "a file crafted to exhaust time or memory")
+    if depth[target] > MAX_NESTING:
+      raise _Malformed(
+          f"its pickle nests objects {depth[target]} deep, more than the "
+          f"limit of {MAX_NESTING} (a state dict nests about five levels): "
+          "a file crafted to exhaust time or memory")
+  end = file.tell()
+  file.seek(start)
+  return end - start
+
+
 class RestrictedUnpickler(pickle.Unpickler):
   """Unpickles a PyTorch state dict and nothing else.
 
   Storages come back as _StorageRef (registered in `self.storages` by key)
-  and tensors as _TensorRef; `_materialize` turns them into arrays.
+  and tensors as _TensorRef; `_Materializer` turns them into arrays. Each
+  `load` scans the pickle first (`_check_pickle`), so `file` must be
+  seekable.
   """
 
   def __init__(self, file):
     super().__init__(file)
+    self._file = file
     self.storages: dict[str, _StorageRef] = {}
+    # Bounds on walking what load() returns, from the pickle's length.
+    self.element_limit = _element_limit(0)
+
+  def load(self):
+    self.element_limit = _element_limit(_check_pickle(self._file))
+    return super().load()
 
   def find_class(self, module, name):
     if (module, name) in ALLOWED_GLOBALS:
@@ -182,22 +329,52 @@ def _view(ref: _TensorRef) -> np.ndarray:
       strides=[s * data.itemsize for s in stride], writeable=False).copy()
 
 
-def _materialize(obj, budget: list[int]):
-  """Replaces every _TensorRef inside dicts/lists/tuples by its array."""
-  if isinstance(obj, _TensorRef):
-    array = _view(obj)
-    budget[0] -= array.nbytes
-    if budget[0] < 0:
-      raise _Malformed("its tensors add up to more bytes than the file could "
-                       "hold (overlapping views)")
-    return array
-  if isinstance(obj, dict):
-    return type(obj)((k, _materialize(v, budget)) for k, v in obj.items())
-  if isinstance(obj, (list, tuple)):
-    return type(obj)(_materialize(v, budget) for v in obj)
-  if isinstance(obj, _StorageRef):
-    raise _Malformed(f"a bare storage ({obj.key}) where a tensor was expected")
-  return obj
+class _Materializer:
+  """Replaces every _TensorRef inside dicts/lists/tuples by its array.
+
+  Walks each object once, by id (a shared object maps to one result, as
+  torch.load would return one object), at most MAX_NESTING deep and over at
+  most `element_limit` references in all.
+
+  Args:
+    byte_budget: most bytes all tensors may add up to.
+    element_limit: most references the walk may follow.
+  """
+
+  def __init__(self, byte_budget: int, element_limit: int):
+    self.bytes_left = byte_budget
+    self.elements_left = element_limit
+    self.element_limit = element_limit
+    self._done: dict[int, object] = {}
+
+  def __call__(self, obj, depth: int = 0):
+    self.elements_left -= 1
+    if self.elements_left < 0:
+      raise _Malformed(f"its state dict holds more than {self.element_limit} "
+                       "objects, more than its pickle's size allows")
+    if depth > MAX_NESTING:
+      raise _Malformed(f"its state dict nests deeper than {MAX_NESTING} "
+                       "levels (or contains itself)")
+    if id(obj) in self._done:
+      return self._done[id(obj)]
+    if isinstance(obj, _TensorRef):
+      result = _view(obj)
+      self.bytes_left -= result.nbytes
+      if self.bytes_left < 0:
+        raise _Malformed("its tensors add up to more bytes than the file "
+                         "could hold (overlapping views)")
+    elif isinstance(obj, dict):
+      result = type(obj)((k, self(v, depth + 1)) for k, v in obj.items())
+    elif isinstance(obj, (list, tuple)):
+      result = type(obj)(self(v, depth + 1) for v in obj)
+    elif isinstance(obj, _StorageRef):
+      raise _Malformed(f"a bare storage ({obj.key}) where a tensor was "
+                       "expected")
+    else:
+      return obj
+    # `obj` stays alive in the state being walked, so its id is not reused.
+    self._done[id(obj)] = result
+    return result
 
 
 def _read_exact(f, nbytes: int, what: str, file_size: int | None = None
@@ -250,7 +427,7 @@ def _load_zip(path: str):
       with archive.open(name) as f:  # Reads only what the storage needs.
         raw = _read_exact(f, nbytes, f"storage {key}")
       ref.data = np.frombuffer(raw, dtype=ref.dtype)
-  return state, unpickler.storages
+  return state, unpickler
 
 
 def _load_legacy(path: str):
@@ -278,7 +455,7 @@ def _load_legacy(path: str):
       raw = _read_exact(f, count * ref.dtype.itemsize, f"storage {key}",
                         file_size)
       ref.data = np.frombuffer(raw, dtype=ref.dtype)
-  return state, unpickler.storages
+  return state, unpickler
 
 
 def _open_kind(path: str) -> str:
@@ -319,15 +496,15 @@ def load_state_dict(path: str) -> dict[str, np.ndarray]:
     raise FileNotFoundError(f"{path}: no such .pth file.")
   try:
     load = _load_zip if _open_kind(path) == "zip" else _load_legacy
-    state, storages = load(path)
+    state, unpickler = load(path)
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
       state = state["state_dict"]
     if not isinstance(state, dict):
       raise _Malformed(f"expected a state dict, got {type(state).__name__}")
     # Views may overlap (tied weights), but not without bound.
-    budget = [2 * sum(ref.data.nbytes for ref in storages.values()
-                      if ref.data is not None) + (1 << 20)]
-    state = _materialize(state, budget)
+    byte_budget = 2 * sum(ref.data.nbytes for ref in unpickler.storages.values()
+                          if ref.data is not None) + (1 << 20)
+    state = _Materializer(byte_budget, unpickler.element_limit)(state)
     out = {}
     for key, value in state.items():
       if not isinstance(key, str) or not isinstance(value, np.ndarray):
