@@ -37,6 +37,13 @@ from keras_reid.data.synthetic import render
 
 FORMAT_VERSION = 1
 META_FILE = "synthetic.json"
+SUBFOLDERS = ("bounding_box_train", "bounding_box_test", "query")
+# The smallest arguments that make a dataset: a query needs a match in
+# another camera, and the renderer's scene parts are at least 3 pixels.
+MIN_IDS = 4
+MIN_CAMERAS = 2
+MIN_IMAGES_PER_CAMERA = 2
+MIN_IMAGE_SIZE = (8, 4)
 # The `domain`s generate() takes: render.py's styles.
 DOMAINS = tuple(render.DOMAIN_STYLE)
 
@@ -63,10 +70,78 @@ def _params(num_ids, seed, domain, num_cameras, images_per_camera,
 
 
 def _read_meta(path: str) -> dict[str, Any] | None:
-  if not os.path.exists(path):
+  """The parameters in a META_FILE this module wrote; None if there is none,
+  or it is not one of ours."""
+  try:
+    with open(path) as f:
+      meta = json.load(f)
+  except (OSError, ValueError):
     return None
-  with open(path) as f:
-    return json.load(f)
+  keys = _params(MIN_IDS, 0, DOMAINS[0], MIN_CAMERAS, MIN_IMAGES_PER_CAMERA,
+                 MIN_IMAGE_SIZE).keys()
+  if (not isinstance(meta, dict) or meta.keys() != keys
+      or meta["version"] != FORMAT_VERSION):
+    return None
+  return meta
+
+
+def _listing(names: list[str]) -> str:
+  return ", ".join(names[:5]) + (
+      f" and {len(names) - 5} more" if len(names) > 5 else "")
+
+
+def existing_dataset(out_dir: str) -> dict[str, Any] | None:
+  """The parameters of the synthetic dataset in `out_dir`, if it holds one.
+
+  Args:
+    out_dir: a dataset folder.
+
+  Returns:
+    The parameters generate() wrote in its META_FILE; None when `out_dir` is
+    new or an empty folder.
+
+  Raises:
+    FileExistsError: `out_dir` is a file, or a folder without a META_FILE
+      written by generate() (the message says what it holds).
+  """
+  if not os.path.exists(out_dir):
+    return None
+  if not os.path.isdir(out_dir):
+    raise FileExistsError(f"{out_dir} is a file, not a dataset folder; choose "
+                          "an empty or new folder.")
+  names = sorted(os.listdir(out_dir))
+  if not names:
+    return None
+  meta = _read_meta(os.path.join(out_dir, META_FILE))
+  if meta is None:
+    what = (f"; its {META_FILE} was not written by this generator"
+            if META_FILE in names else f" and no {META_FILE}")
+    raise FileExistsError(
+        f"{out_dir} is not a synthetic dataset folder: it holds "
+        f"{_listing(names)}{what}. It is never replaced, even with overwrite; "
+        "choose an empty or new folder.")
+  return meta
+
+
+def _check_replaceable(out_dir: str) -> None:
+  """Raises FileExistsError unless `out_dir` holds only what generate()
+  writes: deleting it must never delete anything else."""
+  foreign = []
+  for name in sorted(os.listdir(out_dir)):
+    path = os.path.join(out_dir, name)
+    if name == META_FILE and os.path.isfile(path):
+      continue
+    if name not in SUBFOLDERS or not os.path.isdir(path):
+      foreign.append(name)
+      continue
+    foreign.extend(os.path.join(name, image) for image in sorted(os.listdir(path))
+                   if not image.endswith(".jpg")
+                   or not os.path.isfile(os.path.join(path, image)))
+  if foreign:
+    raise FileExistsError(
+        f"{out_dir} holds a synthetic dataset and files the generator did not "
+        f"write ({_listing(foreign)}), so it is not replaced; move them out, "
+        "or choose an empty or new folder.")
 
 
 def generate(out_dir: str, *, num_ids: int, seed: int, domain: str = "a",
@@ -89,24 +164,37 @@ def generate(out_dir: str, *, num_ids: int, seed: int, domain: str = "a",
     num_cameras: overrides the domain's camera count (>= 2).
     images_per_camera: images of an identity in each camera it visits (>= 2;
       test ids give one per camera to query, the rest to the gallery).
-    image_size: (height, width).
-    overwrite: replace an existing dataset with other parameters.
+    image_size: (height, width), at least MIN_IMAGE_SIZE.
+    overwrite: replace a dataset generated here with other parameters. A
+      folder holding anything else (no META_FILE, or files this function did
+      not write) is never replaced.
 
   Returns:
     out_dir.
+
+  Raises:
+    ValueError: arguments below the minimums.
+    FileExistsError: `out_dir` is a file, holds something other than a
+      synthetic dataset, or (without `overwrite`) a dataset generated with
+      other arguments.
   """
   code = _domain_code(domain)
   if num_cameras is None:
     num_cameras = render.DOMAIN_STYLE[domain]["num_cameras"]
-  if num_ids < 4 or num_cameras < 2 or images_per_camera < 2:
+  if (num_ids < MIN_IDS or num_cameras < MIN_CAMERAS
+      or images_per_camera < MIN_IMAGES_PER_CAMERA):
     raise ValueError(
         f"num_ids={num_ids}, num_cameras={num_cameras}, images_per_camera="
-        f"{images_per_camera}: need num_ids >= 4, num_cameras >= 2 and "
-        "images_per_camera >= 2 (a query needs a match in another camera).")
+        f"{images_per_camera}: need num_ids >= {MIN_IDS}, num_cameras >= "
+        f"{MIN_CAMERAS} and images_per_camera >= {MIN_IMAGES_PER_CAMERA} (a "
+        "query needs a match in another camera).")
+  if image_size[0] < MIN_IMAGE_SIZE[0] or image_size[1] < MIN_IMAGE_SIZE[1]:
+    raise ValueError(f"image_size={tuple(image_size)}: need at least "
+                     f"{MIN_IMAGE_SIZE} (height, width).")
   params = _params(num_ids, seed, domain, num_cameras, images_per_camera,
                    image_size)
   meta_path = os.path.join(out_dir, META_FILE)
-  old = _read_meta(meta_path)
+  old = existing_dataset(out_dir)
   if old is not None:
     if old == params:
       logging.info("Reusing synthetic dataset %s", out_dir)
@@ -116,17 +204,14 @@ def generate(out_dir: str, *, num_ids: int, seed: int, domain: str = "a",
           f"{out_dir} holds a synthetic dataset generated with {old}, not "
           f"{params}; choose another folder, delete it, or pass "
           "overwrite=True.")
-  elif os.path.exists(out_dir) and os.listdir(out_dir) and not overwrite:
-    raise FileExistsError(
-        f"{out_dir} exists and is not a synthetic dataset (no {META_FILE}); "
-        "choose an empty or new folder.")
+    _check_replaceable(out_dir)
 
   h, w = image_size
   parent = os.path.dirname(os.path.abspath(out_dir))
   os.makedirs(parent, exist_ok=True)
   tmp = tempfile.mkdtemp(prefix=".synthetic-", dir=parent)
   try:
-    for sub in ("bounding_box_train", "bounding_box_test", "query"):
+    for sub in SUBFOLDERS:
       os.makedirs(os.path.join(tmp, sub))
     cameras = []
     for c in range(num_cameras):
@@ -178,8 +263,12 @@ def generate(out_dir: str, *, num_ids: int, seed: int, domain: str = "a",
       # Another process wrote the same dataset meanwhile: keep theirs.
       shutil.rmtree(tmp)
       return out_dir
-    if os.path.exists(out_dir):
+    # Checked again: the folder may have changed while this one was drawn.
+    if existing_dataset(out_dir) is not None:
+      _check_replaceable(out_dir)
       shutil.rmtree(out_dir)
+    elif os.path.isdir(out_dir):
+      os.rmdir(out_dir)  # empty; only POSIX renames over an empty folder
     os.rename(tmp, out_dir)
   except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)
