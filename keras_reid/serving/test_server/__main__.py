@@ -4,6 +4,8 @@
         --model_base_path=export/reid --port=8500 --rest_api_port=8501
 
 Not for production: deploy with tensorflow_model_server (export/README.md).
+A port in use, or a model folder without a SavedModel, is one line on stderr
+and exit status 1.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Sequence
 from absl import app
 from absl import flags
 
+from keras_reid import user_errors
 from keras_reid.serving.test_server import model_server
 
 _MODEL_NAME = flags.DEFINE_string("model_name", "reid",
@@ -37,4 +40,4 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(user_errors.one_line_errors(main))

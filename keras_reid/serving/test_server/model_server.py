@@ -26,10 +26,12 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures
+import errno
 import http.server
 import json
 import os
 import re
+import socket
 import threading
 from typing import Mapping, Optional
 
@@ -321,10 +323,46 @@ class TestServer:
     self._grpc_server.wait_for_termination()
 
 
+def _port_in_use(protocol: str, host: str, port: int) -> OSError:
+  return OSError(
+      f"The {protocol} port {port} on {host} is already in use (another server, "
+      "or a test server started earlier): stop it, or choose another port "
+      "(0 picks a free one).")
+
+
+def _check_port_free(protocol: str, host: str, port: int) -> None:
+  """Raises OSError naming `port` if a server listens on it.
+
+  gRPC logs its own bind failure to stderr before failing, so the port is
+  tried first with a plain socket. SO_REUSEADDR, as gRPC and http.server
+  set it, lets it bind over connections closing on the port, never over a
+  listening server.
+  """
+  if port == 0:
+    return
+  try:
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+  except socket.gaierror as e:
+    raise OSError(f"Cannot bind the {protocol} port to host {host!r}: {e}; "
+                  "expected an address or a name of this machine.") from e
+  with socket.socket(family, kind, proto) as probe:
+    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+      probe.bind(address)
+    except OSError as e:
+      if e.errno == errno.EADDRINUSE:
+        raise _port_in_use(protocol, host, port) from e
+      raise
+
+
 def serve(models: Mapping[str, str], *, host: str = "127.0.0.1",
           port: int = 0, rest_api_port: Optional[int] = 0,
           max_workers: int = 4) -> TestServer:
   """Starts the test server in background threads.
+
+  Both ports are bound before the models load, so a port in use fails at
+  once.
 
   Args:
     models: model name -> base path (numeric version folders inside).
@@ -335,25 +373,52 @@ def serve(models: Mapping[str, str], *, host: str = "127.0.0.1",
 
   Returns:
     The running TestServer, with the ports it bound.
+
+  Raises:
+    OSError: a port is in use (the message names it) or cannot be bound.
+    ValueError: a model's base path has no SavedModel version folder.
   """
-  repository = SavedModelRepository(models)
+  # gRPC sets SO_REUSEPORT by default: a second server on a port in use
+  # would bind too, and the kernel would split the requests between them.
   server = grpc.server(
       concurrent.futures.ThreadPoolExecutor(max_workers=max_workers),
       options=[("grpc.max_send_message_length", 256 * 1024 * 1024),
-               ("grpc.max_receive_message_length", 256 * 1024 * 1024)])
+               ("grpc.max_receive_message_length", 256 * 1024 * 1024),
+               ("grpc.so_reuseport", 0)])
+  http_server = None
+  try:
+    _check_port_free("gRPC", host, port)
+    try:
+      bound = server.add_insecure_port(f"{host}:{port}")
+    except RuntimeError:  # grpcio >= 1.60 raises where older ones return 0
+      bound = 0
+    if not bound:
+      raise _port_in_use("gRPC", host, port)
+    rest_port = None
+    if rest_api_port is not None:
+      handler = type("RestHandler", (_RestHandler,), {})
+      try:
+        http_server = http.server.ThreadingHTTPServer((host, rest_api_port),
+                                                      handler)
+      except OSError as e:
+        if e.errno == errno.EADDRINUSE:
+          raise _port_in_use("REST", host, rest_api_port) from e
+        raise
+      rest_port = http_server.server_address[1]
+    repository = SavedModelRepository(models)
+  except BaseException:
+    # An unstarted gRPC server holds its port until the process exits; for
+    # the moment it runs, one without services only answers UNIMPLEMENTED.
+    server.start()
+    server.stop(grace=None).wait()
+    if http_server is not None:
+      http_server.server_close()
+    raise
   prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
       PredictionServicer(repository), server)
-  bound = server.add_insecure_port(f"{host}:{port}")
-  if not bound:
-    raise OSError(f"Could not bind the gRPC port {host}:{port}.")
   server.start()
-  http_server = None
-  rest_port = None
-  if rest_api_port is not None:
-    handler = type("RestHandler", (_RestHandler,), {"repository": repository})
-    http_server = http.server.ThreadingHTTPServer((host, rest_api_port),
-                                                  handler)
-    rest_port = http_server.server_address[1]
+  if http_server is not None:
+    handler.repository = repository
     threading.Thread(target=http_server.serve_forever, daemon=True).start()
   logging.info("Test server: gRPC %s:%d, REST %s", host, bound, rest_port)
   return TestServer(server, bound, http_server, rest_port)
