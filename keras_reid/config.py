@@ -1,8 +1,9 @@
 """Config helpers shared by the entry points: resolve, validate, save, reload.
 
-Configs are ml_collections ConfigDicts from `configs/*.py`. They are locked
-and type-safe, so a mistyped key or a value of the wrong type given on the
-command line fails with a message naming the key.
+Configs are ml_collections ConfigDicts from `configs/*.py`, all on the one
+schema of keras_reid.schema. They are locked and type-safe, so a mistyped
+key or a value of the wrong type given on the command line fails with a
+message naming the key.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import json
 import os
 
 from ml_collections import config_dict
+
+from keras_reid import schema
 
 CONFIG_FILE = "config.json"
 
@@ -47,20 +50,16 @@ def load_config(workdir: str) -> config_dict.ConfigDict:
         f"No {CONFIG_FILE} in run directory {workdir!r}: expected the "
         "workdir of a `python -m keras_reid.train` run.")
   with open(path) as f:
-    data = rename_old_keys(json.load(f))
-  if os.path.exists(DEFAULT_CONFIG_FILE):  # else: as written
-    data = add_new_defaults(data)
+    data = add_new_defaults(rename_old_keys(json.load(f)))
   return config_dict.ConfigDict(data)
 
 
 def add_new_defaults(data: dict) -> dict:
-  """A config.json's dict with every key it lacks at configs/default.py's
+  """A config.json's dict with every key it lacks at keras_reid.schema's
   default (base_config() for the sections, stage_config() for each stage).
 
   Adds in place and returns `data`.
   """
-  module = _load_default_module()
-
   def fill(node: dict, defaults: dict) -> None:
     for key, value in defaults.items():
       if key not in node:
@@ -68,9 +67,9 @@ def add_new_defaults(data: dict) -> dict:
       elif isinstance(value, dict) and isinstance(node[key], dict):
         fill(node[key], value)
 
-  stage_defaults = module.stage_config().to_dict()
-  fill(data, {k: v for k, v in module.base_config().to_dict().items()
+  fill(data, {k: v for k, v in schema.base_config().to_dict().items()
               if k != "stages"})
+  stage_defaults = schema.stage_config().to_dict()
   for stage in (data.get("stages") or {}).values():
     fill(stage, stage_defaults)
   return data
@@ -114,7 +113,7 @@ def validate_config(config: config_dict.ConfigDict) -> None:
   expect(config.data.augment_copies >= 1, "data.augment_copies",
          config.data.augment_copies, ">= 1 (1 = no augmentation)")
   expect(len(config.stages) > 0, "stages", dict(config.stages),
-         "at least one stage (see configs/default.py stage_config)")
+         "at least one stage (see keras_reid/schema.py stage_config)")
   for name, stage in config.stages.items():
     expect(stage.ids_per_batch >= 2, f"stages.{name}.ids_per_batch",
            stage.ids_per_batch, ">= 2 (negative pairs need two identities)")
@@ -125,13 +124,6 @@ def validate_config(config: config_dict.ConfigDict) -> None:
            (stage.step1_iterations, stage.step2_iterations),
            "non-negative iteration counts")
 
-
-# The schema every experiment starts from (configs/default.py base_config()
-# and stage_config()), read from its file like train.py does: the package
-# does not need the repository root on sys.path.
-DEFAULT_CONFIG_FILE = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",
-    "default.py")
 
 # Fields that tell repetitions of one recipe apart (compare_runs averages
 # over them): the seed and each stage's split.
@@ -159,33 +151,13 @@ def flatten(config) -> dict:
   return out
 
 
-def _load_default_module():
-  import importlib.util  # pylint: disable=g-import-not-at-top
-  spec = importlib.util.spec_from_file_location("_keras_reid_default_config",
-                                                DEFAULT_CONFIG_FILE)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
 def base_fields() -> tuple[dict, dict]:
-  """(flattened base_config(), flattened stage_config()) of configs/default.py.
-
-  Raises:
-    FileNotFoundError: naming the file when the repository's configs/ is
-      not next to the package (e.g. a non-editable install).
-  """
-  if not os.path.exists(DEFAULT_CONFIG_FILE):
-    raise FileNotFoundError(
-        f"{DEFAULT_CONFIG_FILE} not found: config differences are taken "
-        "against configs/default.py; run from a checkout of the repository "
-        "(or pip install -e .).")
-  module = _load_default_module()
-  return flatten(module.base_config()), flatten(module.stage_config())
+  """(flattened base_config(), flattened stage_config()) of keras_reid.schema."""
+  return flatten(schema.base_config()), flatten(schema.stage_config())
 
 
 def differences(config, base: tuple[dict, dict] | None = None) -> dict:
-  """The fields of `config` that differ from configs/default.py.
+  """The fields of `config` that differ from keras_reid.schema's defaults.
 
   Top-level fields are compared with base_config(), each stage's fields
   (stages.<name>.<key>) with stage_config(); a field the base lacks counts
@@ -193,7 +165,7 @@ def differences(config, base: tuple[dict, dict] | None = None) -> dict:
 
   Args:
     config: a ConfigDict or a config.json's dict.
-    base: base_fields()'s result (read from the file when None).
+    base: base_fields()'s result (taken from keras_reid.schema when None).
 
   Returns:
     dotted key -> value, in the config's order.

@@ -9,6 +9,7 @@ import pytest
 from configs import default
 from configs import staged_googlenet
 from keras_reid import config as config_lib
+from keras_reid import schema
 from keras_reid.training import cotraining
 from keras_reid.training import stages
 
@@ -42,9 +43,9 @@ def test_every_experiment_config_is_valid(name):
   config = importlib.import_module(f"configs.{name}").get_config()
   stages.check_config(config)
   # Same schema as the default: an override valid for one is valid for all.
-  assert set(config.keys()) == set(default.get_config().keys())
+  assert set(config.keys()) == set(schema.base_config().keys())
   for stage in config.stages.values():
-    assert set(stage.keys()) == set(default.stage_config().keys())
+    assert set(stage.keys()) == set(schema.stage_config().keys())
 
 
 def test_staged_config_rejects_unknown_target():
@@ -57,8 +58,8 @@ def test_staged_config_rejects_unknown_target():
 def test_cotraining_configs_take_supervision_and_source_run(name):
   module = importlib.import_module(f"configs.{name}")
   # The configs' choices are the package's unsupervised modes.
-  assert set(default.UNSUPERVISED) == set(cotraining.SUPERVISIONS) - {"labels"}
-  for supervision in default.UNSUPERVISED:
+  assert set(schema.UNSUPERVISED) == set(cotraining.SUPERVISIONS) - {"labels"}
+  for supervision in schema.UNSUPERVISED:
     config = module.get_config(f"{supervision},/runs/source")
     (target,) = [s for s in config.stages.values()
                  if s.supervision != "labels"]
@@ -124,6 +125,11 @@ def test_save_and_load_round_trip(tmp_path):
 def test_load_missing_config_names_the_run(tmp_path):
   with pytest.raises(FileNotFoundError, match=str(tmp_path)):
     config_lib.load_config(str(tmp_path))
+
+
+def test_default_experiment_is_the_package_one():
+  from keras_reid import default as package_default  # pylint: disable=g-import-not-at-top
+  assert default.get_config().to_dict() == package_default.get_config().to_dict()
 
 
 if __name__ == "__main__":

@@ -22,6 +22,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 TF_FREE_MODULES = (
     "keras_reid.config",
+    "keras_reid.schema",
+    "keras_reid.default",
     "keras_reid.data.records",
     "keras_reid.data.datasets",
     "keras_reid.data.describe",

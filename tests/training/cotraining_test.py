@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from configs import default
+from keras_reid import schema
 from keras_reid.data import from_config
 from keras_reid.training import checkpoints
 from keras_reid.training import cotraining
@@ -48,7 +48,7 @@ def source_run(tmp_path_factory):
 def _target_config(root, source, supervision, **overrides):
   config = _base(root)
   del config.stages["synthetic"]
-  config.stages.target = default.stage_config(
+  config.stages.target = schema.stage_config(
       dataset="synthetic", root=os.path.join(root, "b"),
       options="domain=b,num_ids=8", init=source, supervision=supervision,
       ids_per_batch=2, images_per_id=2, step1_iterations=1, step2_iterations=3,
@@ -249,9 +249,9 @@ def _clusters(num_ids=6, per_id=3, dim=16, noise=0.3, seed=0):
 
 def test_cross_validate_lambda_scores_each_lambda_like_the_rounds_do():
   features, pids = _clusters()
-  stage = default.stage_config(supervision="cotraining", graph_k=2,
-                               grdl_atoms=4, grdl_iterations=3,
-                               pseudo_labels="hard")
+  stage = schema.stage_config(supervision="cotraining", graph_k=2,
+                              grdl_atoms=4, grdl_iterations=3,
+                              pseudo_labels="hard")
   result = cotraining.cross_validate_lambda(features, pids, stage,
                                             [0.0, 0.1, 10.0], seed=3)
   assert [r["lambda"] for r in result["rows"]] == [None, 0.0, 0.1, 10.0]
@@ -286,8 +286,8 @@ def test_cross_validate_lambda_scores_each_lambda_like_the_rounds_do():
 def test_cross_validate_lambda_rejects_what_it_cannot_score(lambdas, pids,
                                                             match):
   features, cluster_pids = _clusters()
-  stage = default.stage_config(supervision="cotraining", graph_k=2,
-                               grdl_atoms=4, grdl_iterations=2)
+  stage = schema.stage_config(supervision="cotraining", graph_k=2,
+                              grdl_atoms=4, grdl_iterations=2)
   if pids is not None:
     features = features[:pids.size]
   with pytest.raises(ValueError, match=match):
@@ -317,9 +317,9 @@ def test_select_grdl_lambda_entry_point_on_a_source_run(tmp_path, source_run):
   model, config = checkpoints.restore_training_model(source)
   records = list(from_config.load_stage_dataset(config.stages.synthetic,
                                                 config).train)
-  target = default.stage_config(supervision="cotraining", graph_k=3,
-                                grdl_atoms=8, grdl_iterations=2,
-                                pseudo_labels="soft", soft_top_m=5)
+  target = schema.stage_config(supervision="cotraining", graph_k=3,
+                               grdl_atoms=8, grdl_iterations=2,
+                               pseudo_labels="soft", soft_top_m=5)
   expected = cotraining.cross_validate_lambda(
       cotraining.extract_features(model, records, config),
       [r.pid for r in records], target, [0.0, 0.01], seed=0)
