@@ -39,10 +39,12 @@ def get_config(arg: str = "cotraining"):
   config.stages.target = schema.stage_config(
       dataset="synthetic", root="runs/data/synthetic_b",
       options="domain=b,num_ids=60", supervision=supervision,
-      init=source or "previous", rounds=3,
+      init=source or "previous",
       ids_per_batch=8, images_per_id=4, step1_iterations=50,
       step2_iterations=200, step1_lr=0.01, step2_lr=0.01,
       lr_decay_iterations=40000,
-      graph_k=3, grdl_lambda=0.01, grdl_atoms=128, grdl_iterations=20,
-      pseudo_labels="soft", soft_top_m=5, soft_temperature=1.0)
+      unsupervised=dict(
+          rounds=3, graph_k=3, grdl_lambda=0.01, grdl_atoms=128,
+          grdl_iterations=20, pseudo_labels="soft", soft_top_m=5,
+          soft_temperature=1.0))
   return config

@@ -41,8 +41,9 @@ def get_config(arg: str = "cotraining"):
     del config.stages["reid_pool"]
   config.stages.viper.update(dict(
       supervision=supervision, init=source or "previous",
-      rounds=3, camera_a=0, pseudo_labels="soft", soft_top_m=5,
-      soft_temperature=1.0, graph_k=3, grdl_lambda=0.01, grdl_atoms=256,
-      grdl_iterations=20))
+      unsupervised=dict(
+          rounds=3, camera_a=0, pseudo_labels="soft", soft_top_m=5,
+          soft_temperature=1.0, graph_k=3, grdl_lambda=0.01, grdl_atoms=256,
+          grdl_iterations=20)))
   return config
 

@@ -26,6 +26,16 @@ RENAMED_STAGE_KEYS = {
     "lr_decay_steps": "lr_decay_iterations",
 }
 
+# Stage keys moved into a sub-dict of the stage since runs were first
+# written: sub-dict -> its keys, which a config.json may hold at the stage
+# level (the settings of unsupervised stages were stage keys until they were
+# grouped under stage.unsupervised).
+MOVED_STAGE_KEYS = {
+    "unsupervised": ("rounds", "camera_a", "pseudo_labels", "soft_top_m",
+                     "soft_temperature", "graph_k", "grdl_lambda",
+                     "grdl_atoms", "grdl_iterations"),
+}
+
 
 def save_config(config: config_dict.ConfigDict, workdir: str) -> str:
   """Writes the resolved config into the run directory and returns the path."""
@@ -40,9 +50,9 @@ def load_config(workdir: str) -> config_dict.ConfigDict:
   """Reads the config a training run wrote into `workdir`.
 
   A config.json written by an older keras_reid reads as today's schema:
-  renamed keys under their new names (RENAMED_STAGE_KEYS) and keys the
-  schema gained since at their defaults (`add_new_defaults`), so an old run
-  resumes and evaluates as it trained.
+  renamed or moved keys under their new names (`rename_old_keys`) and keys
+  the schema gained since at their defaults (`add_new_defaults`), so an old
+  run resumes and evaluates as it trained.
   """
   path = os.path.join(workdir, CONFIG_FILE)
   if not os.path.exists(path):
@@ -76,14 +86,35 @@ def add_new_defaults(data: dict) -> dict:
 
 
 def rename_old_keys(data: dict) -> dict:
-  """A config.json's dict with RENAMED_STAGE_KEYS under their new names.
+  """A config.json's dict with old stage keys under their new names.
 
-  Renames in place (the other keys keep their order) and returns `data`.
+  RENAMED_STAGE_KEYS take their new names; MOVED_STAGE_KEYS at the stage
+  level move into their sub-dict, which takes the place of the first of
+  them. Changes in place (the other keys keep their order) and returns
+  `data`.
   """
   for stage in (data.get("stages") or {}).values():
     for old, new in RENAMED_STAGE_KEYS.items():
       if old in stage and new not in stage:
         stage[new] = stage.pop(old)
+    for group, keys in MOVED_STAGE_KEYS.items():
+      flat = {k: stage[k] for k in keys if k in stage}
+      if not flat:
+        continue
+      sub = stage.get(group, {})
+      if not isinstance(sub, dict):
+        raise ValueError(
+            f"config.json stage key {group}={sub!r} next to the stage-level "
+            f"keys {sorted(flat)}: expected {group} to be a dict of "
+            f"{list(keys)}; remove one of them from the config.json.")
+      items = list(stage.items())
+      stage.clear()
+      for key, value in items:
+        if key in flat or key == group:
+          # The sub-dict's own values win over stale stage-level copies.
+          stage.setdefault(group, {**flat, **sub})
+        else:
+          stage[key] = value
   return data
 
 
@@ -152,7 +183,10 @@ def flatten(config) -> dict:
 
 
 def base_fields() -> tuple[dict, dict]:
-  """(flattened base_config(), flattened stage_config()) of keras_reid.schema."""
+  """(flattened base_config(), flattened stage_config()) of keras_reid.schema.
+
+  A stage's sub-dicts flatten to dotted keys: "unsupervised.grdl_lambda".
+  """
   return flatten(schema.base_config()), flatten(schema.stage_config())
 
 
@@ -160,8 +194,9 @@ def differences(config, base: tuple[dict, dict] | None = None) -> dict:
   """The fields of `config` that differ from keras_reid.schema's defaults.
 
   Top-level fields are compared with base_config(), each stage's fields
-  (stages.<name>.<key>) with stage_config(); a field the base lacks counts
-  as a difference.
+  (stages.<name>.<key>, stages.<name>.unsupervised.<key>) with
+  stage_config()'s (<key>, unsupervised.<key>); a field the base lacks
+  counts as a difference.
 
   Args:
     config: a ConfigDict or a config.json's dict.
@@ -174,8 +209,8 @@ def differences(config, base: tuple[dict, dict] | None = None) -> dict:
   out = {}
   for key, value in flatten(config).items():
     parts = key.split(".")
-    if parts[0] == "stages" and len(parts) == 3:
-      reference = stage.get(parts[2], _MISSING)
+    if parts[0] == "stages" and len(parts) >= 3:
+      reference = stage.get(".".join(parts[2:]), _MISSING)
     else:
       reference = top.get(key, _MISSING)
     if reference is _MISSING or reference != value:
@@ -209,7 +244,7 @@ def describe_run(config, base: tuple[dict, dict] | None = None) -> dict:
   stage_names = []
   for key in flat:
     parts = key.split(".")
-    if parts[0] == "stages" and len(parts) == 3 and parts[1] not in stage_names:
+    if parts[0] == "stages" and len(parts) >= 3 and parts[1] not in stage_names:
       stage_names.append(parts[1])
   losses = [name for name, on in (
       ("cls", flat.get("loss.cls_weight", 0) > 0),

@@ -193,7 +193,7 @@ def evaluate_run(workdir: str, *, dataset: Optional[str] = None,
   # unsupervised stage runs its two steps once per round).
   last_iteration = sum(
       (int(st.step1_iterations) + int(st.step2_iterations))
-      * (int(st.rounds) if cotraining.is_unsupervised(st) else 1)
+      * (int(st.unsupervised.rounds) if cotraining.is_unsupervised(st) else 1)
       for st in config.stages.values())
   if images:
     tensorboard_dir = os.path.join(workdir, "tensorboard")

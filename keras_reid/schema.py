@@ -18,6 +18,18 @@ def stage_config(**overrides) -> config_dict.ConfigDict:
   Step 1 trains only the newly created layers with the base frozen
   (`step1_trains`); step 2 trains everything with classification +
   verification (+ auxiliary) losses.
+
+  Args:
+    **overrides: stage keys to change from their defaults; a sub-dict's keys
+      as a dict, e.g. unsupervised=dict(rounds=2) (its other keys keep their
+      defaults).
+
+  Returns:
+    An unlocked ConfigDict.
+
+  Raises:
+    KeyError: an override the schema lacks, or a key of `unsupervised`
+      given at the stage level.
   """
   stage = config_dict.ConfigDict(dict(
       # A name from keras_reid.data.datasets.DATASETS; "a+b" pools the training sets
@@ -51,27 +63,43 @@ def stage_config(**overrides) -> config_dict.ConfigDict:
       step1_trains="new_layers",
       # Where the stage's training labels come from: "labels": the
       # dataset's identities; "self_training" / "cotraining": none are read
-      # (unsupervised transfer to an unlabelled two-camera target). Those
-      # run `rounds` rounds; each round extracts the model's features of the
-      # training images, makes pseudo labels (every camera-A image its own
-      # class, camera-B images labelled by their nearest camera-A images: in
-      # feature space for self-training, in the GRDL code space of a
-      # cross-camera kNN graph for co-training), replaces the classifiers
-      # and fine-tunes two-stepped with step1_iterations / step2_iterations
-      # (and their lrs) per round. Identities are read only to evaluate
-      # (query / gallery) and to monitor the labels.
+      # (unsupervised transfer to an unlabelled two-camera target), the
+      # stage trains in rounds on pseudo labels made as `unsupervised` says.
       supervision="labels",
-      rounds=3,
-      camera_a=0,                  # camid of camera A; B = every other camera
-      pseudo_labels="soft",        # "soft" (top-m distribution) or "hard"
-      soft_top_m=5,                # camera-A neighbours sharing a soft label
-      soft_temperature=1.0,        # > 0; larger spreads the soft label
-      graph_k=10,                  # cross-camera neighbours per image (W)
-      grdl_lambda=0.01,            # graph weight lambda of GRDL
-      grdl_atoms=256,              # dictionary atoms (code dimension)
-      grdl_iterations=20,          # GRDL alternations per round (at most)
+      # The settings of an unsupervised stage (a stage on "labels" ignores
+      # them). It runs `rounds` rounds; each round extracts the model's
+      # features of the training images, makes pseudo labels (every
+      # camera-A image its own class, camera-B images labelled by their
+      # nearest camera-A images: in feature space for self-training, in the
+      # GRDL code space of a cross-camera kNN graph for co-training),
+      # replaces the classifiers and fine-tunes two-stepped with
+      # step1_iterations / step2_iterations (and their lrs) per round.
+      # Identities are read only to evaluate (query / gallery) and to
+      # monitor the labels.
+      unsupervised=config_dict.ConfigDict(dict(
+          rounds=3,
+          camera_a=0,              # camid of camera A; B = every other camera
+          pseudo_labels="soft",    # "soft" (top-m distribution) or "hard"
+          soft_top_m=5,            # camera-A neighbours sharing a soft label
+          soft_temperature=1.0,    # > 0; larger spreads the soft label
+          graph_k=10,              # cross-camera neighbours per image (W)
+          grdl_lambda=0.01,        # graph weight lambda of GRDL
+          grdl_atoms=256,          # dictionary atoms (code dimension)
+          grdl_iterations=20,      # GRDL alternations per round (at most)
+      )),
   ))
+  moved = [k for k in overrides if k in stage.unsupervised]
+  if moved:
+    raise KeyError(
+        f"stage_config({moved[0]}={overrides[moved[0]]!r}): {moved} are "
+        "settings of an unsupervised stage, under the stage's "
+        f"`unsupervised`: pass unsupervised=dict({moved[0]}="
+        f"{overrides[moved[0]]!r}).")
+  # Locked while updated: an override the schema lacks (a mistyped key) is
+  # a KeyError naming it instead of a new field that nothing reads.
+  stage.lock()
   stage.update(overrides)
+  stage.unlock()
   return stage
 
 

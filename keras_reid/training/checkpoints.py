@@ -176,7 +176,7 @@ def weights_origin(workdir: str) -> dict:
   # round, as stage "<name>/round<r>".
   planned = [(key, step) for name, stage in config.stages.items()
              for key in ([f"{name}/round{r}"
-                          for r in range(1, int(stage.rounds) + 1)]
+                          for r in range(1, int(stage.unsupervised.rounds) + 1)]
                          if stage.get("supervision", "labels") != "labels"
                          else [name])
              for step, iterations in ((1, stage.step1_iterations),
