@@ -13,6 +13,7 @@ import os
 
 from ml_collections import config_dict
 
+from keras_reid import losses as losses_lib
 from keras_reid import schema
 
 CONFIG_FILE = "config.json"
@@ -226,16 +227,19 @@ RUN_KEY_FIELDS = ("backbone", "datasets", "losses", "ver_dropout_mode",
                   "precision")
 
 
-def describe_run(config, base: tuple[dict, dict] | None = None) -> dict:
+def describe_run(config, base: tuple[dict, dict] | None = None, *,
+                 loss_table=losses_lib.LOSS_TERMS) -> dict:
   """What tells a run apart, flat: the differences plus the key choices.
 
   Args:
     config: a ConfigDict or a config.json's dict.
     base: see `differences`.
+    loss_table: the losses (keras_reid.losses.LOSS_TERMS).
 
   Returns:
     {"backbone", "datasets" (stages' datasets joined by ">"), "losses"
-    (active terms joined by "+": cls, ver, aux, triplet), "ver_dropout_mode",
+    (the losses the config turns on, losses.active_names, joined by "+":
+    cls, ver, aux, triplet), "ver_dropout_mode",
     "precision" (train.precision if the config has it, else from
     train.mixed_precision)} followed by `differences(config)`; values are
     bool, int, float or str (what TensorBoard's HParams take).
@@ -246,12 +250,9 @@ def describe_run(config, base: tuple[dict, dict] | None = None) -> dict:
     parts = key.split(".")
     if parts[0] == "stages" and len(parts) >= 3 and parts[1] not in stage_names:
       stage_names.append(parts[1])
-  losses = [name for name, on in (
-      ("cls", flat.get("loss.cls_weight", 0) > 0),
-      ("ver", flat.get("loss.ver_weight", 0) > 0),
-      ("aux", flat.get("model.aux_heads", False)
-       and flat.get("loss.aux_weight", 0) > 0),
-      ("triplet", flat.get("loss.triplet_weight", 0) > 0)) if on]
+  losses = losses_lib.active_names(
+      {k[len("loss."):]: v for k, v in flat.items() if k.startswith("loss.")},
+      aux_heads=flat.get("model.aux_heads", False), table=loss_table)
   if "train.precision" in flat:
     precision = flat["train.precision"]
   else:
