@@ -28,7 +28,7 @@ import tensorflow as tf
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from configs import default  # pylint: disable=g-import-not-at-top
+from keras_reid import schema  # pylint: disable=g-import-not-at-top
 from keras_reid.data import pipeline
 from keras_reid.models import builders
 
@@ -59,7 +59,7 @@ def _parse(spec):
 def make_step(spec, height, width):
   """A compiled train step of the package's model for one backbone spec."""
   name, alpha, freeze_bn = _parse(spec)
-  config = default.base_config()
+  config = schema.base_config()
   config.model.backbone, config.model.alpha = name, alpha
   config.model.weights, config.model.freeze_bn = "", freeze_bn
   k, m = _K.value, _M.value

@@ -1,6 +1,6 @@
 """Recomputes the default main job's figures that README.md states.
 
-Runs `python -m keras_reid.train` (configs/default.py, no flags but a fresh
+Runs `python -m keras_reid.train` (keras_reid/default.py, no flags but a fresh
 --workdir) in a subprocess, reads its metrics.json and compares Rank-1 and
 mAP with the recorded values (bench/training_results.md, "The default main
 job"). The run is deterministic (config.train.deterministic, seeded data and

@@ -46,7 +46,7 @@ from absl import flags
 from ml_collections import config_dict
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, _REPO)  # the configs import configs.default
+sys.path.insert(0, _REPO)  # the configs import configs.*
 
 from keras_reid import config as config_lib  # noqa: E402
 from keras_reid import runs  # noqa: E402
@@ -72,13 +72,13 @@ _REPORT_ONLY = flags.DEFINE_boolean("report_only", False,
 DIRECT = "configs/viper_cpu.py:viper,direct"
 STAGED = "configs/viper_cpu.py:viper"
 POOL_MOBILENET = "pool_mobilenet_v1_0.5"
-# The same large-set stage with step 1 training the classifiers only (issue
-# 12's staged measurement of stage setting step1_trains).
+# The same large-set stage with step 1 training the classifiers only (the
+# staged measurement of stage setting step1_trains).
 POOL_STEP1_CLASSIFIERS = "pool_mobilenet_v1_0.5_step1_classifiers"
 # Unsupervised VIPeR stage (pseudo labels, no VIPeR identities read for
 # training): configs/viper_cotrain_cpu.py:SUPERVISION,<pool run dir>.
 COTRAIN = "configs/viper_cotrain_cpu.py"
-# The best CPU recipe (issue 16.2).
+# The best CPU recipe.
 BEST = "configs/viper_best_cpu.py:viper"
 
 
@@ -196,7 +196,7 @@ ROWS = (
         overrides=LITE0 + ("--config.stages.viper.step1_iterations=50",
                            "--config.stages.viper.step2_iterations=160",
                            "--config.stages.viper.lr_decay_iterations=110")),
-    # Input size (issue 16.2's ingredients): VIPeR's images are 128x48, so a
+    # Input size (a best-recipe ingredient): VIPeR's images are 128x48, so a
     # larger input is upsampled; the base sees a finer final feature map.
     Row("direct_input_160x80", "ImageNet -> VIPeR, the method at a 160x80 "
         "input", overrides=INPUT_160X80),
@@ -225,7 +225,7 @@ ROWS = (
     Row("staged_cir_top50_flip_test", "staged, test-time flip + CIR "
         "re-scoring of the SIR top-50", kind="evaluate",
         source="staged_method", evaluate_flags=("--flip_test", "--cir_topk=50")),
-    # The VIPeR stage's ingredients for the best CPU recipe (issue 16.2),
+    # The VIPeR stage's ingredients for the best CPU recipe,
     # each on the same reid_pool model.
     Row("staged_redraw_augmentation", "staged, VIPeR stage with augmented "
         "variants re-drawn per step", pool=POOL_MOBILENET,
@@ -255,7 +255,7 @@ ROWS = (
     Row("staged_step1_classifiers", "ImageNet -> reid_pool -> VIPeR, the "
         "reid_pool stage's step 1 trains the classifiers only",
         pool=POOL_STEP1_CLASSIFIERS),
-    # Unsupervised transfer to VIPeR (issue 13): the pool model alone, then
+    # Unsupervised transfer to VIPeR: the pool model alone, then
     # 3 rounds of pseudo labels on the VIPeR training split.
     Row("staged_no_target_training", "ImageNet -> reid_pool, VIPeR not "
         "trained (direct transfer)", pool=POOL_MOBILENET,
@@ -273,14 +273,14 @@ ROWS = (
     Row("staged_cotraining_lambda0.1", "co-training with grdl_lambda 0.1 "
         "(cross-validated on reid_pool)", config=f"{COTRAIN}:cotraining",
         pool=POOL_MOBILENET, pool_in_config=True,
-        overrides=("--config.stages.viper.grdl_lambda=0.1",)),
+        overrides=("--config.stages.viper.unsupervised.grdl_lambda=0.1",)),
     Row("staged_self_training_1round", "self-training, 1 round",
         config=f"{COTRAIN}:self_training", pool=POOL_MOBILENET,
-        pool_in_config=True, overrides=("--config.stages.viper.rounds=1",)),
+        pool_in_config=True, overrides=("--config.stages.viper.unsupervised.rounds=1",)),
     Row("staged_cotraining_1round_lambda0.1", "co-training, 1 round, "
         "grdl_lambda 0.1", config=f"{COTRAIN}:cotraining", pool=POOL_MOBILENET,
-        pool_in_config=True, overrides=("--config.stages.viper.rounds=1",
-                                        "--config.stages.viper.grdl_lambda=0.1")),
+        pool_in_config=True, overrides=("--config.stages.viper.unsupervised.rounds=1",
+                                        "--config.stages.viper.unsupervised.grdl_lambda=0.1")),
 )
 
 # (better row, worse row, the paper's claim)

@@ -9,7 +9,7 @@ with --config.stages.<name>.root=DIR.
 
 import os
 
-from configs import default
+from keras_reid import schema
 
 LARGE_ITERATIONS = dict(step1_iterations=20000, step2_iterations=150000)
 SMALL_ITERATIONS = dict(step1_iterations=20000, step2_iterations=20000)
@@ -24,11 +24,11 @@ def paper_stage(**overrides):
                   step2_lr=1e-3, lr_decay_iterations=40000, lr_decay_factor=0.1,
                   eval_every=10000)
   settings.update(overrides)
-  return default.stage_config(**settings)
+  return schema.stage_config(**settings)
 
 
 def paper_base():
-  config = default.base_config()
+  config = schema.base_config()
   config.model.update(dict(backbone="googlenet", weights="imagenet",
                            aux_heads=True))
   config.data.update(dict(image_height=224, image_width=224,

@@ -8,7 +8,7 @@
         --workdir=runs/viper_cotrain/split0 --config.stages.viper.split=0
 
 The argument is "SUPERVISION[,SOURCE_RUN]". SUPERVISION: "cotraining"
-(default) or "self_training" (configs/default.py stage_config,
+(default) or "self_training" (keras_reid/schema.py stage_config,
 `supervision`). Without SOURCE_RUN the first stage is configs/viper_cpu.py's
 reid_pool stage (MobileNet v1 0.5 ImageNet -> reid_pool: GRID, CAVIAR4REID,
 i-LIDS, 3DPeS, with labels). SOURCE_RUN replaces it by the workdir of a
@@ -29,20 +29,21 @@ were best with them (larger lambda was worse). Reads $REID_DATA_ROOT (see
 configs/viper_cpu.py). Results and commands: bench/cotraining_results.md.
 """
 
-from configs import default
 from configs import viper_cpu
+from keras_reid import schema
 
 
 def get_config(arg: str = "cotraining"):
-  supervision, source = default.supervision_and_source(
+  supervision, source = schema.supervision_and_source(
       arg, "configs/viper_cotrain_cpu.py")
   config = viper_cpu.get_config("viper")  # reid_pool -> viper, labelled
   if source:
     del config.stages["reid_pool"]
   config.stages.viper.update(dict(
       supervision=supervision, init=source or "previous",
-      rounds=3, camera_a=0, pseudo_labels="soft", soft_top_m=5,
-      soft_temperature=1.0, graph_k=3, grdl_lambda=0.01, grdl_atoms=256,
-      grdl_iterations=20))
+      unsupervised=dict(
+          rounds=3, camera_a=0, pseudo_labels="soft", soft_top_m=5,
+          soft_temperature=1.0, graph_k=3, grdl_lambda=0.01, grdl_atoms=256,
+          grdl_iterations=20)))
   return config
 

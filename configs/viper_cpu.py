@@ -18,7 +18,7 @@ result and time are in bench/training_results.md.
 
 import os
 
-from configs import default
+from keras_reid import schema
 
 
 def data_root() -> str:
@@ -35,7 +35,7 @@ def get_config(arg: str = "viper"):
         f"configs/viper_cpu.py:{arg}: expected TARGET[,direct] with TARGET one "
         f"of {sorted(TARGET_FOLDERS)}, e.g. configs/viper_cpu.py:viper,direct.")
   direct = "direct" in modes
-  config = default.base_config()
+  config = schema.base_config()
   root = data_root()
   config.model.update(dict(
       backbone="mobilenet_v1", alpha=0.5,
@@ -50,12 +50,12 @@ def get_config(arg: str = "viper"):
   # 10 + 60 do not fit 30 minutes on 2 cores at ~0.46 s a step-2 iteration);
   # VIPeR: 10 + 30 epochs of its 632 training images, as the prototype.
   if not direct:
-    config.stages.reid_pool = default.stage_config(
+    config.stages.reid_pool = schema.stage_config(
         dataset="manifest", root=os.path.join(root, "reid_pool"),
         ids_per_batch=32, images_per_id=2, step1_iterations=300,
         step2_iterations=2400, step1_lr=0.01, step2_lr=0.01,
         lr_decay_iterations=1600, init="backbone")
-  config.stages[target] = default.stage_config(
+  config.stages[target] = schema.stage_config(
       dataset=target, root=os.path.join(root, TARGET_FOLDERS[target]), split=0,
       ids_per_batch=32, images_per_id=2, step1_iterations=100,
       step2_iterations=300, step1_lr=0.01, step2_lr=0.005,

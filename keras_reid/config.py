@@ -1,8 +1,9 @@
 """Config helpers shared by the entry points: resolve, validate, save, reload.
 
-Configs are ml_collections ConfigDicts from `configs/*.py`. They are locked
-and type-safe, so a mistyped key or a value of the wrong type given on the
-command line fails with a message naming the key.
+Configs are ml_collections ConfigDicts from `configs/*.py`, all on the one
+schema of keras_reid.schema. They are locked and type-safe, so a mistyped
+key or a value of the wrong type given on the command line fails with a
+message naming the key.
 """
 
 from __future__ import annotations
@@ -11,6 +12,9 @@ import json
 import os
 
 from ml_collections import config_dict
+
+from keras_reid import losses as losses_lib
+from keras_reid import schema
 
 CONFIG_FILE = "config.json"
 
@@ -21,6 +25,16 @@ RENAMED_STAGE_KEYS = {
     "step1_steps": "step1_iterations",
     "step2_steps": "step2_iterations",
     "lr_decay_steps": "lr_decay_iterations",
+}
+
+# Stage keys moved into a sub-dict of the stage since runs were first
+# written: sub-dict -> its keys, which a config.json may hold at the stage
+# level (the settings of unsupervised stages were stage keys until they were
+# grouped under stage.unsupervised).
+MOVED_STAGE_KEYS = {
+    "unsupervised": ("rounds", "camera_a", "pseudo_labels", "soft_top_m",
+                     "soft_temperature", "graph_k", "grdl_lambda",
+                     "grdl_atoms", "grdl_iterations"),
 }
 
 
@@ -37,9 +51,9 @@ def load_config(workdir: str) -> config_dict.ConfigDict:
   """Reads the config a training run wrote into `workdir`.
 
   A config.json written by an older keras_reid reads as today's schema:
-  renamed keys under their new names (RENAMED_STAGE_KEYS) and keys the
-  schema gained since at their defaults (`add_new_defaults`), so an old run
-  resumes and evaluates as it trained.
+  renamed or moved keys under their new names (`rename_old_keys`) and keys
+  the schema gained since at their defaults (`add_new_defaults`), so an old
+  run resumes and evaluates as it trained.
   """
   path = os.path.join(workdir, CONFIG_FILE)
   if not os.path.exists(path):
@@ -47,20 +61,16 @@ def load_config(workdir: str) -> config_dict.ConfigDict:
         f"No {CONFIG_FILE} in run directory {workdir!r}: expected the "
         "workdir of a `python -m keras_reid.train` run.")
   with open(path) as f:
-    data = rename_old_keys(json.load(f))
-  if os.path.exists(DEFAULT_CONFIG_FILE):  # else: as written
-    data = add_new_defaults(data)
+    data = add_new_defaults(rename_old_keys(json.load(f)))
   return config_dict.ConfigDict(data)
 
 
 def add_new_defaults(data: dict) -> dict:
-  """A config.json's dict with every key it lacks at configs/default.py's
+  """A config.json's dict with every key it lacks at keras_reid.schema's
   default (base_config() for the sections, stage_config() for each stage).
 
   Adds in place and returns `data`.
   """
-  module = _load_default_module()
-
   def fill(node: dict, defaults: dict) -> None:
     for key, value in defaults.items():
       if key not in node:
@@ -68,23 +78,44 @@ def add_new_defaults(data: dict) -> dict:
       elif isinstance(value, dict) and isinstance(node[key], dict):
         fill(node[key], value)
 
-  stage_defaults = module.stage_config().to_dict()
-  fill(data, {k: v for k, v in module.base_config().to_dict().items()
+  fill(data, {k: v for k, v in schema.base_config().to_dict().items()
               if k != "stages"})
+  stage_defaults = schema.stage_config().to_dict()
   for stage in (data.get("stages") or {}).values():
     fill(stage, stage_defaults)
   return data
 
 
 def rename_old_keys(data: dict) -> dict:
-  """A config.json's dict with RENAMED_STAGE_KEYS under their new names.
+  """A config.json's dict with old stage keys under their new names.
 
-  Renames in place (the other keys keep their order) and returns `data`.
+  RENAMED_STAGE_KEYS take their new names; MOVED_STAGE_KEYS at the stage
+  level move into their sub-dict, which takes the place of the first of
+  them. Changes in place (the other keys keep their order) and returns
+  `data`.
   """
   for stage in (data.get("stages") or {}).values():
     for old, new in RENAMED_STAGE_KEYS.items():
       if old in stage and new not in stage:
         stage[new] = stage.pop(old)
+    for group, keys in MOVED_STAGE_KEYS.items():
+      flat = {k: stage[k] for k in keys if k in stage}
+      if not flat:
+        continue
+      sub = stage.get(group, {})
+      if not isinstance(sub, dict):
+        raise ValueError(
+            f"config.json stage key {group}={sub!r} next to the stage-level "
+            f"keys {sorted(flat)}: expected {group} to be a dict of "
+            f"{list(keys)}; remove one of them from the config.json.")
+      items = list(stage.items())
+      stage.clear()
+      for key, value in items:
+        if key in flat or key == group:
+          # The sub-dict's own values win over stale stage-level copies.
+          stage.setdefault(group, {**flat, **sub})
+        else:
+          stage[key] = value
   return data
 
 
@@ -114,7 +145,7 @@ def validate_config(config: config_dict.ConfigDict) -> None:
   expect(config.data.augment_copies >= 1, "data.augment_copies",
          config.data.augment_copies, ">= 1 (1 = no augmentation)")
   expect(len(config.stages) > 0, "stages", dict(config.stages),
-         "at least one stage (see configs/default.py stage_config)")
+         "at least one stage (see keras_reid/schema.py stage_config)")
   for name, stage in config.stages.items():
     expect(stage.ids_per_batch >= 2, f"stages.{name}.ids_per_batch",
            stage.ids_per_batch, ">= 2 (negative pairs need two identities)")
@@ -125,13 +156,6 @@ def validate_config(config: config_dict.ConfigDict) -> None:
            (stage.step1_iterations, stage.step2_iterations),
            "non-negative iteration counts")
 
-
-# The schema every experiment starts from (configs/default.py base_config()
-# and stage_config()), read from its file like train.py does: the package
-# does not need the repository root on sys.path.
-DEFAULT_CONFIG_FILE = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",
-    "default.py")
 
 # Fields that tell repetitions of one recipe apart (run_comparison averages
 # over them): the seed and each stage's split.
@@ -159,41 +183,25 @@ def flatten(config) -> dict:
   return out
 
 
-def _load_default_module():
-  import importlib.util  # pylint: disable=g-import-not-at-top
-  spec = importlib.util.spec_from_file_location("_keras_reid_default_config",
-                                                DEFAULT_CONFIG_FILE)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
 def base_fields() -> tuple[dict, dict]:
-  """(flattened base_config(), flattened stage_config()) of configs/default.py.
+  """(flattened base_config(), flattened stage_config()) of keras_reid.schema.
 
-  Raises:
-    FileNotFoundError: naming the file when the repository's configs/ is
-      not next to the package (e.g. a non-editable install).
+  A stage's sub-dicts flatten to dotted keys: "unsupervised.grdl_lambda".
   """
-  if not os.path.exists(DEFAULT_CONFIG_FILE):
-    raise FileNotFoundError(
-        f"{DEFAULT_CONFIG_FILE} not found: config differences are taken "
-        "against configs/default.py; run from a checkout of the repository "
-        "(or pip install -e .).")
-  module = _load_default_module()
-  return flatten(module.base_config()), flatten(module.stage_config())
+  return flatten(schema.base_config()), flatten(schema.stage_config())
 
 
 def differences(config, base: tuple[dict, dict] | None = None) -> dict:
-  """The fields of `config` that differ from configs/default.py.
+  """The fields of `config` that differ from keras_reid.schema's defaults.
 
   Top-level fields are compared with base_config(), each stage's fields
-  (stages.<name>.<key>) with stage_config(); a field the base lacks counts
-  as a difference.
+  (stages.<name>.<key>, stages.<name>.unsupervised.<key>) with
+  stage_config()'s (<key>, unsupervised.<key>); a field the base lacks
+  counts as a difference.
 
   Args:
     config: a ConfigDict or a config.json's dict.
-    base: base_fields()'s result (read from the file when None).
+    base: base_fields()'s result (taken from keras_reid.schema when None).
 
   Returns:
     dotted key -> value, in the config's order.
@@ -202,8 +210,8 @@ def differences(config, base: tuple[dict, dict] | None = None) -> dict:
   out = {}
   for key, value in flatten(config).items():
     parts = key.split(".")
-    if parts[0] == "stages" and len(parts) == 3:
-      reference = stage.get(parts[2], _MISSING)
+    if parts[0] == "stages" and len(parts) >= 3:
+      reference = stage.get(".".join(parts[2:]), _MISSING)
     else:
       reference = top.get(key, _MISSING)
     if reference is _MISSING or reference != value:
@@ -219,16 +227,19 @@ RUN_KEY_FIELDS = ("backbone", "datasets", "losses", "ver_dropout_mode",
                   "precision")
 
 
-def describe_run(config, base: tuple[dict, dict] | None = None) -> dict:
+def describe_run(config, base: tuple[dict, dict] | None = None, *,
+                 loss_table=losses_lib.LOSS_TERMS) -> dict:
   """What tells a run apart, flat: the differences plus the key choices.
 
   Args:
     config: a ConfigDict or a config.json's dict.
     base: see `differences`.
+    loss_table: the losses (keras_reid.losses.LOSS_TERMS).
 
   Returns:
     {"backbone", "datasets" (stages' datasets joined by ">"), "losses"
-    (active terms joined by "+": cls, ver, aux, triplet), "ver_dropout_mode",
+    (the losses the config turns on, losses.active_names, joined by "+":
+    cls, ver, aux, triplet), "ver_dropout_mode",
     "precision" (train.precision if the config has it, else from
     train.mixed_precision)} followed by `differences(config)`; values are
     bool, int, float or str (what TensorBoard's HParams take).
@@ -237,14 +248,11 @@ def describe_run(config, base: tuple[dict, dict] | None = None) -> dict:
   stage_names = []
   for key in flat:
     parts = key.split(".")
-    if parts[0] == "stages" and len(parts) == 3 and parts[1] not in stage_names:
+    if parts[0] == "stages" and len(parts) >= 3 and parts[1] not in stage_names:
       stage_names.append(parts[1])
-  losses = [name for name, on in (
-      ("cls", flat.get("loss.cls_weight", 0) > 0),
-      ("ver", flat.get("loss.ver_weight", 0) > 0),
-      ("aux", flat.get("model.aux_heads", False)
-       and flat.get("loss.aux_weight", 0) > 0),
-      ("triplet", flat.get("loss.triplet_weight", 0) > 0)) if on]
+  losses = losses_lib.active_names(
+      {k[len("loss."):]: v for k, v in flat.items() if k.startswith("loss.")},
+      aux_heads=flat.get("model.aux_heads", False), table=loss_table)
   if "train.precision" in flat:
     precision = flat["train.precision"]
   else:

@@ -1,5 +1,11 @@
 """Losses of the method: identity classification, pair verification, triplet.
 
+LOSS_TERMS, one LossTerm per loss, says how each loss is computed, weighted
+and named. `compute_losses` (the training step), `step_settings` (the
+weights of a fine-tuning step, keras_reid.training.loop.loss_weights) and
+keras_reid.config.describe_run (a run's list of losses) all iterate it, so a
+new loss is one LossTerm plus its config.loss keys in keras_reid.schema.
+
 `compute_losses` turns the training model's output dict into named terms and
 their weighted total:
   total = cls_weight * cls + ver_weight * ver
@@ -9,13 +15,84 @@ their weighted total:
 like GoogLeNet's 0.3 per auxiliary classifier). A term whose weight is 0, or
 whose output is absent, is not computed: switching a loss off is a config
 change (ablations).
+
+Keras (and TensorFlow under it) is imported when a loss is computed, not
+with this module: keras_reid.config reads the table and stays
+TensorFlow-free.
 """
 
 from __future__ import annotations
 
-import keras
-import tensorflow as tf
-from keras import ops
+import dataclasses
+from typing import Any, Callable, Mapping, Sequence
+
+from keras_reid import schema
+
+# What a loss can train (LossTerm.acts_on) and compare with (LossTerm.target).
+PARTS = ("classifiers", "verifiers", "base")
+TARGETS = ("labels", "pair_same")
+
+
+@dataclasses.dataclass(frozen=True)
+class LossTerm:
+  """One loss: what it reads, what weights it, when it applies.
+
+  Attributes:
+    name: the term's name: compute_losses' key, TensorBoard's loss/<name>,
+      describe_run's entry in "losses"; an auxiliary head's copy is
+      "<head><name>" (aux1_cls).
+    fn: (prediction, target, **options) -> scalar float32 loss.
+    weight_key: the config.loss key of its weight; 0 switches it off.
+    output: the key of the training model's output dict it reads
+      ("logits", "verification_logits": a head's outputs; "embedding").
+    target: what it compares with: "labels" (int [B] identity ids or float
+      [B, N] soft labels) or "pair_same" ([P], 1 same person).
+    acts_on: what of the model it trains (PARTS): "classifiers",
+      "verifiers" or "base" (the embedding itself); it applies in the
+      fine-tuning steps that train that part (`applies_in`).
+    per_head: also computed on each auxiliary head's output
+      ("aux1_<output>"), weighted aux_weight * its weight.
+    options: (fn keyword, config.loss key) of the extra settings fn reads.
+  """
+  name: str
+  fn: Callable[..., Any]
+  weight_key: str
+  output: str
+  target: str
+  acts_on: str
+  per_head: bool = False
+  options: tuple[tuple[str, str], ...] = ()
+
+  def __post_init__(self):
+    for field, value, expected in (("acts_on", self.acts_on, PARTS),
+                                   ("target", self.target, TARGETS)):
+      if value not in expected:
+        raise ValueError(f"LossTerm {self.name!r}: {field}={value!r}: "
+                         f"expected one of {list(expected)}.")
+
+  def applies_in(self, step: int, *, verifiers_train: bool = False) -> bool:
+    """Whether the term is in the loss of fine-tuning step `step` (1 or 2);
+    `verifiers_train`: step 1 trains the verifiers too."""
+    return self.acts_on in trained_parts(step, verifiers_train=verifiers_train)
+
+# The auxiliary heads' output prefixes and the config.loss key that scales
+# their terms; describe_run lists them as AUX_NAME.
+AUX_HEADS = ("aux1_", "aux2_")
+AUX_WEIGHT_KEY = "aux_weight"
+AUX_NAME = "aux"
+
+
+def trained_parts(step: int, *, verifiers_train: bool = False) -> frozenset:
+  """What fine-tuning step `step` trains (keras_reid.training.loop).
+
+  Step 1 trains the new heads on a frozen base: the classifiers, and the
+  verifiers too when it trains every new head (`verifiers_train`,
+  FineTuningStep.all_heads); step 2 trains every layer.
+  """
+  if step == 2:
+    return frozenset(PARTS)
+  return frozenset(("classifiers", "verifiers") if verifiers_train
+                   else ("classifiers",))
 
 
 def classification_loss(logits, labels, *, label_smoothing: float = 0.0):
@@ -30,6 +107,8 @@ def classification_loss(logits, labels, *, label_smoothing: float = 0.0):
   Returns:
     Scalar float32.
   """
+  import keras  # pylint: disable=g-import-not-at-top
+  from keras import ops  # pylint: disable=g-import-not-at-top
   logits = ops.cast(logits, "float32")
   labels = ops.convert_to_tensor(labels)
   if len(labels.shape) == 1:
@@ -50,6 +129,8 @@ def verification_loss(logits, pair_same):
   Returns:
     Scalar float32.
   """
+  import keras  # pylint: disable=g-import-not-at-top
+  from keras import ops  # pylint: disable=g-import-not-at-top
   logits = ops.cast(logits, "float32")
   return ops.mean(keras.losses.sparse_categorical_crossentropy(
       ops.cast(pair_same, "int32"), logits, from_logits=True))
@@ -69,6 +150,7 @@ def batch_hard_triplet_loss(embeddings, labels, *, margin: float = 0.3):
   Returns:
     Scalar float32.
   """
+  from keras import ops  # pylint: disable=g-import-not-at-top
   x = ops.cast(embeddings, "float32")
   labels = ops.convert_to_tensor(labels)
   if len(labels.shape) == 2:
@@ -85,10 +167,102 @@ def batch_hard_triplet_loss(embeddings, labels, *, margin: float = 0.3):
   return ops.mean(ops.relu(margin + hardest_positive - hardest_negative))
 
 
-def compute_losses(outputs: dict, labels, pair_same, *, cls_weight: float = 1.0,
-                   ver_weight: float = 3.0, aux_weight: float = 0.3,
-                   label_smoothing: float = 0.0, triplet_weight: float = 0.0,
-                   triplet_margin: float = 0.3) -> dict[str, tf.Tensor]:
+# The losses, in the order their terms are computed and summed (per-head
+# terms head by head, then the others). A new loss: a LossTerm here and its
+# weight (and options) in keras_reid.schema's config.loss.
+LOSS_TERMS: tuple[LossTerm, ...] = (
+    LossTerm("cls", classification_loss, weight_key="cls_weight",
+             output="logits", target="labels", acts_on="classifiers",
+             per_head=True, options=(("label_smoothing", "label_smoothing"),)),
+    LossTerm("ver", verification_loss, weight_key="ver_weight",
+             output="verification_logits", target="pair_same",
+             acts_on="verifiers", per_head=True),
+    # On the base only (no head reads it), so it waits for step 2.
+    LossTerm("triplet", batch_hard_triplet_loss, weight_key="triplet_weight",
+             output="embedding", target="labels", acts_on="base",
+             options=(("margin", "triplet_margin"),)),
+)
+
+# compute_losses' settings when not given: the schema's config.loss.
+DEFAULT_SETTINGS = schema.base_config().loss.to_dict()
+
+
+def setting_keys(table: Sequence[LossTerm] = LOSS_TERMS) -> list[str]:
+  """The config.loss keys the table reads: weights, options, aux_weight."""
+  keys = []
+  for term in table:
+    keys += [term.weight_key, *(key for _, key in term.options)]
+  return list(dict.fromkeys([*keys, AUX_WEIGHT_KEY]))
+
+
+def _resolve(settings: Mapping[str, Any],
+             table: Sequence[LossTerm]) -> dict[str, Any]:
+  """`settings` over DEFAULT_SETTINGS, for the keys the table reads."""
+  keys = setting_keys(table)
+  unknown = [k for k in settings if k not in keys]
+  if unknown:
+    raise TypeError(f"compute_losses: unknown settings {unknown}: expected "
+                    f"config.loss keys the loss table reads, {keys}.")
+  resolved = {k: settings[k] if k in settings else DEFAULT_SETTINGS.get(k)
+              for k in keys}
+  missing = [k for k, v in resolved.items() if v is None]
+  if missing:
+    raise TypeError(f"compute_losses: no value for {missing} (read by the "
+                    "loss table, not in keras_reid.schema's config.loss): "
+                    "pass them, or add them to the schema's loss section.")
+  return resolved
+
+
+def step_settings(loss_config: Mapping[str, Any], step: int, *,
+                  verifiers_train: bool = False,
+                  table: Sequence[LossTerm] = LOSS_TERMS) -> dict[str, Any]:
+  """compute_losses' settings for fine-tuning step `step`.
+
+  Args:
+    loss_config: config.loss (a ConfigDict or dict).
+    step: 1 or 2.
+    verifiers_train: step 1 trains the verifiers too (FineTuningStep.all_heads).
+    table: the losses.
+
+  Returns:
+    {config.loss key: value} of every key the table reads, with the weight
+    of each term that does not apply in the step (LossTerm.applies_in) 0.0.
+  """
+  settings = {key: loss_config[key] for key in setting_keys(table)}
+  for term in table:
+    if not term.applies_in(step, verifiers_train=verifiers_train):
+      settings[term.weight_key] = 0.0
+  return settings
+
+
+def active_names(settings: Mapping[str, Any], *, aux_heads: bool,
+                 table: Sequence[LossTerm] = LOSS_TERMS) -> list[str]:
+  """The names of the losses a config turns on, in table order.
+
+  Args:
+    settings: config.loss values by key (a key missing counts as 0).
+    aux_heads: model.aux_heads.
+    table: the losses.
+
+  Returns:
+    Each term with a positive weight, and AUX_NAME after the per-head terms
+    when the auxiliary heads are on with a positive aux_weight.
+  """
+  aux = aux_heads and settings.get(AUX_WEIGHT_KEY, 0) > 0
+  last_per_head = max((i for i, t in enumerate(table) if t.per_head),
+                      default=None)
+  names = []
+  for i, term in enumerate(table):
+    if settings.get(term.weight_key, 0) > 0:
+      names.append(term.name)
+    if i == last_per_head and aux:
+      names.append(AUX_NAME)
+  return names
+
+
+def compute_losses(outputs: dict, labels, pair_same, *,
+                   table: Sequence[LossTerm] = LOSS_TERMS,
+                   **settings) -> dict[str, Any]:
   """Named loss terms and their weighted total.
 
   Args:
@@ -96,36 +270,44 @@ def compute_losses(outputs: dict, labels, pair_same, *, cls_weight: float = 1.0,
       "verification_logits", optionally "aux1_logits", ...).
     labels: int [B] identity ids or float [B, N] soft labels.
     pair_same: [P], 1 same person, 0 different.
-    cls_weight, ver_weight: weights of classification and verification.
-    aux_weight: scale of each auxiliary head's (weighted) losses.
-    label_smoothing: for the classification terms.
-    triplet_weight, triplet_margin: batch-hard triplet on the embedding.
+    table: the losses (LOSS_TERMS).
+    **settings: config.loss values by key (cls_weight, ver_weight,
+      aux_weight, label_smoothing, triplet_weight, triplet_margin for
+      LOSS_TERMS); a key not given takes the schema's default.
 
   Returns:
     Dict of scalar float32 tensors: "cls", "ver", "aux1_cls", "aux1_ver",
     "aux2_cls", "aux2_ver", "triplet" where used, and "total".
+
+  Raises:
+    TypeError: a setting the table does not read, or one it reads that
+      has no value.
+    ValueError: every term is off or its output missing.
   """
-  terms = {}
-  weights = {}
-  for prefix, scale in (("", 1.0), ("aux1_", aux_weight), ("aux2_", aux_weight)):
-    if scale <= 0:
-      continue
-    if cls_weight > 0 and f"{prefix}logits" in outputs:
-      terms[f"{prefix}cls"] = classification_loss(
-          outputs[f"{prefix}logits"], labels, label_smoothing=label_smoothing)
-      weights[f"{prefix}cls"] = scale * cls_weight
-    if ver_weight > 0 and f"{prefix}verification_logits" in outputs:
-      terms[f"{prefix}ver"] = verification_loss(
-          outputs[f"{prefix}verification_logits"], pair_same)
-      weights[f"{prefix}ver"] = scale * ver_weight
-  if triplet_weight > 0:
-    terms["triplet"] = batch_hard_triplet_loss(
-        outputs["embedding"], labels, margin=triplet_margin)
-    weights["triplet"] = triplet_weight
+  from keras import ops  # pylint: disable=g-import-not-at-top
+  settings = _resolve(settings, table)
+  targets = {"labels": labels, "pair_same": pair_same}
+  aux_weight = settings[AUX_WEIGHT_KEY]
+  # Summed in this order: per-head terms head by head, then the others.
+  computed = [(prefix, scale, term)
+              for prefix, scale in (("", 1.0),
+                                    *((h, aux_weight) for h in AUX_HEADS))
+              if scale > 0 for term in table if term.per_head]
+  computed += [("", None, term) for term in table if not term.per_head]
+  terms, weights = {}, {}
+  for prefix, scale, term in computed:
+    weight = settings[term.weight_key]
+    output = f"{prefix}{term.output}"
+    if weight > 0 and output in outputs:
+      name = f"{prefix}{term.name}"
+      terms[name] = term.fn(outputs[output], targets[term.target],
+                            **{kw: settings[key] for kw, key in term.options})
+      weights[name] = weight if scale is None else scale * weight
   if not terms:
+    keys = ", ".join(f"loss.{t.weight_key}" for t in table)
     raise ValueError("compute_losses: every loss is switched off or missing "
                      f"from the outputs {sorted(outputs)}; set a positive "
-                     "loss.cls_weight, loss.ver_weight or loss.triplet_weight.")
+                     f"one of {keys}.")
   terms["total"] = ops.sum(ops.stack(
       [weights[name] * value for name, value in terms.items()]))
   return terms

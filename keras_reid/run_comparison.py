@@ -4,7 +4,7 @@
 by `python -m keras_reid.train`) and returns a `Comparison`:
   * `rows`: one per run: its name, the config fields in which the runs
     differ (from `config.describe_run`: backbone, datasets, losses, dropout
-    mode, precision and every field changed from configs/default.py) and
+    mode, precision and every field changed from keras_reid.schema) and
     its metrics (fractions, as in metrics.json);
   * `groups`: runs that share every such field except the repetition fields
     (seed, each stage's split and split_seed) pooled: mean and population
@@ -113,8 +113,8 @@ def compare(run_dirs: Sequence[str],
     run_dirs: run directories (see `expand_run_dirs` for globs). A directory
       without metrics.json (a run still training) is skipped and listed in
       `skipped`; one without config.json is an error.
-    base: config.base_fields() to take differences against (read from
-      configs/default.py when None).
+    base: config.base_fields() to take differences against (keras_reid.schema's
+      when None).
 
   Returns:
     A Comparison.

@@ -241,7 +241,7 @@ def stage_keys(name: str, stage) -> list[str]:
   stage, one `round_key` per round for an unsupervised one."""
   if not config_lib.is_unsupervised(stage):
     return [name]
-  return [round_key(name, r) for r in range(1, int(stage.rounds) + 1)]
+  return [round_key(name, r) for r in range(1, int(stage.unsupervised.rounds) + 1)]
 
 
 def planned_steps(config) -> list[tuple[str, int, int]]:

@@ -9,7 +9,6 @@ WORKDIR/tensorboard; the final evaluation to WORKDIR/metrics.json. Rerunning
 with the same --workdir resumes from the last checkpoint.
 """
 
-import importlib.util
 import logging
 import os
 import time
@@ -19,39 +18,28 @@ from absl import flags
 from ml_collections import config_flags
 
 from keras_reid import runs
+from keras_reid import default
 from keras_reid import user_errors
 from keras_reid.training import stages
 
 # A config is a file (--config=PATH), never an imported module: the package
-# does not need the repository root on sys.path.
-_DEFAULT_CONFIG_FILE = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",
-    "default.py")
-
-
-def _load_default_config():
-  """configs/default.py's get_config(), loaded from its file."""
-  spec = importlib.util.spec_from_file_location("_keras_reid_default_config",
-                                                _DEFAULT_CONFIG_FILE)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
+# does not need the repository root on sys.path. The default experiment is
+# a file of the package itself, so an installed keras_reid runs it anywhere.
+_DEFAULT_CONFIG_FILE = default.__file__
 
 
 def _config_help() -> str:
   """The --config help: every overridable field with its default."""
   lines = ["Experiment config file (configs/*.py). Override any field with "
            "--config.<section>.<key>=VALUE; the fields and their defaults "
-           "(configs/default.py):"]
+           "(keras_reid/default.py, on the schema of keras_reid/schema.py):"]
   def walk(prefix, node):
     for key, value in node.items():
       if hasattr(value, "items"):
         walk(f"{prefix}{key}.", value)
       else:
         lines.append(f"  --config.{prefix}{key}={value!r}")
-  if not os.path.exists(_DEFAULT_CONFIG_FILE):
-    return lines[0] + f" (not found: {_DEFAULT_CONFIG_FILE})"
-  walk("", _load_default_config())
+  walk("", default.get_config())
   return "\n".join(lines)
 
 

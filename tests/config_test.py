@@ -2,6 +2,7 @@
 
 import glob
 import importlib
+import json
 import os
 
 import pytest
@@ -9,6 +10,7 @@ import pytest
 from configs import default
 from configs import staged_googlenet
 from keras_reid import config as config_lib
+from keras_reid import schema
 from keras_reid.training import cotraining
 from keras_reid.training import stages
 
@@ -42,9 +44,11 @@ def test_every_experiment_config_is_valid(name):
   config = importlib.import_module(f"configs.{name}").get_config()
   stages.check_config(config)
   # Same schema as the default: an override valid for one is valid for all.
-  assert set(config.keys()) == set(default.get_config().keys())
+  assert set(config.keys()) == set(schema.base_config().keys())
   for stage in config.stages.values():
-    assert set(stage.keys()) == set(default.stage_config().keys())
+    assert set(stage.keys()) == set(schema.stage_config().keys())
+    assert set(stage.unsupervised.keys()) == set(
+        schema.stage_config().unsupervised.keys())
 
 
 def test_staged_config_rejects_unknown_target():
@@ -57,8 +61,8 @@ def test_staged_config_rejects_unknown_target():
 def test_cotraining_configs_take_supervision_and_source_run(name):
   module = importlib.import_module(f"configs.{name}")
   # The configs' choices are the package's unsupervised modes.
-  assert set(default.UNSUPERVISED) == set(cotraining.SUPERVISIONS) - {"labels"}
-  for supervision in default.UNSUPERVISED:
+  assert set(schema.UNSUPERVISED) == set(cotraining.SUPERVISIONS) - {"labels"}
+  for supervision in schema.UNSUPERVISED:
     config = module.get_config(f"{supervision},/runs/source")
     (target,) = [s for s in config.stages.values()
                  if s.supervision != "labels"]
@@ -124,6 +128,117 @@ def test_save_and_load_round_trip(tmp_path):
 def test_load_missing_config_names_the_run(tmp_path):
   with pytest.raises(FileNotFoundError, match=str(tmp_path)):
     config_lib.load_config(str(tmp_path))
+
+
+def test_default_experiment_is_the_package_one():
+  from keras_reid import default as package_default  # pylint: disable=g-import-not-at-top
+  assert default.get_config().to_dict() == package_default.get_config().to_dict()
+
+
+def test_stage_config_takes_unsupervised_settings_as_a_sub_dict():
+  stage = schema.stage_config(step2_lr=0.5, unsupervised=dict(rounds=2))
+  assert (stage.step2_lr, stage.unsupervised.rounds) == (0.5, 2)
+  # The sub-dict's other keys keep their defaults.
+  assert stage.unsupervised.graph_k == schema.stage_config().unsupervised.graph_k
+  with pytest.raises(KeyError, match=r"unsupervised=dict\(rounds=2\)"):
+    schema.stage_config(rounds=2)
+  with pytest.raises(KeyError, match="step2_lrr"):
+    schema.stage_config(step2_lrr=0.5)
+  with pytest.raises(KeyError, match="roundz"):
+    schema.stage_config(unsupervised=dict(roundz=2))
+
+
+# A stage of a config.json written before the unsupervised settings moved
+# into stage.unsupervised: they were stage keys (non-default values).
+_FLAT_UNSUPERVISED = dict(
+    rounds=2, camera_a=1, pseudo_labels="hard", soft_top_m=3,
+    soft_temperature=0.5, graph_k=4, grdl_lambda=0.1, grdl_atoms=64,
+    grdl_iterations=7)
+
+
+def _write_old_config(workdir, stage_keys: dict, drop=()):
+  """A config.json as an older keras_reid wrote it: today's default config
+  with `drop` removed from its stage and `stage_keys` set at the stage
+  level, before its unsupervised sub-dict (gone)."""
+  data = json.loads(default.get_config().to_json())
+  stage = data["stages"]["synthetic"]
+  del stage["unsupervised"]
+  for key in drop:
+    del stage[key]
+  stage.update(stage_keys)
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, config_lib.CONFIG_FILE), "w") as f:
+    json.dump(data, f)
+  return data
+
+
+def test_old_config_with_flat_unsupervised_keys_loads_into_the_sub_dict(
+    tmp_path):
+  _write_old_config(str(tmp_path), dict(supervision="cotraining",
+                                        **_FLAT_UNSUPERVISED))
+  loaded = config_lib.load_config(str(tmp_path))
+  stage = loaded.stages.synthetic
+  assert stage.supervision == "cotraining"
+  assert stage.unsupervised.to_dict() == _FLAT_UNSUPERVISED
+  for key in _FLAT_UNSUPERVISED:
+    assert key not in stage
+  # The layout is today's: what a run saved now reloads to.
+  expected = default.get_config()
+  expected.stages.synthetic.supervision = "cotraining"
+  expected.stages.synthetic.unsupervised.update(_FLAT_UNSUPERVISED)
+  assert loaded.to_dict() == expected.to_dict()
+  stages.check_config(loaded)
+
+
+def test_old_config_before_the_supervision_keys_loads_with_their_defaults(
+    tmp_path):
+  _write_old_config(str(tmp_path), {}, drop=("supervision",))
+  loaded = config_lib.load_config(str(tmp_path))
+  assert loaded.stages.synthetic.supervision == "labels"
+  assert loaded.stages.synthetic.unsupervised.to_dict() == (
+      schema.stage_config().unsupervised.to_dict())
+  assert loaded.to_dict() == default.get_config().to_dict()
+
+
+def test_rename_old_keys_keeps_the_order_and_the_sub_dicts_values():
+  data = {"stages": {"s": {"dataset": "viper",
+                           "supervision": "cotraining", "rounds": 2,
+                           "graph_k": 4, "eval_every": 0,
+                           "unsupervised": {"graph_k": 9}}}}
+  config_lib.rename_old_keys(data)
+  stage = data["stages"]["s"]
+  # The sub-dict takes the place of the first moved key; where both give a
+  # value, the sub-dict's wins.
+  assert list(stage) == ["dataset", "supervision", "unsupervised",
+                         "eval_every"]
+  assert stage["unsupervised"] == {"rounds": 2, "graph_k": 9}
+  with pytest.raises(ValueError, match="unsupervised=3.*rounds"):
+    config_lib.rename_old_keys({"stages": {"s": {"rounds": 2,
+                                                 "unsupervised": 3}}})
+
+
+def test_differences_compare_a_stage_sub_dict_with_the_schemas():
+  config = default.get_config()
+  config.stages.synthetic.unsupervised.grdl_lambda = 0.1
+  config.stages.synthetic.unsupervised.rounds = 3  # the default
+  differences = config_lib.differences(config)
+  assert differences == {
+      "stages.synthetic.step2_iterations": 1000,
+      "stages.synthetic.step2_lr": 0.03,
+      "stages.synthetic.lr_decay_iterations": 700,
+      "stages.synthetic.unsupervised.grdl_lambda": 0.1}
+  described = config_lib.describe_run(config)
+  assert described["stages.synthetic.unsupervised.grdl_lambda"] == 0.1
+  assert "stages.synthetic.unsupervised.rounds" not in described
+  # A config.json from before the move compares the same once renamed.
+  data = json.loads(default.get_config().to_json())
+  stage = data["stages"]["synthetic"]
+  stage.update(stage.pop("unsupervised"), grdl_lambda=0.1)
+  assert config_lib.differences(config_lib.rename_old_keys(data)) == (
+      differences)
+  base_top, base_stage = config_lib.base_fields()
+  assert base_stage["unsupervised.grdl_lambda"] == 0.01
+  assert "stages" not in base_top
 
 
 if __name__ == "__main__":

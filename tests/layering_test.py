@@ -1,7 +1,8 @@
 """The package's import structure: one-way floors between its folders.
 
-Floors, lowest first (DESIGN.md): config -> data, models, losses -> training
--> evaluation of a run -> serving -> entry points; the metric and ranking code
+Floors, lowest first: the config floor (schema.py, losses.py with the loss
+table, config.py) -> data, models -> training -> evaluation of a run ->
+serving -> entry points; the metric and ranking code
 (keras_reid/evaluation/) sits below training, the evaluation of a finished
 run (keras_reid/run_evaluation.py) above it. Each test parses every import in
 keras_reid/ (top-level and inside functions) without importing anything.
@@ -20,6 +21,10 @@ PACKAGE = os.path.join(REPO, "keras_reid")
 # The lowest floors may not import these.
 LOW_UNITS = ("data", "models", "losses")
 HIGH_UNITS = ("training", "evaluation", "serving")
+# The floor below all others: the config schema, the loss table that
+# config.describe_run reads, and the config helpers (TensorFlow-free, as
+# tests/tf_free_test.py checks).
+CONFIG_FLOOR = ("schema", "losses", "config")
 
 
 def _unit(module: str) -> str | None:
@@ -214,6 +219,15 @@ def test_run_directory_check_finds_a_bypass(tmp_path):
   found = run_directory_literals([str(bypass)])
   assert [f.split(": ", 1)[1] for f in found] == [
       "'metrics.json'", "'/progress.json'"]
+
+
+def test_config_floor_imports_only_itself():
+  bad = [f"{path}:{line}: {importer} imports {target}"
+         for importer, target, path, line in package_imports()
+         if _unit(importer) in CONFIG_FLOOR
+         and _unit(target) not in CONFIG_FLOOR]
+  assert not bad, ("schema.py, losses.py and config.py sit below every other "
+                   "floor:\n" + "\n".join(bad))
 
 
 if __name__ == "__main__":

@@ -1,11 +1,19 @@
-"""Tests of the losses against values computed by hand."""
+"""Tests of the losses against values computed by hand, and of the loss table."""
 
+import dataclasses
+import json
 import math
 
+from keras import ops
 import numpy as np
 import pytest
+import tensorflow as tf
 
+from keras_reid import config as config_lib
+from keras_reid import default
 from keras_reid import losses
+from keras_reid import schema
+from keras_reid.training import loop
 
 LOGITS = np.array([[2.0, 0.0], [0.0, 1.0]], "float32")
 VER = np.array([[0.0, 1.0], [1.0, 1.0], [3.0, 0.0]], "float32")
@@ -79,6 +87,173 @@ def test_switched_off_terms_are_absent():
   with pytest.raises(ValueError, match="switched off"):
     losses.compute_losses(outputs, np.array([0, 1]), np.ones(3), cls_weight=0.0,
                           ver_weight=0.0)
+
+
+def _compute_losses_before_the_table(outputs, labels, pair_same, *,
+                                     cls_weight=1.0, ver_weight=3.0,
+                                     aux_weight=0.3, label_smoothing=0.0,
+                                     triplet_weight=0.0, triplet_margin=0.3):
+  """compute_losses as it was written before LOSS_TERMS (the oracle)."""
+  terms = {}
+  weights = {}
+  for prefix, scale in (("", 1.0), ("aux1_", aux_weight), ("aux2_", aux_weight)):
+    if scale <= 0:
+      continue
+    if cls_weight > 0 and f"{prefix}logits" in outputs:
+      terms[f"{prefix}cls"] = losses.classification_loss(
+          outputs[f"{prefix}logits"], labels, label_smoothing=label_smoothing)
+      weights[f"{prefix}cls"] = scale * cls_weight
+    if ver_weight > 0 and f"{prefix}verification_logits" in outputs:
+      terms[f"{prefix}ver"] = losses.verification_loss(
+          outputs[f"{prefix}verification_logits"], pair_same)
+      weights[f"{prefix}ver"] = scale * ver_weight
+  if triplet_weight > 0:
+    terms["triplet"] = losses.batch_hard_triplet_loss(
+        outputs["embedding"], labels, margin=triplet_margin)
+    weights["triplet"] = triplet_weight
+  terms["total"] = ops.sum(ops.stack(
+      [weights[name] * value for name, value in terms.items()]))
+  return terms
+
+
+def _loss_weights_before_the_table(loss_config, step, *, verifiers_train=False):
+  """training.loop.loss_weights as it was written before LOSS_TERMS."""
+  return dict(
+      cls_weight=loss_config.cls_weight,
+      ver_weight=(loss_config.ver_weight if step == 2 or verifiers_train
+                  else 0.0),
+      aux_weight=loss_config.aux_weight,
+      label_smoothing=loss_config.label_smoothing,
+      triplet_weight=loss_config.triplet_weight if step == 2 else 0.0,
+      triplet_margin=loss_config.triplet_margin)
+
+
+def _random_outputs(seed, batch=8, classes=5, pairs=6, dim=4):
+  rng = np.random.default_rng(seed)
+  out = {"embedding": rng.normal(size=(batch, dim)).astype("float32")}
+  for prefix in ("", "aux1_", "aux2_"):
+    out[f"{prefix}logits"] = rng.normal(size=(batch, classes)).astype("float32")
+    out[f"{prefix}verification_logits"] = rng.normal(
+        size=(pairs, 2)).astype("float32")
+  labels = np.repeat(np.arange(batch // 2), 2) % classes
+  soft = rng.dirichlet(np.ones(classes), size=batch).astype("float32")
+  same = (rng.uniform(size=pairs) < 0.5).astype("float32")
+  return out, labels, soft, same
+
+
+@pytest.mark.parametrize("settings", [
+    {},
+    dict(aux_weight=0.0, triplet_weight=0.7, triplet_margin=0.5),
+    dict(label_smoothing=0.1, triplet_weight=1.3),
+    dict(cls_weight=0.0, ver_weight=2.0, aux_weight=0.45),
+    dict(cls_weight=0.8, ver_weight=0.0, triplet_weight=0.2),
+])
+@pytest.mark.parametrize("soft_labels", [False, True])
+def test_compute_losses_is_bit_identical_to_before_the_table(settings,
+                                                             soft_labels):
+  outputs, labels, soft, same = _random_outputs(seed=len(settings))
+  if soft_labels:
+    labels = soft
+  got = losses.compute_losses(outputs, labels, same, **settings)
+  want = _compute_losses_before_the_table(outputs, labels, same, **settings)
+  assert list(got) == list(want)  # the same terms, summed in the same order
+  for name in want:
+    assert np.asarray(got[name]).tobytes() == np.asarray(want[name]).tobytes(), name
+
+
+def test_loss_weights_are_those_of_before_the_table():
+  config = default.get_config()
+  config.loss.update(dict(triplet_weight=0.5, label_smoothing=0.1))
+  for step, verifiers_train in ((1, False), (1, True), (2, False), (2, True)):
+    got = loop.loss_weights(config.loss, step, verifiers_train=verifiers_train)
+    assert got == _loss_weights_before_the_table(
+        config.loss, step, verifiers_train=verifiers_train), (step, verifiers_train)
+
+
+def test_the_schemas_loss_section_is_what_the_table_reads():
+  assert set(schema.base_config().loss) == set(losses.setting_keys())
+  assert losses.DEFAULT_SETTINGS == schema.base_config().loss.to_dict()
+  for term in losses.LOSS_TERMS:
+    assert term.acts_on in losses.PARTS, term
+
+
+def _center_loss(embeddings, labels):
+  """A test-only loss: mean squared norm of the embedding."""
+  del labels
+  return ops.mean(ops.sum(ops.square(ops.cast(embeddings, "float32")), axis=1))
+
+
+# A test-only loss registered into a copy of the table.
+_CENTER = losses.LossTerm("center", _center_loss, weight_key="center_weight",
+                          output="embedding", target="labels", acts_on="base")
+_TABLE = (*losses.LOSS_TERMS, _CENTER)
+
+
+def test_the_table_drives_compute_losses_step_settings_and_describe_run():
+  outputs, labels, _, same = _random_outputs(seed=3)
+  # compute_losses: a term of its own, weighted into the total.
+  terms = losses.compute_losses(outputs, labels, same, table=_TABLE,
+                                center_weight=2.0)
+  assert list(terms) == ["cls", "ver", "aux1_cls", "aux1_ver", "aux2_cls",
+                         "aux2_ver", "center", "total"]
+  before = losses.compute_losses(outputs, labels, same)
+  assert float(terms["center"]) == pytest.approx(
+      float(_center_loss(outputs["embedding"], labels)), 1e-6)
+  assert float(terms["total"]) == pytest.approx(
+      float(before["total"]) + 2.0 * float(terms["center"]), 1e-5)
+  with pytest.raises(TypeError, match="center_weight"):
+    losses.compute_losses(outputs, labels, same, center_weight=2.0)
+  with pytest.raises(TypeError, match=r"no value for \['center_weight'\]"):
+    losses.compute_losses(outputs, labels, same, table=_TABLE)
+
+  # step_settings: on the base, so in step 2 only.
+  loss_config = dict(schema.base_config().loss.to_dict(), center_weight=2.0)
+  for step, expected in ((1, 0.0), (2, 2.0)):
+    settings = losses.step_settings(loss_config, step, verifiers_train=True,
+                                    table=_TABLE)
+    assert settings["center_weight"] == expected
+  # A term acting on the verifiers joins step 1 only when they train.
+  on_verifiers = dataclasses.replace(_CENTER, acts_on="verifiers")
+  assert not on_verifiers.applies_in(1)
+  assert on_verifiers.applies_in(1, verifiers_train=True)
+  assert on_verifiers.applies_in(2)
+
+  # describe_run: the run's list of losses.
+  data = json.loads(default.get_config().to_json())
+  data["loss"]["center_weight"] = 2.0
+  assert config_lib.describe_run(data, loss_table=_TABLE)["losses"] == (
+      "cls+ver+center")
+  assert config_lib.describe_run(data)["losses"] == "cls+ver"
+  data["model"]["aux_heads"] = True
+  assert config_lib.describe_run(data, loss_table=_TABLE)["losses"] == (
+      "cls+ver+aux+center")
+  data["loss"]["center_weight"] = 0.0
+  assert config_lib.describe_run(data, loss_table=_TABLE)["losses"] == (
+      "cls+ver+aux")
+
+
+def test_describe_run_lists_the_losses_as_before_the_table():
+  """cls, ver, aux (auxiliary heads on), triplet, in that order."""
+  data = json.loads(default.get_config().to_json())
+  for cls, ver, aux_heads, aux, triplet, expected in (
+      (1.0, 3.0, False, 0.3, 0.0, "cls+ver"),
+      (1.0, 3.0, True, 0.3, 0.5, "cls+ver+aux+triplet"),
+      (1.0, 0.0, True, 0.0, 0.5, "cls+triplet"),
+      (0.0, 3.0, True, 0.3, 0.0, "ver+aux"),
+      (0.0, 0.0, False, 0.3, 0.5, "triplet")):
+    data["loss"].update(cls_weight=cls, ver_weight=ver, aux_weight=aux,
+                        triplet_weight=triplet)
+    data["model"]["aux_heads"] = aux_heads
+    assert config_lib.describe_run(data)["losses"] == expected
+
+
+def test_losses_run_under_a_graph_as_in_training():
+  """Keras is imported inside the losses: they still trace in tf.function."""
+  outputs, labels, _, same = _random_outputs(seed=5)
+  traced = tf.function(lambda o: losses.compute_losses(
+      o, labels, same, triplet_weight=0.5)["total"])
+  eager = losses.compute_losses(outputs, labels, same, triplet_weight=0.5)
+  assert float(traced(outputs)) == pytest.approx(float(eager["total"]), 1e-6)
 
 
 if __name__ == "__main__":

@@ -12,13 +12,14 @@ import pytest
 
 from keras_reid import config as config_lib
 from keras_reid import run_comparison
+from keras_reid import default
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _write_run(folder, *, split=0, ver_weight=3.0, seed=0, rank1=0.5,
                metrics=True):
-  config = config_lib._load_default_module().get_config()  # pylint: disable=protected-access
+  config = default.get_config()
   config.stages.synthetic.split = split
   config.loss.ver_weight = ver_weight
   config.seed = seed

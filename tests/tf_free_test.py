@@ -23,6 +23,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TF_FREE_MODULES = (
     "keras_reid.config",
     "keras_reid.runs",
+    "keras_reid.schema",
+    "keras_reid.default",
+    # Imports Keras inside the losses only: keras_reid.config reads its table.
+    "keras_reid.losses",
     "keras_reid.data.records",
     "keras_reid.data.datasets",
     "keras_reid.data.inspection",

@@ -10,9 +10,9 @@ stage starts from); its stage --source_stage (default: the stage its last
 finished training step belongs to, e.g. reid_pool for a run whose VIPeR
 stage trains 0 iterations) gives the labelled images. A source stage that
 reads the target's own images (same dataset and folder) is refused.
---config / --target name the unsupervised stage whose settings (graph_k,
-grdl_atoms, grdl_iterations, pseudo_labels, soft_top_m, soft_temperature)
-are used. On the source's training images, each
+--config / --target name the unsupervised stage whose settings
+(stage.unsupervised: graph_k, grdl_atoms, grdl_iterations, pseudo_labels,
+soft_top_m, soft_temperature) are used. On the source's training images, each
 identity's first image plays camera A and its others camera B
 (`cotraining.first_image_split`); every lambda labels camera B through GRDL
 codes of the source model's features and is scored against the true
@@ -105,7 +105,7 @@ def main(argv):
       lambdas, seed=config.seed, callback=show)
   result.update(workdir=os.path.abspath(_WORKDIR.value),
                 source_stage=source_stage, target=_TARGET.value)
-  print(f"Best: --config.stages.{_TARGET.value}.grdl_lambda="
+  print(f"Best: --config.stages.{_TARGET.value}.unsupervised.grdl_lambda="
         f"{result['best_lambda']:g} ({result['num_a']} camera-A, "
         f"{result['num_b']} camera-B images)", flush=True)
   if _OUTPUT_JSON.value:

@@ -59,7 +59,7 @@ from keras_reid.unsupervised import pseudo_labels
 #     model's feature space (the baseline; alone it drifts);
 #   "cotraining": the same in the GRDL code space (the complementary model).
 SUPERVISIONS = ("labels", "self_training", "cotraining")
-# stage.pseudo_labels: "soft" (top-m distribution) or "hard" (nearest).
+# stage.unsupervised.pseudo_labels: "soft" (top-m distribution) or "hard".
 PSEUDO_LABELS = ("soft", "hard")
 
 
@@ -79,28 +79,28 @@ def check_stage(name: str, stage: config_dict.ConfigDict,
          f"one of {list(SUPERVISIONS)}")
   if not config_lib.is_unsupervised(stage):
     return
-  expect(stage.rounds >= 1, "rounds", ">= 1 (rounds of pseudo labels)")
+  expect(stage.unsupervised.rounds >= 1, "unsupervised.rounds", ">= 1 (rounds of pseudo labels)")
   if stage.step1_iterations + stage.step2_iterations <= 0:
     raise ValueError(
         f"config.stages.{name}: supervision={stage.supervision!r} fine-tunes "
         "step1_iterations + step2_iterations iterations per round, but both are 0; "
         "set --config.stages.<name>.step2_iterations (per round).")
-  expect(stage.pseudo_labels in PSEUDO_LABELS, "pseudo_labels",
+  expect(stage.unsupervised.pseudo_labels in PSEUDO_LABELS, "unsupervised.pseudo_labels",
          f"one of {list(PSEUDO_LABELS)}")
-  expect(stage.soft_top_m >= 1, "soft_top_m", ">= 1")
-  expect(stage.soft_temperature > 0, "soft_temperature", "> 0")
-  expect(stage.camera_a >= 0, "camera_a", "a camid >= 0")
+  expect(stage.unsupervised.soft_top_m >= 1, "unsupervised.soft_top_m", ">= 1")
+  expect(stage.unsupervised.soft_temperature > 0, "unsupervised.soft_temperature", "> 0")
+  expect(stage.unsupervised.camera_a >= 0, "unsupervised.camera_a", "a camid >= 0")
   if stage.supervision == "cotraining":
-    expect(stage.graph_k >= 1, "graph_k", ">= 1 cross-camera neighbours")
-    expect(stage.grdl_lambda >= 0, "grdl_lambda", ">= 0")
-    expect(stage.grdl_atoms >= 1, "grdl_atoms", ">= 1 dictionary atoms")
-    expect(stage.grdl_iterations >= 1, "grdl_iterations", ">= 1")
-  if stage.pseudo_labels == "soft" and config.loss.triplet_weight > 0:
+    expect(stage.unsupervised.graph_k >= 1, "unsupervised.graph_k", ">= 1 cross-camera neighbours")
+    expect(stage.unsupervised.grdl_lambda >= 0, "unsupervised.grdl_lambda", ">= 0")
+    expect(stage.unsupervised.grdl_atoms >= 1, "unsupervised.grdl_atoms", ">= 1 dictionary atoms")
+    expect(stage.unsupervised.grdl_iterations >= 1, "unsupervised.grdl_iterations", ">= 1")
+  if stage.unsupervised.pseudo_labels == "soft" and config.loss.triplet_weight > 0:
     raise ValueError(
-        f"config.stages.{name}.pseudo_labels='soft' with "
+        f"config.stages.{name}.unsupervised.pseudo_labels='soft' with "
         f"config.loss.triplet_weight={config.loss.triplet_weight}: the "
         "triplet loss needs one class per image; set "
-        f"--config.stages.{name}.pseudo_labels=hard or "
+        f"--config.stages.{name}.unsupervised.pseudo_labels=hard or "
         "--config.loss.triplet_weight=0.")
 
 
@@ -132,9 +132,10 @@ def make_labels(features: np.ndarray, camids: np.ndarray,
 
   Args:
     features: [N, dim] SIR features of the training images (record order).
-    camids: [N] their camera ids; stage.camera_a is camera A.
-    stage: the stage config (supervision, pseudo_labels, soft_top_m,
-      soft_temperature, graph_k, grdl_lambda, grdl_atoms, grdl_iterations).
+    camids: [N] their camera ids; stage.unsupervised.camera_a is camera A.
+    stage: the stage config (supervision; unsupervised.pseudo_labels,
+      soft_top_m, soft_temperature, graph_k, grdl_lambda, grdl_atoms,
+      grdl_iterations).
     seed: GRDL's initial dictionary draw when there is no warm start.
     init_dictionary: [dim, atoms] warm start (the previous round's).
     callback: GRDL's callback(iteration, objective).
@@ -142,22 +143,23 @@ def make_labels(features: np.ndarray, camids: np.ndarray,
   Returns:
     RoundLabels.
   """
-  is_a = graph.camera_a_mask(camids, stage.camera_a)
+  is_a = graph.camera_a_mask(camids, stage.unsupervised.camera_a)
   space, dictionary, history = features, None, []
   if stage.supervision == "cotraining":
     lap = graph.laplacian(graph.cross_camera_knn_graph(
-        features, is_a, k=stage.graph_k))
-    result = grdl.grdl(features, lap, stage.grdl_atoms, stage.grdl_lambda,
-                       max_iter=stage.grdl_iterations, seed=seed,
+        features, is_a, k=stage.unsupervised.graph_k))
+    result = grdl.grdl(features, lap, stage.unsupervised.grdl_atoms,
+                       stage.unsupervised.grdl_lambda,
+                       max_iter=stage.unsupervised.grdl_iterations, seed=seed,
                        init_dictionary=init_dictionary, callback=callback)
     space, dictionary, history = (result.codes, result.dictionary,
                                   list(result.objective))
-  if stage.pseudo_labels == "hard":
+  if stage.unsupervised.pseudo_labels == "hard":
     labels = pseudo_labels.hard_pseudo_labels(space, is_a)
   else:
     labels = pseudo_labels.soft_pseudo_labels(
-        space, is_a, top_m=stage.soft_top_m,
-        temperature=stage.soft_temperature)
+        space, is_a, top_m=stage.unsupervised.soft_top_m,
+        temperature=stage.unsupervised.soft_temperature)
   return RoundLabels(labels, is_a, dictionary, history)
 
 
@@ -192,8 +194,8 @@ def cross_validate_lambda(features: np.ndarray, pids,
   """Picks GRDL's lambda on a labelled (source) set by pseudo-label accuracy.
 
   Splits the set with `first_image_split`, makes co-training labels with
-  each lambda and the stage's other settings (graph_k, grdl_atoms,
-  grdl_iterations, pseudo_labels, soft_top_m, soft_temperature) and scores
+  each lambda and the stage's other settings (unsupervised.graph_k,
+  grdl_atoms, grdl_iterations, pseudo_labels, soft_top_m, soft_temperature) and scores
   them against the true identities (`pseudo_labels.label_accuracy`); the
   self-training labels (feature space, no GRDL) are scored as the baseline.
 
@@ -223,10 +225,10 @@ def cross_validate_lambda(features: np.ndarray, pids,
   rows = []
   for lam in [None, *lambdas]:
     trial = stage.copy_and_resolve_references()
-    trial.camera_a = 0
+    trial.unsupervised.camera_a = 0
     trial.supervision = "self_training" if lam is None else "cotraining"
     if lam is not None:
-      trial.grdl_lambda = float(lam)
+      trial.unsupervised.grdl_lambda = float(lam)
     labels = make_labels(features, camids, trial, seed=seed)
     row = {"lambda": lam, **pseudo_labels.label_accuracy(
         labels.labels, pids, labels.is_a),
@@ -315,7 +317,7 @@ def _make_round_labels(run: runner.TrainingRun, name: str,
   if stage.supervision == "cotraining" and r > 1 and os.path.exists(previous):
     warm = load_labels(previous, paths).dictionary
     if warm is not None and warm.shape != (features.shape[1],
-                                           stage.grdl_atoms):
+                                           stage.unsupervised.grdl_atoms):
       warm = None
 
   def grdl_callback(iteration: int, value: float) -> None:
@@ -338,7 +340,7 @@ def _make_round_labels(run: runner.TrainingRun, name: str,
     tf.summary.scalar("cotrain/label_reachable", accuracy["reachable"])
   runs.write_json(runs.round_label_report_path(run.workdir, name, r),
                   dict(accuracy, supervision=stage.supervision,
-                       pseudo_labels=stage.pseudo_labels,
+                       pseudo_labels=stage.unsupervised.pseudo_labels,
                        grdl_objective=labels.objective))
   print(f"Stage {name!r} round {r}: pseudo-label accuracy "
         f"{100 * accuracy['accuracy']:.1f}% (camera B; "
@@ -366,11 +368,11 @@ def run_stage(run: runner.TrainingRun, *, name: str,
   records = list(dataset.train)
   paths = [r.path for r in records]
   is_a = graph.camera_a_mask(np.asarray([r.camid for r in records]),
-                             stage.camera_a)
+                             stage.unsupervised.camera_a)
   num_a = int(is_a.sum())
   logging.info("Stage %s (%s): %d camera-A images (classes), %d camera-B "
                "images, %d rounds.", name, stage.supervision, num_a,
-               int((~is_a).sum()), stage.rounds)
+               int((~is_a).sum()), stage.unsupervised.rounds)
 
   def start_model(model: keras.Model | None, r: int, seed: int) -> keras.Model:
     # The stage's start model (round 1) or the last round's, with fresh
@@ -382,7 +384,7 @@ def run_stage(run: runner.TrainingRun, *, name: str,
     return stage_setup.new_classifiers(model, config, num_a)
 
   all_heads = stage_setup.step1_trains_all_heads(stage, stage_index)
-  for r in range(1, stage.rounds + 1):
+  for r in range(1, stage.unsupervised.rounds + 1):
     key = runs.round_key(name, r)
     steps = loop.stage_steps(key, stage, all_heads=all_heads and r == 1)
     if run.all_finished(steps):

@@ -4,7 +4,7 @@ Every training run writes, into its own TensorBoard folder:
   * at its start, an HParams session (`tensorboard.plugins.hparams.api`)
     whose hyperparameters are `config.describe_run(config)`: backbone,
     datasets, losses, dropout mode, precision and every field that differs
-    from configs/default.py (flattened, "stages.viper.step2_lr");
+    from keras_reid.schema's defaults (flattened, "stages.viper.step2_lr");
   * at its end, the final metrics as scalars `final/<metric>` (rank1 ...
     mINP as fractions, cir_<metric> with CIR, train_seconds), the final CMC
     figure (image eval/cmc) and the session's end status.
@@ -34,14 +34,8 @@ METRIC_PREFIX = "final/"
 
 
 def run_hparams(config: config_dict.ConfigDict) -> dict:
-  """The run's hyperparameters: config.describe_run, or all fields flattened
-  when configs/default.py is not there to take differences against."""
-  try:
-    return config_lib.describe_run(config)
-  except FileNotFoundError:
-    flat = config_lib.flatten(config)
-    return {k: v if isinstance(v, (bool, int, float, str)) else str(v)
-            for k, v in flat.items()}
+  """The run's hyperparameters: config.describe_run."""
+  return config_lib.describe_run(config)
 
 
 def final_metrics(metrics: dict) -> dict:

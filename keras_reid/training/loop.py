@@ -96,18 +96,13 @@ def loss_weights(loss_config: config_dict.ConfigDict, step: int, *,
                  verifiers_train: bool = False) -> dict:
   """The keyword arguments of losses.compute_losses for a fine-tuning step.
 
-  Step 1's terms match what it trains: classification, plus verification
-  when the verifiers train too (`verifiers_train`,
-  FineTuningStep.all_heads). The triplet loss acts on the base only, so it waits for step 2.
+  Each loss of losses.LOSS_TERMS counts in the steps that train what it acts
+  on (losses.step_settings): classification in both, verification in step 1
+  only when the verifiers train too (`verifiers_train`,
+  FineTuningStep.all_heads), the triplet loss (on the base) in step 2.
   """
-  return dict(
-      cls_weight=loss_config.cls_weight,
-      ver_weight=(loss_config.ver_weight if step == 2 or verifiers_train
-                  else 0.0),
-      aux_weight=loss_config.aux_weight,
-      label_smoothing=loss_config.label_smoothing,
-      triplet_weight=loss_config.triplet_weight if step == 2 else 0.0,
-      triplet_margin=loss_config.triplet_margin)
+  return losses.step_settings(loss_config, step,
+                              verifiers_train=verifiers_train)
 
 
 # config.train.optimizer -> (learning_rate, momentum, decoupled weight decay

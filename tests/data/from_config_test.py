@@ -6,6 +6,7 @@ import os
 import pytest
 
 from configs import default
+from keras_reid import schema
 from keras_reid.data import from_config
 from keras_reid.data.synthetic import generator as synthetic
 
@@ -39,7 +40,7 @@ def test_synthetic_set_follows_the_config(tmp_path):
   config.data.synthetic_num_ids = 4
 
   def train_ids():
-    ds = from_config.load_stage_dataset(default.stage_config(), config)
+    ds = from_config.load_stage_dataset(schema.stage_config(), config)
     return {r.pid for r in ds.train}, sorted(r.path for r in ds.train)
 
   ids4, paths4 = train_ids()
@@ -69,8 +70,8 @@ def test_stage_options_choose_the_synthetic_domain(tmp_path):
   config = default.get_config()
   config.data.synthetic_dir = str(tmp_path / "a")
   config.data.synthetic_num_ids = 4
-  source = from_config.load_stage_dataset(default.stage_config(), config)
-  target = from_config.load_stage_dataset(default.stage_config(
+  source = from_config.load_stage_dataset(schema.stage_config(), config)
+  target = from_config.load_stage_dataset(schema.stage_config(
       root=str(tmp_path / "b"), options="domain=b,num_ids=6"), config)
   for folder, domain, num_ids in (("a", "a", 4), ("b", "b", 6)):
     with open(tmp_path / folder / synthetic.META_FILE) as f:
@@ -86,10 +87,10 @@ def test_stage_pools_two_datasets(tmp_path):
   synthetic.generate(a, num_ids=4, seed=0)
   synthetic.generate(b, num_ids=6, seed=1, domain="b")
   config = default.get_config()
-  stage = default.stage_config(dataset="synthetic+synthetic", root=f"{a}+{b}")
+  stage = schema.stage_config(dataset="synthetic+synthetic", root=f"{a}+{b}")
   pooled = from_config.load_stage_dataset(stage, config)
-  only_a = from_config.load_stage_dataset(default.stage_config(root=a), config)
-  only_b = from_config.load_stage_dataset(default.stage_config(root=b), config)
+  only_a = from_config.load_stage_dataset(schema.stage_config(root=a), config)
+  only_b = from_config.load_stage_dataset(schema.stage_config(root=b), config)
   assert len(pooled.train) == len(only_a.train) + len(only_b.train)
   assert len({r.pid for r in pooled.train}) == (
       len({r.pid for r in only_a.train}) + len({r.pid for r in only_b.train}))
@@ -99,10 +100,10 @@ def test_stage_pools_two_datasets(tmp_path):
 def test_stage_errors_name_the_problem(tmp_path):
   config = default.get_config()
   with pytest.raises(ValueError, match="needs a folder"):
-    from_config.load_stage_dataset(default.stage_config(dataset="viper"), config)
+    from_config.load_stage_dataset(schema.stage_config(dataset="viper"), config)
   with pytest.raises(ValueError, match="2 dataset"):
     from_config.load_stage_dataset(
-        default.stage_config(dataset="viper+prid2011", root=str(tmp_path)), config)
+        schema.stage_config(dataset="viper+prid2011", root=str(tmp_path)), config)
 
 
 def _viper_layout(folder, num_ids=10):
@@ -123,11 +124,11 @@ def test_a_stage_may_not_train_on_a_later_stages_test_images(tmp_path):
   os.symlink(viper, link)
   def stages(pool_split, pool_root=link):
     return {
-        "pool": from_config.load_stage_dataset(default.stage_config(
+        "pool": from_config.load_stage_dataset(schema.stage_config(
             dataset="synthetic+viper", split=pool_split,
             root=f"{tmp_path / 'synthetic'}+{pool_root}",
             options="viper:allow_incomplete=true"), config),
-        "viper": from_config.load_stage_dataset(default.stage_config(
+        "viper": from_config.load_stage_dataset(schema.stage_config(
             dataset="viper", root=viper, split=3,
             options="allow_incomplete=true"), config)}
   from_config.check_test_images_not_trained(stages(pool_split=3))

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from configs import default as default_config
+from keras_reid import schema
 from keras_reid.models import builders
 from keras_reid.serving import saved_model
 
@@ -14,7 +14,7 @@ IMAGE_SIZE = (64, 32)  # (H, W): mobilenet_v1 needs >= 32 per side
 
 
 def tiny_model_config():
-  model_config = default_config.base_config().model
+  model_config = schema.base_config().model
   model_config.backbone = "mobilenet_v1"
   model_config.alpha = 0.25
   model_config.weights = ""

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from configs import default as default_config
 from keras_reid import runs
+from keras_reid import schema
 from keras_reid.data import preprocessing
 from keras_reid.models import builders
 from keras_reid.models import restore
@@ -226,7 +226,7 @@ def test_version_numbering(tmp_path):
 
 
 def test_export_run_uses_the_restored_run(tmp_path, monkeypatch):
-  config = default_config.base_config()
+  config = schema.base_config()
   config.data.image_height, config.data.image_width = H, W
   config.model.weights = ""
   model = builders.build_training_model(config.model, num_classes=3,

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from configs import default
 from keras_reid import runs
+from keras_reid import schema
 from keras_reid.data import from_config
 from keras_reid.models import restore
 from keras_reid.training import cotraining
@@ -49,12 +49,13 @@ def source_run(tmp_path_factory):
 def _target_config(root, source, supervision, **overrides):
   config = _base(root)
   del config.stages["synthetic"]
-  config.stages.target = default.stage_config(
+  config.stages.target = schema.stage_config(
       dataset="synthetic", root=os.path.join(root, "b"),
       options="domain=b,num_ids=8", init=source, supervision=supervision,
       ids_per_batch=2, images_per_id=2, step1_iterations=1, step2_iterations=3,
-      step1_lr=0.01, step2_lr=0.01, rounds=2, graph_k=3, grdl_atoms=8,
-      grdl_iterations=3, soft_top_m=3)
+      step1_lr=0.01, step2_lr=0.01,
+      unsupervised=dict(rounds=2, graph_k=3, grdl_atoms=8, grdl_iterations=3,
+                        soft_top_m=3))
   config.stages.target.update(overrides)
   return config
 
@@ -136,7 +137,8 @@ def test_hidden_identities_never_reach_training(tmp_path, source_run,
                                                 monkeypatch):
   """Shuffling the target's training pids changes nothing that trains."""
   root, source = source_run
-  config = _target_config(root, source, "cotraining", pseudo_labels="hard")
+  config = _target_config(root, source, "cotraining",
+                          unsupervised=dict(pseudo_labels="hard"))
   plain = str(tmp_path / "plain")
   stages.train(config, plain)
 
@@ -220,18 +222,21 @@ def test_config_errors_name_the_key(tmp_path, source_run):
   root, source = source_run
   for overrides, match in (
       (dict(supervision="cotrain"), r"stages.target.supervision='cotrain'"),
-      (dict(pseudo_labels="fuzzy"), r"stages.target.pseudo_labels='fuzzy'"),
-      (dict(rounds=0), r"stages.target.rounds=0"),
-      (dict(soft_temperature=0.0), r"soft_temperature=0.0"),
+      (dict(unsupervised=dict(pseudo_labels="fuzzy")),
+       r"stages.target.unsupervised.pseudo_labels='fuzzy'"),
+      (dict(unsupervised=dict(rounds=0)), r"stages.target.unsupervised.rounds=0"),
+      (dict(unsupervised=dict(soft_temperature=0.0)),
+       r"stages.target.unsupervised.soft_temperature=0.0"),
       (dict(step1_iterations=0, step2_iterations=0), r"step1_iterations \+ step2_iterations"),
-      (dict(camera_a=5), r"camera_a=5 leaves camera A with 0")):
+      (dict(unsupervised=dict(camera_a=5)),
+       r"camera_a=5 leaves camera A with 0")):
     config = _target_config(root, source, "cotraining")
     config.stages.target.update(overrides)
     with pytest.raises(ValueError, match=match):
       stages.train(config, str(tmp_path / "bad"))
   config = _target_config(root, source, "self_training")
   config.loss.triplet_weight = 0.5
-  with pytest.raises(ValueError, match="pseudo_labels=hard"):
+  with pytest.raises(ValueError, match="unsupervised.pseudo_labels=hard"):
     stages.check_config(config)
 
 
@@ -250,9 +255,8 @@ def _clusters(num_ids=6, per_id=3, dim=16, noise=0.3, seed=0):
 
 def test_cross_validate_lambda_scores_each_lambda_like_the_rounds_do():
   features, pids = _clusters()
-  stage = default.stage_config(supervision="cotraining", graph_k=2,
-                               grdl_atoms=4, grdl_iterations=3,
-                               pseudo_labels="hard")
+  stage = schema.stage_config(supervision="cotraining", unsupervised=dict(
+      graph_k=2, grdl_atoms=4, grdl_iterations=3, pseudo_labels="hard"))
   result = cotraining.cross_validate_lambda(features, pids, stage,
                                             [0.0, 0.1, 10.0], seed=3)
   assert [r["lambda"] for r in result["rows"]] == [None, 0.0, 0.1, 10.0]
@@ -265,7 +269,7 @@ def test_cross_validate_lambda_scores_each_lambda_like_the_rounds_do():
     if row["lambda"] is None:
       trial.supervision = "self_training"
     else:
-      trial.grdl_lambda = row["lambda"]
+      trial.unsupervised.grdl_lambda = row["lambda"]
     labels = cotraining.make_labels(features, camids, trial, seed=3)
     expected = cotraining.pseudo_labels.label_accuracy(labels.labels, pids,
                                                        labels.is_a)
@@ -287,8 +291,8 @@ def test_cross_validate_lambda_scores_each_lambda_like_the_rounds_do():
 def test_cross_validate_lambda_rejects_what_it_cannot_score(lambdas, pids,
                                                             match):
   features, cluster_pids = _clusters()
-  stage = default.stage_config(supervision="cotraining", graph_k=2,
-                               grdl_atoms=4, grdl_iterations=2)
+  stage = schema.stage_config(supervision="cotraining", unsupervised=dict(
+      graph_k=2, grdl_atoms=4, grdl_iterations=2))
   if pids is not None:
     features = features[:pids.size]
   with pytest.raises(ValueError, match=match):
@@ -306,21 +310,23 @@ def test_select_grdl_lambda_entry_point_on_a_source_run(tmp_path, source_run):
        f"--workdir={source}",
        f"--config={os.path.join(repo, 'configs', 'synthetic_cotrain.py')}"
        f":cotraining,{source}", "--target=target", "--lambdas=0,0.01",
-       "--config.stages.target.grdl_atoms=8",
-       "--config.stages.target.grdl_iterations=2", f"--output_json={out}"],
+       "--config.stages.target.unsupervised.grdl_atoms=8",
+       "--config.stages.target.unsupervised.grdl_iterations=2",
+       f"--output_json={out}"],
       cwd=repo, capture_output=True, text=True, timeout=600, check=False,
       env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
   assert proc.returncode == 0, proc.stderr[-3000:]
   with open(out) as f:
     result = json.load(f)
-  assert f"grdl_lambda={result['best_lambda']:g}" in proc.stdout
+  assert (f"--config.stages.target.unsupervised.grdl_lambda="
+          f"{result['best_lambda']:g}") in proc.stdout
   # Oracle: the library on the source model's features of the same images.
   model, config = restore.restore_training_model(source)
   records = list(from_config.load_stage_dataset(config.stages.synthetic,
                                                 config).train)
-  target = default.stage_config(supervision="cotraining", graph_k=3,
-                                grdl_atoms=8, grdl_iterations=2,
-                                pseudo_labels="soft", soft_top_m=5)
+  target = schema.stage_config(supervision="cotraining", unsupervised=dict(
+      graph_k=3, grdl_atoms=8, grdl_iterations=2, pseudo_labels="soft",
+      soft_top_m=5))
   expected = cotraining.cross_validate_lambda(
       cotraining.extract_features(model, records, config),
       [r.pid for r in records], target, [0.0, 0.01], seed=0)

@@ -35,7 +35,7 @@ def test_describe_run_lists_the_differences_and_key_choices():
   config.model.ver_dropout_mode = "independent"
   config.loss.triplet_weight = 0.5
   described = config_lib.describe_run(config)
-  # Against configs/default.py: default.get_config()'s and tiny_config's
+  # Against keras_reid.schema: the default experiment's and tiny_config's
   # changes, by hand.
   expected_differences = {
       "data.image_height": 64, "data.image_width": 32,

@@ -1,0 +1,229 @@
+"""The config schema: every field an experiment can set, at its default.
+
+Every experiment (keras_reid/default.py, configs/*.py) starts from
+`base_config()` and one `stage_config()` per stage and changes what differs,
+so that all experiments share one schema: an unknown key in an override is an
+error. keras_reid.config migrates a config.json written by an older
+keras_reid to this schema and takes a run's config differences against it.
+"""
+
+from __future__ import annotations
+
+from ml_collections import config_dict
+
+
+def stage_config(**overrides) -> config_dict.ConfigDict:
+  """One stage of staged transfer: a dataset and its two fine-tuning steps.
+
+  Step 1 trains only the newly created layers with the base frozen
+  (`step1_trains`); step 2 trains everything with classification +
+  verification (+ auxiliary) losses.
+
+  Args:
+    **overrides: stage keys to change from their defaults; a sub-dict's keys
+      as a dict, e.g. unsupervised=dict(rounds=2) (its other keys keep their
+      defaults).
+
+  Returns:
+    An unlocked ConfigDict.
+
+  Raises:
+    KeyError: an override the schema lacks, or a key of `unsupervised`
+      given at the stage level.
+  """
+  stage = config_dict.ConfigDict(dict(
+      # A name from keras_reid.data.datasets.DATASETS; "a+b" pools the training sets
+      # of several datasets (roots "A+B"); evaluation uses the first one.
+      dataset="synthetic",
+      root="",                     # dataset folder; "" only for synthetic
+      # Reader options "key=value,..." (to every dataset of the stage) or
+      # "name:key=value" (to dataset `name` only), e.g.
+      # "cuhk03:protocol=old,cuhk03:kind=labeled" for "market1501+cuhk03".
+      options="",
+      split=0,                     # split index for repeated-split protocols
+      split_seed=0,                # seed that draws the random splits
+      ids_per_batch=8,             # K identities per batch (paper: 32)
+      images_per_id=4,             # M images per identity (paper: 4)
+      step1_iterations=100,        # optimizer updates of step 1 (new layers only)
+      step2_iterations=400,        # optimizer updates of step 2 (all layers)
+      step1_lr=1e-2,
+      step2_lr=1e-3,
+      lr_decay_iterations=40000,   # lr *= lr_decay_factor every this many iterations
+      lr_decay_factor=0.1,
+      # "previous" stage, "backbone" (model.weights) or a run directory.
+      init="previous",
+      eval_every=0,                # evaluate every N iterations of step 2 (0 = at end)
+      # What step 1 trains on the frozen base. "new_layers" (the paper's
+      # intent): every newly created layer; in a stage from the backbone's
+      # weights (init "backbone", or "previous" in the first stage) all heads
+      # (classifiers, verifiers with the verification loss on, auxiliary
+      # trunks), in a stage continuing a model only the replaced classifiers.
+      # "classifiers": the classifiers only, on the classification loss
+      # (ablation: verifiers and aux trunks stay random through step 1).
+      step1_trains="new_layers",
+      # Where the stage's training labels come from: "labels": the
+      # dataset's identities; "self_training" / "cotraining": none are read
+      # (unsupervised transfer to an unlabelled two-camera target), the
+      # stage trains in rounds on pseudo labels made as `unsupervised` says.
+      supervision="labels",
+      # The settings of an unsupervised stage (a stage on "labels" ignores
+      # them). It runs `rounds` rounds; each round extracts the model's
+      # features of the training images, makes pseudo labels (every
+      # camera-A image its own class, camera-B images labelled by their
+      # nearest camera-A images: in feature space for self-training, in the
+      # GRDL code space of a cross-camera kNN graph for co-training),
+      # replaces the classifiers and fine-tunes two-stepped with
+      # step1_iterations / step2_iterations (and their lrs) per round.
+      # Identities are read only to evaluate (query / gallery) and to
+      # monitor the labels.
+      unsupervised=config_dict.ConfigDict(dict(
+          rounds=3,
+          camera_a=0,              # camid of camera A; B = every other camera
+          pseudo_labels="soft",    # "soft" (top-m distribution) or "hard"
+          soft_top_m=5,            # camera-A neighbours sharing a soft label
+          soft_temperature=1.0,    # > 0; larger spreads the soft label
+          graph_k=10,              # cross-camera neighbours per image (W)
+          grdl_lambda=0.01,        # graph weight lambda of GRDL
+          grdl_atoms=256,          # dictionary atoms (code dimension)
+          grdl_iterations=20,      # GRDL alternations per round (at most)
+      )),
+  ))
+  moved = [k for k in overrides if k in stage.unsupervised]
+  if moved:
+    raise KeyError(
+        f"stage_config({moved[0]}={overrides[moved[0]]!r}): {moved} are "
+        "settings of an unsupervised stage, under the stage's "
+        f"`unsupervised`: pass unsupervised=dict({moved[0]}="
+        f"{overrides[moved[0]]!r}).")
+  # Locked while updated: an override the schema lacks (a mistyped key) is
+  # a KeyError naming it instead of a new field that nothing reads.
+  stage.lock()
+  stage.update(overrides)
+  stage.unlock()
+  return stage
+
+
+# The unsupervised values of stage.supervision (keras_reid.training.cotraining
+# SUPERVISIONS less "labels"), the first argument of the co-training configs.
+UNSUPERVISED = ("cotraining", "self_training")
+
+
+def supervision_and_source(arg: str, config_file: str) -> tuple[str, str]:
+  """Splits a co-training config's argument "SUPERVISION[,SOURCE_RUN]".
+
+  Returns:
+    (supervision, source run directory or "" for none).
+
+  Raises:
+    ValueError: SUPERVISION is not one of UNSUPERVISED; names config_file.
+  """
+  supervision, _, source = arg.partition(",")
+  if supervision not in UNSUPERVISED:
+    raise ValueError(
+        f"{config_file}:{arg}: expected SUPERVISION[,SOURCE_RUN] with "
+        f"SUPERVISION one of {list(UNSUPERVISED)}, e.g. "
+        f"{config_file}:cotraining.")
+  return supervision, source
+
+
+def base_config() -> config_dict.ConfigDict:
+  """The full schema with CPU-sized defaults."""
+  config = config_dict.ConfigDict()
+  config.seed = 0
+
+  config.data = config_dict.ConfigDict(dict(
+      image_height=128,
+      image_width=64,
+      # The paper's augmentation: each training image becomes `augment_copies`
+      # images by random 2D transforms about the centre (variant 0 is the
+      # image itself). 1 = no augmentation.
+      augment_copies=5,
+      # "fixed": one enlarged set, each image's variants drawn from `seed`
+      # and its path only (the paper's offline set: the same in step 1,
+      # step 2, every worker and after a resume); "redraw": new variants in
+      # every stage, step and input worker (ablation).
+      augment_mode="fixed",
+      # Keep the decoded, resized training images in memory (uint8, H x W x
+      # 3 bytes each: 24 KB at 128x64) and warp the variants from there when
+      # a stage's training images take at most this many MB; beyond, every
+      # image is decoded at every use (the log says so). 0 = never cache.
+      train_cache_mb=2048,
+      max_shift=0.05,              # fraction of the image size
+      max_scale=0.1,               # relative zoom in or out
+      max_rotation_deg=5.0,
+      # A random horizontal flip in half of the variants. Not in the paper
+      # (which lists shift, scale and rotation); False for its exact set.
+      flip=True,
+      skip_corrupt=False,          # skip (and count) undecodable images instead of failing
+      eval_batch_size=128,
+      # Where `dataset="synthetic"` writes (and reuses) its generated images;
+      # regenerated there when synthetic_num_ids, synthetic_domain or seed
+      # differ from the folder's synthetic.json (a folder with other files
+      # and no synthetic.json is refused, never overwritten).
+      synthetic_dir="runs/data/synthetic",
+      synthetic_num_ids=60,
+      synthetic_domain="a",
+  ))
+
+  config.model = config_dict.ConfigDict(dict(
+      backbone="mobilenet_v1",     # a name from keras_reid.models.backbones.BACKBONES
+      alpha=0.25,                  # width multiplier for MobileNet-family backbones
+      weights="",                  # "" (random init), "imagenet", or a .weights.h5 path
+      cls_dropout=0.5,             # dropout before the identity classifier
+      ver_dropout=0.5,             # dropout before the verification subtraction
+      # "pairwise": one mask per pair (the paper); "independent": a mask per
+      # image (ablation); "none": no dropout on the verification branch.
+      ver_dropout_mode="pairwise",
+      aux_heads=False,             # GoogLeNet-style auxiliary heads (6 losses)
+      freeze_bn=False,             # run BatchNorm on moving statistics in step 2
+  ))
+
+  config.loss = config_dict.ConfigDict(dict(
+      cls_weight=1.0,
+      ver_weight=3.0,              # paper: verification : classification = 3 : 1
+      aux_weight=0.3,              # weight of each auxiliary head's losses
+      label_smoothing=0.0,
+      triplet_weight=0.0,          # batch-hard triplet, for ablations only
+      triplet_margin=0.3,
+  ))
+
+  config.train = config_dict.ConfigDict(dict(
+      optimizer="sgd",             # "sgd", "adam" (Adam) or "adamw" (AdamW, decoupled)
+      momentum=0.9,                # SGD only
+      weight_decay=5e-4,
+      # "coupled_l2": the paper's Caffe decay, weight_decay * w added to the
+      # gradient of kernels only (no biases, no BatchNorm); "decoupled":
+      # Keras' optimizer weight_decay on every variable (ablation; ~10x
+      # weaker at momentum 0.9 for the same value; required by "adamw").
+      weight_decay_mode="coupled_l2",
+      jit_compile=False,           # XLA for the train step
+      # "auto": mixed_bfloat16 on CPUs with native bfloat16 (avx512_bf16 /
+      # amx_bf16; not for depthwise backbones such as MobileNet, slower in
+      # it there) and GPUs of compute capability >= 8.0, else float32 (the
+      # resolved value is logged and written to the run's runtime.json);
+      # "float32", "mixed_bfloat16", "mixed_float16" (loss scaling) force one.
+      precision="auto",
+      distribute="auto",           # "auto", "default", "mirrored", "multi_worker"
+      checkpoint_every=200,        # iterations between checkpoints (+ at each step's end)
+      log_every=20,                # iterations between TensorBoard scalar writes
+      max_checkpoints=3,
+      # Deterministic ops (same result after a resume); some GPU kernels have
+      # no deterministic version, so GPU configs may turn this off.
+      deterministic=True,
+  ))
+
+  config.eval = config_dict.ConfigDict(dict(
+      rerank=False,                # k-reciprocal re-ranking
+      # Re-score the SIR top-k with the verification head (CIR) in the
+      # evaluation at the end of each stage and in `keras_reid.evaluate
+      # --workdir` (whose flags default to these eval.* values); 0 = off.
+      cir_topk=0,
+      # Test-time flip: each image's SIR feature is the mean of its own and
+      # its mirror image's (twice the extraction time). Evaluation only: the
+      # exported SavedModel embeds the image as given.
+      flip_test=False,
+      max_rank=50,
+  ))
+
+  config.stages = config_dict.ConfigDict()
+  return config
