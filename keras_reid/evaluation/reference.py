@@ -6,10 +6,11 @@ a full argsort of every row, then per query the removal of same-pid
 same-camera items, CMC, AP and INP. It is deliberately simple and slow; the
 fast evaluator in `ranking.py` must give the same numbers.
 
-Distances: by default one float32 GEMM, as those toolkits compute them (the
-bench baseline); with dtype=np.float64 the exact squared differences in
-float64, the oracle for features whose float32 GEMM form a^2 + b^2 - 2ab
-overflows (magnitudes ~1e20) or cancels (a large common offset).
+Distances: by default the exact squared differences in float64, the
+oracle also for features whose float32 GEMM form a^2 + b^2 - 2ab overflows
+(magnitudes ~1e20) or cancels (a large common offset, e.g. the
+near-identical features of a barely trained model); with dtype=np.float32
+one float32 GEMM, as those toolkits compute them (the bench baseline).
 
 Deviation from torchreid, so the oracle follows this package's rules: items
 are removed for the query's camera only when the camera is known (camid >= 0),
@@ -25,7 +26,7 @@ from keras_reid.data import records
 
 
 def distance_matrix(query_features, gallery_features,
-                    dtype=np.float32) -> np.ndarray:
+                    dtype=np.float64) -> np.ndarray:
   """Full [Q, G] squared Euclidean distances.
 
   Args:
@@ -120,11 +121,11 @@ def eval_market1501(distmat, q_pids, g_pids, q_camids, g_camids,
 
 def evaluate_features(query_features, gallery_features, q_pids, g_pids,
                       q_camids, g_camids, max_rank: int = 50,
-                      sort_kind: str = "stable", dtype=np.float32) -> dict:
+                      sort_kind: str = "stable", dtype=np.float64) -> dict:
   """Drops junk, computes the full distance matrix, then the above.
 
-  dtype: of the distances (`distance_matrix`): np.float32 for the baseline
-  of PyTorch toolkits, np.float64 for the exact oracle.
+  dtype: of the distances (`distance_matrix`): np.float64 for the exact
+  oracle, np.float32 for the baseline of PyTorch toolkits.
   """
   g_pids = np.asarray(g_pids)
   keep = g_pids != records.JUNK_PID
