@@ -186,7 +186,7 @@ def check_features(name: str, features) -> np.ndarray:
 _MAX_SQUARED_NORM = 2.0**100
 _MIN_SQUARED_NORM = 2.0**-100
 # Rows of each side from which the common offset is estimated.
-_OFFSET_SAMPLE_ROWS = 512
+_OFFSET_SAMPLE_ROWS = 256
 
 
 def _sample_rows(features: np.ndarray) -> np.ndarray:
@@ -215,12 +215,15 @@ def _common_centre(qf: np.ndarray, gf: np.ndarray) -> Optional[np.ndarray]:
   sample = np.concatenate([_sample_rows(x) for x in (qf, gf)])
   if not sample.size:
     return None
-  # In units of the largest value, so that the squares cannot overflow.
-  exponent = _pow2_exponent(sample)
-  sample = np.ldexp(sample, exponent)
+  # float64 squares of float32 values cannot overflow; of float64 values
+  # they can: those are taken in units of the largest value.
+  exponent = _pow2_exponent(sample) if qf.dtype == np.float64 else 0
+  if exponent:
+    sample = np.ldexp(sample, exponent)
   mean = sample.mean(0)
-  spread = np.mean(np.sum((sample - mean) ** 2, 1))
-  if np.sum(mean**2) <= spread:
+  sample -= mean
+  spread = np.einsum("ij,ij->", sample, sample) / sample.shape[0]
+  if mean @ mean <= spread:
     return None
   if spread > 0:
     step = 2.0 ** np.floor(np.log2(np.sqrt(spread / sample.shape[1])))
