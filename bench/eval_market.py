@@ -113,14 +113,16 @@ def run_one(method: str, dim: int, scale: float, repeats: int) -> dict:
     elif method == "fast_serial_gemm":
       result = _serial_gemm_evaluate(*data)
     elif method == "baseline":
-      result = reference.evaluate_features(*data, sort_kind="quicksort")
+      result = reference.evaluate_features(*data, sort_kind="quicksort",
+                                           dtype=np.float32)
     elif method == "gemm":
       keep = data[3] != records.JUNK_PID
-      reference.distance_matrix(data[0], data[1][keep])
+      reference.distance_matrix(data[0], data[1][keep], np.float32)
       result = {}
     elif method == "gemm_argsort":
       keep = data[3] != records.JUNK_PID
-      np.argsort(reference.distance_matrix(data[0], data[1][keep]), axis=1)
+      np.argsort(reference.distance_matrix(data[0], data[1][keep],
+                                           np.float32), axis=1)
       result = {}
     elif method == "rerank":
       result = rerank.evaluate_reranked(*data)

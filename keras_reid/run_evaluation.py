@@ -55,7 +55,7 @@ def _resolve_dataset(config, *, dataset: Optional[str], root: Optional[str],
   """-> (split -> ReidDataset, the stage's split or None, dataset name,
   the evaluated dataset's reader options)."""
   if dataset:
-    opts = from_config.parse_options(options or "")
+    opts = from_config.parse_options(options or "", dataset)
     root = from_config.default_root(dataset, root or "", config)
     return (lambda s: datasets.load_dataset(dataset, root, split=s, **opts)
             ), None, dataset, opts

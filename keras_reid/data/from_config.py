@@ -21,21 +21,37 @@ from keras_reid.data import records as records_lib
 from keras_reid.data.synthetic import generator as synthetic
 
 
-def parse_options(text: str) -> dict:
-  """Reader options written "key=value,key=value" (values: int, float, bool, str)."""
+def parse_options(text: str, dataset: str | None = None) -> dict:
+  """Reader options written "key=value,key=value".
+
+  Booleans are true and false in any case and nothing else: "1", "yes" or
+  "no" are not booleans (as strings they would all be truthy).
+
+  Args:
+    text: the options.
+    dataset: the reader they are for (a key of datasets.DATASETS): each
+      value is then parsed as the reader declares the option
+      (`datasets.parse_option`: bool, int, float or str), and an unknown
+      option or a value of another type is an error. Without it: int,
+      float, bool or else str (checked when the reader is called,
+      `datasets.load_dataset`).
+
+  Returns:
+    {option: value}.
+
+  Raises:
+    ValueError: an item without "=", or (with `dataset`) an unknown
+      option or a value of the wrong type, naming the option, the value and
+      what it takes.
+  """
   options = {}
   for item in filter(None, (part.strip() for part in text.split(","))):
     key, sep, value = item.partition("=")
     if not sep:
       raise ValueError(f"Dataset option {item!r} in {text!r}: expected "
                        "key=value, e.g. \"protocol=new,kind=detected\".")
-    for cast in (int, float):
-      try:
-        value = cast(value)
-        break
-      except ValueError:
-        pass
-    options[key.strip()] = {"true": True, "false": False}.get(value, value)
+    key, value = key.strip(), value.strip()
+    options[key] = datasets.parse_option(dataset, key, value)
   return options
 
 
@@ -54,7 +70,9 @@ def parse_stage_options(text: str, names: list[str]) -> dict[str, dict]:
     {name: options dict} for every name in `names`.
 
   Raises:
-    ValueError: an option names a dataset that is not in the stage.
+    ValueError: an option names a dataset that is not in the stage, or is
+      not an option of (or has the wrong type for) a dataset it goes to
+      (`parse_options`).
   """
   out: dict[str, dict] = {name: {} for name in names}
   for item in filter(None, (part.strip() for part in text.split(","))):
@@ -68,10 +86,20 @@ def parse_stage_options(text: str, names: list[str]) -> dict[str, dict]:
             f"which is not in this stage ({'+'.join(names)}); prefix options "
             f"with one of {names}, or leave the prefix out to give an option "
             "to every dataset of the stage.")
-      out[target].update(parse_options(item.partition(":")[2]))
+      out[target].update(parse_options(item.partition(":")[2], target))
     else:
-      for options in out.values():
-        options.update(parse_options(item))
+      for name, options in out.items():
+        try:
+          options.update(parse_options(item, name))
+        except ValueError as e:
+          having = [n for n in names
+                    if key.strip() in datasets.reader_options(n)]
+          if not having or key.strip() in datasets.reader_options(name):
+            raise
+          raise ValueError(
+              f"{e} An option without a dataset prefix goes to every dataset "
+              f"of the stage ({'+'.join(names)}): write {having[0]}:{item} "
+              f"to give it to {having[0]} only.") from None
   return out
 
 

@@ -38,7 +38,7 @@ def main(argv: list[str]) -> None:
     text = inspection.inspect_dataset(
         _DATASET.value, _ROOT.value, split=_SPLIT.value,
         split_seed=_SPLIT_SEED.value, pid_names_json=_PID_NAMES_JSON.value,
-        **from_config.parse_options(_OPTIONS.value))
+        **from_config.parse_options(_OPTIONS.value, _DATASET.value))
   except (FileNotFoundError, ValueError) as e:
     # A wrong folder or name is the user's input, not a bug: no traceback.
     sys.exit(f"error: {e}")

@@ -58,10 +58,9 @@ def rescore_top_k_fn(query_features, gallery_features, scorer: PairScorer,
   Returns:
     (DistanceChunkFn over the gallery, number of scored pairs).
   """
-  qf = ranking._check_features("query_features", query_features)
-  gf = ranking._check_features("gallery_features", gallery_features)
-  g_sq = np.einsum("ij,ij->i", gf, gf)
-  sir = lambda s, e: ranking.squared_euclidean(qf[s:e], gf, g_sq)
+  qf, gf, q_sq, g_sq = ranking.condition_features(query_features,
+                                                  gallery_features)
+  sir = lambda s, e: ranking.squared_euclidean(qf[s:e], gf, g_sq, q_sq[s:e])
   top = ranking.top_k(sir, qf.shape[0], k)
   qi = np.repeat(np.arange(qf.shape[0]), top.shape[1])
   prob = score_pairs(scorer, query_items, gallery_items, qi, top.ravel(),

@@ -58,7 +58,10 @@ def load_feature_file(path: str) -> dict:
 
   Raises:
     FileNotFoundError: no such file.
-    ValueError: not an .npz archive, or missing / inconsistent arrays.
+    ValueError: not an .npz archive, missing / inconsistent arrays, or
+      values no evaluation takes (non-finite features, ids that are not
+      integers in int64 range: `ranking.check_features`, `check_ids`);
+      the message starts with the path.
   """
   if not os.path.isfile(path):
     raise FileNotFoundError(f"features file {path!r} does not exist.")
@@ -92,4 +95,12 @@ def load_feature_file(path: str) -> dict:
         f"{path}: query_features dimension "
         f"{arrays['query_features'].shape[1]} != gallery_features dimension "
         f"{arrays['gallery_features'].shape[1]}.")
+  # The values too, so that an error names the file (one of several splits).
+  try:
+    for side in ("query", "gallery"):
+      ranking.check_features(f"{side}_features", arrays[f"{side}_features"])
+      for key in (f"{side}_pids", f"{side}_camids"):
+        ranking.check_ids(key, arrays[key], arrays[key].shape[0])
+  except ValueError as e:
+    raise ValueError(f"{path}: {e}") from None
   return arrays

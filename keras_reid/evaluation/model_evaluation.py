@@ -235,7 +235,7 @@ def evaluate_saved_model(saved_model: str, *, dataset: str,
     raise ValueError(
         f"SavedModel {saved_model!r} does not record its input size; give "
         "image_size=(HEIGHT, WIDTH) (--image_size=HEIGHT,WIDTH).")
-  opts = from_config.parse_options(options or "")
+  opts = from_config.parse_options(options or "", dataset)
   if cuhk03_metric is None:
     cuhk03_metric = protocols.is_cuhk03_classic(dataset, opts) and not rerank
   output_json = output_json or "eval.json"

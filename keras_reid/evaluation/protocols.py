@@ -33,8 +33,8 @@ def pool_multi_query(query_features, query_pids, query_camids) -> np.ndarray:
     [Q, D] float32 pooled features.
   """
   qf = np.asarray(query_features, np.float32)
-  pids = ranking._as_1d_int("query_pids", query_pids, qf.shape[0])
-  cams = ranking._as_1d_int("query_camids", query_camids, qf.shape[0])
+  pids = ranking.check_ids("query_pids", query_pids, qf.shape[0])
+  cams = ranking.check_ids("query_camids", query_camids, qf.shape[0])
   _, group = np.unique(np.stack([pids, cams], 1), axis=0, return_inverse=True)
   group = group.reshape(-1)
   sums = np.zeros((group.max() + 1 if group.size else 0, qf.shape[1]),
@@ -116,10 +116,10 @@ def single_gallery_shot_cmc(distances, query_pids, gallery_pids, query_camids,
   """
   dist = np.asarray(distances, np.float64)
   num_q, num_g = dist.shape
-  qp = ranking._as_1d_int("query_pids", query_pids, num_q)
-  qc = ranking._as_1d_int("query_camids", query_camids, num_q)
-  gp = ranking._as_1d_int("gallery_pids", gallery_pids, num_g)
-  gc = ranking._as_1d_int("gallery_camids", gallery_camids, num_g)
+  qp = ranking.check_ids("query_pids", query_pids, num_q)
+  qc = ranking.check_ids("query_camids", query_camids, num_q)
+  gp = ranking.check_ids("gallery_pids", gallery_pids, num_g)
+  gc = ranking.check_ids("gallery_camids", gallery_camids, num_g)
   if max_rank < 1 or num_repeats < 1:
     raise ValueError(f"max_rank={max_rank} and num_repeats={num_repeats} "
                      "must be >= 1.")
@@ -172,10 +172,10 @@ def evaluate_cuhk03(query_features, gallery_features, query_pids,
   result = ranking.evaluate_features(
       query_features, gallery_features, query_pids, gallery_pids,
       query_camids, gallery_camids, max_rank=max_rank)
-  qf = ranking._check_features("query_features", query_features)
-  gf = ranking._check_features("gallery_features", gallery_features)
+  qf, gf, q_sq, g_sq = ranking.condition_features(query_features,
+                                                  gallery_features)
   cmc, _ = single_gallery_shot_cmc(
-      ranking.squared_euclidean(qf, gf), query_pids, gallery_pids,
+      ranking.squared_euclidean(qf, gf, g_sq, q_sq), query_pids, gallery_pids,
       query_camids, gallery_camids, max_rank=max_rank,
       num_repeats=num_repeats, seed=seed)
   result.update({f"rank{k}": float(cmc[k - 1]) if k <= max_rank else

@@ -7,6 +7,15 @@ gallery values not farther than its farthest true match are sorted (usually a
 tiny fraction of the row). From the exact rank of every true match follow
 CMC (the rank of the first match), AP and INP (the rank of the last match).
 
+Features of any model and any magnitude: the GEMM form a^2 + b^2 - 2ab
+overflows float32 for features ~1e20 and cancels when the features share an
+offset much larger than their spread (an untrained network's, or every
+feature + 100), so `condition_features` first shifts them by a common
+centre and scales them by a power of two where needed; neither changes the
+ranking. Non-finite features and ids that are not integers in int64 range
+are refused at the entry (`check_features`, `check_ids`), naming the array
+and the row or value.
+
 Rules (Market-1501, as in the official devkit and torchreid):
   * gallery images with pid -1 (junk) are ignored;
   * gallery images with the query's pid AND the query's camera are ignored,
@@ -73,10 +82,10 @@ def check_queries_usable(query_pids, query_camids, gallery_pids,
     query_pids, query_camids: [Q] ints.
     gallery_pids, gallery_camids: [G] ints.
   """
-  qp = _as_1d_int("query_pids", query_pids, len(query_pids))
-  qc = _as_1d_int("query_camids", query_camids, len(qp))
-  gp = _as_1d_int("gallery_pids", gallery_pids, len(gallery_pids))
-  gc = _as_1d_int("gallery_camids", gallery_camids, len(gp))
+  qp = check_ids("query_pids", query_pids, len(query_pids))
+  qc = check_ids("query_camids", query_camids, len(qp))
+  gp = check_ids("gallery_pids", gallery_pids, len(gallery_pids))
+  gc = check_ids("gallery_camids", gallery_camids, len(gp))
   matches, _ = _match_lists(qp, qc, gp, gc)
   _check_some_query_usable(matches, qp, gp)
 
@@ -86,49 +95,227 @@ def check_queries_usable(query_pids, query_camids, gallery_pids,
 DistanceChunkFn = Callable[[int, int], np.ndarray]
 
 
-def _as_1d_int(name: str, values, length: int) -> np.ndarray:
+_INT64_RANGE = (-2.0**63, 2.0**63)
+
+
+def check_ids(name: str, values, length: int) -> np.ndarray:
+  """Validated ids (pids or camids) as int64.
+
+  Args:
+    name: the array's name, for the error.
+    values: [length] integers, or floats holding integers.
+    length: the number of feature rows they label.
+
+  Returns:
+    [length] int64.
+
+  Raises:
+    ValueError: naming the array and the first bad value: not 1-D of
+      `length`, not numbers, or not an integer in int64 range (a float
+      1e30 or a uint64 2**64 - 1 would wrap in the cast, merging ids or
+      becoming the junk id -1).
+  """
   values = np.asarray(values)
   if values.ndim != 1 or values.shape[0] != length:
     raise ValueError(
         f"{name} must be a 1-D array of length {length} (one per feature "
         f"row), got shape {values.shape}; pass one id per image.")
-  if not np.issubdtype(values.dtype, np.integer):
-    if not np.all(np.equal(np.mod(values, 1), 0)):
-      raise ValueError(f"{name} must hold integers, got dtype {values.dtype}.")
+  kind = values.dtype.kind
+  if kind in "bi":
+    return values.astype(np.int64)
+  if kind == "u":
+    bad = values > np.iinfo(np.int64).max
+  elif kind == "f":
+    with np.errstate(invalid="ignore"):
+      bad = ~(np.isfinite(values) & (np.mod(values, 1) == 0)
+              & (values >= _INT64_RANGE[0]) & (values < _INT64_RANGE[1]))
+  else:
+    raise ValueError(
+        f"{name} must hold integer ids, got dtype {values.dtype} (first "
+        f"values {values[:3].tolist()}); map the labels to integers (pid -1 "
+        "junk, 0 distractor; camid -1 unknown camera) and store them as "
+        "int64.")
+  if bad.any():
+    i = int(np.argmax(bad))
+    value = repr(float(values[i])) if kind == "f" else str(int(values[i]))
+    raise ValueError(
+        f"{name}: {value} is not an integer id in int64 range (at index "
+        f"{i}); ids are integers (pid -1 junk, 0 distractor; camid -1 "
+        "unknown camera): store the original integer labels as int64, or "
+        "map other labels to 0..N-1.")
   return values.astype(np.int64)
 
 
-def _check_features(name: str, features) -> np.ndarray:
+def check_features(name: str, features) -> np.ndarray:
+  """Validated [N, D] features: float32, or float64 when given float64.
+
+  float64 stays float64 so that `condition_features` can shift it before
+  the cast to float32 drops the digits under a large offset.
+
+  Raises:
+    ValueError: naming the array: not 2-D, no feature dimensions, not
+      numbers, or NaN / inf (with the first such row).
+  """
   features = np.asarray(features)
   if features.ndim != 2:
     raise ValueError(
         f"{name} must be a 2-D array [num_images, feature_dim], got shape "
         f"{features.shape}.")
-  features = np.ascontiguousarray(features, dtype=np.float32)
-  if not np.all(np.isfinite(features)):
-    raise ValueError(f"{name} contains NaN or Inf; check the model outputs.")
+  if features.shape[1] == 0:
+    raise ValueError(
+        f"{name} has no feature dimensions (shape {features.shape}): every "
+        "distance would be 0. Write the embeddings, [num_images, "
+        "feature_dim] with feature_dim >= 1.")
+  if features.dtype.kind not in "biuf":
+    raise ValueError(f"{name} must hold numbers, got dtype {features.dtype}.")
+  dtype = np.float64 if features.dtype == np.float64 else np.float32
+  features = np.ascontiguousarray(features, dtype=dtype)
+  if not np.isfinite(features).all():
+    row = int(np.argmin(np.isfinite(features).all(1)))
+    raise ValueError(
+        f"{name} contains NaN/inf at row {row} (of {features.shape[0]}): "
+        "the model produced non-finite features (e.g. a diverged training "
+        "run, or an overflow in float16); check its outputs before scoring "
+        "them.")
   return features
 
 
+# Squared norms a float32 GEMM handles with room to spare: above 2**100 the
+# products summed over the dimensions near float32's largest, 2**128; below
+# 2**-100 they fall among the subnormals (under 2**-126) and lose digits.
+_MAX_SQUARED_NORM = 2.0**100
+_MIN_SQUARED_NORM = 2.0**-100
+# Rows of each side from which the common offset is estimated.
+_OFFSET_SAMPLE_ROWS = 256
+
+
+def _sample_rows(features: np.ndarray) -> np.ndarray:
+  rows = np.linspace(0, features.shape[0] - 1,
+                     min(features.shape[0], _OFFSET_SAMPLE_ROWS)).astype(int)
+  return features[rows].astype(np.float64)
+
+
+def _pow2_exponent(*arrays: np.ndarray) -> int:
+  """e such that the largest |value| times 2**e is in [0.5, 1) (0: all 0)."""
+  largest = max((max(float(a.max()), -float(a.min())) for a in arrays
+                 if a.size), default=0.0)
+  return -int(np.frexp(largest)[1]) if largest > 0 else 0
+
+
+def _common_centre(qf: np.ndarray, gf: np.ndarray) -> Optional[np.ndarray]:
+  """[D] float64 centre to subtract, or None when the offset is harmless.
+
+  From a sample of rows of both sides: when the offset |mean|^2 exceeds the
+  spread (the mean squared distance to the mean), a^2 + b^2 - 2ab loses
+  more digits to it than the distances have. The centre is the mean
+  rounded to a multiple of a power of two at most the spread per
+  dimension: the subtraction is then exact for float32 features and small
+  integers stay integers, so exactly tied distances stay tied.
+  """
+  sample = np.concatenate([_sample_rows(x) for x in (qf, gf)])
+  if not sample.size:
+    return None
+  # float64 squares of float32 values cannot overflow; of float64 values
+  # they can: those are taken in units of the largest value.
+  exponent = _pow2_exponent(sample) if qf.dtype == np.float64 else 0
+  if exponent:
+    sample = np.ldexp(sample, exponent)
+  mean = sample.mean(0)
+  sample -= mean
+  spread = np.einsum("ij,ij->", sample, sample) / sample.shape[0]
+  if mean @ mean <= spread:
+    return None
+  if spread > 0:
+    step = 2.0 ** np.floor(np.log2(np.sqrt(spread / sample.shape[1])))
+    mean = np.round(mean / step) * step
+  return np.ldexp(mean, -exponent)
+
+
+def _squared_norms(x: np.ndarray) -> np.ndarray:
+  return np.einsum("ij,ij->i", x, x)
+
+
+def condition_features(query_features, gallery_features):
+  """Features whose squared distances a float32 GEMM computes accurately.
+
+  Validates both (`check_features`), subtracts a common centre where a
+  large shared offset would cancel in a^2 + b^2 - 2ab (`_common_centre`),
+  and multiplies both by a power of two where the squared norms would
+  overflow or underflow float32. Neither changes the ranking (every squared
+  distance is multiplied by the same power of four). The features of an
+  ordinary model (offset below the spread, squared norms between 2**-100
+  and 2**100) come back as they are: the cost is a sample of rows and the
+  squared norms, which the distances need anyway.
+
+  Args:
+    query_features: [Q, D] float features.
+    gallery_features: [G, D] float features of the same model.
+
+  Returns:
+    (query features [Q, D] float32, gallery features [G, D] float32, their
+    squared norms [Q] and [G] float32), for `squared_euclidean`.
+
+  Raises:
+    ValueError: as `check_features`, or the two dimensions differ.
+  """
+  return _condition(check_features("query_features", query_features),
+                    check_features("gallery_features", gallery_features))
+
+
+def _check_same_dimension(qf: np.ndarray, gf: np.ndarray) -> None:
+  if qf.shape[1] != gf.shape[1]:
+    raise ValueError(
+        f"query_features have dimension {qf.shape[1]} but gallery_features "
+        f"{gf.shape[1]}; both must come from the same model.")
+
+
+def _condition(qf: np.ndarray, gf: np.ndarray):
+  """`condition_features` of features `check_features` accepted."""
+  _check_same_dimension(qf, gf)
+  centre = _common_centre(qf, gf)
+  if centre is not None:
+    qf, gf = qf - centre.astype(qf.dtype), gf - centre.astype(gf.dtype)
+  if qf.dtype != np.float32 or gf.dtype != np.float32:
+    # float64 beyond float32's range is scaled before the cast, not after.
+    exponent = _pow2_exponent(qf, gf)
+    if abs(exponent) > 50:
+      qf, gf = np.ldexp(qf, exponent), np.ldexp(gf, exponent)
+    qf, gf = qf.astype(np.float32), gf.astype(np.float32)
+  q_sq, g_sq = _squared_norms(qf), _squared_norms(gf)
+  largest = max((float(x.max()) for x in (q_sq, g_sq) if x.size), default=0.0)
+  if largest != 0 and not _MIN_SQUARED_NORM <= largest <= _MAX_SQUARED_NORM:
+    exponent = _pow2_exponent(qf, gf)
+    qf, gf = np.ldexp(qf, exponent), np.ldexp(gf, exponent)
+    q_sq, g_sq = _squared_norms(qf), _squared_norms(gf)
+  return qf, gf, q_sq, g_sq
+
+
 def squared_euclidean(a: np.ndarray, b: np.ndarray,
-                      b_sq: Optional[np.ndarray] = None) -> np.ndarray:
+                      b_sq: Optional[np.ndarray] = None,
+                      a_sq: Optional[np.ndarray] = None) -> np.ndarray:
   """Squared Euclidean distances by one float32 GEMM.
+
+  Accurate for features from `condition_features`; others may overflow
+  (~1e20) or cancel (a large common offset).
 
   Args:
     a: [M, D] float32.
     b: [N, D] float32.
     b_sq: optional precomputed [N] squared norms of `b`.
+    a_sq: optional precomputed [M] squared norms of `a`.
 
   Returns:
     [M, N] float32, clipped at 0 (the GEMM form can go slightly negative).
     The ranking equals that of the (non-squared) Euclidean distance.
   """
   if b_sq is None:
-    b_sq = np.einsum("ij,ij->i", b, b)
+    b_sq = _squared_norms(b)
+  if a_sq is None:
+    a_sq = _squared_norms(a)
   out = a @ b.T
   out *= -2.0
   out += b_sq[None, :]
-  out += np.einsum("ij,ij->i", a, a)[:, None]
+  out += a_sq[:, None]
   np.maximum(out, 0.0, out=out)
   return out
 
@@ -223,11 +410,11 @@ def evaluate_distance_fn(dist_fn: DistanceChunkFn, num_queries: int,
   Returns:
     See `evaluate_features`.
   """
-  query_pids = _as_1d_int("query_pids", query_pids, num_queries)
-  query_camids = _as_1d_int("query_camids", query_camids, num_queries)
+  query_pids = check_ids("query_pids", query_pids, num_queries)
+  query_camids = check_ids("query_camids", query_camids, num_queries)
   gallery_pids = np.asarray(gallery_pids)
-  gallery_pids = _as_1d_int("gallery_pids", gallery_pids, gallery_pids.shape[0])
-  gallery_camids = _as_1d_int("gallery_camids", gallery_camids,
+  gallery_pids = check_ids("gallery_pids", gallery_pids, gallery_pids.shape[0])
+  gallery_camids = check_ids("gallery_camids", gallery_camids,
                               gallery_pids.shape[0])
   if max_rank < 1:
     raise ValueError(f"max_rank must be >= 1, got {max_rank}.")
@@ -304,23 +491,22 @@ def evaluate_features(query_features, gallery_features, query_pids,
     a rank beyond max_rank is NaN), "cmc" (list of max_rank fractions),
     "num_queries" (used) and "num_skipped_queries" (no valid true match).
   """
-  qf = _check_features("query_features", query_features)
-  gf = _check_features("gallery_features", gallery_features)
-  if qf.shape[1] != gf.shape[1]:
-    raise ValueError(
-        f"query_features have dimension {qf.shape[1]} but gallery_features "
-        f"{gf.shape[1]}; both must come from the same model.")
-  gallery_pids = _as_1d_int("gallery_pids", gallery_pids, gf.shape[0])
-  gallery_camids = _as_1d_int("gallery_camids", gallery_camids, gf.shape[0])
+  qf = check_features("query_features", query_features)
+  gf = check_features("gallery_features", gallery_features)
+  _check_same_dimension(qf, gf)
+  query_pids = check_ids("query_pids", query_pids, qf.shape[0])
+  query_camids = check_ids("query_camids", query_camids, qf.shape[0])
+  gallery_pids = check_ids("gallery_pids", gallery_pids, gf.shape[0])
+  gallery_camids = check_ids("gallery_camids", gallery_camids, gf.shape[0])
   # Junk columns never count: drop them before the GEMM (Market: 16% less).
   keep = gallery_pids != records.JUNK_PID
   if not keep.all():
     gf, gallery_pids, gallery_camids = (
         gf[keep], gallery_pids[keep], gallery_camids[keep])
-  g_sq = np.einsum("ij,ij->i", gf, gf)
+  qf, gf, q_sq, g_sq = _condition(qf, gf)
 
   def dist_fn(start: int, stop: int) -> np.ndarray:
-    return squared_euclidean(qf[start:stop], gf, g_sq)
+    return squared_euclidean(qf[start:stop], gf, g_sq, q_sq[start:stop])
 
   return evaluate_distance_fn(
       dist_fn, qf.shape[0], query_pids, gallery_pids, query_camids,
@@ -340,6 +526,12 @@ def evaluate_distances(distances, query_pids, gallery_pids, query_camids,
   distances = np.asarray(distances)
   if distances.ndim != 2:
     raise ValueError(f"distances must be [Q, G], got shape {distances.shape}.")
+  finite = np.isfinite(distances).all(1)
+  if not finite.all():
+    # NaN never compares, and +inf would tie with the ignored columns.
+    raise ValueError(
+        f"distances contains NaN/inf at row {int(np.argmin(finite))}; "
+        "distances must be finite (smaller = more similar).")
 
   def dist_fn(start: int, stop: int) -> np.ndarray:
     return np.array(distances[start:stop], dtype=np.float32)
@@ -382,8 +574,6 @@ def top_k(distances_or_fn, num_queries: int, k: int,
 def features_top_k(query_features, gallery_features, k: int,
                    chunk_size: int = 256) -> np.ndarray:
   """[Q, k] gallery indices of each query's k nearest (squared Euclidean)."""
-  qf = _check_features("query_features", query_features)
-  gf = _check_features("gallery_features", gallery_features)
-  g_sq = np.einsum("ij,ij->i", gf, gf)
-  return top_k(lambda s, e: squared_euclidean(qf[s:e], gf, g_sq),
+  qf, gf, q_sq, g_sq = condition_features(query_features, gallery_features)
+  return top_k(lambda s, e: squared_euclidean(qf[s:e], gf, g_sq, q_sq[s:e]),
                qf.shape[0], k, chunk_size)

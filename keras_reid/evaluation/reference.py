@@ -6,6 +6,12 @@ a full argsort of every row, then per query the removal of same-pid
 same-camera items, CMC, AP and INP. It is deliberately simple and slow; the
 fast evaluator in `ranking.py` must give the same numbers.
 
+Distances: by default the exact squared differences in float64, the
+oracle also for features whose float32 GEMM form a^2 + b^2 - 2ab overflows
+(magnitudes ~1e20) or cancels (a large common offset, e.g. the
+near-identical features of a barely trained model); with dtype=np.float32
+one float32 GEMM, as those toolkits compute them (the bench baseline).
+
 Deviation from torchreid, so the oracle follows this package's rules: items
 are removed for the query's camera only when the camera is known (camid >= 0),
 and junk (pid -1) gallery items are dropped first (torchreid's readers drop
@@ -19,8 +25,28 @@ import numpy as np
 from keras_reid.data import records
 
 
-def distance_matrix(query_features, gallery_features) -> np.ndarray:
-  """Full [Q, G] float32 squared Euclidean distances (one GEMM)."""
+def distance_matrix(query_features, gallery_features,
+                    dtype=np.float64) -> np.ndarray:
+  """Full [Q, G] squared Euclidean distances.
+
+  Args:
+    query_features: [Q, D] floats.
+    gallery_features: [G, D] floats.
+    dtype: np.float32: one float32 GEMM (a^2 + b^2 - 2ab, clipped at 0);
+      np.float64: sum((a - b)^2) in float64, query by query (exact up to
+      float64 rounding of each term; slow).
+
+  Returns:
+    [Q, G] distances of `dtype`.
+  """
+  if np.dtype(dtype) == np.float64:
+    qf = np.asarray(query_features, np.float64)
+    gf = np.asarray(gallery_features, np.float64)
+    dist = np.empty((qf.shape[0], gf.shape[0]), np.float64)
+    for i, q in enumerate(qf):
+      diff = gf - q
+      dist[i] = np.einsum("ij,ij->i", diff, diff)
+    return dist
   qf = np.asarray(query_features, np.float32)
   gf = np.asarray(gallery_features, np.float32)
   dist = qf @ gf.T
@@ -95,10 +121,15 @@ def eval_market1501(distmat, q_pids, g_pids, q_camids, g_camids,
 
 def evaluate_features(query_features, gallery_features, q_pids, g_pids,
                       q_camids, g_camids, max_rank: int = 50,
-                      sort_kind: str = "stable") -> dict:
-  """Baseline: drop junk, full float32 GEMM distance matrix, then the above."""
+                      sort_kind: str = "stable", dtype=np.float64) -> dict:
+  """Drops junk, computes the full distance matrix, then the above.
+
+  dtype: of the distances (`distance_matrix`): np.float64 for the exact
+  oracle, np.float32 for the baseline of PyTorch toolkits.
+  """
   g_pids = np.asarray(g_pids)
   keep = g_pids != records.JUNK_PID
-  dist = distance_matrix(query_features, np.asarray(gallery_features)[keep])
+  dist = distance_matrix(query_features, np.asarray(gallery_features)[keep],
+                         dtype)
   return eval_market1501(dist, q_pids, g_pids[keep], q_camids,
                          np.asarray(g_camids)[keep], max_rank, sort_kind)

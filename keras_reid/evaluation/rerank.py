@@ -132,8 +132,9 @@ def reranked_distance_fn(query_features, gallery_features, *, k1: int = 20,
                          k2: int = 6, lambda_value: float = 0.3,
                          chunk_size: int = 2048) -> ranking.DistanceChunkFn:
   """A chunked [Q, G] re-ranked distance function (see module doc)."""
-  qf = ranking._check_features("query_features", query_features)
-  gf = ranking._check_features("gallery_features", gallery_features)
+  # Distances are divided by row maxima: the common shift and power-of-two
+  # scale of `condition_features` change nothing but their accuracy.
+  qf, gf, _, _ = ranking.condition_features(query_features, gallery_features)
   feats = np.concatenate([qf, gf], 0)
   nq = qf.shape[0]
   v, row_max, sq = encodings(feats, k1=k1, k2=k2, chunk_size=chunk_size)
@@ -173,15 +174,21 @@ def evaluate_reranked(query_features, gallery_features, query_pids,
   Junk gallery images (pid -1) are dropped first, so they neither rank nor
   act as neighbours.
   """
-  gallery_pids = np.asarray(gallery_pids)
+  # Ids are checked before the (long) neighbour search, not after it.
+  num_q = np.asarray(query_features).shape[0]
+  query_pids = ranking.check_ids("query_pids", query_pids, num_q)
+  query_camids = ranking.check_ids("query_camids", query_camids, num_q)
+  num_g = np.asarray(gallery_features).shape[0]
+  gallery_pids = ranking.check_ids("gallery_pids", gallery_pids, num_g)
+  gallery_camids = ranking.check_ids("gallery_camids", gallery_camids, num_g)
   keep = gallery_pids != records.JUNK_PID
   gf = np.asarray(gallery_features)[keep]
   dist_fn = reranked_distance_fn(query_features, gf, k1=k1, k2=k2,
                                  lambda_value=lambda_value)
   return ranking.evaluate_distance_fn(
-      dist_fn, np.asarray(query_features).shape[0], query_pids,
-      gallery_pids[keep], query_camids, np.asarray(gallery_camids)[keep],
-      max_rank=max_rank, chunk_size=chunk_size, num_threads=num_threads)
+      dist_fn, num_q, query_pids, gallery_pids[keep], query_camids,
+      gallery_camids[keep], max_rank=max_rank, chunk_size=chunk_size,
+      num_threads=num_threads)
 
 
 def reference_rerank(query_features, gallery_features, k1: int = 20,

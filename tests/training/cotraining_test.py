@@ -102,12 +102,12 @@ def test_rounds_end_to_end(tmp_path, source_run, supervision):
   features = cotraining.extract_features(after_round1, dataset.train, config)
   paths = [r.path for r in dataset.train]
   saved1 = cotraining.load_labels(
-      cotraining.labels_path(workdir, "target", 1), paths)
+      runs.round_labels_path(workdir, "target", 1), paths)
   warm = saved1.dictionary
   want = cotraining.make_labels(features, camids, config.stages.target,
                                 seed=0, init_dictionary=warm)
   saved2 = cotraining.load_labels(
-      cotraining.labels_path(workdir, "target", 2), paths)
+      runs.round_labels_path(workdir, "target", 2), paths)
   assert saved2.labels.shape == (len(paths), num_a)  # soft by default
   np.testing.assert_allclose(saved2.labels, want.labels, atol=1e-5)
   if supervision == "cotraining":
@@ -163,8 +163,8 @@ def test_hidden_identities_never_reach_training(tmp_path, source_run,
   losses_shuffled = _tags(os.path.join(shuffled, "tensorboard"))["loss/total"]
   assert losses_plain == losses_shuffled
   for r in (1, 2):
-    a = cotraining.labels_path(plain, "target", r)
-    b = cotraining.labels_path(shuffled, "target", r)
+    a = runs.round_labels_path(plain, "target", r)
+    b = runs.round_labels_path(shuffled, "target", r)
     with np.load(a) as x, np.load(b) as y:
       np.testing.assert_array_equal(x["labels"], y["labels"])
 
@@ -208,7 +208,7 @@ def test_resume_matches_uninterrupted_run(tmp_path, source_run, monkeypatch,
           for p in runs.Progress.load(killed).finished]
   assert done == ([("target/round1", 1), ("target/round1", 2)]
                   + ([("target/round2", 1)] if where == "mid_round" else []))
-  assert os.path.exists(cotraining.labels_path(killed, "target", 2)) == (
+  assert os.path.exists(runs.round_labels_path(killed, "target", 2)) == (
       where == "mid_round")
 
   m_killed = stages.train(config, killed)

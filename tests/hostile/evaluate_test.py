@@ -1,0 +1,240 @@
+"""Hostile input to the evaluation: `python -m keras_reid.evaluate --features`.
+
+Guaranteed, for features and ids from any model or file:
+  * the scores are fractions in [0, 1] and equal those of the float64
+    reference (`reference.evaluate_features(..., dtype=np.float64)`, exact
+    differences) for features of any finite float32 magnitude (about 1e20,
+    about 1e-20) and for features sharing a large common offset (every
+    feature + 100; near-identical features of a barely trained model), where
+    a float32 a^2 + b^2 - 2ab overflows or cancels;
+  * the rerank and CUHK03 protocols give the same scores with and without
+    a common offset;
+  * non-finite features, feature arrays without dimensions, and pids /
+    camids that are not integers in int64 range (1e30 as a float, 2**64 - 1
+    as uint64, 1.5) are refused with a ValueError naming the array, the row
+    or value and the fix, by the library (`ranking.evaluate_features`,
+    `feature_files.evaluate_arrays`, `feature_files.load_feature_file`) and
+    by the command line as one "error: ..." line with exit status 1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from keras_reid.evaluation import feature_files
+from keras_reid.evaluation import ranking
+from keras_reid.evaluation import reference
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
+
+
+def _problem(seed=0, num_ids=40, dim=32, noise=0.35):
+  """Features around identity centres; every query has true matches.
+
+  Returns the six arrays of a features file (float64 features, which each
+  test scales and casts to float32), two cameras, distractors and junk.
+  """
+  rng = np.random.default_rng(seed)
+  centres = rng.normal(size=(num_ids + 1, dim))
+  q_pids = np.arange(1, num_ids + 1)
+  g_pids = np.concatenate([np.repeat(q_pids, 3), np.zeros(10, np.int64),
+                           np.full(5, -1)])
+  q_feat = centres[q_pids] + noise * rng.normal(size=(num_ids, dim))
+  g_feat = (centres[np.maximum(g_pids, 0)]
+            + noise * rng.normal(size=(g_pids.size, dim)))
+  return dict(query_features=q_feat, gallery_features=g_feat,
+              query_pids=q_pids, gallery_pids=g_pids,
+              query_camids=np.zeros(num_ids, np.int64),
+              gallery_camids=np.ones(g_pids.size, np.int64))
+
+
+def _transformed(arrays, scale=1.0, offset=0.0):
+  out = dict(arrays)
+  for key in ("query_features", "gallery_features"):
+    out[key] = (scale * arrays[key] + offset).astype(np.float32)
+  return out
+
+
+def _reference(arrays):
+  return reference.evaluate_features(
+      *[arrays[k] for k in feature_files.FEATURE_KEYS], dtype=np.float64)
+
+
+def _assert_same_scores(got, want):
+  for key in (*ranking.METRIC_KEYS, "cmc"):
+    values = np.asarray(got[key], np.float64)
+    assert np.all((values >= 0) & (values <= 1)), (key, got[key])
+    np.testing.assert_allclose(got[key], want[key], rtol=1e-12, err_msg=key)
+  assert got["num_queries"] == want["num_queries"]
+
+
+def _write(path, arrays):
+  np.savez(path, **arrays)
+  return str(path)
+
+
+@pytest.mark.parametrize("scale,offset", [
+    (1e20, 0.0),     # squared distances ~1e40: beyond float32
+    (1e-20, 0.0),    # squared distances ~1e-40: below float32's normals
+    (1e18, 1e20),    # both
+    (0.01, 100.0),   # distances ~1e-3 under norms ~1e4: cancellation
+])
+def test_scores_equal_the_float64_reference(scale, offset):
+  arrays = _transformed(_problem(), scale, offset)
+  want = _reference(arrays)
+  assert want["rank1"] > 0.9  # a well separated problem at every scale
+  args = [arrays[k] for k in feature_files.FEATURE_KEYS]
+  _assert_same_scores(ranking.evaluate_features(*args), want)
+  _assert_same_scores(feature_files.evaluate_arrays(arrays), want)
+  np.testing.assert_array_equal(
+      ranking.features_top_k(args[0], args[1][args[3] != -1], 5),
+      np.argsort(reference.distance_matrix(args[0], args[1][args[3] != -1],
+                                           dtype=np.float64),
+                 axis=1, kind="stable")[:, :5])
+
+
+def test_identical_images_of_a_barely_trained_model_rank_first():
+  # An untrained network maps every image near one point: the features are
+  # a shared vector plus differences 1e-4 of its size. The gallery holds a
+  # copy of every query image (another camera) besides other images.
+  rng = np.random.default_rng(1)
+  num_ids, dim = 50, 64
+  shared = 10.0 * rng.normal(size=dim)
+  q_feat = shared + 1e-3 * rng.normal(size=(num_ids, dim))
+  others = shared + 1e-3 * rng.normal(size=(2 * num_ids, dim))
+  arrays = dict(
+      query_features=q_feat.astype(np.float32),
+      gallery_features=np.concatenate([q_feat, others]).astype(np.float32),
+      query_pids=np.arange(1, num_ids + 1),
+      gallery_pids=np.concatenate([np.arange(1, num_ids + 1),
+                                   np.tile(np.arange(1, num_ids + 1), 2)]),
+      query_camids=np.zeros(num_ids, np.int64),
+      gallery_camids=np.ones(3 * num_ids, np.int64))
+  want = _reference(arrays)
+  assert want["rank1"] == 1.0
+  got = ranking.evaluate_features(
+      *[arrays[k] for k in feature_files.FEATURE_KEYS])
+  _assert_same_scores(got, want)
+
+
+def test_rerank_and_cuhk03_protocols_ignore_a_common_offset():
+  base = _transformed(_problem(seed=2, noise=0.6))
+  shifted = _transformed(_problem(seed=2, noise=0.6), offset=1e4)
+  # float32 holds base + 1e4 to 1e-3: compare with the base features
+  # rounded the same way.
+  base = dict(base)
+  for key in ("query_features", "gallery_features"):
+    base[key] = (shifted[key].astype(np.float64) - 1e4).astype(np.float32)
+  for options in (dict(rerank=True), dict(cuhk03_metric=True)):
+    got = feature_files.evaluate_arrays(shifted, **options)
+    want = feature_files.evaluate_arrays(base, **options)
+    for key in ranking.METRIC_KEYS:
+      assert 0 <= got[key] <= 1
+      assert got[key] == pytest.approx(want[key], abs=1e-12), (options, key)
+  assert want["rank1"] > 0.5
+
+
+def _bad_arrays():
+  """(name, arrays, message) for every refused input."""
+  good = _transformed(_problem())
+  cases = []
+
+  def case(name, message, **changes):
+    arrays = dict(good)
+    arrays.update(changes)
+    cases.append(pytest.param(arrays, message, id=name))
+
+  q = good["query_features"].copy()
+  q[3, 5] = np.nan
+  case("nan_query", r"query_features contains NaN/inf at row 3",
+       query_features=q)
+  g = good["gallery_features"].copy()
+  g[7, 0] = -np.inf
+  case("inf_gallery", r"gallery_features contains NaN/inf at row 7",
+       gallery_features=g)
+  pids = good["gallery_pids"].astype(np.float64)
+  pids[[0, 1, 2]] = 1e30
+  pids[[3, 4, 5]] = 2e30  # both would become INT64_MIN and merge
+  case("float_pid_1e30",
+       r"gallery_pids: 1e\+30 is not an integer id in int64 range \(at "
+       r"index 0\)", gallery_pids=pids)
+  pids = good["query_pids"].astype(np.uint64)
+  pids[4] = 2**64 - 1  # would become the junk id -1
+  case("uint64_pid", r"query_pids: 18446744073709551615 is not an integer "
+       r"id in int64 range \(at index 4\)", query_pids=pids)
+  cams = good["query_camids"].astype(np.float64)
+  cams[2] = 1.5
+  case("fractional_camid", r"query_camids: 1\.5 is not an integer id in "
+       r"int64 range \(at index 2\)", query_camids=cams)
+  cams = good["gallery_camids"].astype(np.float64)
+  cams[1] = np.nan
+  case("nan_camid", r"gallery_camids: nan is not an integer id in int64 "
+       r"range \(at index 1\)", gallery_camids=cams)
+  case("string_pids", r"query_pids must hold integer ids, got dtype <U",
+       query_pids=good["query_pids"].astype(str))
+  case("no_dimensions", r"query_features has no feature dimensions",
+       query_features=np.zeros((good["query_pids"].size, 0), np.float32),
+       gallery_features=np.zeros((good["gallery_pids"].size, 0),
+                                 np.float32))
+  return cases
+
+
+@pytest.mark.parametrize("arrays,message", _bad_arrays())
+def test_refused_by_the_library(arrays, message, tmp_path):
+  args = [arrays[k] for k in feature_files.FEATURE_KEYS]
+  with pytest.raises(ValueError, match=message):
+    ranking.evaluate_features(*args)
+  for options in (dict(), dict(rerank=True), dict(cuhk03_metric=True),
+                  dict(multi_query=True)):
+    with pytest.raises(ValueError, match=message):
+      feature_files.evaluate_arrays(arrays, **options)
+  path = _write(tmp_path / "f.npz", arrays)
+  with pytest.raises(ValueError, match=re.escape(path) + ": " + message):
+    feature_files.load_feature_file(path)
+
+
+def _evaluate_cli(*args):
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+  return subprocess.run(
+      [sys.executable, "-m", "keras_reid.evaluate", "--nopictures",
+       "--noverification", *args],
+      cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.slow
+def test_refused_by_the_command_line_in_one_line(tmp_path):
+  arrays = _transformed(_problem())
+  arrays["gallery_pids"] = arrays["gallery_pids"].astype(np.float64)
+  arrays["gallery_pids"][:3] = 1e30
+  path = _write(tmp_path / "f.npz", arrays)
+  proc = _evaluate_cli(f"--features={path}",
+                       f"--output_json={tmp_path / 'x.json'}")
+  assert proc.returncode == 1, proc.stderr
+  lines = proc.stderr.strip().splitlines()
+  assert len(lines) == 1, proc.stderr
+  assert lines[0].startswith(f"error: {path}: gallery_pids: 1e+30 is not an "
+                             "integer id in int64 range (at index 0)")
+  assert not (tmp_path / "x.json").exists()
+
+
+@pytest.mark.slow
+def test_huge_features_scored_by_the_command_line(tmp_path):
+  arrays = _transformed(_problem(), scale=1e20)
+  path = _write(tmp_path / "f.npz", arrays)
+  proc = _evaluate_cli(f"--features={path}",
+                       f"--output_json={tmp_path / 'x.json'}")
+  assert proc.returncode == 0, proc.stderr
+  with open(tmp_path / "x.json") as f:
+    _assert_same_scores(json.load(f), _reference(arrays))
+
+
+if __name__ == "__main__":
+  raise SystemExit(pytest.main([__file__, "-q", "-p", "no:cacheprovider"]))

@@ -1,0 +1,139 @@
+"""Hostile input to training's dataset options (config stages.<stage>.options).
+
+The same options string reaches the readers from a training config
+(`from_config.load_stage_dataset`), from `python -m keras_reid.evaluate
+--options` and from `python -m keras_reid.data.inspect --options`.
+Guaranteed:
+  * a bool option (allow_incomplete, combine_val, ...) is true or false in
+    any case, and is the boolean it says: allow_incomplete=False keeps the
+    reader refusing an incomplete copy (the string "False" was truthy);
+  * any other value of a bool option ("no", "maybe", "1", "0", "yes") is an
+    error naming the option, the value and the values it takes; an int
+    option refuses a non-integer the same way;
+  * an unknown option is a ValueError naming the reader's options (it was a
+    TypeError with a traceback), the split is refused as an option, and a
+    programmatic `datasets.load_dataset` call gets the same checks;
+  * the command line prints such an error as one line.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+from PIL import Image
+import pytest
+
+from configs import default
+from keras_reid.data import datasets
+from keras_reid.data import from_config
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
+
+
+def _tiny_market(root):
+  """A Market-1501 folder far smaller than the published set."""
+  pixel = Image.fromarray(np.zeros((8, 4, 3), np.uint8))
+  for sub, name in (("bounding_box_train", "0002_c1s1_000451_03.jpg"),
+                    ("bounding_box_train", "0002_c2s1_000551_01.jpg"),
+                    ("bounding_box_test", "0004_c2s1_000001_01.jpg"),
+                    ("query", "0004_c1s1_000004_01.jpg")):
+    os.makedirs(root / sub, exist_ok=True)
+    pixel.save(root / sub / name)
+  return str(root)
+
+
+@pytest.mark.parametrize("text,value", [
+    ("False", False), ("false", False), ("FALSE", False), (" False ", False),
+    ("True", True), ("TRUE", True), ("true", True)])
+def test_booleans_in_any_case(text, value):
+  for dataset in ("market1501", None):
+    assert from_config.parse_options(f"allow_incomplete={text}", dataset) == {
+        "allow_incomplete": value}
+  assert from_config.parse_stage_options(
+      f"combine_val={text}", ["msmt17"]) == {"msmt17": {"combine_val": value}}
+
+
+@pytest.mark.parametrize("text", ["no", "maybe", "1", "0", "yes", ""])
+def test_other_values_of_a_bool_option_are_refused(text):
+  message = (f"allow_incomplete='{text}' of market1501: expected true or "
+             "false")
+  with pytest.raises(ValueError, match=message):
+    from_config.parse_options(f"allow_incomplete={text}", "market1501")
+  with pytest.raises(ValueError, match=message):
+    from_config.parse_stage_options(f"allow_incomplete={text}",
+                                    ["market1501"])
+  with pytest.raises(ValueError, match=message):
+    datasets.load_dataset("market1501", "/nowhere", allow_incomplete=text)
+
+
+def test_allow_incomplete_false_keeps_refusing_an_incomplete_copy(tmp_path):
+  root = _tiny_market(tmp_path / "market")
+  config = default.get_config()
+  for text in ("False", "FALSE"):
+    stage = default.stage_config(dataset="market1501", root=root,
+                                 options=f"allow_incomplete={text}")
+    with pytest.raises(ValueError, match="does not hold the published set"):
+      from_config.load_stage_dataset(stage, config)
+  stage = default.stage_config(dataset="market1501", root=root,
+                               options="allow_incomplete=TRUE")
+  assert len(from_config.load_stage_dataset(stage, config).train) == 2
+  stage = default.stage_config(dataset="market1501", root=root,
+                               options="allow_incomplete=no")
+  with pytest.raises(ValueError, match="expected true or false"):
+    from_config.load_stage_dataset(stage, config)
+
+
+def test_int_options_refuse_other_values():
+  with pytest.raises(ValueError, match=r"num_shared='2\.5' of prid2011: "
+                     r"expected an integer, e.g\. num_shared=200"):
+    from_config.parse_options("num_shared=2.5", "prid2011")
+  assert from_config.parse_options("num_shared=150", "prid2011") == {
+      "num_shared": 150}
+  with pytest.raises(ValueError, match="num_train_ids=True of cuhk01"):
+    datasets.load_dataset("cuhk01", "/nowhere", num_train_ids=True)
+
+
+def test_unknown_options_name_the_valid_ones(tmp_path):
+  message = (r"'allow_incomplet' is not an option of the market1501 reader; "
+             r"its options are \['allow_incomplete'\]")
+  with pytest.raises(ValueError, match=message):
+    from_config.parse_options("allow_incomplet=true", "market1501")
+  with pytest.raises(ValueError, match=message):
+    datasets.load_dataset("market1501", _tiny_market(tmp_path / "m"),
+                          allow_incomplet=True)
+  with pytest.raises(ValueError, match="the split is not a reader option"):
+    from_config.parse_options("split=3", "viper")
+  # Unprefixed, an option goes to every dataset of a pooled stage.
+  with pytest.raises(ValueError, match="write cuhk03:protocol=old"):
+    from_config.parse_stage_options("protocol=old", ["market1501", "cuhk03"])
+  assert from_config.parse_stage_options(
+      "cuhk03:protocol=old", ["market1501", "cuhk03"]) == {
+          "market1501": {}, "cuhk03": {"protocol": "old"}}
+
+
+def test_string_options_keep_their_text():
+  assert from_config.parse_options("cache_dir=2024,kind=detected",
+                                   "cuhk03") == {
+                                       "cache_dir": "2024", "kind": "detected"}
+
+
+@pytest.mark.slow
+def test_command_line_prints_one_line(tmp_path):
+  root = _tiny_market(tmp_path / "market")
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+  proc = subprocess.run(
+      [sys.executable, "-m", "keras_reid.data.inspect", "--dataset=market1501",
+       f"--root={root}", "--options=allow_incomplete=no"],
+      cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 1
+  assert proc.stderr.strip().splitlines() == [
+      "error: Dataset option allow_incomplete='no' of market1501: expected "
+      "true or false (in any case), e.g. allow_incomplete=true."]
+
+
+if __name__ == "__main__":
+  raise SystemExit(pytest.main([__file__, "-q", "-p", "no:cacheprovider"]))
