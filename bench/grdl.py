@@ -1,6 +1,6 @@
 """Benchmark: one GRDL iteration (D-step + Z-step) at co-training scale.
 
-Issue 13's target: Mt = 20,000 images, D = 1,024-d features, 512 atoms, a
+The target: Mt = 20,000 images, D = 1,024-d features, 512 atoms, a
 cross-camera k = 10 graph, one iteration under 60 s on 2 cores. Features
 are random but clustered like a Re-ID target: `--ids` identities, each with
 the same number of images in camera A and camera B, feature = identity

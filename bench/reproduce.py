@@ -242,7 +242,7 @@ ROWS = (
     Row("staged_long_target_8x", "staged, VIPeR stage eight times as long "
         "(step 2 2400 iterations, lr decay at 1600)", pool=POOL_MOBILENET,
         overrides=LONG_TARGET_8X),
-    # Issue 16.2's best CPU recipe, trained from its own config file (the
+    # The best CPU recipe, trained from its own config file (the
     # shared pool run is checked to be the config's reid_pool stage); its
     # metrics are the CIR ones and its time includes the pool's.
     Row("best_cpu_recipe", "configs/viper_best_cpu.py: staged, longer VIPeR "

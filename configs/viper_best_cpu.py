@@ -1,4 +1,4 @@
-"""The best VIPeR recipe measured on 2 CPU cores (issue 16.2), within 60 min.
+"""The best VIPeR recipe measured on 2 CPU cores, within 60 min.
 
     python -m keras_reid.train --config=configs/viper_best_cpu.py
     python -m keras_reid.train --config=configs/viper_best_cpu.py:prid2011

@@ -1,4 +1,4 @@
-"""Unsupervised transfer rounds: self-training and co-training (DESIGN.md 9).
+"""Unsupervised transfer rounds: self-training and co-training.
 
 A stage with `supervision` "self_training" or "cotraining" trains on an
 unlabelled two-camera target: its identities are never read for training.

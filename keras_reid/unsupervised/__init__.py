@@ -1,4 +1,4 @@
-"""Unsupervised transfer to an unlabelled two-camera target (DESIGN.md point 9).
+"""Unsupervised transfer to an unlabelled two-camera target.
 
 NumPy / SciPy / scikit-learn only (no TensorFlow import), so that the
 co-training maths can be tested and benchmarked without a model:

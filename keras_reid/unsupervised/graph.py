@@ -1,6 +1,6 @@
 """Cross-camera k-nearest-neighbour graph W and its Laplacian L = Deg - W.
 
-The graph of the co-training model (DESIGN.md point 9, issue 13): images are
+The graph of the co-training model: images are
 nodes; W_ij != 0 only when i and j come from different cameras (A vs B) and
 one of them is among the k nearest neighbours of the other in the other
 camera. Neighbours come from scikit-learn's NearestNeighbors (brute force,

@@ -5,7 +5,7 @@ c = 0 .. num_A - 1) is class c. A camera-A image is its own class; a
 camera-B image takes the class of its nearest camera-A image (hard) or a
 distribution over its top-m camera-A neighbours (soft). The space decides
 the method: the model's features Y for self-training, the GRDL codes Z for
-co-training (DESIGN.md point 9).
+co-training.
 
 `label_accuracy` compares labels with the hidden true identities: for
 monitoring (TensorBoard) only, never for training.

@@ -1,6 +1,6 @@
 """The small-set configs train and evaluate on PRID 2011 and CUHK01 layouts.
 
-Issue 16.3: the VIPeR recipes run on another small set with the same code and
+The VIPeR recipes run on another small set with the same code and
 no change of settings but the target. Here each config is pointed (through
 REID_DATA_ROOT, as a user would) at a generated copy of the dataset's
 published layout and counts (PRID 2011 single_shot: 385 cam_a / 749 cam_b
