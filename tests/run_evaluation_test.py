@@ -17,6 +17,7 @@ from keras_reid.evaluation import cir
 from keras_reid.evaluation import embedders
 from keras_reid.evaluation import model_evaluation
 from keras_reid.evaluation import reference
+from keras_reid.evaluation import report as report_lib
 from keras_reid.models import builders
 from keras_reid.models import restore
 from keras_reid.serving import saved_model
@@ -43,17 +44,25 @@ def run(tmp_path_factory):
   return workdir, config, metrics
 
 
-def _tags(logdir):
-  tags = set()
+def _tag_counts(logdir) -> dict:
+  """tag -> number of summaries in the event files of `logdir` (not below)."""
+  counts: dict = {}
   for name in os.listdir(logdir):
+    if not os.path.isfile(os.path.join(logdir, name)):
+      continue
     for event in tf.compat.v1.train.summary_iterator(
         os.path.join(logdir, name)):
-      tags.update(v.tag for v in event.summary.value)
-  return tags
+      for v in event.summary.value:
+        counts[v.tag] = counts.get(v.tag, 0) + 1
+  return counts
+
+
+def _tags(logdir):
+  return set(_tag_counts(logdir))
 
 
 def test_workdir_default_matches_training_eval(run, tmp_path):
-  workdir, _, metrics = run
+  workdir, config, metrics = run
   out = str(tmp_path / "eval.json")
   result = run_evaluation.evaluate_run(workdir, output_json=out)
   with open(out) as f:
@@ -63,8 +72,16 @@ def test_workdir_default_matches_training_eval(run, tmp_path):
     assert written[key] == pytest.approx(metrics[key]), key
   assert len(written["cmc"]) == 50 and written["split"] == 0
   assert "cir" not in written  # off by default
+  # The verification report is on the test split's pairs: identities the
+  # run never trained on (synthetic: its one fixed split).
   ver = written["verification"]
-  assert ver["split"] == "train" and ver["seen_in_training"] is True
+  assert ver["split"] == "test" and ver["seen_in_training"] is False
+  data = from_config.load_stage_dataset(config.stages.synthetic, config)
+  test_ids = ({r.pid for r in data.query + data.gallery}
+              - {records.JUNK_PID, records.DISTRACTOR_PID})
+  assert ver["num_ids"] == len(test_ids)
+  assert not test_ids & {r.pid for r in data.train}
+  assert "open-set" in report_lib.roc_title(ver)
   for part in ("sir_distance", "verification_head"):
     assert 0.0 <= ver[part]["auc"] <= 1.0 and 0.0 <= ver[part]["eer"] <= 1.0
   # A Euclidean distance threshold, and a probability one.
@@ -76,7 +93,7 @@ def test_workdir_default_matches_training_eval(run, tmp_path):
   for path in pictures["ranked_lists"] + [pictures["cmc"]]:
     assert os.path.exists(path) and path.startswith(str(tmp_path))
   tags = _tags(os.path.join(workdir, "tensorboard"))
-  assert {"eval/ranked_lists", "eval/cmc"} <= tags, sorted(tags)
+  assert {"eval/ranked_lists", "eval/cmc", "eval/roc"} <= tags, sorted(tags)
 
 
 def test_workdir_cir_topk_and_full(run, tmp_path):
