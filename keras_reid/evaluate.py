@@ -15,6 +15,10 @@
   python -m keras_reid.evaluate --saved_model=DIR/1 --dataset=NAME --root=DIR
 
 Cross-dataset evaluation: pass another --dataset than the run trained on.
+Its report, pictures and TensorBoard tags are its own and never replace the
+run's: <workdir>/eval_<dataset>.json, eval_<dataset>_report/, tags
+eval_<dataset>/ranked_lists, eval_<dataset>/cmc, eval_<dataset>/roc (the
+run's own dataset: eval.json, eval_report/, eval/...).
 
 What a report holds (all optional parts can be switched off):
   * SIR metrics: rank1/5/10/20, mAP, mINP (fractions), cmc (to --max_rank),
@@ -99,7 +103,8 @@ _SPLITS = flags.DEFINE_string(
     "\"0,2,5\".")
 _OUTPUT_JSON = flags.DEFINE_string(
     "output_json", None, "Where to write the report; default: "
-    "<workdir>/eval.json, or <features>.eval.json, or ./eval.json.")
+    "<workdir>/eval.json (eval_<dataset>.json for another --dataset than "
+    "the run's), or <features>.eval.json, or ./eval.json.")
 _REPORT_DIR = flags.DEFINE_string(
     "report_dir", None, "Folder for the PNGs; default: next to the JSON.")
 # Flags left unset (None) take, with --workdir, the run's own setting
@@ -132,8 +137,8 @@ _PICTURES = flags.DEFINE_boolean("pictures", True,
 _PROJECTOR = flags.DEFINE_boolean(
     "projector", False, "Query + gallery embeddings with pid, camera and "
     "thumbnails for TensorBoard's projector (at most 3000 points, a seeded "
-    "sample beyond): into <workdir>/tensorboard, else "
-    "<report_dir>/projector.")
+    "sample beyond): into <workdir>/tensorboard (tensorboard/eval_<dataset> "
+    "for another --dataset), else <report_dir>/projector.")
 _BATCH_SIZE = flags.DEFINE_integer(
     "batch_size", None, "Images per batch [run's data.eval_batch_size, or "
     "128].")

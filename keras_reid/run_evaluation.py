@@ -159,6 +159,10 @@ def evaluate_run(workdir: str, *, dataset: Optional[str] = None,
       `model_evaluation.evaluate_dataset`.
     pictures: write the PNGs (and, with `tensorboard`, into
       <workdir>/tensorboard under eval/ranked_lists, eval/cmc, eval/roc).
+      A cross-dataset evaluation (`dataset` other than the run's own) has
+      its own defaults, never the run's own report: <workdir>/eval_<dataset>
+      .json, eval_<dataset>_report/, tags eval_<dataset>/..., projector in
+      <workdir>/tensorboard/eval_<dataset>/ (keras_reid.runs).
     tensorboard: also write the pictures to the run's TensorBoard.
     batch_size: images per batch.
     cuhk03_metric: CUHK03 classic single-gallery-shot CMC
@@ -187,9 +191,16 @@ def evaluate_run(workdir: str, *, dataset: Optional[str] = None,
   if cuhk03_metric is None:
     cuhk03_metric = (protocols.is_cuhk03_classic(name, reader_options)
                      and not rerank)
-  output_json = output_json or runs.eval_report_path(workdir)
-  report_dir = (report_dir or report_lib.default_report_dir(output_json)
-                ) if pictures else None
+  # Another dataset than the run's own writes beside the run's report,
+  # never over it: its own file, folder, tags and projector folder.
+  cross = dataset if dataset and dataset != _own_dataset(config) else None
+  if output_json:
+    report_dir = report_dir or report_lib.default_report_dir(output_json)
+  else:
+    output_json = runs.eval_report_path(workdir, cross)
+    report_dir = report_dir or runs.eval_report_dir(workdir, cross)
+  report_dir = report_dir if pictures else None
+  tag_prefix = runs.eval_tensorboard_prefix(cross)
   images: Optional[dict] = {} if (pictures and tensorboard) else None
 
   def one(s: int, first: bool) -> dict:
@@ -211,8 +222,9 @@ def evaluate_run(workdir: str, *, dataset: Optional[str] = None,
             _test_ids_seen(config, dataset or _own_dataset(config), data)
             if verification and first else None),
         report_dir=report_dir if first else None,
-        tensorboard=images if first else None, cuhk03_metric=cuhk03_metric,
-        projector_dir=(runs.tensorboard_dir(workdir)
+        tensorboard=images if first else None, tensorboard_prefix=tag_prefix,
+        cuhk03_metric=cuhk03_metric,
+        projector_dir=(runs.eval_projector_dir(workdir, cross)
                        if projector and first else None))
     if skipped["num_skipped"]:
       result["skipped_corrupt_images"] = skipped

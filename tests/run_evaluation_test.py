@@ -151,6 +151,54 @@ def test_workdir_splits_and_dataset_flag(run, tmp_path, monkeypatch):
   assert any("optimistic" in w for w in warnings), warnings
 
 
+def test_cross_dataset_evaluation_never_replaces_the_runs_own(run, tmp_path):
+  workdir, config, _ = run
+  copy = str(tmp_path / "run_copy")
+  shutil.copytree(workdir, copy)
+  own_report, own_dir = os.path.join(copy, "eval.json"), os.path.join(
+      copy, "eval_report")
+  # The run's own evaluation, as `python -m keras_reid.evaluate` left it.
+  result = run_evaluation.evaluate_run(copy, verification=False)
+  assert result["output_json"] == own_report
+  assert all(p.startswith(own_dir + os.sep)
+             for p in result["pictures"]["ranked_lists"])
+  with open(own_report) as f:
+    own = f.read()
+  own_pictures = sorted(os.listdir(os.path.join(own_dir, "ranked_lists")))
+  logdir = os.path.join(copy, "tensorboard")
+  before = _tag_counts(logdir)
+  assert before.get("eval/ranked_lists")
+
+  # Another dataset: the synthetic set's test split as a user's manifest.
+  data = from_config.load_stage_dataset(config.stages.synthetic, config)
+  csv_path = tmp_path / "manifest.csv"
+  csv_path.write_text("path,pid,camid,split\n" + "".join(
+      f"{r.path},{r.pid},{r.camid},{split}\n"
+      for split, recs in (("query", data.query), ("gallery", data.gallery))
+      for r in recs))
+  cross = run_evaluation.evaluate_run(copy, dataset="manifest",
+                                      root=str(csv_path), projector=True)
+  assert cross["output_json"] == os.path.join(copy, "eval_manifest.json")
+  assert os.path.exists(cross["output_json"])
+  cross_dir = os.path.join(copy, "eval_manifest_report")
+  for path in cross["pictures"]["ranked_lists"] + [cross["pictures"]["cmc"],
+                                                   cross["pictures"]["roc"]]:
+    assert path.startswith(cross_dir + os.sep), path
+  assert cross["projector"]["dir"].startswith(
+      os.path.join(logdir, "eval_manifest"))
+  # The run's own report, pictures and TensorBoard images are untouched.
+  with open(own_report) as f:
+    assert f.read() == own
+  assert sorted(os.listdir(os.path.join(own_dir, "ranked_lists"))) == (
+      own_pictures)
+  after = _tag_counts(logdir)
+  assert {t: n for t, n in after.items() if t.startswith("eval/")} == {
+      t: n for t, n in before.items() if t.startswith("eval/")}
+  assert {"eval_manifest/ranked_lists", "eval_manifest/cmc",
+          "eval_manifest/roc"} <= set(after), sorted(after)
+  assert not os.path.exists(os.path.join(logdir, "projector_config.pbtxt"))
+
+
 def test_saved_model(run, tmp_path):
   workdir, config, _ = run
   model, _ = restore.restore_training_model(workdir)
