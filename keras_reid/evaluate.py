@@ -15,6 +15,10 @@
   python -m keras_reid.evaluate --saved_model=DIR/1 --dataset=NAME --root=DIR
 
 Cross-dataset evaluation: pass another --dataset than the run trained on.
+Its report, pictures and TensorBoard tags are its own and never replace the
+run's: <workdir>/eval_<dataset>.json, eval_<dataset>_report/, tags
+eval_<dataset>/ranked_lists, eval_<dataset>/cmc, eval_<dataset>/roc (the
+run's own dataset: eval.json, eval_report/, eval/...).
 
 What a report holds (all optional parts can be switched off):
   * SIR metrics: rank1/5/10/20, mAP, mINP (fractions), cmc (to --max_rank),
@@ -24,15 +28,22 @@ What a report holds (all optional parts can be switched off):
     cir_to_sir_time_ratio.
   * "verification" (--verification, on): ROC AUC, EER and a suggested
     threshold from SIR distances and, for a model, from the verification
-    head, on a validation split: the dataset's training identities (which
-    the model saw in training unless the evaluation is cross-dataset; the
-    report says which split was used and whether it was seen).
-  * pictures (--pictures, on): ranked lists (query + top-10 in SIR order,
-    green = same person, red = wrong, each image's pid and camera under it),
-    the CMC curve and the verification ROC with its EER points (matplotlib)
-    as PNG in --report_dir (default: <output_json without .json>_report/),
-    and for --workdir also in <workdir>/tensorboard (tags eval/ranked_lists,
-    eval/cmc, eval/roc).
+    head, on the query x gallery pairs of the evaluated test split as the
+    ranking scores them (no junk, no pair of one identity from one camera),
+    whose identities the dataset's protocol keeps apart from the training
+    split's: "split": "test", "num_ids", "seen_in_training" (true when the
+    run trained on them, e.g. another split of VIPeR: the ROC is then
+    titled "seen identities"). A features file is reported on its
+    val_features / val_pids when it has them.
+  * pictures (--pictures, on): ranked lists of the best, median and worst
+    AP query and a seeded sample (query + top-10 of the ranking the metric
+    scored: junk and the query's identity from its own camera left out;
+    green = true match, red = wrong; rank, distance, pid and the camera as
+    the dataset names it, e.g. c3, cam_b, under each image; the query's AP
+    and first-match rank above), the CMC curve and the verification ROC
+    with its EER points (matplotlib) as PNG in --report_dir (default:
+    <output_json without .json>_report/), and for --workdir also in
+    <workdir>/tensorboard (tags eval/ranked_lists, eval/cmc, eval/roc).
   * "projector" (--projector, off): query + gallery embeddings with pid,
     camera and a thumbnail sprite for TensorBoard's projector, in
     <workdir>/tensorboard (else <report_dir>/projector); at most 3000
@@ -92,7 +103,8 @@ _SPLITS = flags.DEFINE_string(
     "\"0,2,5\".")
 _OUTPUT_JSON = flags.DEFINE_string(
     "output_json", None, "Where to write the report; default: "
-    "<workdir>/eval.json, or <features>.eval.json, or ./eval.json.")
+    "<workdir>/eval.json (eval_<dataset>.json for another --dataset than "
+    "the run's), or <features>.eval.json, or ./eval.json.")
 _REPORT_DIR = flags.DEFINE_string(
     "report_dir", None, "Folder for the PNGs; default: next to the JSON.")
 # Flags left unset (None) take, with --workdir, the run's own setting
@@ -118,15 +130,15 @@ _FLIP_TEST = flags.DEFINE_boolean(
     "flip_test", None, "Test-time flip: mean feature of each image and its "
     "mirror image [run's eval.flip_test, or off].")
 _VERIFICATION = flags.DEFINE_boolean(
-    "verification", True, "Open-set verification report (ROC, EER, "
-    "threshold) on the validation split.")
+    "verification", True, "Verification report (ROC, EER, threshold) on "
+    "the query-gallery pairs of the test split.")
 _PICTURES = flags.DEFINE_boolean("pictures", True,
-                                 "Ranked-list and CMC PNGs.")
+                                 "Ranked-list, CMC and ROC PNGs.")
 _PROJECTOR = flags.DEFINE_boolean(
     "projector", False, "Query + gallery embeddings with pid, camera and "
     "thumbnails for TensorBoard's projector (at most 3000 points, a seeded "
-    "sample beyond): into <workdir>/tensorboard, else "
-    "<report_dir>/projector.")
+    "sample beyond): into <workdir>/tensorboard (tensorboard/eval_<dataset> "
+    "for another --dataset), else <report_dir>/projector.")
 _BATCH_SIZE = flags.DEFINE_integer(
     "batch_size", None, "Images per batch [run's data.eval_batch_size, or "
     "128].")

@@ -50,6 +50,40 @@ def write_tensorboard_images(logdir: str, images: dict, step: int = 0,
   writer.flush()
 
 
+def _own_dataset(config) -> Optional[str]:
+  """The dataset the run's own evaluation reads: its last stage's (the
+  first of a pooled "a+b" stage), None without stages."""
+  if not config.stages:
+    return None
+  return list(config.stages.values())[-1].dataset.split("+")[0]
+
+
+def _test_ids_seen(config, name: str, data) -> Optional[bool]:
+  """Whether a stage of the run trained on the test identities of `data`
+  (dataset `name`): one of its training images is a query or gallery
+  image, as when a repeated-split set (VIPeR, PRID, CUHK01, CUHK03 classic)
+  is evaluated on another split than the one trained. The standard
+  protocols keep a split's training and test identities apart, so this is
+  how seen test identities show. None when a stage's dataset cannot be read
+  any more (moved)."""
+  stages = [st for st in config.stages.values()
+            if name in st.dataset.split("+")]
+  if not stages:
+    return False
+  test = {os.path.realpath(r.path) for r in data.query + data.gallery}
+  for stage in stages:
+    try:
+      trained = from_config.load_stage_dataset(stage, config).train
+    except (OSError, ValueError) as e:
+      logging.warning("Cannot read stage dataset %s to tell whether the "
+                      "test identities were trained on (%s); the "
+                      "verification report says 'unknown'.", stage.dataset, e)
+      return None
+    if any(os.path.realpath(r.path) in test for r in trained):
+      return True
+  return False
+
+
 def _resolve_dataset(config, *, dataset: Optional[str], root: Optional[str],
                      options: str):
   """-> (split -> ReidDataset, the stage's split or None, dataset name,
@@ -124,7 +158,11 @@ def evaluate_run(workdir: str, *, dataset: Optional[str] = None,
     max_rank, multi_query, rerank, cir, cir_topk, verification: see
       `model_evaluation.evaluate_dataset`.
     pictures: write the PNGs (and, with `tensorboard`, into
-      <workdir>/tensorboard under eval/ranked_lists and eval/cmc).
+      <workdir>/tensorboard under eval/ranked_lists, eval/cmc, eval/roc).
+      A cross-dataset evaluation (`dataset` other than the run's own) has
+      its own defaults, never the run's own report: <workdir>/eval_<dataset>
+      .json, eval_<dataset>_report/, tags eval_<dataset>/..., projector in
+      <workdir>/tensorboard/eval_<dataset>/ (keras_reid.runs).
     tensorboard: also write the pictures to the run's TensorBoard.
     batch_size: images per batch.
     cuhk03_metric: CUHK03 classic single-gallery-shot CMC
@@ -153,11 +191,16 @@ def evaluate_run(workdir: str, *, dataset: Optional[str] = None,
   if cuhk03_metric is None:
     cuhk03_metric = (protocols.is_cuhk03_classic(name, reader_options)
                      and not rerank)
-  trained_names = {n for st in config.stages.values()
-                   for n in st.dataset.split("+")}
-  output_json = output_json or runs.eval_report_path(workdir)
-  report_dir = (report_dir or report_lib.default_report_dir(output_json)
-                ) if pictures else None
+  # Another dataset than the run's own writes beside the run's report,
+  # never over it: its own file, folder, tags and projector folder.
+  cross = dataset if dataset and dataset != _own_dataset(config) else None
+  if output_json:
+    report_dir = report_dir or report_lib.default_report_dir(output_json)
+  else:
+    output_json = runs.eval_report_path(workdir, cross)
+    report_dir = report_dir or runs.eval_report_dir(workdir, cross)
+  report_dir = report_dir if pictures else None
+  tag_prefix = runs.eval_tensorboard_prefix(cross)
   images: Optional[dict] = {} if (pictures and tensorboard) else None
 
   def one(s: int, first: bool) -> dict:
@@ -175,10 +218,13 @@ def evaluate_run(workdir: str, *, dataset: Optional[str] = None,
         batch_size=batch_size, pair_scorer=pair_scorer, max_rank=max_rank,
         multi_query=multi_query, rerank=rerank, cir=cir, cir_topk=cir_topk,
         verification=verification and first,
-        validation_seen_in_training=name in trained_names,
+        test_ids_seen_in_training=(
+            _test_ids_seen(config, dataset or _own_dataset(config), data)
+            if verification and first else None),
         report_dir=report_dir if first else None,
-        tensorboard=images if first else None, cuhk03_metric=cuhk03_metric,
-        projector_dir=(runs.tensorboard_dir(workdir)
+        tensorboard=images if first else None, tensorboard_prefix=tag_prefix,
+        cuhk03_metric=cuhk03_metric,
+        projector_dir=(runs.eval_projector_dir(workdir, cross)
                        if projector and first else None))
     if skipped["num_skipped"]:
       result["skipped_corrupt_images"] = skipped

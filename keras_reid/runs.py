@@ -14,6 +14,9 @@
       pid_names/<stage>.json           string pids of a manifest -> integers
       tensorboard/                     summaries, HParams, pictures
       eval.json, eval_report/          `python -m keras_reid.evaluate --workdir`
+      eval_<dataset>.json,             the same with --dataset=<dataset>, another
+        eval_<dataset>_report/         dataset than the run's (cross-dataset)
+      tensorboard/eval_<dataset>/      its projector files (--projector)
 
 Every module that reads or writes one of these goes through the paths and
 helpers below (tests/layering_test.py checks that no other module names
@@ -27,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 from typing import Any
 
 from absl import logging
@@ -63,9 +67,58 @@ def runtime_path(workdir: str) -> str:
   return os.path.join(workdir, RUNTIME_FILE)
 
 
-def eval_report_path(workdir: str) -> str:
-  """Where `python -m keras_reid.evaluate --workdir` writes by default."""
-  return os.path.join(workdir, EVAL_REPORT_FILE)
+_EVAL_REPORT_DIR = "eval_report"
+# The TensorBoard tag prefix of the run's own evaluation (training's
+# eval/rank1 ...); a cross-dataset one's is "eval_<dataset>", also the stem
+# of its file names.
+_EVAL_PREFIX = "eval"
+_DATASET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+
+
+def _eval_name(dataset: str | None) -> str:
+  """"eval" for the run's own dataset (None), else "eval_<dataset>"."""
+  if dataset is None:
+    return _EVAL_PREFIX
+  if not _DATASET_NAME.match(dataset):
+    raise ValueError(
+        f"dataset {dataset!r} cannot name a report file: expected a "
+        "dataset reader's name (letters, digits, '_', '-'), e.g. 'viper'.")
+  return f"eval_{dataset}"
+
+
+def eval_report_path(workdir: str, dataset: str | None = None) -> str:
+  """Where `python -m keras_reid.evaluate --workdir` writes by default.
+
+  Args:
+    dataset: None for the run's own dataset (eval.json); another dataset's
+      name for a cross-dataset evaluation, which gets its own file
+      (eval_<dataset>.json) and never replaces the run's own report.
+  """
+  if dataset is None:
+    return os.path.join(workdir, EVAL_REPORT_FILE)
+  return os.path.join(workdir, f"{_eval_name(dataset)}.json")
+
+
+def eval_report_dir(workdir: str, dataset: str | None = None) -> str:
+  """The pictures of `eval_report_path`'s report: eval_report/, or
+  eval_<dataset>_report/ for a cross-dataset evaluation."""
+  if dataset is None:
+    return os.path.join(workdir, _EVAL_REPORT_DIR)
+  return os.path.join(workdir, f"{_eval_name(dataset)}_report")
+
+
+def eval_tensorboard_prefix(dataset: str | None = None) -> str:
+  """The TensorBoard tag prefix of an evaluation's pictures: "eval" (the
+  run's own dataset, beside training's eval/rank1), "eval_<dataset>"."""
+  return _eval_name(dataset)
+
+
+def eval_projector_dir(workdir: str, dataset: str | None = None) -> str:
+  """The TensorBoard run folder of `--projector`'s files: tensorboard/, or
+  tensorboard/eval_<dataset>/ for a cross-dataset evaluation."""
+  if dataset is None:
+    return tensorboard_dir(workdir)
+  return os.path.join(tensorboard_dir(workdir), _eval_name(dataset))
 
 
 def tensorboard_dir(workdir: str) -> str:

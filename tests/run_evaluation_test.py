@@ -17,6 +17,7 @@ from keras_reid.evaluation import cir
 from keras_reid.evaluation import embedders
 from keras_reid.evaluation import model_evaluation
 from keras_reid.evaluation import reference
+from keras_reid.evaluation import report as report_lib
 from keras_reid.models import builders
 from keras_reid.models import restore
 from keras_reid.serving import saved_model
@@ -43,17 +44,25 @@ def run(tmp_path_factory):
   return workdir, config, metrics
 
 
-def _tags(logdir):
-  tags = set()
+def _tag_counts(logdir) -> dict:
+  """tag -> number of summaries in the event files of `logdir` (not below)."""
+  counts: dict = {}
   for name in os.listdir(logdir):
+    if not os.path.isfile(os.path.join(logdir, name)):
+      continue
     for event in tf.compat.v1.train.summary_iterator(
         os.path.join(logdir, name)):
-      tags.update(v.tag for v in event.summary.value)
-  return tags
+      for v in event.summary.value:
+        counts[v.tag] = counts.get(v.tag, 0) + 1
+  return counts
+
+
+def _tags(logdir):
+  return set(_tag_counts(logdir))
 
 
 def test_workdir_default_matches_training_eval(run, tmp_path):
-  workdir, _, metrics = run
+  workdir, config, metrics = run
   out = str(tmp_path / "eval.json")
   result = run_evaluation.evaluate_run(workdir, output_json=out)
   with open(out) as f:
@@ -63,8 +72,16 @@ def test_workdir_default_matches_training_eval(run, tmp_path):
     assert written[key] == pytest.approx(metrics[key]), key
   assert len(written["cmc"]) == 50 and written["split"] == 0
   assert "cir" not in written  # off by default
+  # The verification report is on the test split's pairs: identities the
+  # run never trained on (synthetic: its one fixed split).
   ver = written["verification"]
-  assert ver["split"] == "train" and ver["seen_in_training"] is True
+  assert ver["split"] == "test" and ver["seen_in_training"] is False
+  data = from_config.load_stage_dataset(config.stages.synthetic, config)
+  test_ids = ({r.pid for r in data.query + data.gallery}
+              - {records.JUNK_PID, records.DISTRACTOR_PID})
+  assert ver["num_ids"] == len(test_ids)
+  assert not test_ids & {r.pid for r in data.train}
+  assert "open-set" in report_lib.roc_title(ver)
   for part in ("sir_distance", "verification_head"):
     assert 0.0 <= ver[part]["auc"] <= 1.0 and 0.0 <= ver[part]["eer"] <= 1.0
   # A Euclidean distance threshold, and a probability one.
@@ -76,7 +93,7 @@ def test_workdir_default_matches_training_eval(run, tmp_path):
   for path in pictures["ranked_lists"] + [pictures["cmc"]]:
     assert os.path.exists(path) and path.startswith(str(tmp_path))
   tags = _tags(os.path.join(workdir, "tensorboard"))
-  assert {"eval/ranked_lists", "eval/cmc"} <= tags, sorted(tags)
+  assert {"eval/ranked_lists", "eval/cmc", "eval/roc"} <= tags, sorted(tags)
 
 
 def test_workdir_cir_topk_and_full(run, tmp_path):
@@ -132,6 +149,54 @@ def test_workdir_splits_and_dataset_flag(run, tmp_path, monkeypatch):
   assert result["rank1_std"] == pytest.approx(0.0)
   assert result["splits"][0]["mAP"] == pytest.approx(result["mAP"])
   assert any("optimistic" in w for w in warnings), warnings
+
+
+def test_cross_dataset_evaluation_never_replaces_the_runs_own(run, tmp_path):
+  workdir, config, _ = run
+  copy = str(tmp_path / "run_copy")
+  shutil.copytree(workdir, copy)
+  own_report, own_dir = os.path.join(copy, "eval.json"), os.path.join(
+      copy, "eval_report")
+  # The run's own evaluation, as `python -m keras_reid.evaluate` left it.
+  result = run_evaluation.evaluate_run(copy, verification=False)
+  assert result["output_json"] == own_report
+  assert all(p.startswith(own_dir + os.sep)
+             for p in result["pictures"]["ranked_lists"])
+  with open(own_report) as f:
+    own = f.read()
+  own_pictures = sorted(os.listdir(os.path.join(own_dir, "ranked_lists")))
+  logdir = os.path.join(copy, "tensorboard")
+  before = _tag_counts(logdir)
+  assert before.get("eval/ranked_lists")
+
+  # Another dataset: the synthetic set's test split as a user's manifest.
+  data = from_config.load_stage_dataset(config.stages.synthetic, config)
+  csv_path = tmp_path / "manifest.csv"
+  csv_path.write_text("path,pid,camid,split\n" + "".join(
+      f"{r.path},{r.pid},{r.camid},{split}\n"
+      for split, recs in (("query", data.query), ("gallery", data.gallery))
+      for r in recs))
+  cross = run_evaluation.evaluate_run(copy, dataset="manifest",
+                                      root=str(csv_path), projector=True)
+  assert cross["output_json"] == os.path.join(copy, "eval_manifest.json")
+  assert os.path.exists(cross["output_json"])
+  cross_dir = os.path.join(copy, "eval_manifest_report")
+  for path in cross["pictures"]["ranked_lists"] + [cross["pictures"]["cmc"],
+                                                   cross["pictures"]["roc"]]:
+    assert path.startswith(cross_dir + os.sep), path
+  assert cross["projector"]["dir"].startswith(
+      os.path.join(logdir, "eval_manifest"))
+  # The run's own report, pictures and TensorBoard images are untouched.
+  with open(own_report) as f:
+    assert f.read() == own
+  assert sorted(os.listdir(os.path.join(own_dir, "ranked_lists"))) == (
+      own_pictures)
+  after = _tag_counts(logdir)
+  assert {t: n for t, n in after.items() if t.startswith("eval/")} == {
+      t: n for t, n in before.items() if t.startswith("eval/")}
+  assert {"eval_manifest/ranked_lists", "eval_manifest/cmc",
+          "eval_manifest/roc"} <= set(after), sorted(after)
+  assert not os.path.exists(os.path.join(logdir, "projector_config.pbtxt"))
 
 
 def test_saved_model(run, tmp_path):

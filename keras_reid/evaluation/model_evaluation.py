@@ -25,6 +25,7 @@ from keras_reid.evaluation import projector
 from keras_reid.evaluation import protocols
 from keras_reid.evaluation import ranking
 from keras_reid.evaluation import report as report_lib
+from keras_reid.evaluation import rerank as rerank_lib
 from keras_reid.evaluation import visualize
 
 # Full CIR above this many pairs logs a warning (use --cir_topk instead).
@@ -40,17 +41,18 @@ def evaluate_dataset(embed_fn: embedders.EmbedFn, dataset, *,
                      max_rank: int = 50, multi_query: bool = False,
                      rerank: bool = False, cir: str = "", cir_topk: int = 0,
                      verification: bool = True,
-                     validation_seen_in_training: Optional[bool] = None,
+                     test_ids_seen_in_training: Optional[bool] = None,
                      report_dir: Optional[str] = None,
                      tensorboard: Optional[dict] = None,
+                     tensorboard_prefix: str = "eval",
                      cuhk03_metric: bool = False,
                      projector_dir: Optional[str] = None) -> dict:
   """Evaluates one model on one dataset split: SIR, and optionally the rest.
 
   Args:
     embed_fn: images [B, H, W, 3] (normalised) -> embeddings [B, D].
-    dataset: a ReidDataset (query / gallery evaluated; train = validation
-      split of the verification report).
+    dataset: a ReidDataset (query / gallery evaluated, and their pairs the
+      verification report's).
     image_size: (height, width) of the model input.
     normalization: pixel normalisation embed_fn and pair_scorer expect.
     batch_size: images per batch.
@@ -59,11 +61,17 @@ def evaluate_dataset(embed_fn: embedders.EmbedFn, dataset, *,
     max_rank, multi_query, rerank: SIR protocol (see features.evaluate_arrays).
     cir: "full" for CIR over every pair, "" for none.
     cir_topk: CIR re-scoring of the SIR top-k (0 = off).
-    verification: add the open-set verification report.
-    validation_seen_in_training: recorded in the report (None = unknown).
+    verification: add the verification report (ROC, EER, threshold) on the
+      query-gallery pairs of the test split.
+    test_ids_seen_in_training: whether the model trained on the test
+      split's identities (e.g. another split of a repeated-split set);
+      recorded in the verification report and its ROC title (None =
+      unknown).
     report_dir: where the PNGs go; None = no pictures.
     tensorboard: if a dict, the pictures are also added to it (tag -> image)
       for the caller to write.
+    tensorboard_prefix: their tags are "<prefix>/ranked_lists", ".../cmc",
+      ".../roc".
     cuhk03_metric: SIR CMC of CUHK03's classic protocol
       (protocols.evaluate_cuhk03); CIR keeps the full-gallery CMC.
     projector_dir: if given, the query + gallery embeddings with pid, camera
@@ -87,11 +95,13 @@ def evaluate_dataset(embed_fn: embedders.EmbedFn, dataset, *,
         max_rank=max_rank, sir_extract_seconds=result["extract_seconds"])
   if verification:
     result["verification"] = _verification_report(
-        embed_fn, pair_scorer, dataset, load,
-        seen_in_training=validation_seen_in_training)
+        pair_scorer, dataset, arrays, load,
+        seen_in_training=test_ids_seen_in_training)
   if report_dir:
-    result["pictures"] = _pictures(result, dataset, arrays, report_dir,
-                                   tensorboard)
+    result["pictures"] = _pictures(
+        result, dataset, arrays, report_dir, tensorboard,
+        tensorboard_prefix=tensorboard_prefix, multi_query=multi_query,
+        rerank=rerank, cuhk03_metric=cuhk03_metric)
 
   if projector_dir:
     result["projector"] = projector.write_projector(
@@ -141,56 +151,115 @@ def _cir_report(pair_scorer, dataset, arrays: dict, load: dict, *, cir: str,
   return report
 
 
-def _verification_report(embed_fn, pair_scorer, dataset, load: dict, *,
+def _verification_report(pair_scorer, dataset, arrays: dict, load: dict, *,
                          seen_in_training: Optional[bool]) -> dict:
-  """The verification report on (a sample of) the training identities."""
-  val = report_lib.sample_identities(dataset.train,
-                                     report_lib.VERIFICATION_MAX_IMAGES)
-  if len({r.pid for r in val}) < 2:
-    return {"skipped": f"the training split of {dataset.name!r} has fewer "
-                       "than 2 identities with 2 images; no validation pairs."}
+  """The verification report on the test split's query-gallery pairs.
+
+  Their identities are disjoint from the training split's by the dataset's
+  protocol; the SIR features are those the ranking scored (one image each,
+  no multi-query pooling); the head decodes only the images of the pairs it
+  scores.
+  """
   t0 = time.perf_counter()
-  feats = embedders.extract_features(embed_fn, val, **load)
-  images = (embedders.load_images(val, **load)
-            if pair_scorer is not None else None)
-  report = report_lib.verification_report(feats, [r.pid for r in val],
-                                          pair_scorer=pair_scorer,
-                                          images=images)
-  report.update(
-      split="train",
-      num_images=len(val), num_ids=len({r.pid for r in val}),
-      seen_in_training=seen_in_training,
-      note="validation split = the dataset's training identities "
-           "(VIPeR-style; no separate validation set). If the model was "
-           "trained on them the thresholds are optimistic.",
-      seconds=time.perf_counter() - t0)
+  head_scores = None
+  if pair_scorer is not None:
+    def head_scores(qi: np.ndarray, gi: np.ndarray) -> np.ndarray:
+      qs, qa = np.unique(qi, return_inverse=True)
+      gs, ga = np.unique(gi, return_inverse=True)
+      q_images = embedders.load_images([dataset.query[i] for i in qs], **load)
+      g_images = embedders.load_images([dataset.gallery[i] for i in gs],
+                                       **load)
+      return cir_lib.score_pairs(pair_scorer, q_images, g_images,
+                                 qa.reshape(-1), ga.reshape(-1),
+                                 batch_size=64)
+  report = report_lib.split_verification_report(
+      *[arrays[key] for key in ("query_features", "gallery_features",
+                                "query_pids", "query_camids", "gallery_pids",
+                                "gallery_camids")],
+      head_scores=head_scores)
+  if seen_in_training:
+    note = ("pairs = query x gallery images of the test split, as the "
+            "ranking scores them; the model trained on these identities "
+            "(another split of a repeated-split set), so the thresholds "
+            "are optimistic.")
+  else:
+    note = ("pairs = query x gallery images of the test split, as the "
+            "ranking scores them (no junk, no pair of one identity from one "
+            "camera); their identities are disjoint from the training "
+            "split's by the dataset's protocol.")
+  report.update(seen_in_training=seen_in_training, note=note,
+                seconds=time.perf_counter() - t0)
   return report
 
 
+def _scored_rankings(arrays: dict, *, multi_query: bool, rerank: bool,
+                     k: int):
+  """The rankings the SIR metric scored (feature_files.evaluate_arrays'):
+  pooled queries with multi_query, re-ranked distances with rerank, junk
+  dropped first. -> (ScoredRankings over the junk-free gallery, the junk-free
+  gallery's indices in the dataset, distances to show, what they are)."""
+  qf = arrays["query_features"]
+  qp, qc = arrays["query_pids"], arrays["query_camids"]
+  if multi_query:
+    qf = protocols.pool_multi_query(qf, qp, qc)
+  keep = np.nonzero(arrays["gallery_pids"] != records.JUNK_PID)[0]
+  gf = np.asarray(arrays["gallery_features"])[keep]
+  if rerank:
+    dist_fn = rerank_lib.reranked_distance_fn(qf, gf)
+  else:
+    dist_fn = ranking.features_distance_fn(qf, gf)
+  rankings = ranking.scored_rankings(
+      dist_fn, len(qp), qp, arrays["gallery_pids"][keep], qc,
+      arrays["gallery_camids"][keep], k=k)
+  if rerank:
+    return rankings, keep, rankings.distances, "re-ranked distance"
+  # The metric ranks squared distances; the square root is the distance the
+  # verification threshold is written in, with the same order.
+  return rankings, keep, np.sqrt(rankings.distances), "Euclidean distance"
+
+
 def _pictures(result: dict, dataset, arrays: dict, report_dir: str,
-              tensorboard: Optional[dict]) -> dict:
-  """Ranked lists, CMC and ROC PNGs in report_dir (and in `tensorboard`)."""
-  keep = arrays["gallery_pids"] != records.JUNK_PID
-  gallery = [r for r, k in zip(dataset.gallery, keep) if k]
-  k = min(RANKED_LIST_LENGTH, len(gallery))
-  top = ranking.features_top_k(arrays["query_features"],
-                               arrays["gallery_features"][keep], k)
+              tensorboard: Optional[dict], *, tensorboard_prefix: str,
+              multi_query: bool, rerank: bool, cuhk03_metric: bool) -> dict:
+  """Ranked lists, CMC and ROC PNGs in report_dir (and in `tensorboard`).
+
+  The ranked lists show the rankings the metric scored (`_scored_rankings`)
+  of the best, median and worst AP query and a seeded sample.
+  """
+  rankings, keep, shown, distance_name = _scored_rankings(
+      arrays, multi_query=multi_query, rerank=rerank, k=RANKED_LIST_LENGTH)
+  gallery = [dataset.gallery[i] for i in keep]
+  note = ("CUHK03 classic: the CMC ranks one drawn image per identity; this "
+          "is mAP's full gallery" if cuhk03_metric else "")
   rows: list = []
-  paths = visualize.save_ranked_lists(
+  pictured = visualize.save_ranked_lists(
       [r.path for r in dataset.query], [r.path for r in gallery],
-      arrays["query_pids"], arrays["gallery_pids"][keep], top,
-      os.path.join(report_dir, "ranked_lists"),
-      num_queries=NUM_RANKED_LISTS, k=k, images=rows,
-      query_camids=arrays["query_camids"],
-      gallery_camids=arrays["gallery_camids"][keep])
+      [r.pid for r in dataset.query], [r.pid for r in gallery],
+      [visualize.camera_name(dataset.name, r.camid) for r in dataset.query],
+      [visualize.camera_name(dataset.name, r.camid) for r in gallery],
+      rankings, os.path.join(report_dir, "ranked_lists"),
+      shown_distances=shown, distance_name=distance_name, note=note,
+      num_queries=NUM_RANKED_LISTS, images=rows)
   if tensorboard is not None and rows:
-    tensorboard["eval/ranked_lists"] = np.stack(rows)
+    # A query whose filtered gallery is shorter than the others' has a
+    # narrower row: pad with white to stack them.
+    width = max(row.shape[1] for row in rows)
+    tensorboard[f"{tensorboard_prefix}/ranked_lists"] = np.stack([
+        np.pad(row, ((0, 0), (0, width - row.shape[1]), (0, 0)),
+               constant_values=255) for row in rows])
   pictures = {
-      "ranked_lists": paths,
+      "ranked_lists": [p.path for p in pictured],
+      "ranked_list_queries": [
+          {"role": p.role, "query": p.query, "ap": p.ap,
+           "first_match_rank": p.first_match_rank,
+           "gallery": [int(keep[g]) for g in p.gallery],
+           "correct": p.correct, "path": p.path}
+          for p in pictured],
       "cmc": report_lib.cmc_picture(result, report_dir,
-                                    f"CMC {dataset.name}", tensorboard)}
+                                    f"CMC {dataset.name}", tensorboard,
+                                    tag_prefix=tensorboard_prefix)}
   roc = report_lib.roc_picture(result.get("verification", {}), report_dir,
-                               tensorboard)
+                               tensorboard, tag_prefix=tensorboard_prefix)
   if roc:
     pictures["roc"] = roc
   return pictures

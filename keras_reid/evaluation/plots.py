@@ -82,7 +82,7 @@ def cmc_plot(curves: Sequence[tuple[str, Sequence[float]]], *,
 
 
 def roc_plot(curves: Sequence[tuple[str, dict]], *,
-             title: str = "ROC (open-set verification)",
+             title: str = "ROC",
              size: tuple[float, float] = (5.2, 4.8),
              dpi: int = 100) -> Figure:
   """ROC curves with their equal-error-rate points.

@@ -33,6 +33,7 @@ is deterministic; with tied distances the result can depend on gallery order
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import os
 from typing import Callable, Optional
 
@@ -341,6 +342,27 @@ def _match_lists(query_pids, query_camids, gallery_pids, gallery_camids):
   return matches, removed
 
 
+def true_matches(query_pids, query_camids, gallery_pids,
+                 gallery_camids) -> list[np.ndarray]:
+  """Per query, the gallery columns the metric counts as its true matches.
+
+  The evaluator's own filter (`_match_lists`): the query's identity, not
+  from the query's camera when that is known, never junk.
+
+  Args:
+    query_pids, query_camids: [Q] ints.
+    gallery_pids, gallery_camids: [G] ints.
+
+  Returns:
+    Q sorted int64 arrays of gallery columns (empty: the query is skipped).
+  """
+  qp = check_ids("query_pids", query_pids, len(query_pids))
+  qc = check_ids("query_camids", query_camids, len(qp))
+  gp = check_ids("gallery_pids", gallery_pids, len(gallery_pids))
+  gc = check_ids("gallery_camids", gallery_camids, len(gp))
+  return _match_lists(qp, qc, gp, gc)[0]
+
+
 def _match_ranks(row: np.ndarray, cols: np.ndarray) -> np.ndarray:
   """0-based ranks of the gallery items `cols` in `row` (invalid = +inf).
 
@@ -503,15 +525,39 @@ def evaluate_features(query_features, gallery_features, query_pids,
   if not keep.all():
     gf, gallery_pids, gallery_camids = (
         gf[keep], gallery_pids[keep], gallery_camids[keep])
+  return evaluate_distance_fn(
+      _distance_fn(qf, gf), qf.shape[0], query_pids, gallery_pids,
+      query_camids, gallery_camids, max_rank=max_rank, chunk_size=chunk_size,
+      num_threads=num_threads)
+
+
+def features_distance_fn(query_features, gallery_features) -> DistanceChunkFn:
+  """The squared Euclidean DistanceChunkFn `evaluate_features` ranks by.
+
+  Public so that what pictures a ranking (`scored_rankings`) measures the
+  distances exactly as the metric does: `evaluate_features` calls it on the
+  gallery without its junk columns (pid -1); pass the same gallery.
+
+  Args:
+    query_features: [Q, D] float features.
+    gallery_features: [G, D] float features.
+
+  Returns:
+    (start, stop) -> [stop - start, G] float32 squared distances.
+  """
+  qf = check_features("query_features", query_features)
+  gf = check_features("gallery_features", gallery_features)
+  return _distance_fn(qf, gf)
+
+
+def _distance_fn(qf: np.ndarray, gf: np.ndarray) -> DistanceChunkFn:
+  """`features_distance_fn` of features `check_features` accepted."""
   qf, gf, q_sq, g_sq = _condition(qf, gf)
 
   def dist_fn(start: int, stop: int) -> np.ndarray:
     return squared_euclidean(qf[start:stop], gf, g_sq, q_sq[start:stop])
 
-  return evaluate_distance_fn(
-      dist_fn, qf.shape[0], query_pids, gallery_pids, query_camids,
-      gallery_camids, max_rank=max_rank, chunk_size=chunk_size,
-      num_threads=num_threads)
+  return dist_fn
 
 
 def evaluate_distances(distances, query_pids, gallery_pids, query_camids,
@@ -577,3 +623,103 @@ def features_top_k(query_features, gallery_features, k: int,
   qf, gf, q_sq, g_sq = condition_features(query_features, gallery_features)
   return top_k(lambda s, e: squared_euclidean(qf[s:e], gf, g_sq, q_sq[s:e]),
                qf.shape[0], k, chunk_size)
+
+
+@dataclasses.dataclass(frozen=True)
+class ScoredRankings:
+  """Per query, the gallery ranking the metric scores, and its scores.
+
+  Attributes:
+    top: [Q, k] int64 gallery columns, best first, after the metric's
+      filter (no junk, no image of the query's identity from its camera),
+      ordered by (distance, gallery index); -1 past the end of a shorter
+      filtered gallery.
+    distances: [Q, k] float32 distances of `top` (NaN where top is -1).
+    is_match: [Q, k] bool, True where the metric counts the item as a true
+      match of the query.
+    first_match: [Q] int64 0-based rank of the first true match; -1 for a
+      query the metric skips (no valid true match).
+    ap: [Q] float64 average precision the metric averages into mAP; NaN for
+      a skipped query.
+    num_same_camera: [Q] int64 gallery images of the query's identity from
+      its own camera, left out of its ranking.
+  """
+  top: np.ndarray
+  distances: np.ndarray
+  is_match: np.ndarray
+  first_match: np.ndarray
+  ap: np.ndarray
+  num_same_camera: np.ndarray
+
+
+def scored_rankings(dist_fn: DistanceChunkFn, num_queries: int, query_pids,
+                    gallery_pids, query_camids, gallery_camids, *, k: int,
+                    chunk_size: int = 256) -> ScoredRankings:
+  """What `evaluate_distance_fn` ranks and scores, kept per query.
+
+  The same filter (`_match_lists`, junk pid -1 ignored), the same order
+  ((distance, gallery index)) and the same per-query scores
+  (`_evaluate_chunk`), so a picture of a ranking shows what the metric
+  scored: its rank 1 is the metric's rank 1 and its AP the one averaged
+  into mAP.
+
+  Args:
+    dist_fn: as for `evaluate_distance_fn` (may modify what it returns).
+    num_queries: Q.
+    query_pids, gallery_pids: [Q], [G] ints (-1 junk, 0 distractor).
+    query_camids, gallery_camids: [Q], [G] ints (-1 unknown).
+    k: ranking length kept per query.
+    chunk_size: queries per chunk.
+
+  Returns:
+    ScoredRankings.
+  """
+  query_pids = check_ids("query_pids", query_pids, num_queries)
+  query_camids = check_ids("query_camids", query_camids, num_queries)
+  gallery_pids = np.asarray(gallery_pids)
+  gallery_pids = check_ids("gallery_pids", gallery_pids, gallery_pids.shape[0])
+  gallery_camids = check_ids("gallery_camids", gallery_camids,
+                              gallery_pids.shape[0])
+  if k < 1:
+    raise ValueError(f"k must be >= 1, got {k}.")
+  num_gallery = gallery_pids.shape[0]
+  matches, removed = _match_lists(query_pids, query_camids, gallery_pids,
+                                  gallery_camids)
+  junk = gallery_pids == records.JUNK_PID
+  top = np.full((num_queries, k), -1, np.int64)
+  distances = np.full((num_queries, k), np.nan, np.float32)
+  is_match = np.zeros((num_queries, k), bool)
+  first_match = np.full(num_queries, -1, np.int64)
+  ap = np.full(num_queries, np.nan, np.float64)
+  for start in range(0, num_queries, chunk_size):
+    stop = min(start + chunk_size, num_queries)
+    dist = dist_fn(start, stop)
+    if dist.shape != (stop - start, num_gallery):
+      raise ValueError(
+          f"distance chunk for queries {start}:{stop} has shape {dist.shape}, "
+          f"expected {(stop - start, num_gallery)}.")
+    raw = np.array(dist, np.float32)  # _evaluate_chunk overwrites dist
+    dist[:, junk] = np.inf
+    scores = _evaluate_chunk(dist, matches[start:stop], removed[start:stop])
+    for i, q in enumerate(range(start, stop)):
+      if scores[i] is not None:
+        first_match[q], ap[q] = scores[i][0], scores[i][1]
+      valid = ~junk
+      valid[removed[q]] = False
+      cols = np.nonzero(valid)[0]
+      row = raw[i, cols]
+      kk = min(k, cols.size)
+      if not kk:
+        continue
+      # The kk smallest by (distance, index): everything up to the kk-th
+      # smallest distance, ties included, then sorted.
+      kth = np.partition(row, kk - 1)[kk - 1]
+      near = np.nonzero(row <= kth)[0]
+      near = near[np.lexsort((cols[near], row[near]))][:kk]
+      top[q, :kk] = cols[near]
+      distances[q, :kk] = row[near]
+      is_match[q, :kk] = np.isin(cols[near], matches[q])
+  return ScoredRankings(
+      top=top, distances=distances, is_match=is_match,
+      first_match=first_match, ap=ap,
+      num_same_camera=np.array([r.size for r in removed], np.int64))

@@ -1,8 +1,9 @@
 """The JSON evaluation report, and the evaluation of feature files.
 
 What every evaluation shares (`python -m keras_reid.evaluate`, whose
-docstring lists what a report holds): the open-set verification report,
-averaging over random splits, the CMC picture and writing the JSON;
+docstring lists what a report holds): the verification report on the
+test split's pairs, averaging over random splits, the CMC and ROC pictures
+and writing the JSON;
 `evaluate_feature_file` scores .npz features from any model. This module
 and everything it imports never import TensorFlow, so scoring feature files
 needs NumPy, SciPy, scikit-learn, Pillow and matplotlib only
@@ -27,7 +28,6 @@ import numpy as np
 
 from keras_reid import runs
 from keras_reid.data import records
-from keras_reid.evaluation import cir
 from keras_reid.evaluation import feature_files
 from keras_reid.evaluation import plots
 from keras_reid.evaluation import projector as projector_lib
@@ -36,11 +36,14 @@ from keras_reid.evaluation import ranking
 from keras_reid.evaluation import verification
 from keras_reid.evaluation import visualize
 
-# Validation split of the verification report: at most this many training
-# images (whole identities, seeded) are embedded, and at most this many
-# pairs are run through the verification head; keeps the default path cheap.
-VERIFICATION_MAX_IMAGES = 400
+# The verification report scores at most this many query-gallery pairs of
+# the test split by SIR distance (every true-match pair up to half of them,
+# seeded), and at most this many through the verification head, whose
+# images must be decoded; keeps the default path cheap.
+VERIFICATION_MAX_PAIRS = 200_000
 VERIFICATION_MAX_HEAD_PAIRS = 1000
+# Pairs whose distances are computed at once (memory ~ chunk x D x 4 B).
+_PAIR_CHUNK = 8192
 
 
 def parse_splits(text: str) -> list[int]:
@@ -76,86 +79,219 @@ def cmc_image(result: dict, title: str) -> np.ndarray:
 
 
 def cmc_picture(result: dict, report_dir: str, title: str,
-                 tensorboard: Optional[dict]) -> str:
-  """report_dir/cmc.png: `cmc_image`; also tensorboard["eval/cmc"]."""
+                tensorboard: Optional[dict], *,
+                tag_prefix: str = "eval") -> str:
+  """report_dir/cmc.png: `cmc_image`; also tensorboard["<tag_prefix>/cmc"]."""
   image = cmc_image(result, title)
   if tensorboard is not None:
-    tensorboard["eval/cmc"] = image
+    tensorboard[f"{tag_prefix}/cmc"] = image
   return visualize.save_png(image, os.path.join(report_dir, "cmc.png"))
 
 
+def roc_title(verification_report: dict) -> str:
+  """Whose pairs the ROC is drawn on, for its title.
+
+  "open-set" only for identities known to be unseen in training; "seen
+  identities" when the model trained on them, whatever the split.
+  """
+  num = verification_report.get("num_ids")
+  ids = f"{num} " if num is not None else ""
+  seen = verification_report.get("seen_in_training")
+  if seen:
+    return f"ROC on {ids}seen identities (trained on: optimistic)"
+  if verification_report.get("split") == "test":
+    if seen is False:
+      return f"ROC, open-set: {ids}test identities unseen in training"
+    return f"ROC on {ids}test-split identities"
+  return f"ROC on {ids}validation identities"
+
+
 def roc_picture(verification_report: dict, report_dir: str,
-                tensorboard: Optional[dict]) -> Optional[str]:
+                tensorboard: Optional[dict], *,
+                tag_prefix: str = "eval") -> Optional[str]:
   """report_dir/roc.png: the ROC of the SIR distance and of the
-  verification head (those the report has) with their EER points; also
-  tensorboard["eval/roc"]. None when the report has no curve."""
+  verification head (those the report has) with their EER points, titled
+  by `roc_title`; also tensorboard["<tag_prefix>/roc"]. None when the
+  report has no curve."""
   curves = [(label, verification_report[key]) for key, label in (
       ("sir_distance", "SIR distance"),
       ("verification_head", "verification head"))
             if "fpr" in verification_report.get(key, {})]
   if not curves:
     return None
-  image = plots.roc_figure(curves)
+  image = plots.roc_figure(curves, title=roc_title(verification_report))
   if tensorboard is not None:
-    tensorboard["eval/roc"] = image
+    tensorboard[f"{tag_prefix}/roc"] = image
   return visualize.save_png(image, os.path.join(report_dir, "roc.png"))
 
 
-def sample_identities(images: Sequence[records.Record], max_images: int,
-                      seed: int = 0) -> list[records.Record]:
-  """Whole identities (>= 2 images), seeded, up to about max_images images."""
-  by_pid: dict[int, list] = {}
-  for r in images:
-    if r.pid not in (records.JUNK_PID, records.DISTRACTOR_PID):
-      by_pid.setdefault(r.pid, []).append(r)
-  pids = [p for p in sorted(by_pid) if len(by_pid[p]) >= 2]
+def test_split_pairs(query_pids, query_camids, gallery_pids, gallery_camids,
+                     *, max_pairs: int = VERIFICATION_MAX_PAIRS,
+                     seed: int = 0
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Query-gallery pairs of a test split, labelled as the ranking scores them.
+
+  Positives: every pair the metric counts as a true match
+  (`ranking.true_matches`: same identity, not from the query's camera, no
+  junk); at most half of `max_pairs`, a seeded sample beyond. Negatives:
+  pairs of different identities (distractors, pid 0, included; junk, pid
+  -1, never), all of them or a seeded sample filling `max_pairs`. Pairs of
+  one identity seen by one camera, which the ranking ignores, are left out.
+
+  Args:
+    query_pids, query_camids: [Q] ints.
+    gallery_pids, gallery_camids: [G] ints.
+    max_pairs: cap on the number of pairs.
+    seed: seeds the samples.
+
+  Returns:
+    (query indices [P], gallery indices [P], same [P] bool), ordered by
+    (query, gallery).
+  """
+  qp, gp = np.asarray(query_pids), np.asarray(gallery_pids)
   rng = np.random.default_rng(seed)
-  chosen = []
-  for p in rng.permutation(pids):
-    if len(chosen) >= max_images:
-      break
-    chosen.extend(by_pid[int(p)][:max(2, max_images // 20)])
-  return chosen
+  matches = ranking.true_matches(query_pids, query_camids, gallery_pids,
+                                 gallery_camids)
+  pos_q = np.concatenate([np.full(m.size, q, np.int64)
+                          for q, m in enumerate(matches)] + [np.zeros(0, int)])
+  pos_g = np.concatenate(list(matches) + [np.zeros(0, np.int64)])
+  num_pos = min(pos_q.size, max_pairs // 2)
+  if num_pos < pos_q.size:
+    pick = np.sort(rng.choice(pos_q.size, num_pos, replace=False))
+    pos_q, pos_g = pos_q[pick], pos_g[pick]
+  num_neg = max_pairs - num_pos
+  queries = np.nonzero(qp != records.JUNK_PID)[0]
+  gallery = np.nonzero(gp != records.JUNK_PID)[0]
+  # Negatives per query: the non-junk gallery minus its identity's images.
+  pids, counts = np.unique(gp[gallery], return_counts=True)
+  same_count = dict(zip(pids.tolist(), counts.tolist()))
+  available = sum(gallery.size - same_count.get(int(qp[q]), 0)
+                  for q in queries)
+  if available <= num_neg:
+    grid_q, grid_g = np.meshgrid(queries, gallery, indexing="ij")
+    grid_q, grid_g = grid_q.ravel(), grid_g.ravel()
+    neg = qp[grid_q] != gp[grid_g]
+    neg_q, neg_g = grid_q[neg], grid_g[neg]
+  else:
+    # Far more candidates than needed: rejection sampling of unique pairs.
+    found = np.zeros(0, np.int64)
+    while found.size < num_neg:
+      q = rng.choice(queries, 2 * num_neg)
+      g = rng.choice(gallery, 2 * num_neg)
+      linear = q * gp.size + g
+      found = np.unique(np.r_[found, linear[qp[q] != gp[g]]])
+    found = rng.choice(found, num_neg, replace=False)
+    neg_q, neg_g = found // gp.size, found % gp.size
+  qi = np.r_[pos_q, neg_q].astype(np.int64)
+  gi = np.r_[pos_g, neg_g].astype(np.int64)
+  same = np.r_[np.ones(pos_q.size, bool), np.zeros(neg_q.size, bool)]
+  order = np.lexsort((gi, qi))
+  return qi[order], gi[order], same[order]
 
 
-def verification_report(features, pids, *, pair_scorer: Optional[cir.PairScorer]
-                        = None, images=None,
-                        max_head_pairs: int = VERIFICATION_MAX_HEAD_PAIRS,
-                        seed: int = 0) -> dict:
-  """ROC / EER / threshold from SIR distances and the verification head.
+def pair_distances(query_features, gallery_features, qi, gi) -> np.ndarray:
+  """Euclidean distances of pairs (query qi[p], gallery gi[p]): [P] float32."""
+  qf = np.asarray(query_features, np.float32)
+  gf = np.asarray(gallery_features, np.float32)
+  out = np.empty(len(qi), np.float32)
+  for s in range(0, len(qi), _PAIR_CHUNK):
+    diff = qf[qi[s:s + _PAIR_CHUNK]] - gf[gi[s:s + _PAIR_CHUNK]]
+    out[s:s + _PAIR_CHUNK] = np.sqrt(np.einsum("ij,ij->i", diff, diff))
+  return out
+
+
+def _head_pairs(same: np.ndarray, max_head_pairs: int,
+                seed: int) -> np.ndarray:
+  """Sorted indices of the pairs the verification head scores: positives up
+  to half of `max_head_pairs`, the rest negatives, both seeded samples."""
+  rng = np.random.default_rng(seed)
+  pos, neg = np.nonzero(same)[0], np.nonzero(~same)[0]
+  pos = rng.permutation(pos)[:max_head_pairs // 2]
+  neg = rng.permutation(neg)[:max_head_pairs - pos.size]
+  return np.sort(np.r_[pos, neg])
+
+
+def split_verification_report(
+    query_features, gallery_features, query_pids, query_camids,
+    gallery_pids, gallery_camids, *,
+    head_scores: Optional[Callable[[np.ndarray, np.ndarray], np.ndarray]]
+    = None, max_pairs: int = VERIFICATION_MAX_PAIRS,
+    max_head_pairs: int = VERIFICATION_MAX_HEAD_PAIRS,
+    seed: int = 0) -> dict:
+  """ROC / EER / threshold on the query-gallery pairs of a test split.
+
+  The test split's identities are disjoint from its training split's by
+  the dataset's protocol, so unlike training identities they show how a
+  threshold does on people the model has not learnt. Pairs:
+  `test_split_pairs`.
+
+  Args:
+    query_features, gallery_features: [Q, D], [G, D] embeddings.
+    query_pids, query_camids, gallery_pids, gallery_camids: their ids.
+    head_scores: optional (query indices [B], gallery indices [B]) ->
+      same-person probabilities [B] of the verification head.
+    max_pairs: pairs scored by SIR distance.
+    max_head_pairs: pairs scored by the head (`_head_pairs`).
+    seed: pair sampling seed.
+
+  Returns:
+    {"sir_distance": roc_report (a Euclidean distance threshold: same person
+    if below), "verification_head": roc_report (a probability: same if
+    above) with `head_scores`, "split": "test", "num_ids" (identities in
+    the pairs, distractors not counted), "num_images", "num_query_images",
+    "num_gallery_images"}, or {"split": "test", "skipped": why} when the
+    split has no same-person or no different-person pair.
+  """
+  qi, gi, same = test_split_pairs(query_pids, query_camids, gallery_pids,
+                                  gallery_camids, max_pairs=max_pairs,
+                                  seed=seed)
+  if same.all() or not same.any():
+    return {"split": "test", "skipped": (
+        f"the test split has {int(same.sum())} same-person and "
+        f"{int((~same).sum())} different-person query-gallery pairs (after "
+        "leaving out junk and one identity's pairs from one camera); the "
+        "ROC needs both.")}
+  out = {"sir_distance": verification.roc_report(
+      pair_distances(query_features, gallery_features, qi, gi), same,
+      higher_means_same=False)}
+  if head_scores is not None:
+    pick = _head_pairs(same, max_head_pairs, seed)
+    t0 = time.perf_counter()
+    prob = np.asarray(head_scores(qi[pick], gi[pick]))
+    out["verification_head"] = verification.roc_report(prob, same[pick])
+    out["verification_head"]["seconds"] = time.perf_counter() - t0
+  qp, gp = np.asarray(query_pids), np.asarray(gallery_pids)
+  ids = set(qp[qi].tolist()) | set(gp[gi].tolist())
+  ids -= {records.JUNK_PID, records.DISTRACTOR_PID}
+  uq, ug = np.unique(qi).size, np.unique(gi).size
+  out.update(split="test", num_ids=len(ids), num_images=uq + ug,
+             num_query_images=uq, num_gallery_images=ug)
+  return out
+
+
+def verification_report(features, pids, *, seed: int = 0) -> dict:
+  """ROC / EER / threshold from the SIR distances of one set of images.
+
+  For a features file's val_features / val_pids: every pair within the set
+  (a seeded sample beyond `verification.sir_pairs`' cap). A model on a
+  dataset is reported on its test split's pairs instead
+  (`split_verification_report`).
 
   Args:
     features: [N, D] validation embeddings.
     pids: [N] their identities.
-    pair_scorer: optional (images_a, images_b) -> same probability [B].
-    images: [N, H, W, 3] validation images for the pair scorer.
-    max_head_pairs: pairs scored by the head (all positives up to half of
-      it, the rest random negatives).
     seed: pair sampling seed.
 
   Returns:
     {"sir_distance": roc_report (threshold is a Euclidean distance: same
-    person if below), "verification_head": roc_report (probability: same if
-    above) when a scorer is given}.
+    person if below), "num_ids": identities (distractors not counted)}.
   """
   pids = np.asarray(pids)
   dist, same = verification.sir_pairs(features, pids, seed=seed)
-  out = {"sir_distance": verification.roc_report(dist, same,
-                                                 higher_means_same=False)}
-  if pair_scorer is not None and images is not None:
-    i, j = np.triu_indices(len(pids), k=1)
-    same = pids[i] == pids[j]
-    rng = np.random.default_rng(seed)
-    pos, neg = np.nonzero(same)[0], np.nonzero(~same)[0]
-    pos = rng.permutation(pos)[:max_head_pairs // 2]
-    neg = rng.permutation(neg)[:max_head_pairs - pos.size]
-    pick = np.sort(np.r_[pos, neg])
-    t0 = time.perf_counter()
-    prob = cir.score_pairs(pair_scorer, images, images, i[pick], j[pick],
-                           batch_size=64)
-    out["verification_head"] = verification.roc_report(prob, same[pick])
-    out["verification_head"]["seconds"] = time.perf_counter() - t0
-  return out
+  return {"sir_distance": verification.roc_report(dist, same,
+                                                  higher_means_same=False),
+          "num_ids": len(set(pids.tolist()) - {records.JUNK_PID,
+                                               records.DISTRACTOR_PID})}
 
 
 def evaluate_splits(evaluate_one: Callable[[int, bool], dict],
