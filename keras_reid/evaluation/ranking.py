@@ -435,7 +435,8 @@ def evaluate_distance_fn(dist_fn: DistanceChunkFn, num_queries: int,
   query_pids = check_ids("query_pids", query_pids, num_queries)
   query_camids = check_ids("query_camids", query_camids, num_queries)
   gallery_pids = np.asarray(gallery_pids)
-  gallery_pids = check_ids("gallery_pids", gallery_pids, gallery_pids.shape[0])
+  gallery_pids = check_ids("gallery_pids", gallery_pids,
+                           gallery_pids.shape[0])
   gallery_camids = check_ids("gallery_camids", gallery_camids,
                               gallery_pids.shape[0])
   if max_rank < 1:
@@ -677,7 +678,8 @@ def scored_rankings(dist_fn: DistanceChunkFn, num_queries: int, query_pids,
   query_pids = check_ids("query_pids", query_pids, num_queries)
   query_camids = check_ids("query_camids", query_camids, num_queries)
   gallery_pids = np.asarray(gallery_pids)
-  gallery_pids = check_ids("gallery_pids", gallery_pids, gallery_pids.shape[0])
+  gallery_pids = check_ids("gallery_pids", gallery_pids,
+                           gallery_pids.shape[0])
   gallery_camids = check_ids("gallery_camids", gallery_camids,
                               gallery_pids.shape[0])
   if k < 1:
