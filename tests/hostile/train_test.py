@@ -27,6 +27,7 @@ from PIL import Image
 import pytest
 
 from configs import default
+from keras_reid import schema
 from keras_reid.data import datasets
 from keras_reid.data import from_config
 
@@ -74,14 +75,14 @@ def test_allow_incomplete_false_keeps_refusing_an_incomplete_copy(tmp_path):
   root = _tiny_market(tmp_path / "market")
   config = default.get_config()
   for text in ("False", "FALSE"):
-    stage = default.stage_config(dataset="market1501", root=root,
+    stage = schema.stage_config(dataset="market1501", root=root,
                                  options=f"allow_incomplete={text}")
     with pytest.raises(ValueError, match="does not hold the published set"):
       from_config.load_stage_dataset(stage, config)
-  stage = default.stage_config(dataset="market1501", root=root,
+  stage = schema.stage_config(dataset="market1501", root=root,
                                options="allow_incomplete=TRUE")
   assert len(from_config.load_stage_dataset(stage, config).train) == 2
-  stage = default.stage_config(dataset="market1501", root=root,
+  stage = schema.stage_config(dataset="market1501", root=root,
                                options="allow_incomplete=no")
   with pytest.raises(ValueError, match="expected true or false"):
     from_config.load_stage_dataset(stage, config)

@@ -35,7 +35,7 @@ MIRRORED_SCRIPT = textwrap.dedent("""
     tf.config.set_logical_device_configuration(
         cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     from keras_reid.data import from_config
-    from keras_reid.training import distribute, stage_setup
+    from keras_reid.training import distribute, stage_setup, stages
     from tests.training import tiny_config
 
     config = tiny_config.get_config()
