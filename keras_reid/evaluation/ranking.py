@@ -99,6 +99,18 @@ DistanceChunkFn = Callable[[int, int], np.ndarray]
 _INT64_RANGE = (-2.0**63, 2.0**63)
 
 
+def _checked_ids(num_queries: int, query_pids, query_camids, gallery_pids,
+                 gallery_camids) -> tuple[np.ndarray, ...]:
+  """(query_pids, query_camids, gallery_pids, gallery_camids) as checked
+  int64 arrays (`check_ids`): [Q], [Q], [G], [G]."""
+  gallery_pids = np.asarray(gallery_pids)
+  num_gallery = gallery_pids.shape[0] if gallery_pids.ndim else 0
+  return (check_ids("query_pids", query_pids, num_queries),
+          check_ids("query_camids", query_camids, num_queries),
+          check_ids("gallery_pids", gallery_pids, num_gallery),
+          check_ids("gallery_camids", gallery_camids, num_gallery))
+
+
 def check_ids(name: str, values, length: int) -> np.ndarray:
   """Validated ids (pids or camids) as int64.
 
@@ -432,13 +444,8 @@ def evaluate_distance_fn(dist_fn: DistanceChunkFn, num_queries: int,
   Returns:
     See `evaluate_features`.
   """
-  query_pids = check_ids("query_pids", query_pids, num_queries)
-  query_camids = check_ids("query_camids", query_camids, num_queries)
-  gallery_pids = np.asarray(gallery_pids)
-  gallery_pids = check_ids("gallery_pids", gallery_pids,
-                           gallery_pids.shape[0])
-  gallery_camids = check_ids("gallery_camids", gallery_camids,
-                              gallery_pids.shape[0])
+  query_pids, query_camids, gallery_pids, gallery_camids = _checked_ids(
+      num_queries, query_pids, query_camids, gallery_pids, gallery_camids)
   if max_rank < 1:
     raise ValueError(f"max_rank must be >= 1, got {max_rank}.")
   matches, removed = _match_lists(query_pids, query_camids, gallery_pids,
@@ -675,13 +682,8 @@ def scored_rankings(dist_fn: DistanceChunkFn, num_queries: int, query_pids,
   Returns:
     ScoredRankings.
   """
-  query_pids = check_ids("query_pids", query_pids, num_queries)
-  query_camids = check_ids("query_camids", query_camids, num_queries)
-  gallery_pids = np.asarray(gallery_pids)
-  gallery_pids = check_ids("gallery_pids", gallery_pids,
-                           gallery_pids.shape[0])
-  gallery_camids = check_ids("gallery_camids", gallery_camids,
-                              gallery_pids.shape[0])
+  query_pids, query_camids, gallery_pids, gallery_camids = _checked_ids(
+      num_queries, query_pids, query_camids, gallery_pids, gallery_camids)
   if k < 1:
     raise ValueError(f"k must be >= 1, got {k}.")
   num_gallery = gallery_pids.shape[0]
