@@ -17,6 +17,8 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+# Before anything that imports TensorFlow, to quiet its start-up logs.
+from keras_reid import quiet  # noqa: F401
 from keras_reid import runs
 from keras_reid import default
 from keras_reid import user_errors

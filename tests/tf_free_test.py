@@ -23,6 +23,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TF_FREE_MODULES = (
     "keras_reid.config",
     "keras_reid.runs",
+    # Imported by every entry point first.
+    "keras_reid.quiet",
     # Keras only to draw a terminal's progress bar.
     "keras_reid.progress",
     "keras_reid.schema",

@@ -1,9 +1,15 @@
-"""Hostile input to training's dataset options (config stages.<stage>.options).
+"""Hostile input to `python -m keras_reid.train`: its environment, its config
+and its dataset options.
 
-The same options string reaches the readers from a training config
-(`from_config.load_stage_dataset`), from `python -m keras_reid.evaluate
---options` and from `python -m keras_reid.data.inspect --options`.
-Guaranteed:
+Guaranteed for the command line:
+  * TensorFlow's start-up lines (absl's pre-init warning, CUDA probing,
+    CPU-feature notices) are not printed unless KERAS_REID_TF_LOGS=1 asks
+    for them, with TF_CPP_MIN_LOG_LEVEL unset (keras_reid/quiet.py).
+
+Dataset options (config stages.<stage>.options): the same options string
+reaches the readers from a training config (`from_config.load_stage_dataset`),
+from `python -m keras_reid.evaluate --options` and from `python -m
+keras_reid.data.inspect --options`. Guaranteed:
   * a bool option (allow_incomplete, combine_val, ...) is true or false in
     any case, and is the boolean it says: allow_incomplete=False keeps the
     reader refusing an incomplete copy (the string "False" was truthy);
@@ -27,6 +33,7 @@ from PIL import Image
 import pytest
 
 from configs import default
+from keras_reid import schema
 from keras_reid.data import datasets
 from keras_reid.data import from_config
 
@@ -74,15 +81,15 @@ def test_allow_incomplete_false_keeps_refusing_an_incomplete_copy(tmp_path):
   root = _tiny_market(tmp_path / "market")
   config = default.get_config()
   for text in ("False", "FALSE"):
-    stage = default.stage_config(dataset="market1501", root=root,
-                                 options=f"allow_incomplete={text}")
+    stage = schema.stage_config(dataset="market1501", root=root,
+                                options=f"allow_incomplete={text}")
     with pytest.raises(ValueError, match="does not hold the published set"):
       from_config.load_stage_dataset(stage, config)
-  stage = default.stage_config(dataset="market1501", root=root,
-                               options="allow_incomplete=TRUE")
+  stage = schema.stage_config(dataset="market1501", root=root,
+                              options="allow_incomplete=TRUE")
   assert len(from_config.load_stage_dataset(stage, config).train) == 2
-  stage = default.stage_config(dataset="market1501", root=root,
-                               options="allow_incomplete=no")
+  stage = schema.stage_config(dataset="market1501", root=root,
+                              options="allow_incomplete=no")
   with pytest.raises(ValueError, match="expected true or false"):
     from_config.load_stage_dataset(stage, config)
 
@@ -133,6 +140,48 @@ def test_command_line_prints_one_line(tmp_path):
   assert proc.stderr.strip().splitlines() == [
       "error: Dataset option allow_incomplete='no' of market1501: expected "
       "true or false (in any case), e.g. allow_incomplete=true."]
+
+
+def _environment(**settings):
+  """os.environ without the settings these tests are about, plus `settings`."""
+  env = {k: v for k, v in os.environ.items()
+         if k not in ("TF_CPP_MIN_LOG_LEVEL", "KERAS_REID_TF_LOGS",
+                      "REID_DATA_ROOT")}
+  env.update(settings)
+  return env
+
+
+def _run(args, env, cwd=REPO, timeout=300):
+  return subprocess.run([sys.executable, *args], cwd=cwd, env=env,
+                        capture_output=True, text=True, timeout=timeout)
+
+
+# What TensorFlow prints while it starts (see tests/quiet_test.py for whole
+# lines), matched here independently of keras_reid.quiet's own patterns.
+START_UP_NOISE = (
+    "All log messages before absl::InitializeLog()", "cudart_stub.cc",
+    "Could not find cuda drivers", "cpu_feature_guard.cc",
+    "To enable the following instructions", "failed call to cuInit",
+    "Unable to register cu", "oneDNN custom operations")
+
+
+def _noise(stderr: str) -> set[str]:
+  return {n for n in START_UP_NOISE if n in stderr}
+
+
+@pytest.mark.slow
+def test_tensorflow_start_up_lines_are_off_unless_asked_for():
+  env = _environment(PYTHONPATH=REPO)
+  quiet = _run(["-m", "keras_reid.train", "--help"], env)
+  assert "--config.stages.synthetic.step2_iterations" in quiet.stdout
+  assert quiet.stderr == "", quiet.stderr[-3000:]
+  # What TensorFlow prints on this machine, if anything, comes back with
+  # KERAS_REID_TF_LOGS=1.
+  bare = _run(["-c", "import tensorflow"], env)
+  loud = _run(["-m", "keras_reid.train", "--help"],
+              dict(env, KERAS_REID_TF_LOGS="1"))
+  assert _noise(loud.stderr) == _noise(bare.stderr)
+  assert "--config.stages.synthetic.step2_iterations" in loud.stdout
 
 
 if __name__ == "__main__":
