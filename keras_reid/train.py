@@ -45,6 +45,9 @@ def _config_help() -> str:
   return "\n".join(lines)
 
 
+# A mistyped --config.<key> is one line naming the closest key, not the
+# traceback ml_collections raises while the flag below parses it.
+user_errors.exit_on_bad_config_override(_DEFAULT_CONFIG_FILE)
 _CONFIG = config_flags.DEFINE_config_file(
     "config", default=_DEFAULT_CONFIG_FILE, help_string=_config_help(),
     lock_config=True)

@@ -23,8 +23,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TF_FREE_MODULES = (
     "keras_reid.config",
     "keras_reid.runs",
-    # Imported by every entry point first.
+    # The entry points' own helpers (quiet is imported first).
     "keras_reid.quiet",
+    "keras_reid.user_errors",
     # Keras only to draw a terminal's progress bar.
     "keras_reid.progress",
     "keras_reid.schema",

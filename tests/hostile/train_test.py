@@ -1,10 +1,12 @@
 """Hostile input to `python -m keras_reid.train`: its environment, its config
-and its dataset options.
+keys and its dataset options.
 
 Guaranteed for the command line:
   * TensorFlow's start-up lines (absl's pre-init warning, CUDA probing,
     CPU-feature notices) are not printed unless KERAS_REID_TF_LOGS=1 asks
-    for them, with TF_CPP_MIN_LOG_LEVEL unset (keras_reid/quiet.py).
+    for them, with TF_CPP_MIN_LOG_LEVEL unset (keras_reid/quiet.py);
+  * a mistyped --config.<key> is one line naming the key and the closest
+    valid one (or the keys of its section), whether or not --config is given.
 
 Dataset options (config stages.<stage>.options): the same options string
 reaches the readers from a training config (`from_config.load_stage_dataset`),
@@ -34,6 +36,7 @@ import pytest
 
 from configs import default
 from keras_reid import schema
+from keras_reid import user_errors
 from keras_reid.data import datasets
 from keras_reid.data import from_config
 
@@ -182,6 +185,67 @@ def test_tensorflow_start_up_lines_are_off_unless_asked_for():
               dict(env, KERAS_REID_TF_LOGS="1"))
   assert _noise(loud.stderr) == _noise(bare.stderr)
   assert "--config.stages.synthetic.step2_iterations" in loud.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--config.stages.synthetic.step2_iteration=5"],
+     "--config.stages.synthetic.step2_iteration: no such key; did you mean "
+     "--config.stages.synthetic.step2_iterations?"),
+    (["--config=configs/default.py", "--config.trian.log_evry=5"],
+     "--config.trian.log_evry: no such key; did you mean "
+     "--config.train.log_every?"),
+    ([f"--config={REPO}/configs/viper_cpu.py",
+      "--config.stages.synthetic.step2_lr=1"],
+     "--config.stages.synthetic.step2_lr: no such key; did you mean "
+     "--config.stages.viper.step2_lr?"),
+    (["--config.train.image_heigth=64"],
+     "--config.train.image_heigth: no such key; did you mean "
+     "--config.data.image_height?"),
+    (["--noconfig.train.jit_compil"],
+     "--config.train.jit_compil: no such key; did you mean "
+     "--config.train.jit_compile?"),
+    (["--config.train.lr=1"],
+     "--config.train.lr: no such key; the keys of --config.train are "
+     "['checkpoint_every', 'deterministic', 'distribute', 'jit_compile', "
+     "'log_every', 'max_checkpoints', 'momentum', 'optimizer', 'precision', "
+     "'weight_decay', 'weight_decay_mode']."),
+    (["--config.qqqq=1"],
+     "--config.qqqq: no such key; the keys of --config are ['data', 'eval', "
+     "'loss', 'model', 'seed', 'stages', 'train']."),
+    (["--config.train.log_every.often=1"],
+     "--config.train.log_every.often: --config.train.log_every is a value "
+     "(20), not a section; set --config.train.log_every=VALUE."),
+])
+def test_mistyped_config_key_names_the_closest(args, message):
+  argv = ["keras_reid.train", *args]
+  assert user_errors.bad_config_override(argv, default.__file__) == message
+
+
+def test_valid_overrides_and_unloadable_configs_pass_the_check():
+  assert user_errors.bad_config_override(
+      ["train", "--config.train.log_every=5", "--config.stages.synthetic."
+       "unsupervised.grdl_iterations=3", "--noconfig.train.jit_compile"],
+      default.__file__) is None
+  # The flag itself reports a missing file; indexed paths are its to check.
+  assert user_errors.bad_config_override(
+      ["train", "--config=/nowhere.py", "--config.qqqq=1"]) is None
+  assert user_errors.bad_config_override(
+      ["train", "--config.stages[0]=1"], default.__file__) is None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("args, line", [
+    (["--config.stages.synthetic.step2_iteration=5"],
+     "error: --config.stages.synthetic.step2_iteration: no such key; did you "
+     "mean --config.stages.synthetic.step2_iterations?"),
+    (["--config=configs/default.py", "--config.trian.log_every=5"],
+     "error: --config.trian.log_every: no such key; did you mean "
+     "--config.train.log_every?"),
+])
+def test_command_line_prints_a_mistyped_key_as_one_line(args, line):
+  proc = _run(["-m", "keras_reid.train", *args], _environment())
+  assert proc.returncode == 1
+  assert proc.stderr.splitlines() == [line]
 
 
 if __name__ == "__main__":
