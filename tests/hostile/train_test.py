@@ -1,12 +1,15 @@
 """Hostile input to `python -m keras_reid.train`: its environment, its config
-keys and its dataset options.
+keys, its data folders and its dataset options.
 
 Guaranteed for the command line:
   * TensorFlow's start-up lines (absl's pre-init warning, CUDA probing,
     CPU-feature notices) are not printed unless KERAS_REID_TF_LOGS=1 asks
     for them, with TF_CPP_MIN_LOG_LEVEL unset (keras_reid/quiet.py);
   * a mistyped --config.<key> is one line naming the key and the closest
-    valid one (or the keys of its section), whether or not --config is given.
+    valid one (or the keys of its section), whether or not --config is given;
+  * a stage folder that does not exist (REID_DATA_ROOT unset or wrong) is one
+    line naming the folder, the layout expected there and REID_DATA_ROOT
+    with its value; an empty stage root names REID_DATA_ROOT too.
 
 Dataset options (config stages.<stage>.options): the same options string
 reaches the readers from a training config (`from_config.load_stage_dataset`),
@@ -246,6 +249,54 @@ def test_command_line_prints_a_mistyped_key_as_one_line(args, line):
   proc = _run(["-m", "keras_reid.train", *args], _environment())
   assert proc.returncode == 1
   assert proc.stderr.splitlines() == [line]
+
+
+def test_missing_stage_folder_names_it_and_reid_data_root(tmp_path,
+                                                          monkeypatch):
+  config = default.get_config()
+  missing = str(tmp_path / "data" / "viper")
+  stage = schema.stage_config(dataset="viper", root=missing)
+  monkeypatch.delenv("REID_DATA_ROOT", raising=False)
+  with pytest.raises(FileNotFoundError) as e:
+    from_config.load_stage_dataset(stage, config)
+  message = str(e.value)
+  # The reader's layout, the folder, the variable, its value and the flag.
+  assert "Expected cam_a/ and cam_b/" in message
+  assert (f"The folder {missing!r} does not exist: set REID_DATA_ROOT to the "
+          "folder holding the datasets (it is unset;") in message
+  assert "--config.stages.<name>.root=DIR" in message
+  monkeypatch.setenv("REID_DATA_ROOT", str(tmp_path / "data"))
+  with pytest.raises(FileNotFoundError,
+                     match=f"it is '{tmp_path / 'data'}'"):
+    from_config.load_stage_dataset(stage, config)
+  with pytest.raises(ValueError, match="the stage's root is empty: set "
+                     "REID_DATA_ROOT"):
+    from_config.load_stage_dataset(schema.stage_config(dataset="viper"),
+                                   config)
+  # A folder that exists but holds another layout keeps the reader's words.
+  os.makedirs(missing)
+  with pytest.raises(FileNotFoundError) as e:
+    from_config.load_stage_dataset(stage, config)
+  assert "REID_DATA_ROOT" not in str(e.value)
+
+
+@pytest.mark.slow
+def test_command_line_names_the_missing_data_folder(tmp_path):
+  # configs/viper_cpu.py reads $REID_DATA_ROOT/reid_pool first.
+  data = tmp_path / "nowhere"
+  proc = _run(["-m", "keras_reid.train",
+               f"--config={REPO}/configs/viper_cpu.py",
+               f"--workdir={tmp_path / 'run'}"],
+              _environment(REID_DATA_ROOT=str(data), PYTHONPATH=REPO),
+              cwd=str(tmp_path))
+  assert proc.returncode == 1
+  errors = [line for line in proc.stderr.splitlines()
+            if line.startswith("error:")]
+  assert len(errors) == 1, proc.stderr[-3000:]
+  assert f"The folder '{data / 'reid_pool'}' does not exist: set " in errors[0]
+  assert f"REID_DATA_ROOT to the folder holding the datasets (it is " \
+         f"'{data}';" in errors[0]
+  assert "Expected a CSV with columns path,pid,camid" in errors[0]
 
 
 if __name__ == "__main__":
