@@ -16,6 +16,8 @@ are skipped and listed. The library: keras_reid.run_comparison.
 from absl import app
 from absl import flags
 
+# Before anything that imports TensorFlow, to quiet its start-up logs.
+from keras_reid import quiet  # noqa: F401
 from keras_reid import run_comparison
 from keras_reid import user_errors
 

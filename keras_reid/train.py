@@ -17,6 +17,8 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+# Before anything that imports TensorFlow, to quiet its start-up logs.
+from keras_reid import quiet  # noqa: F401
 from keras_reid import runs
 from keras_reid import default
 from keras_reid import user_errors
@@ -43,6 +45,9 @@ def _config_help() -> str:
   return "\n".join(lines)
 
 
+# A mistyped --config.<key> is one line naming the closest key, not the
+# traceback ml_collections raises while the flag below parses it.
+user_errors.exit_on_bad_config_override(_DEFAULT_CONFIG_FILE)
 _CONFIG = config_flags.DEFINE_config_file(
     "config", default=_DEFAULT_CONFIG_FILE, help_string=_config_help(),
     lock_config=True)

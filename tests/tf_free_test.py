@@ -23,6 +23,11 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TF_FREE_MODULES = (
     "keras_reid.config",
     "keras_reid.runs",
+    # The entry points' own helpers (quiet is imported first).
+    "keras_reid.quiet",
+    "keras_reid.user_errors",
+    # Keras only to draw a terminal's progress bar.
+    "keras_reid.progress",
     "keras_reid.schema",
     "keras_reid.default",
     # Imports Keras inside the losses only: keras_reid.config reads its table.

@@ -21,6 +21,20 @@ from keras_reid.data import records as records_lib
 from keras_reid.data.synthetic import generator as synthetic
 
 
+# The environment variable the experiment configs (configs/*.py) build their
+# dataset and weights paths from.
+DATA_ROOT_ENV = "REID_DATA_ROOT"
+
+
+def data_root_hint() -> str:
+  """How to point a config at the datasets, with REID_DATA_ROOT's value."""
+  value = os.environ.get(DATA_ROOT_ENV)
+  now = f"it is {value!r}" if value else "it is unset"
+  return (f"set {DATA_ROOT_ENV} to the folder holding the datasets ({now}; "
+          "the configs in configs/ read their dataset folders below it), or "
+          "--config.stages.<name>.root=DIR (see README.md, Datasets).")
+
+
 def parse_options(text: str, dataset: str | None = None) -> dict:
   """Reader options written "key=value,key=value".
 
@@ -175,9 +189,22 @@ def dataset_root(name: str, root: str, config: config_dict.ConfigDict,
     return root
   if not root:
     raise ValueError(
-        f"Stage dataset {name!r} needs a folder: set "
-        "--config.stages.<name>.root=DIR (see README.md, Datasets).")
+        f"Stage dataset {name!r} needs a folder and the stage's root is "
+        f"empty: {data_root_hint()}")
   return root
+
+
+def _load_from_root(name: str, root: str, **kwargs) -> records_lib.ReidDataset:
+  """datasets.load_dataset; a root that does not exist also says how the
+  config finds its datasets (most often REID_DATA_ROOT is unset)."""
+  try:
+    return datasets.load_dataset(name, root, **kwargs)
+  except FileNotFoundError as e:
+    if os.path.exists(root):
+      raise
+    raise FileNotFoundError(
+        f"{e} The folder {os.path.abspath(root)!r} does not exist: "
+        f"{data_root_hint()}") from e
 
 
 def load_stage_dataset(stage: config_dict.ConfigDict,
@@ -196,10 +223,10 @@ def load_stage_dataset(stage: config_dict.ConfigDict,
                      if name == "synthetic" and key in options[name]}
               for name in names}
   return records_lib.combine_for_training([
-      datasets.load_dataset(name,
-                            dataset_root(name, root, config, **generate[name]),
-                            split=stage.split, split_seed=stage.split_seed,
-                            **options[name])
+      _load_from_root(name,
+                      dataset_root(name, root, config, **generate[name]),
+                      split=stage.split, split_seed=stage.split_seed,
+                      **options[name])
       for name, root in zip(names, roots)])
 
 

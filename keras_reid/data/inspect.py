@@ -15,6 +15,8 @@ import sys
 from absl import app
 from absl import flags
 
+# Before anything that imports TensorFlow, to quiet its start-up logs.
+from keras_reid import quiet  # noqa: F401
 from keras_reid.data import datasets
 from keras_reid.data import from_config
 from keras_reid.data import inspection

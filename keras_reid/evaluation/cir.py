@@ -11,11 +11,13 @@ pair, so the functions here time both and report the ratio.
 
 from __future__ import annotations
 
+import sys
 import time
 from typing import Callable, Optional
 
 import numpy as np
 
+from keras_reid import progress
 from keras_reid.data import records
 from keras_reid.evaluation import ranking
 
@@ -26,12 +28,20 @@ PairScorer = Callable[[np.ndarray, np.ndarray], np.ndarray]
 def score_pairs(scorer: PairScorer, query_items, gallery_items,
                 query_index: np.ndarray, gallery_index: np.ndarray, *,
                 batch_size: int = 256) -> np.ndarray:
-  """Probabilities [P] of the pairs (query_items[qi], gallery_items[gi])."""
+  """Probabilities [P] of the pairs (query_items[qi], gallery_items[gi]).
+
+  Reports its progress on stderr when it takes more than a few seconds
+  (full CIR runs the scorer on every query-gallery pair).
+  """
   out = np.empty(len(query_index), np.float32)
+  bar = progress.make_progress(len(query_index), "pairs", rate_unit="pair",
+                               label="Scoring pairs", stream=sys.stderr,
+                               delay=progress.SLOW_SECONDS)
   for s in range(0, len(query_index), batch_size):
     qi, gi = query_index[s:s + batch_size], gallery_index[s:s + batch_size]
     prob = np.asarray(scorer(query_items[qi], gallery_items[gi]), np.float32)
     out[s:s + len(qi)] = prob.reshape(-1)
+    bar.update(s + len(qi))
   return out
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
 import time
 from typing import Callable, Optional, Sequence
 
@@ -17,6 +18,7 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
+from keras_reid import progress
 from keras_reid.data import pipeline
 from keras_reid.data import records as records_lib
 from keras_reid.evaluation import cir
@@ -44,10 +46,19 @@ def flip_averaged(embed_fn: EmbedFn) -> EmbedFn:
   return embed
 
 
+def _image_progress(num_images: int, label: str):
+  """Progress of a pass over images, on stderr (stdout may carry a report),
+  shown only when the pass takes more than a few seconds."""
+  return progress.make_progress(num_images, "images", rate_unit="img",
+                                label=label, stream=sys.stderr,
+                                delay=progress.SLOW_SECONDS)
+
+
 def extract_features(embed_fn: EmbedFn,
                      records: Sequence[records_lib.Record], *,
                      image_size: tuple[int, int], normalization: str,
-                     batch_size: int = 128) -> np.ndarray:
+                     batch_size: int = 128,
+                     progress_label: str = "Embedding") -> np.ndarray:
   """Embeds every record's image once, in record order.
 
   Args:
@@ -58,6 +69,8 @@ def extract_features(embed_fn: EmbedFn,
     normalization: a key of keras_reid.data.preprocessing.NORMALIZATIONS
       ("none" keeps 0..255 pixels).
     batch_size: images per batch.
+    progress_label: names the pass in its progress lines (printed to
+      stderr when it takes more than progress.SLOW_SECONDS).
 
   Returns:
     [len(records), D] float32 features.
@@ -68,7 +81,12 @@ def extract_features(embed_fn: EmbedFn,
   ds = pipeline.make_eval_dataset(records, image_size=tuple(image_size),
                                   normalization=normalization,
                                   batch_size=batch_size)
-  chunks = [np.asarray(embed_fn(batch), np.float32) for batch in ds]
+  bar = _image_progress(len(records), progress_label)
+  chunks, done = [], 0
+  for batch in ds:
+    chunks.append(np.asarray(embed_fn(batch), np.float32))
+    done += len(chunks[-1])
+    bar.update(done)
   features = np.concatenate(chunks, 0)
   if features.ndim != 2 or features.shape[0] != len(records):
     raise ValueError(
@@ -109,8 +127,12 @@ def evaluate_embedder(embed_fn: EmbedFn, dataset: records_lib.ReidDataset, *,
   t0 = time.perf_counter()
   kwargs = dict(image_size=image_size, normalization=normalization,
                 batch_size=batch_size)
-  qf = extract_features(embed_fn, dataset.query, **kwargs)
-  gf = extract_features(embed_fn, dataset.gallery, **kwargs)
+  qf = extract_features(embed_fn, dataset.query,
+                        progress_label=f"Embedding {dataset.name} query",
+                        **kwargs)
+  gf = extract_features(embed_fn, dataset.gallery,
+                        progress_label=f"Embedding {dataset.name} gallery",
+                        **kwargs)
   t1 = time.perf_counter()
   arrays = dict(
       query_features=qf, gallery_features=gf,
@@ -147,11 +169,13 @@ def load_images(records: Sequence[records_lib.Record], *,
   ds = pipeline.make_eval_dataset(records, image_size=tuple(image_size),
                                   normalization=normalization,
                                   batch_size=batch_size)
+  bar = _image_progress(len(records), "Loading images")
   start = 0
   for batch in ds:
     batch = np.asarray(batch)
     out[start:start + len(batch)] = batch
     start += len(batch)
+    bar.update(start)
   return out
 
 

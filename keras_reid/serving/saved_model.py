@@ -31,12 +31,14 @@ import json
 import os
 import re
 import shutil
+import sys
 import tempfile
-from typing import Optional
+from typing import Callable, Optional
 
 import keras
 import tensorflow as tf
 
+from keras_reid import progress
 from keras_reid import runs
 from keras_reid.data import preprocessing
 
@@ -50,6 +52,9 @@ MAX_ENCODED_BYTES = 16 * 1024 * 1024
 MAX_IMAGE_PIXELS = min(MAX_IMAGE_SIDE ** 2, preprocessing.MAX_IMAGE_PIXELS)
 
 SIGNATURES = ("serving_default", "serve_bytes", "verify")
+# What export_saved_model reports to its step_done: each signature traced,
+# then the SavedModel written.
+EXPORT_STEPS = len(SIGNATURES) + 1
 EXPORT_INFO_FILE = os.path.join("assets.extra", "export_info.json")
 
 # File signatures ("magic numbers") of the formats serve_bytes accepts.
@@ -220,7 +225,9 @@ def export_saved_model(embedder: keras.Model, pair_scorer: keras.Model, *,
                        export_base: str, image_size: tuple[int, int],
                        normalization: str,
                        version: Optional[int] = None,
-                       extra_info: Optional[dict] = None) -> str:
+                       extra_info: Optional[dict] = None,
+                       step_done: Optional[Callable[[str], None]] = None
+                       ) -> str:
   """Writes a versioned SavedModel with the three serving signatures.
 
   The version is written to a hidden temporary folder and renamed into place,
@@ -237,6 +244,8 @@ def export_saved_model(embedder: keras.Model, pair_scorer: keras.Model, *,
     version: the version number; None = next_version(export_base).
     extra_info: more JSON-serialisable entries for export_info.json (e.g.
       "weights_from": which stage and step of a run the weights come from).
+    step_done: called with what was done after each of the EXPORT_STEPS
+      (tracing each signature, writing the SavedModel), for progress.
 
   Returns:
     The version folder, `<export_base>/<version>`.
@@ -256,12 +265,12 @@ def export_saved_model(embedder: keras.Model, pair_scorer: keras.Model, *,
         f"Export folder {path!r} exists already: pass another version, or "
         "version=None for the next free number.")
   os.makedirs(export_base, exist_ok=True)
+  step_done = step_done or (lambda what: None)
   module = ReidServingModule(embedder, pair_scorer, image_size, normalization)
-  signatures = {
-      "serving_default": module.serving_default.get_concrete_function(),
-      "serve_bytes": module.serve_bytes.get_concrete_function(),
-      "verify": module.verify.get_concrete_function(),
-  }
+  signatures = {}
+  for name in SIGNATURES:
+    signatures[name] = getattr(module, name).get_concrete_function()
+    step_done(f"traced {name}")
   tmp = tempfile.mkdtemp(prefix=f".tmp-{int(version)}-", dir=export_base)
   try:
     tf.saved_model.save(module, tmp, signatures=signatures)
@@ -282,6 +291,7 @@ def export_saved_model(embedder: keras.Model, pair_scorer: keras.Model, *,
   except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)
     raise
+  step_done(f"wrote {path}")
   return path
 
 
@@ -300,12 +310,25 @@ def export_run(workdir: str, export_base: str) -> str:
   from keras_reid.models import builders
   from keras_reid.models import restore
 
+  # Restoring, then export_saved_model's steps; on stderr (stdout gets the
+  # folder), when the export takes more than a few seconds.
+  bar = progress.make_progress(
+      1 + EXPORT_STEPS, "export steps", rate_unit="step", label="Export",
+      stream=sys.stderr, delay=progress.SLOW_SECONDS)
+  done = 0
+
+  def step_done(what: str) -> None:
+    nonlocal done
+    done += 1
+    bar.update(done, [("done", what)])
+
   origin = runs.weights_origin(workdir)  # warns if the run is partial
   training_model, config = restore.restore_training_model(workdir)
+  step_done("restored the model")
   return export_saved_model(
       builders.build_embedder(training_model),
       builders.build_pair_scorer(training_model),
       export_base=export_base,
       image_size=(config.data.image_height, config.data.image_width),
       normalization=builders.normalization_for(config.model),
-      extra_info={"weights_from": origin})
+      extra_info={"weights_from": origin}, step_done=step_done)

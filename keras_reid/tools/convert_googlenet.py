@@ -12,6 +12,8 @@ from __future__ import annotations
 from absl import app
 from absl import flags
 
+# Before anything that imports TensorFlow, to quiet its start-up logs.
+from keras_reid import quiet  # noqa: F401
 from keras_reid.tools import googlenet_conversion
 
 FLAGS = flags.FLAGS

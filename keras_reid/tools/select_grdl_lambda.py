@@ -30,12 +30,17 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+# Before anything that imports TensorFlow, to quiet its start-up logs.
+from keras_reid import quiet  # noqa: F401
 from keras_reid import runs
 from keras_reid import user_errors
 from keras_reid.data import from_config
 from keras_reid.models import restore
 from keras_reid.training import cotraining
 
+# A mistyped --config.<key> is one line naming the closest key, not the
+# traceback ml_collections raises while the flag below parses it.
+user_errors.exit_on_bad_config_override()
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config whose --target stage is the unsupervised one.")
 _TARGET = flags.DEFINE_string(

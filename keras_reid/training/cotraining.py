@@ -33,6 +33,7 @@ import dataclasses
 import functools
 import io
 import os
+import sys
 from typing import Callable, Sequence
 
 from absl import logging
@@ -42,6 +43,7 @@ import tensorflow as tf
 from ml_collections import config_dict
 
 from keras_reid import config as config_lib
+from keras_reid import progress
 from keras_reid import runs
 from keras_reid.data import records as records_lib
 from keras_reid.evaluation import embedders
@@ -274,13 +276,14 @@ def load_labels(path: str, paths: list[str]) -> RoundLabels:
 
 
 def extract_features(model: keras.Model, records: list[records_lib.Record],
-                     config: config_dict.ConfigDict) -> np.ndarray:
+                     config: config_dict.ConfigDict, *,
+                     progress_label: str = "Embedding") -> np.ndarray:
   """[N, dim] float32 SIR features of `records` by the model's backbone."""
   return embedders.extract_features(
       builders.embedding_function(model), records,
       image_size=(config.data.image_height, config.data.image_width),
       normalization=builders.normalization_for(config.model),
-      batch_size=config.data.eval_batch_size)
+      batch_size=config.data.eval_batch_size, progress_label=progress_label)
 
 
 def _round_seed(config: config_dict.ConfigDict, stage_index: int,
@@ -311,7 +314,9 @@ def _make_round_labels(run: runner.TrainingRun, name: str,
   r = round_index
   paths = [rec.path for rec in records]
   camids = np.asarray([rec.camid for rec in records])
-  features = extract_features(model, records, run.config)
+  features = extract_features(
+      model, records, run.config,
+      progress_label=f"Stage {name!r} round {r}: embedding the training set")
   previous = runs.round_labels_path(run.read_dir, name, r - 1)
   warm = None
   if stage.supervision == "cotraining" and r > 1 and os.path.exists(previous):
@@ -320,7 +325,14 @@ def _make_round_labels(run: runner.TrainingRun, name: str,
                                            stage.unsupervised.grdl_atoms):
       warm = None
 
+  # GRDL may stop before its last iteration (converged); the lines stop there.
+  grdl_progress = progress.make_progress(
+      stage.unsupervised.grdl_iterations, "GRDL iterations",
+      label=f"Stage {name!r} round {r}: labelling", stream=sys.stderr,
+      delay=progress.SLOW_SECONDS)
+
   def grdl_callback(iteration: int, value: float) -> None:
+    grdl_progress.update(iteration, [("objective", value)])
     with run.writer.as_default(step=iteration):
       tf.summary.scalar(f"cotrain/{name}/round{r}/grdl_objective", value)
 

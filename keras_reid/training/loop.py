@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import sys
 import time
 from typing import Callable
 
@@ -28,6 +27,7 @@ import tensorflow as tf
 from ml_collections import config_dict
 
 from keras_reid import losses
+from keras_reid import progress
 from keras_reid import runs
 from keras_reid.evaluation import ranking
 from keras_reid.models import builders
@@ -384,7 +384,7 @@ def run_fine_tuning_step(
             "new heads only" if step.all_heads else "new classifiers only")
   print(f"Stage {step.stage!r}, step {step.step} ({trains}): "
         f"iterations {start}..{step.iterations}", flush=True)
-  progbar = make_progress(step.iterations)
+  progbar = progress.make_progress(step.iterations, initial=start)
   progbar.update(start)
   images_per_iteration = step.batch_size * strategy.num_replicas_in_sync
   last_time, last_iteration = time.perf_counter(), start
@@ -425,40 +425,6 @@ def run_fine_tuning_step(
   path = save()
   writer.flush()
   return path
-
-
-class PercentProgress:
-  """A progress line every `percent` % of the iterations, for files and pipes.
-
-  Keras's Progbar redraws a terminal line in place; written to a log file it
-  leaves one line per update instead (thousands per step).
-  """
-
-  def __init__(self, target: int, percent: int = 10, stream=None):
-    self.target = target
-    self.percent = percent
-    self.stream = stream or sys.stdout
-    self._next = 0
-
-  def update(self, current: int, values=None) -> None:
-    """Prints when `current` crosses the next multiple of `percent` %."""
-    if self.target <= 0 or current * 100 < self._next * self.target:
-      return
-    done = min(100, current * 100 // self.target)
-    self._next = (done // self.percent + 1) * self.percent
-    if current == 0:
-      return
-    extra = "".join(f" - {name}: {value:.4f}" for name, value in values or [])
-    print(f"{current}/{self.target} iterations ({done}%){extra}",
-          file=self.stream, flush=True)
-
-
-def make_progress(target: int, stream=None):
-  """keras.utils.Progbar on a terminal, PercentProgress otherwise."""
-  stream = stream or sys.stdout
-  if stream.isatty():
-    return keras.utils.Progbar(target, stateful_metrics=None, unit_name="iter")
-  return PercentProgress(target, stream=stream)
 
 
 def write_eval_summaries(writer: tf.summary.SummaryWriter, metrics: dict,

@@ -1,9 +1,20 @@
-"""Hostile input to training's dataset options (config stages.<stage>.options).
+"""Hostile input to `python -m keras_reid.train`: its environment, its config
+keys, its data folders and its dataset options.
 
-The same options string reaches the readers from a training config
-(`from_config.load_stage_dataset`), from `python -m keras_reid.evaluate
---options` and from `python -m keras_reid.data.inspect --options`.
-Guaranteed:
+Guaranteed for the command line:
+  * TensorFlow's start-up lines (absl's pre-init warning, CUDA probing,
+    CPU-feature notices) are not printed unless KERAS_REID_TF_LOGS=1 asks
+    for them, with TF_CPP_MIN_LOG_LEVEL unset (keras_reid/quiet.py);
+  * a mistyped --config.<key> is one line naming the key and the closest
+    valid one (or the keys of its section), whether or not --config is given;
+  * a stage folder that does not exist (REID_DATA_ROOT unset or wrong) is one
+    line naming the folder, the layout expected there and REID_DATA_ROOT
+    with its value; an empty stage root names REID_DATA_ROOT too.
+
+Dataset options (config stages.<stage>.options): the same options string
+reaches the readers from a training config (`from_config.load_stage_dataset`),
+from `python -m keras_reid.evaluate --options` and from `python -m
+keras_reid.data.inspect --options`. Guaranteed:
   * a bool option (allow_incomplete, combine_val, ...) is true or false in
     any case, and is the boolean it says: allow_incomplete=False keeps the
     reader refusing an incomplete copy (the string "False" was truthy);
@@ -28,6 +39,7 @@ import pytest
 
 from configs import default
 from keras_reid import schema
+from keras_reid import user_errors
 from keras_reid.data import datasets
 from keras_reid.data import from_config
 
@@ -76,14 +88,14 @@ def test_allow_incomplete_false_keeps_refusing_an_incomplete_copy(tmp_path):
   config = default.get_config()
   for text in ("False", "FALSE"):
     stage = schema.stage_config(dataset="market1501", root=root,
-                                 options=f"allow_incomplete={text}")
+                                options=f"allow_incomplete={text}")
     with pytest.raises(ValueError, match="does not hold the published set"):
       from_config.load_stage_dataset(stage, config)
   stage = schema.stage_config(dataset="market1501", root=root,
-                               options="allow_incomplete=TRUE")
+                              options="allow_incomplete=TRUE")
   assert len(from_config.load_stage_dataset(stage, config).train) == 2
   stage = schema.stage_config(dataset="market1501", root=root,
-                               options="allow_incomplete=no")
+                              options="allow_incomplete=no")
   with pytest.raises(ValueError, match="expected true or false"):
     from_config.load_stage_dataset(stage, config)
 
@@ -134,6 +146,157 @@ def test_command_line_prints_one_line(tmp_path):
   assert proc.stderr.strip().splitlines() == [
       "error: Dataset option allow_incomplete='no' of market1501: expected "
       "true or false (in any case), e.g. allow_incomplete=true."]
+
+
+def _environment(**settings):
+  """os.environ without the settings these tests are about, plus `settings`."""
+  env = {k: v for k, v in os.environ.items()
+         if k not in ("TF_CPP_MIN_LOG_LEVEL", "KERAS_REID_TF_LOGS",
+                      "REID_DATA_ROOT")}
+  env.update(settings)
+  return env
+
+
+def _run(args, env, cwd=REPO, timeout=300):
+  return subprocess.run([sys.executable, *args], cwd=cwd, env=env,
+                        capture_output=True, text=True, timeout=timeout)
+
+
+# What TensorFlow prints while it starts (see tests/quiet_test.py for whole
+# lines), matched here independently of keras_reid.quiet's own patterns.
+START_UP_NOISE = (
+    "All log messages before absl::InitializeLog()", "cudart_stub.cc",
+    "Could not find cuda drivers", "cpu_feature_guard.cc",
+    "To enable the following instructions", "failed call to cuInit",
+    "Unable to register cu", "oneDNN custom operations")
+
+
+def _noise(stderr: str) -> set[str]:
+  return {n for n in START_UP_NOISE if n in stderr}
+
+
+@pytest.mark.slow
+def test_tensorflow_start_up_lines_are_off_unless_asked_for():
+  env = _environment(PYTHONPATH=REPO)
+  quiet = _run(["-m", "keras_reid.train", "--help"], env)
+  assert "--config.stages.synthetic.step2_iterations" in quiet.stdout
+  assert quiet.stderr == "", quiet.stderr[-3000:]
+  # What TensorFlow prints on this machine, if anything, comes back with
+  # KERAS_REID_TF_LOGS=1.
+  bare = _run(["-c", "import tensorflow"], env)
+  loud = _run(["-m", "keras_reid.train", "--help"],
+              dict(env, KERAS_REID_TF_LOGS="1"))
+  assert _noise(loud.stderr) == _noise(bare.stderr)
+  assert "--config.stages.synthetic.step2_iterations" in loud.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--config.stages.synthetic.step2_iteration=5"],
+     "--config.stages.synthetic.step2_iteration: no such key; did you mean "
+     "--config.stages.synthetic.step2_iterations?"),
+    (["--config=configs/default.py", "--config.trian.log_evry=5"],
+     "--config.trian.log_evry: no such key; did you mean "
+     "--config.train.log_every?"),
+    ([f"--config={REPO}/configs/viper_cpu.py",
+      "--config.stages.synthetic.step2_lr=1"],
+     "--config.stages.synthetic.step2_lr: no such key; did you mean "
+     "--config.stages.viper.step2_lr?"),
+    (["--config.train.image_heigth=64"],
+     "--config.train.image_heigth: no such key; did you mean "
+     "--config.data.image_height?"),
+    (["--noconfig.train.jit_compil"],
+     "--config.train.jit_compil: no such key; did you mean "
+     "--config.train.jit_compile?"),
+    (["--config.train.lr=1"],
+     "--config.train.lr: no such key; the keys of --config.train are "
+     "['checkpoint_every', 'deterministic', 'distribute', 'jit_compile', "
+     "'log_every', 'max_checkpoints', 'momentum', 'optimizer', 'precision', "
+     "'weight_decay', 'weight_decay_mode']."),
+    (["--config.qqqq=1"],
+     "--config.qqqq: no such key; the keys of --config are ['data', 'eval', "
+     "'loss', 'model', 'seed', 'stages', 'train']."),
+    (["--config.train.log_every.often=1"],
+     "--config.train.log_every.often: --config.train.log_every is a value "
+     "(20), not a section; set --config.train.log_every=VALUE."),
+])
+def test_mistyped_config_key_names_the_closest(args, message):
+  argv = ["keras_reid.train", *args]
+  assert user_errors.bad_config_override(argv, default.__file__) == message
+
+
+def test_valid_overrides_and_unloadable_configs_pass_the_check():
+  assert user_errors.bad_config_override(
+      ["train", "--config.train.log_every=5", "--config.stages.synthetic."
+       "unsupervised.grdl_iterations=3", "--noconfig.train.jit_compile"],
+      default.__file__) is None
+  # The flag itself reports a missing file; indexed paths are its to check.
+  assert user_errors.bad_config_override(
+      ["train", "--config=/nowhere.py", "--config.qqqq=1"]) is None
+  assert user_errors.bad_config_override(
+      ["train", "--config.stages[0]=1"], default.__file__) is None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("args, line", [
+    (["--config.stages.synthetic.step2_iteration=5"],
+     "error: --config.stages.synthetic.step2_iteration: no such key; did you "
+     "mean --config.stages.synthetic.step2_iterations?"),
+    (["--config=configs/default.py", "--config.trian.log_every=5"],
+     "error: --config.trian.log_every: no such key; did you mean "
+     "--config.train.log_every?"),
+])
+def test_command_line_prints_a_mistyped_key_as_one_line(args, line):
+  proc = _run(["-m", "keras_reid.train", *args], _environment())
+  assert proc.returncode == 1
+  assert proc.stderr.splitlines() == [line]
+
+
+def test_missing_stage_folder_names_it_and_reid_data_root(tmp_path,
+                                                          monkeypatch):
+  config = default.get_config()
+  missing = str(tmp_path / "data" / "viper")
+  stage = schema.stage_config(dataset="viper", root=missing)
+  monkeypatch.delenv("REID_DATA_ROOT", raising=False)
+  with pytest.raises(FileNotFoundError) as e:
+    from_config.load_stage_dataset(stage, config)
+  message = str(e.value)
+  # The reader's layout, the folder, the variable, its value and the flag.
+  assert "Expected cam_a/ and cam_b/" in message
+  assert (f"The folder {missing!r} does not exist: set REID_DATA_ROOT to the "
+          "folder holding the datasets (it is unset;") in message
+  assert "--config.stages.<name>.root=DIR" in message
+  monkeypatch.setenv("REID_DATA_ROOT", str(tmp_path / "data"))
+  with pytest.raises(FileNotFoundError,
+                     match=f"it is '{tmp_path / 'data'}'"):
+    from_config.load_stage_dataset(stage, config)
+  with pytest.raises(ValueError, match="the stage's root is empty: set "
+                     "REID_DATA_ROOT"):
+    from_config.load_stage_dataset(schema.stage_config(dataset="viper"),
+                                   config)
+  # A folder that exists but holds another layout keeps the reader's words.
+  os.makedirs(missing)
+  with pytest.raises(FileNotFoundError) as e:
+    from_config.load_stage_dataset(stage, config)
+  assert "REID_DATA_ROOT" not in str(e.value)
+
+
+@pytest.mark.slow
+def test_command_line_names_the_missing_data_folder(tmp_path):
+  # configs/viper_cpu.py reads $REID_DATA_ROOT/reid_pool first.
+  data = tmp_path / "nowhere"
+  proc = _run(["-m", "keras_reid.train",
+               f"--config={REPO}/configs/viper_cpu.py",
+               f"--workdir={tmp_path / 'run'}"],
+              _environment(REID_DATA_ROOT=str(data), PYTHONPATH=REPO),
+              cwd=str(tmp_path))
+  assert proc.returncode == 1
+  errors = [line for line in proc.stderr.splitlines()
+            if line.startswith("error:")]
+  assert len(errors) == 1, proc.stderr[-3000:]
+  assert f"The folder '{data / 'reid_pool'}' does not exist: set " in errors[0]
+  assert f"REID_DATA_ROOT to the folder holding the datasets (it is " \
+         f"'{data}';" in errors[0]
+  assert "Expected a CSV with columns path,pid,camid" in errors[0]
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from keras_reid import progress
 from keras_reid import runs
 from keras_reid import schema
 from keras_reid.data import preprocessing
@@ -225,7 +226,7 @@ def test_version_numbering(tmp_path):
         normalization="bogus")
 
 
-def test_export_run_uses_the_restored_run(tmp_path, monkeypatch):
+def test_export_run_uses_the_restored_run(tmp_path, monkeypatch, capsys):
   config = schema.base_config()
   config.data.image_height, config.data.image_width = H, W
   config.model.weights = ""
@@ -239,8 +240,16 @@ def test_export_run_uses_the_restored_run(tmp_path, monkeypatch):
   monkeypatch.setattr(saved_model, "export_saved_model",
                       lambda *args, **kwargs: calls.append((args, kwargs)) or
                       "the/path")
+  # As if the export were slow: its progress lines on stderr.
+  monkeypatch.setattr(progress, "SLOW_SECONDS", 0.0)
   assert saved_model.export_run("run", str(tmp_path)) == "the/path"
   (embedder, pair_scorer), kwargs = calls[0]
+  kwargs["step_done"]("traced serving_default")
+  lines = capsys.readouterr().err.splitlines()
+  assert lines[0].startswith("Export: 1/5 export steps (20%) - ")
+  assert lines[0].endswith(" - done: restored the model")
+  assert lines[1].startswith("Export: 2/5 export steps (40%) - ")
+  del kwargs["step_done"]
   assert kwargs == {"export_base": str(tmp_path), "image_size": (H, W),
                     "normalization": builders.normalization_for(config.model),
                     "extra_info": {"weights_from": origin}}

@@ -1,6 +1,5 @@
 """Tests of one fine-tuning step: what trains in each step, NaN handling."""
 
-import io
 import os
 
 import numpy as np
@@ -207,18 +206,6 @@ def test_optimizer_names(tmp_path):
   with pytest.raises(ValueError, match="adamw"):
     loop.make_optimizer(config.train, step)
 
-
-def test_progress_in_a_file_prints_a_line_every_ten_percent():
-  out = io.StringIO()  # not a terminal
-  progress = loop.make_progress(1000, stream=out)
-  assert isinstance(progress, loop.PercentProgress)
-  progress.update(0)
-  for iteration in range(1, 1001):
-    progress.update(iteration, [("loss", 0.5)])
-  lines = out.getvalue().splitlines()
-  assert len(lines) == 10
-  assert lines[0] == "100/1000 iterations (10%) - loss: 0.5000"
-  assert lines[-1].startswith("1000/1000 iterations (100%)")
 
 if __name__ == "__main__":
   raise SystemExit(pytest.main([__file__, "-q", "-p", "no:cacheprovider"]))

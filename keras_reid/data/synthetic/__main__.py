@@ -16,6 +16,8 @@ import os
 from absl import app
 from absl import flags
 
+# Before anything that imports TensorFlow, to quiet its start-up logs.
+from keras_reid import quiet  # noqa: F401
 from keras_reid import user_errors
 from keras_reid.data.synthetic import generator as synthetic
 

@@ -15,6 +15,8 @@ from typing import Sequence
 from absl import app
 from absl import flags
 
+# Before anything that imports TensorFlow, to quiet its start-up logs.
+from keras_reid import quiet  # noqa: F401
 from keras_reid import user_errors
 from keras_reid.serving.test_server import model_server
 
