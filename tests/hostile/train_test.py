@@ -32,7 +32,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import tempfile
 
 import numpy as np
 from PIL import Image
@@ -154,10 +153,6 @@ def _environment(**settings):
   env = {k: v for k, v in os.environ.items()
          if k not in ("TF_CPP_MIN_LOG_LEVEL", "KERAS_REID_TF_LOGS",
                       "REID_DATA_ROOT")}
-  # Matplotlib warns on stderr when its config folder under HOME is not
-  # writable (Bazel's sandbox); these tests compare stderr line for line.
-  env.setdefault("MPLCONFIGDIR", os.path.join(
-      os.environ.get("TEST_TMPDIR", tempfile.gettempdir()), "matplotlib"))
   env.update(settings)
   return env
 
