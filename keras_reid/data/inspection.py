@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import collections
 import json
-import os
 
+from keras_reid import runs
 from keras_reid.data import datasets
 from keras_reid.data import records as records_lib
 
@@ -60,12 +60,7 @@ def pid_names_summary(pid_names: dict[int, str]) -> str:
 
 def write_pid_names(ds: records_lib.ReidDataset, path: str) -> None:
   """Writes the name of every numbered pid as JSON {"pid": "name"}, atomically."""
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  tmp = f"{path}.tmp"
-  with open(tmp, "w") as f:
-    json.dump({str(k): v for k, v in sorted(ds.pid_names.items())}, f,
-              indent=0)
-  os.replace(tmp, path)
+  runs.write_json(path, {str(k): v for k, v in sorted(ds.pid_names.items())})
 
 
 def inspect_dataset(name: str, root: str, *, split: int = 0,

@@ -368,11 +368,8 @@ def true_matches(query_pids, query_camids, gallery_pids,
   Returns:
     Q sorted int64 arrays of gallery columns (empty: the query is skipped).
   """
-  qp = check_ids("query_pids", query_pids, len(query_pids))
-  qc = check_ids("query_camids", query_camids, len(qp))
-  gp = check_ids("gallery_pids", gallery_pids, len(gallery_pids))
-  gc = check_ids("gallery_camids", gallery_camids, len(gp))
-  return _match_lists(qp, qc, gp, gc)[0]
+  return _match_lists(*_checked_ids(len(query_pids), query_pids, query_camids,
+                                    gallery_pids, gallery_camids))[0]
 
 
 def _match_ranks(row: np.ndarray, cols: np.ndarray) -> np.ndarray:
