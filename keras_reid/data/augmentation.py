@@ -9,6 +9,7 @@ once (`augmentation_transforms`) and applied in the pipeline
 from __future__ import annotations
 
 import hashlib
+import os
 from typing import Sequence
 
 import numpy as np
@@ -31,6 +32,22 @@ def path_key(path: str) -> int:
                         "little") >> 1
 
 
+def location_free_keys(paths: Sequence[str]) -> list[str]:
+  """Each path relative to the folder all of `paths` lie under, '/'-separated.
+
+  The fixed variants are keyed by these, not by the absolute paths, so a run
+  gives the same variants (and bit-identical results) wherever the dataset
+  folder lies: /data/viper/cam_a/001_45.bmp and ~/viper/cam_a/001_45.bmp both
+  key as "cam_a/001_45.bmp".
+  """
+  if not paths:
+    return []
+  base = os.path.commonpath([os.path.dirname(os.path.abspath(p))
+                             for p in paths])
+  return [os.path.relpath(os.path.abspath(p), base).replace(os.sep, "/")
+          for p in paths]
+
+
 def augmentation_transforms(num_images: int, *, copies: int,
                             image_size: tuple[int, int], max_shift: float,
                             max_scale: float, max_rotation_deg: float,
@@ -50,9 +67,10 @@ def augmentation_transforms(num_images: int, *, copies: int,
     image_size: (height, width) the transforms apply to.
     max_shift, max_scale, max_rotation_deg, flip: ranges, see above.
     seed: the same seed gives the same transforms.
-    keys: optional identity of each image (its path): image i's variants
-      then depend on (seed, keys[i]) only, not on its position or on the
-      other images (the fixed augmented set).
+    keys: optional identity of each image (its `location_free_keys` path):
+      image i's variants then depend on (seed, keys[i]) only, not on its
+      position, on the other images or on where the dataset lies (the fixed
+      augmented set).
 
   Returns:
     float32 [N, copies, 8] projective transforms mapping output to input

@@ -311,7 +311,8 @@ def make_train_dataset(records: Sequence[records_lib.Record], *,
       max_shift=max_shift, max_scale=max_scale,
       max_rotation_deg=max_rotation_deg, flip=flip,
       seed=seed if augment_seed is None else augment_seed,
-      keys=None if augment_seed is None else [r.path for r in records])
+      keys=(None if augment_seed is None else
+            augmentation.location_free_keys([r.path for r in records])))
   transforms = tf.constant(transforms.reshape(-1, 8))
   paths = tf.constant([r.path for r in records])
   label_table, soft_classes = _label_table(label_values)

@@ -181,6 +181,24 @@ def test_fixed_transforms_depend_on_the_path_only():
     augmentation.augmentation_transforms(2, keys=["a.png"], **kwargs)
 
 
+def test_fixed_variants_do_not_depend_on_where_the_dataset_lies(tmp_path):
+  # The same files in two folders (as two checkouts or two data roots):
+  # the fixed augmented set, hence every batch, is byte-identical.
+  os.makedirs(tmp_path / "a" / "cam_a")
+  os.makedirs(tmp_path / "elsewhere" / "deeper" / "cam_a")
+  recs_a = _write_ids(tmp_path / "a" / "cam_a", [1, 1])
+  recs_b = _write_ids(tmp_path / "elsewhere" / "deeper" / "cam_a", [1, 1])
+  for kwargs in (dict(seed=1, augment_seed=0), dict(seed=5, augment_seed=9)):
+    assert (_variants_by_label(recs_a, **kwargs) ==
+            _variants_by_label(recs_b, **kwargs))
+  assert augmentation.location_free_keys(
+      [r.path for r in recs_a]) == ["0001_0.png", "0002_0.png"]
+  assert augmentation.location_free_keys(
+      ["/x/data/cam_a/1.bmp", "/x/data/cam_b/2.bmp"]) == [
+          "cam_a/1.bmp", "cam_b/2.bmp"]
+  assert augmentation.location_free_keys([]) == []
+
+
 def test_transforms():
   t = augmentation.augmentation_transforms(4, copies=3, image_size=SIZE,
                                            max_shift=.1, max_scale=.1,
