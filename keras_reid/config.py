@@ -14,6 +14,7 @@ import os
 from ml_collections import config_dict
 
 from keras_reid import losses as losses_lib
+from keras_reid import config_ranges
 from keras_reid import schema
 
 CONFIG_FILE = "config.json"
@@ -122,6 +123,9 @@ def rename_old_keys(data: dict) -> dict:
 def validate_config(config: config_dict.ConfigDict) -> None:
   """Checks the ranges a ConfigDict's type safety cannot.
 
+  Every numeric key against keras_reid.config_ranges.RANGES (NaN, inf and
+  out-of-range values are errors before anything trains).
+
   Names (backbone, datasets, dropout mode, distribution) are checked against
   the registries that define them by keras_reid.training.stages.check_config,
   which calls this first: config sits below every registry.
@@ -139,22 +143,9 @@ def validate_config(config: config_dict.ConfigDict) -> None:
         "removed: use config.train.precision (\"auto\", \"float32\", "
         "\"mixed_bfloat16\" or \"mixed_float16\"), e.g. "
         "--config.train.precision=mixed_float16 for the old True.")
-  expect(config.data.image_height > 0 and config.data.image_width > 0,
-         "data.image_height/image_width",
-         (config.data.image_height, config.data.image_width), "positive sizes")
-  expect(config.data.augment_copies >= 1, "data.augment_copies",
-         config.data.augment_copies, ">= 1 (1 = no augmentation)")
   expect(len(config.stages) > 0, "stages", dict(config.stages),
          "at least one stage (see keras_reid/schema.py stage_config)")
-  for name, stage in config.stages.items():
-    expect(stage.ids_per_batch >= 2, f"stages.{name}.ids_per_batch",
-           stage.ids_per_batch, ">= 2 (negative pairs need two identities)")
-    expect(stage.images_per_id >= 2, f"stages.{name}.images_per_id",
-           stage.images_per_id, ">= 2 (positive pairs need two images)")
-    expect(stage.step1_iterations >= 0 and stage.step2_iterations >= 0,
-           f"stages.{name}.step1_iterations/step2_iterations",
-           (stage.step1_iterations, stage.step2_iterations),
-           "non-negative iteration counts")
+  config_ranges.check_ranges(flatten(config))
 
 
 # Fields that tell repetitions of one recipe apart (run_comparison averages
