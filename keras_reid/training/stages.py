@@ -144,10 +144,12 @@ def _start_run(config: config_dict.ConfigDict, workdir: str,
   keras.config.set_dtype_policy(resolved.policy)
   writer = tf.summary.create_file_writer(runs.tensorboard_dir(out))
   hparams.write_session_start(writer, config, workdir)  # HParams dashboard
+  progress = runs.Progress.load(workdir)  # the chief's, in a cluster
+  progress.check_order(config, workdir)
   return runner.TrainingRun(
       config=config, strategy=strategy, workdir=out,
       restore_dir=None if out == workdir else workdir, writer=writer,
-      progress=runs.Progress.load(workdir))  # the chief's, in a cluster
+      progress=progress)
 
 
 def _train_labelled_stage(run: runner.TrainingRun, name: str,
@@ -207,6 +209,18 @@ def train(config: config_dict.ConfigDict, workdir: str) -> dict:
   # First: MultiWorkerMirroredStrategy must exist before other TF ops run.
   strategy = distribute.make_strategy(config.train.distribute)
   stage_datasets, skipped_images = _load_stage_datasets(config)
+  # One training at a time per run directory (a second start is refused
+  # naming the holder's pid); released on return, on error and on SIGKILL.
+  with runs.training_lock(distribute.output_dir(strategy, workdir)):
+    return _train_stages(config, workdir, strategy, stage_datasets,
+                         skipped_images)
+
+
+def _train_stages(config: config_dict.ConfigDict, workdir: str,
+                  strategy: tf.distribute.Strategy,
+                  stage_datasets: dict[str, records_lib.ReidDataset],
+                  skipped_images: dict) -> dict:
+  """`train` once the config, the data and the run directory are checked."""
   run = _start_run(config, workdir, strategy)
   final_metrics: dict = {}
   started = time.perf_counter()
