@@ -1,14 +1,18 @@
-"""bench/reproduce.py --report_only: verdicts and dirty-run marks in the table.
+"""The bench scripts' statistics, against hand-computed values.
 
-Runs the script in a subprocess on a hand-written runs file (no training):
-the verdicts must be the paired t-interval ones of
-keras_reid.evaluation.paired, computed here by hand.
+bench/reproduce.py --report_only: verdicts and dirty-run marks in the table,
+from a hand-written runs file (no training): the verdicts must be the
+paired t-interval ones of keras_reid.evaluation.paired, computed here by
+hand. bench/cotraining_rounds.py: per-round mean +- sample SD over runs,
+from hand-written run folders. Both run in subprocesses, as a user would.
 """
 
 import json
 import os
 import subprocess
 import sys
+
+from keras_reid import runs as runs_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -73,3 +77,44 @@ def test_verdicts_are_paired_t_intervals_and_dirty_runs_are_marked(tmp_path):
   # The runs file is written back with the same runs (sorted).
   assert json.loads((tmp_path / "runs.json").read_text()) == sorted(
       runs, key=lambda r: (r["row"], r["split"]))
+
+
+def _write(path, value):
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path, "w") as f:
+    json.dump(value, f)
+
+
+def test_cotraining_rounds_summary_is_mean_and_sample_sd(tmp_path):
+  # Two runs, rounds 0-2 (round 2 = the final eval/<stage>.json).
+  # Rank-1 %: run a 10, 12, 14; run b 12, 16, 14. By hand, per round:
+  #   0: mean 11, sample SD sqrt((1 + 1) / 1) = 1.414 (population: 1.0);
+  #   1: mean 14, SD sqrt((4 + 4) / 1) = 2.828;  2: mean 14, SD 0.
+  # Label accuracy % (rounds 1, 2): a 30, 40; b 50, 40 -> 40 +- 14.1, 40 +- 0.
+  run_dirs = []
+  for name, rank1, accuracy in (("a", (10, 12, 14), (30, 40)),
+                                ("b", (12, 16, 14), (50, 40))):
+    workdir = str(tmp_path / name)
+    for r in (0, 1):
+      _write(runs_lib.round_eval_path(workdir, "target", r),
+             {"rank1": rank1[r] / 100, "mAP": 0.2})
+    _write(runs_lib.stage_eval_path(workdir, "target"),
+           {"rank1": rank1[2] / 100, "mAP": 0.2})
+    for r in (1, 2):
+      _write(runs_lib.round_label_report_path(workdir, "target", r),
+             {"accuracy": accuracy[r - 1] / 100, "soft_mass": 0.1})
+    run_dirs.append(workdir)
+  completed = subprocess.run(
+      [sys.executable, os.path.join(REPO, "bench", "cotraining_rounds.py"),
+       "--stage=target", *run_dirs],
+      capture_output=True, text=True, timeout=120, check=False)
+  assert completed.returncode == 0, completed.stderr
+  lines = completed.stdout.splitlines()
+  assert "| a | 1 | 30.0 (10.0) | 12.0 | 20.0 |" in lines
+  summary = lines[lines.index("| round | runs | labels: accuracy % | Rank-1 % "
+                              "| mAP % |") + 2:]
+  assert summary == [
+      "| 0 | 2 | - | 11.0 +- 1.4 | 20.0 +- 0.0 |",
+      "| 1 | 2 | 40.0 +- 14.1 | 14.0 +- 2.8 | 20.0 +- 0.0 |",
+      "| 2 | 2 | 40.0 +- 0.0 | 14.0 +- 0.0 | 20.0 +- 0.0 |",
+  ]
