@@ -146,6 +146,34 @@ def validate_config(config: config_dict.ConfigDict) -> None:
   expect(len(config.stages) > 0, "stages", dict(config.stages),
          "at least one stage (see keras_reid/schema.py stage_config)")
   config_ranges.check_ranges(flatten(config))
+  for name, stage in config.stages.items():
+    _check_warmup(name, stage)
+
+
+def _check_warmup(name: str, stage: config_dict.ConfigDict) -> None:
+  """A stage's warmup against its steps and its lr schedule (the keys' own
+  ranges are config_ranges').
+
+  Raises:
+    ValueError: naming both keys of a combination that cannot work.
+  """
+  prefix = f"config.stages.{name}"
+  for step in (1, 2):
+    warmup = stage[f"step{step}_warmup_iterations"]
+    iterations = stage[f"step{step}_iterations"]
+    if warmup > iterations:
+      raise ValueError(
+          f"{prefix}.step{step}_warmup_iterations={warmup} is longer than "
+          f"the step, {prefix}.step{step}_iterations={iterations}: the lr "
+          f"would never reach step{step}_lr. Lower the warmup or raise the "
+          "iterations.")
+    if (warmup and stage.lr_schedule == "step"
+        and warmup > stage.lr_decay_iterations):
+      raise ValueError(
+          f"{prefix}.step{step}_warmup_iterations={warmup} is longer than "
+          f"{prefix}.lr_decay_iterations={stage.lr_decay_iterations} "
+          "(lr_schedule='step'): the lr would decay before the warmup "
+          "reaches it. Lower the warmup or raise lr_decay_iterations.")
 
 
 # Fields that tell repetitions of one recipe apart (run_comparison averages

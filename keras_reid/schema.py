@@ -48,8 +48,18 @@ def stage_config(**overrides) -> config_dict.ConfigDict:
       step2_iterations=400,        # optimizer updates of step 2 (all layers)
       step1_lr=1e-2,
       step2_lr=1e-3,
+      # How each step's lr falls: "step" (the paper's: lr *= lr_decay_factor
+      # every lr_decay_iterations iterations) or "cosine" (half a cosine down
+      # to 0 at the step's last iteration; lr_decay_* are then not read).
+      lr_schedule="step",
       lr_decay_iterations=40000,   # lr *= lr_decay_factor every this many iterations
       lr_decay_factor=0.1,
+      # Linear warmup (bag of tricks): the lr of step 1 / step 2 rises from
+      # warmup_start_factor * lr to lr over its first this many iterations,
+      # then follows lr_schedule (decay points unchanged). 0 = no warmup.
+      step1_warmup_iterations=0,
+      step2_warmup_iterations=0,
+      warmup_start_factor=0.1,
       # "previous" stage, "backbone" (model.weights) or a run directory.
       init="previous",
       eval_every=0,                # evaluate every N iterations of step 2 (0 = at end)

@@ -59,6 +59,10 @@ class FineTuningStep:
     all_heads: step 1 trains every layer outside the backbone (classifiers,
       verifiers with the verification loss, auxiliary trunks) instead of the
       classifiers only: a stage whose heads are all new (from ImageNet).
+    lr_schedule: a name of LR_SCHEDULES: "step" (lr_decay_*) or "cosine".
+    warmup_iterations: the lr rises linearly from warmup_start_factor * lr
+      to lr over this many first iterations (0 = no warmup).
+    warmup_start_factor: see warmup_iterations.
   """
   stage: str
   step: int
@@ -70,6 +74,9 @@ class FineTuningStep:
   eval_every: int = 0
   batch_size: int = 0
   all_heads: bool = False
+  lr_schedule: str = "step"
+  warmup_iterations: int = 0
+  warmup_start_factor: float = 0.1
 
 
 def stage_steps(key: str, stage: config_dict.ConfigDict, *,
@@ -83,13 +90,19 @@ def stage_steps(key: str, stage: config_dict.ConfigDict, *,
     all_heads: step 1 trains every new head (see FineTuningStep).
   """
   batch_size = stage.ids_per_batch * stage.images_per_id
+  schedule = dict(lr_schedule=stage.lr_schedule,
+                  warmup_start_factor=stage.warmup_start_factor)
   return [
       FineTuningStep(key, 1, stage.step1_iterations, stage.step1_lr,
                      stage.lr_decay_iterations, stage.lr_decay_factor,
-                     batch_size=batch_size, all_heads=all_heads),
+                     batch_size=batch_size, all_heads=all_heads,
+                     warmup_iterations=stage.step1_warmup_iterations,
+                     **schedule),
       FineTuningStep(key, 2, stage.step2_iterations, stage.step2_lr,
                      stage.lr_decay_iterations, stage.lr_decay_factor,
-                     eval_every=stage.eval_every, batch_size=batch_size)]
+                     eval_every=stage.eval_every, batch_size=batch_size,
+                     warmup_iterations=stage.step2_warmup_iterations,
+                     **schedule)]
 
 
 def loss_weights(loss_config: config_dict.ConfigDict, step: int, *,
@@ -161,19 +174,95 @@ def weight_decay_loss(variables, weight_decay: float) -> tf.Tensor:
       [tf.reduce_sum(tf.square(tf.cast(v, tf.float32))) for v in kernels])
 
 
+# stage.lr_schedule: how a fine-tuning step's lr falls after its warmup.
+#   "step": the paper's, lr * lr_decay_factor ** floor(t / lr_decay_iterations);
+#   "cosine": half a cosine from lr down to 0 over the step's iterations after
+#     the warmup (keras.optimizers.schedules.CosineDecay).
+LR_SCHEDULES = ("step", "cosine")
+
+
+class LinearWarmup(keras.optimizers.schedules.LearningRateSchedule):
+  """`schedule` scaled by a factor rising linearly from `start_factor` to 1.
+
+  lr(t) = schedule(t) * (start_factor + (1 - start_factor) * min(t / W, 1)),
+  t the optimizer's iteration (0 for the first update), W
+  `warmup_iterations`: the bag-of-tricks warmup (Luo et al. 2019) in front
+  of the step decay, whose decay points stay where they were.
+  (keras.optimizers.schedules.CosineDecay has its own warmup, used for
+  "cosine".)
+  """
+
+  def __init__(self, schedule: keras.optimizers.schedules.LearningRateSchedule,
+               warmup_iterations: int, start_factor: float):
+    self.schedule = schedule
+    self.warmup_iterations = int(warmup_iterations)
+    self.start_factor = float(start_factor)
+
+  def __call__(self, step):
+    t = keras.ops.cast(step, "float32")
+    done = keras.ops.minimum(t / float(max(1, self.warmup_iterations)), 1.0)
+    factor = self.start_factor + (1.0 - self.start_factor) * done
+    return self.schedule(step) * factor
+
+  def get_config(self) -> dict:
+    return dict(
+        schedule=keras.optimizers.schedules.serialize(self.schedule),
+        warmup_iterations=self.warmup_iterations,
+        start_factor=self.start_factor)
+
+  @classmethod
+  def from_config(cls, config: dict) -> "LinearWarmup":
+    config = dict(config)
+    config["schedule"] = keras.optimizers.schedules.deserialize(
+        config["schedule"])
+    return cls(**config)
+
+
+def learning_rate_schedule(
+    step: FineTuningStep) -> keras.optimizers.schedules.LearningRateSchedule:
+  """The lr of `step` as a function of its optimizer's iteration t.
+
+  A fresh optimizer per step counts t from 0, and the checkpoint restores
+  it, so a resumed step continues on the same lr curve.
+
+  Returns:
+    "step" without warmup: the paper's ExponentialDecay(staircase) exactly;
+    "step" with warmup: LinearWarmup over it; "cosine": CosineDecay from
+    warmup_start_factor * lr up to lr over the warmup, then down to 0 at the
+    step's last iteration.
+
+  Raises:
+    ValueError: an unknown step.lr_schedule.
+  """
+  if step.lr_schedule not in LR_SCHEDULES:
+    raise ValueError(f"lr_schedule={step.lr_schedule!r} (stage "
+                     f"{step.stage!r}): expected one of {list(LR_SCHEDULES)}.")
+  warmup = int(step.warmup_iterations)
+  if step.lr_schedule == "cosine":
+    return keras.optimizers.schedules.CosineDecay(
+        step.lr * step.warmup_start_factor if warmup else step.lr,
+        decay_steps=max(1, step.iterations - warmup), alpha=0.0,
+        warmup_target=step.lr if warmup else None, warmup_steps=warmup)
+  schedule = keras.optimizers.schedules.ExponentialDecay(
+      step.lr, decay_steps=max(1, step.lr_decay_iterations),
+      decay_rate=step.lr_decay_factor, staircase=True)
+  if warmup:
+    schedule = LinearWarmup(schedule, warmup, step.warmup_start_factor)
+  return schedule
+
+
 def make_optimizer(train_config: config_dict.ConfigDict,
                    step: FineTuningStep, *,
                    loss_scaling: bool = False) -> keras.optimizers.Optimizer:
-  """The configured optimizer with a step-wise decayed lr (the paper's schedule).
+  """The configured optimizer with the step's lr schedule
+  (`learning_rate_schedule`; by default the paper's step-wise decay).
 
   With weight_decay_mode "coupled_l2" the optimizer itself has no weight
   decay: the train step adds the L2 term (`weight_decay_loss`).
   `loss_scaling` wraps it in a LossScaleOptimizer: for a float16 model only
   (precision.uses_loss_scaling); bfloat16 has float32's exponent range.
   """
-  schedule = keras.optimizers.schedules.ExponentialDecay(
-      step.lr, decay_steps=max(1, step.lr_decay_iterations),
-      decay_rate=step.lr_decay_factor, staircase=True)
+  schedule = learning_rate_schedule(step)
   if train_config.optimizer not in OPTIMIZERS:
     raise ValueError(f"config.train.optimizer={train_config.optimizer!r}: "
                      f"expected one of {sorted(OPTIMIZERS)}.")

@@ -63,6 +63,8 @@ def check_config(config: config_dict.ConfigDict) -> None:
   for name, stage in config.stages.items():
     expect_in(f"stages.{name}.step1_trains", stage.step1_trains,
               stage_setup.STEP1_TRAINS)
+    expect_in(f"stages.{name}.lr_schedule", stage.lr_schedule,
+              loop.LR_SCHEDULES)
     cotraining.check_stage(name, stage, config)
     for dataset in stage.dataset.split("+"):
       expect_in(f"stages.{name}.dataset", dataset, datasets.DATASETS)
