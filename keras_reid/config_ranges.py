@@ -71,6 +71,7 @@ RANGES: dict[str, Range] = {
     "data.max_shift": _PROBABILITY_OPEN,
     "data.max_scale": _PROBABILITY_OPEN,
     "data.max_rotation_deg": Range(0., 180.),
+    "data.random_erasing_prob": Range(0., 1., why="0 = off"),
     "data.eval_batch_size": _int(1),
     "data.synthetic_num_ids": _int(2, why="train and test identities"),
     "model.alpha": _POSITIVE,

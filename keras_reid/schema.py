@@ -164,6 +164,12 @@ def base_config() -> config_dict.ConfigDict:
       # A random horizontal flip in half of the variants. Not in the paper
       # (which lists shift, scale and rotation); False for its exact set.
       flip=True,
+      # Random erasing (Zhong et al. 2020; bag of tricks: 0.5): each training
+      # image, after the transforms above, has this chance of a rectangle
+      # (area 2-40 % of the image, height / width 0.3-3.33) filled with
+      # ImageNet's mean pixel, drawn anew for every batch from the seed and
+      # the batch index. Never at evaluation. 0 = off (the paper).
+      random_erasing_prob=0.0,
       skip_corrupt=False,          # skip (and count) undecodable images instead of failing
       eval_batch_size=128,
       # Where `dataset="synthetic"` writes (and reuses) its generated images;
