@@ -146,8 +146,38 @@ def validate_config(config: config_dict.ConfigDict) -> None:
   expect(len(config.stages) > 0, "stages", dict(config.stages),
          "at least one stage (see keras_reid/schema.py stage_config)")
   config_ranges.check_ranges(flatten(config))
+  _check_losses(config)
   for name, stage in config.stages.items():
     _check_warmup(name, stage)
+
+
+def _check_losses(config: config_dict.ConfigDict) -> None:
+  """The losses that need another key (their own ranges are config_ranges').
+
+  Raises:
+    ValueError: naming both keys: the center loss without a positive
+      center_lr; a loss on the embedding (acting on the base, so trained in
+      step 2 only) in a config whose stages have no step 2.
+  """
+  loss = config.loss
+  for term in losses_lib.LOSS_TERMS:
+    weight = loss[term.weight_key]
+    step2 = {name: stage.step2_iterations
+             for name, stage in config.stages.items()}
+    if (weight > 0 and term.acts_on == "base" and step2
+        and not any(step2.values())):
+      name = next(iter(step2))
+      raise ValueError(
+          f"config.loss.{term.weight_key}={weight} with "
+          f"config.stages.{name}.step2_iterations=0 (and every other "
+          f"stage's): the {term.name} loss trains the embedding, which only "
+          "step 2 trains, so it would never act. Give a stage step 2 "
+          f"iterations or set --config.loss.{term.weight_key}=0.")
+  if loss.center_weight > 0 and not loss.center_lr > 0:
+    raise ValueError(
+        f"config.loss.center_weight={loss.center_weight} with "
+        f"config.loss.center_lr={loss.center_lr!r}: the class centres would "
+        "never move; set center_lr > 0 (0.5 in the bag of tricks).")
 
 
 def _check_warmup(name: str, stage: config_dict.ConfigDict) -> None:

@@ -83,6 +83,8 @@ RANGES: dict[str, Range] = {
     "loss.label_smoothing": _PROBABILITY_OPEN,
     "loss.triplet_weight": _NON_NEGATIVE,
     "loss.triplet_margin": _NON_NEGATIVE,
+    "loss.center_weight": _NON_NEGATIVE,
+    "loss.center_lr": _NON_NEGATIVE,
     "train.momentum": _PROBABILITY_OPEN,
     "train.weight_decay": _NON_NEGATIVE,
     "train.checkpoint_every": _int(1),

@@ -199,8 +199,19 @@ def base_config() -> config_dict.ConfigDict:
       ver_weight=3.0,              # paper: verification : classification = 3 : 1
       aux_weight=0.3,              # weight of each auxiliary head's losses
       label_smoothing=0.0,
-      triplet_weight=0.0,          # batch-hard triplet, for ablations only
-      triplet_margin=0.3,
+      # Batch-hard triplet loss on the embedding (step 2; bag of tricks: 1.0).
+      triplet_weight=0.0,
+      triplet_margin=0.3,          # its hinge margin
+      # The soft margin log(1 + exp(d_pos - d_neg)) instead of the hinge
+      # (Hermans et al. 2017); triplet_margin is then not read.
+      triplet_soft_margin=False,
+      # Center loss (Wen et al. 2016) on the embedding in step 2: weight of
+      # mean ||f - c_y||^2 (bag of tricks: 5e-4). Every step 2 starts its
+      # class centres at 0 and trains them by plain SGD at center_lr on the
+      # unweighted loss (as the bag of tricks); they are in the step's
+      # checkpoints (exact resume), not in the exported model.
+      center_weight=0.0,
+      center_lr=0.5,
   ))
 
   config.train = config_dict.ConfigDict(dict(

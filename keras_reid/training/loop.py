@@ -31,6 +31,7 @@ from keras_reid import progress
 from keras_reid import runs
 from keras_reid.evaluation import ranking
 from keras_reid.models import builders
+from keras_reid.models import centers as centers_lib
 from keras_reid.models import precision
 from keras_reid.models import restore
 
@@ -112,7 +113,8 @@ def loss_weights(loss_config: config_dict.ConfigDict, step: int, *,
   Each loss of losses.LOSS_TERMS counts in the steps that train what it acts
   on (losses.step_settings): classification in both, verification in step 1
   only when the verifiers train too (`verifiers_train`,
-  FineTuningStep.all_heads), the triplet loss (on the base) in step 2.
+  FineTuningStep.all_heads), the triplet and center losses (on the base) in
+  step 2.
   """
   return losses.step_settings(loss_config, step,
                               verifiers_train=verifiers_train)
@@ -299,11 +301,46 @@ def _accuracies(outputs: dict, labels: tf.Tensor,
   return result
 
 
+@dataclasses.dataclass
+class CenterState:
+  """The center loss's class centres and their own optimizer in a step.
+
+  Attributes:
+    centers: float32 [N, D] variable (keras_reid.models.centers).
+    optimizer: plain SGD at config.loss.center_lr on the unweighted center
+      loss (the bag of tricks: the centres' gradient divided by the loss
+      weight, lr 0.5), so that their speed does not depend on the weight,
+      the step's lr schedule or its optimizer.
+  """
+  centers: keras.Variable
+  optimizer: keras.optimizers.Optimizer
+
+
+def make_center_state(model: keras.Model,
+                      weights: dict) -> CenterState | None:
+  """Fresh centres for the model's classes when the step has the center
+  loss on, else None. Call it under the strategy's scope.
+
+  Args:
+    model: the training model ("logits" [B, N], "embedding" [B, D]).
+    weights: the step's `loss_weights` (center_weight, center_lr).
+  """
+  if not weights.get("center_weight", 0) > 0:
+    return None
+  num_classes = int(model.output["logits"].shape[-1])
+  dim = int(model.output["embedding"].shape[-1])
+  centers = centers_lib.make_centers(num_classes, dim)
+  optimizer = keras.optimizers.SGD(learning_rate=float(weights["center_lr"]))
+  optimizer.build([centers])
+  return CenterState(centers, optimizer)
+
+
 def make_train_iteration(model: keras.Model,
                          optimizer: keras.optimizers.Optimizer,
                          strategy: tf.distribute.Strategy, weights: dict, *,
                          jit_compile: bool,
-                         weight_decay: float = 0.0) -> Callable:
+                         weight_decay: float = 0.0,
+                         center_state: CenterState | None = None) -> Callable:
   """A `tf.function` running one distributed iteration from an iterator.
 
   Args:
@@ -312,6 +349,9 @@ def make_train_iteration(model: keras.Model,
     jit_compile: XLA-compile the replica step.
     weight_decay: coupled L2 on the trainable kernels
       (`weight_decay_loss`; 0 = none, e.g. when the optimizer decays).
+    center_state: the center loss's centres (`make_center_state`): the
+      step adds the "center_distances" output losses.center_loss reads and
+      updates the centres by their own optimizer.
 
   Returns:
     iteration(iterator) -> dict of scalars: "loss/<term>" for every loss term
@@ -322,12 +362,15 @@ def make_train_iteration(model: keras.Model,
   num_replicas = strategy.num_replicas_in_sync
 
   def replica_iteration(batch):
-    with tf.GradientTape() as tape:
+    with tf.GradientTape(persistent=center_state is not None) as tape:
       outputs = model({"images": batch["images"], "pair_i": batch["pair_i"],
                        "pair_j": batch["pair_j"]}, training=True)
       # Mixed precision computes in bfloat16 / float16; the losses, their
       # softmax and the L2 term are taken in float32.
       outputs = {k: tf.cast(v, tf.float32) for k, v in outputs.items()}
+      if center_state is not None:
+        outputs["center_distances"] = centers_lib.squared_distances(
+            outputs["embedding"], center_state.centers)
       terms = losses.compute_losses(outputs, batch["labels"],
                                     batch["pair_same"], **weights)
       l2 = weight_decay_loss(variables, weight_decay)
@@ -336,8 +379,15 @@ def make_train_iteration(model: keras.Model,
       loss = (terms["total"] + l2) / num_replicas
       if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
         loss = optimizer.scale_loss(loss)
+      if center_state is not None:
+        # The unweighted term (float32, never loss-scaled) moves the centres.
+        center_loss = terms["center"] / num_replicas
     grads = tape.gradient(loss, variables)
     optimizer.apply_gradients(zip(grads, variables))
+    if center_state is not None:
+      center_grad = tape.gradient(center_loss, center_state.centers)
+      center_state.optimizer.apply_gradients(
+          [(center_grad, center_state.centers)])
     result = {f"loss/{k}": v for k, v in terms.items()}
     if weight_decay:
       result["loss/l2"] = l2
@@ -372,15 +422,20 @@ class _StepState:
 def _restore_or_start(model: keras.Model, optimizer, step: FineTuningStep, *,
                       make_dataset, config: config_dict.ConfigDict,
                       strategy: tf.distribute.Strategy, workdir: str,
-                      restore_dir: str | None) -> _StepState:
+                      restore_dir: str | None,
+                      center_state: CenterState | None = None) -> _StepState:
   """The step's checkpointed state, restored from its latest checkpoint if
-  it has one (model, optimizer, data iterator, dropout seeds, counter)."""
+  it has one (model, optimizer, data iterator, dropout seeds, counter, and
+  the center loss's centres and their optimizer when it is on)."""
   dataset = strategy.distribute_datasets_from_function(make_dataset)
   iterator = iter(dataset)
   iterations_done = tf.Variable(0, dtype=tf.int64, trainable=False)
   # Checkpoint key "step" kept, so that earlier versions' checkpoints restore.
   state = dict(model=model, optimizer=optimizer, step=iterations_done,
                seeds=restore.seed_state_variables(model))
+  if center_state is not None:  # only then: older checkpoints still match
+    state.update(centers=center_state.centers,
+                 center_optimizer=center_state.optimizer)
   # The iterators of MirroredStrategy and MultiWorkerMirroredStrategy cannot
   # be checkpointed (not Trackable in TF 2.21): their pipelines are restarted
   # at the batch where the run stopped instead (below).
@@ -459,15 +514,18 @@ def run_fine_tuning_step(
         config.train, step,
         loss_scaling=precision.uses_loss_scaling(model.dtype_policy.name))
     optimizer.build(model.trainable_variables)
+    weights = loss_weights(config.loss, step.step,
+                           verifiers_train=step.all_heads)
+    center_state = make_center_state(model, weights)
   state = _restore_or_start(model, optimizer, step, make_dataset=make_dataset,
                             config=config, strategy=strategy, workdir=workdir,
-                            restore_dir=restore_dir)
+                            restore_dir=restore_dir, center_state=center_state)
   manager = state.manager
   train_iteration = make_train_iteration(
-      model, optimizer, strategy,
-      loss_weights(config.loss, step.step, verifiers_train=step.all_heads),
+      model, optimizer, strategy, weights,
       jit_compile=config.train.jit_compile,
-      weight_decay=coupled_weight_decay(config.train))
+      weight_decay=coupled_weight_decay(config.train),
+      center_state=center_state)
   start = int(state.iterations_done.numpy())
   trains = ("all layers" if step.step == 2 else
             "new heads only" if step.all_heads else "new classifiers only")
