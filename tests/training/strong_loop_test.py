@@ -2,12 +2,17 @@
 centres train, checkpoint and resume exactly; the soft-margin triplet trains
 on K x M batches; with the defaults the step is as before."""
 
+import os
+
 import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_reid import runs
+from keras_reid.data.synthetic import generator as synthetic
 from keras_reid.models import builders
 from keras_reid.training import loop
+from keras_reid.training import stages
 from tests.training import tiny_config
 
 NUM_CLASSES = 3
@@ -118,3 +123,30 @@ def test_defaults_have_no_centers_and_the_same_checkpoint(tmp_path):
   _, path = _run(config, tmp_path, 2)
   names = [n for n, _ in tf.train.list_variables(path)]
   assert not [n for n in names if n.startswith(("centers", "center_"))]
+
+
+def test_a_tiny_run_with_every_training_ingredient(tmp_path):
+  """Random erasing, warmup + cosine, soft-margin triplet and center loss
+  through stages.train on K x M synthetic batches: it trains, logs each
+  loss and evaluates."""
+  root = str(tmp_path / "synthetic")
+  synthetic.generate(root, num_ids=6, seed=0)
+  config = tiny_config.get_config()
+  config.data.synthetic_dir = root
+  config.data.random_erasing_prob = 0.5
+  config.loss.update(dict(triplet_weight=1.0, triplet_soft_margin=True,
+                          center_weight=5e-4, center_lr=0.5))
+  config.stages.synthetic.update(dict(
+      lr_schedule="cosine", step1_warmup_iterations=1,
+      step2_warmup_iterations=2, images_per_id=3))
+  workdir = str(tmp_path / "run")
+  metrics = stages.train(config, workdir)
+  assert 0.0 <= metrics["rank1"] <= 1.0
+  tags = set()
+  logdir = runs.tensorboard_dir(workdir)
+  for name in os.listdir(logdir):
+    path = os.path.join(logdir, name)
+    if os.path.isfile(path):
+      for event in tf.compat.v1.train.summary_iterator(path):
+        tags.update(value.tag for value in event.summary.value)
+  assert {"loss/triplet", "loss/center", "loss/cls", "lr"} <= tags
