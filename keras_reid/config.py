@@ -160,10 +160,10 @@ def _check_losses(config: config_dict.ConfigDict) -> None:
       step 2 only) in a config whose stages have no step 2.
   """
   loss = config.loss
+  step2 = {name: stage.step2_iterations
+           for name, stage in config.stages.items()}
   for term in losses_lib.LOSS_TERMS:
     weight = loss[term.weight_key]
-    step2 = {name: stage.step2_iterations
-             for name, stage in config.stages.items()}
     if (weight > 0 and term.acts_on == "base" and step2
         and not any(step2.values())):
       name = next(iter(step2))
