@@ -146,6 +146,28 @@ def validate_config(config: config_dict.ConfigDict) -> None:
   expect(len(config.stages) > 0, "stages", dict(config.stages),
          "at least one stage (see keras_reid/schema.py stage_config)")
   config_ranges.check_ranges(flatten(config))
+  _validate_model(config.model)
+
+
+def _validate_model(model: config_dict.ConfigDict) -> None:
+  """The combinations of config.model's keys that cannot work (their
+  ranges are config_ranges.RANGES').
+
+  Raises:
+    ValueError: naming both keys, their values and the fix.
+  """
+  if model.retrieval_feature == "bnneck" and not model.bnneck:
+    raise ValueError(
+        "config.model.retrieval_feature='bnneck' needs config.model.bnneck="
+        "True (there is no BNNeck to retrieve after): set model.bnneck=True, "
+        "or model.retrieval_feature='pooled'.")
+  default = schema.base_config().model
+  for key in ("gem_p", "gem_p_trainable"):
+    if model.pooling != "gem" and model[key] != default[key]:
+      raise ValueError(
+          f"config.model.{key}={model[key]!r} has no effect with "
+          f"config.model.pooling={model.pooling!r}: set model.pooling='gem', "
+          f"or leave model.{key} at its default {default[key]!r}.")
 
 
 # Fields that tell repetitions of one recipe apart (run_comparison averages
