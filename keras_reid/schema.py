@@ -189,7 +189,8 @@ def base_config() -> config_dict.ConfigDict:
       last_stride=2,
       # BNNeck: BatchNorm (no shift) between the feature and each identity
       # classifier, classifiers without bias; the triplet loss and the
-      # verifiers read the feature before it, the identity loss after it.
+      # verifiers read the feature before it, the identity loss after it
+      # (freeze_bn freezes it in step 2 too).
       bnneck=False,
       # What evaluation, feature extraction and the exported SavedModel
       # embed with: "pooled" (the feature before any BNNeck) or "bnneck"

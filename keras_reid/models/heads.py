@@ -1,4 +1,5 @@
-"""Classification, verification and GoogLeNet-style auxiliary heads.
+"""Classification (optionally behind a BNNeck), verification and
+GoogLeNet-style auxiliary heads.
 
 Each function applies freshly created, named layers to Keras tensors inside
 a functional model. Layer names are `<prefix><role>` with prefix "" for the
