@@ -150,8 +150,8 @@ def validate_config(config: config_dict.ConfigDict) -> None:
 
 
 def _validate_model(model: config_dict.ConfigDict) -> None:
-  """The combinations of config.model's keys that cannot work (their
-  ranges are config_ranges.RANGES').
+  """The combinations of config.model's keys that cannot work (each key's
+  own range is in config_ranges.RANGES).
 
   Raises:
     ValueError: naming both keys, their values and the fix.

@@ -137,8 +137,9 @@ def test_strong_model_combinations_that_cannot_work_name_both_keys(changes,
 
 
 @pytest.mark.parametrize("changes, message", [
-    (dict(pooling="gem", gem_p=0.0), "model.gem_p=0.0: expected a positive"),
-    (dict(last_stride=4), "model.last_stride=4: expected 2"),
+    (dict(pooling="gem", gem_p=0.0), "model.gem_p=0.0: expected a finite "
+     "number > 0"),
+    (dict(last_stride=4), r"model.last_stride=4: expected an integer in \[1, 2\]"),
     # A backbone without a stride-1 rebuild: named with those that have one.
     (dict(backbone="inception_v3", last_stride=1),
      "last_stride=1 is not supported by model.backbone='inception_v3'.*"
