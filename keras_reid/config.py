@@ -149,6 +149,7 @@ def validate_config(config: config_dict.ConfigDict) -> None:
   _check_losses(config)
   for name, stage in config.stages.items():
     _check_warmup(name, stage)
+  _validate_model(config.model)
 
 
 def _check_losses(config: config_dict.ConfigDict) -> None:
@@ -204,6 +205,27 @@ def _check_warmup(name: str, stage: config_dict.ConfigDict) -> None:
           f"{prefix}.lr_decay_iterations={stage.lr_decay_iterations} "
           "(lr_schedule='step'): the lr would decay before the warmup "
           "reaches it. Lower the warmup or raise lr_decay_iterations.")
+
+
+def _validate_model(model: config_dict.ConfigDict) -> None:
+  """The combinations of config.model's keys that cannot work (each key's
+  own range is in config_ranges.RANGES).
+
+  Raises:
+    ValueError: naming both keys, their values and the fix.
+  """
+  if model.retrieval_feature == "bnneck" and not model.bnneck:
+    raise ValueError(
+        "config.model.retrieval_feature='bnneck' needs config.model.bnneck="
+        "True (there is no BNNeck to retrieve after): set model.bnneck=True, "
+        "or model.retrieval_feature='pooled'.")
+  default = schema.base_config().model
+  for key in ("gem_p", "gem_p_trainable"):
+    if model.pooling != "gem" and model[key] != default[key]:
+      raise ValueError(
+          f"config.model.{key}={model[key]!r} has no effect with "
+          f"config.model.pooling={model.pooling!r}: set model.pooling='gem', "
+          f"or leave model.{key} at its default {default[key]!r}.")
 
 
 # Fields that tell repetitions of one recipe apart (run_comparison averages

@@ -77,6 +77,8 @@ RANGES: dict[str, Range] = {
     "model.alpha": _POSITIVE,
     "model.cls_dropout": _PROBABILITY_OPEN,
     "model.ver_dropout": _PROBABILITY_OPEN,
+    "model.gem_p": _POSITIVE,
+    "model.last_stride": _int(1, 2, "2 as built, 1 = last downsampling at stride 1"),
     "loss.cls_weight": _NON_NEGATIVE,
     "loss.ver_weight": _NON_NEGATIVE,
     "loss.aux_weight": _NON_NEGATIVE,

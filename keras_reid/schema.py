@@ -192,6 +192,26 @@ def base_config() -> config_dict.ConfigDict:
       ver_dropout_mode="pairwise",
       aux_heads=False,             # GoogLeNet-style auxiliary heads (6 losses)
       freeze_bn=False,             # run BatchNorm on moving statistics in step 2
+      # The strong baseline's model switches (Luo et al., "Bag of Tricks",
+      # 2019); off by default, as in the paper's recipe.
+      # How the last feature map becomes the feature: "avg" (global average
+      # pooling) or "gem" (generalised mean, (mean x^p)^(1/p) per channel).
+      pooling="avg",
+      gem_p=3.0,                   # GeM's p (> 0; its start value if trainable)
+      gem_p_trainable=True,        # GeM's p is a trained weight, else fixed
+      # 2, or 1: the backbone's last downsampling at stride 1 (a map twice
+      # as high and wide, same weights); not for every backbone (an error
+      # lists those that support it).
+      last_stride=2,
+      # BNNeck: BatchNorm (no shift) between the feature and each identity
+      # classifier, classifiers without bias; the triplet loss and the
+      # verifiers read the feature before it, the identity loss after it
+      # (freeze_bn freezes it in step 2 too).
+      bnneck=False,
+      # What evaluation, feature extraction and the exported SavedModel
+      # embed with: "pooled" (the feature before any BNNeck) or "bnneck"
+      # (after it; needs bnneck=True).
+      retrieval_feature="pooled",
   ))
 
   config.loss = config_dict.ConfigDict(dict(

@@ -103,6 +103,8 @@ def test_validate_names_bad_value():
     ("model.backbone", "alexnet", "mobilenet_v1"),
     ("train.distribute", "tpu", "mirrored"),
     ("stages.synthetic.dataset", "synthetic+nope", "viper"),
+    ("model.pooling", "max", "gem"),
+    ("model.retrieval_feature", "after", "bnneck"),
 ])
 def test_names_are_checked_against_their_registries(key, value, valid):
   config = default.get_config()
@@ -113,6 +115,49 @@ def test_names_are_checked_against_their_registries(key, value, valid):
   target[field] = value
   with pytest.raises(ValueError, match=f"config.{key}=.*{valid}"):
     stages.check_config(config)
+
+
+@pytest.mark.parametrize("changes, keys", [
+    # Retrieval after a BNNeck that is not there.
+    (dict(retrieval_feature="bnneck"),
+     ("model.retrieval_feature='bnneck'", "model.bnneck=True")),
+    # GeM settings with average pooling do nothing.
+    (dict(gem_p=4.0), ("model.gem_p=4.0", "model.pooling='avg'")),
+    (dict(gem_p_trainable=False),
+     ("model.gem_p_trainable=False", "model.pooling='avg'")),
+])
+def test_strong_model_combinations_that_cannot_work_name_both_keys(changes,
+                                                                   keys):
+  config = default.get_config()
+  config.model.update(changes)
+  with pytest.raises(ValueError) as error:
+    config_lib.validate_config(config)
+  for key in keys:
+    assert key in str(error.value)
+
+
+@pytest.mark.parametrize("changes, message", [
+    (dict(pooling="gem", gem_p=0.0), "model.gem_p=0.0: expected a finite "
+     "number > 0"),
+    (dict(last_stride=4), r"model.last_stride=4: expected an integer in \[1, 2\]"),
+    # A backbone without a stride-1 rebuild: named with those that have one.
+    (dict(backbone="inception_v3", last_stride=1),
+     "last_stride=1 is not supported by model.backbone='inception_v3'.*"
+     "'resnet50'"),
+])
+def test_strong_model_values_out_of_range_are_named(changes, message):
+  config = default.get_config()
+  config.model.update(changes)
+  with pytest.raises(ValueError, match=message):
+    stages.check_config(config)
+
+
+def test_strong_model_switches_pass_together():
+  config = default.get_config()
+  config.model.update(dict(bnneck=True, retrieval_feature="bnneck",
+                           pooling="gem", gem_p=4.0, gem_p_trainable=False,
+                           last_stride=1, backbone="resnet50"))
+  stages.check_config(config)
 
 
 def test_save_and_load_round_trip(tmp_path):

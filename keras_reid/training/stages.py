@@ -27,6 +27,7 @@ from keras_reid.data import inspection
 from keras_reid.data import records as records_lib
 from keras_reid.evaluation import ranking
 from keras_reid.models import backbones
+from keras_reid.models import builders
 from keras_reid.models import layers
 from keras_reid.models import precision
 from keras_reid.training import cotraining
@@ -53,6 +54,7 @@ def check_config(config: config_dict.ConfigDict) -> None:
   expect_in("model.backbone", config.model.backbone, backbones.BACKBONES)
   expect_in("model.ver_dropout_mode", config.model.ver_dropout_mode,
             layers.PAIR_DROPOUT_MODES)
+  builders.check_model_config(config.model)
   expect_in("train.distribute", config.train.distribute, distribute.STRATEGIES)
   expect_in("data.augment_mode", config.data.augment_mode,
             augmentation.AUGMENT_MODES)
