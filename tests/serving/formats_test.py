@@ -7,6 +7,8 @@ the model's size; the images are synthetic pedestrians
 
 import json
 import os
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -21,6 +23,11 @@ from keras_reid.data.synthetic import generator as synthetic
 from keras_reid.evaluation import ranking
 from keras_reid.serving import formats
 from keras_reid.serving import saved_model
+from keras_reid.training import stages
+from tests.training import tiny_config
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
 
 IMAGE_SIZE = (64, 32)  # conftest.IMAGE_SIZE, the exported model's input size
 
@@ -262,6 +269,44 @@ def test_representative_set_from_a_glob(tmp_path):
   assert pattern in source
   with pytest.raises(ValueError, match="matches no file"):
     saved_model.representative_set(None, IMAGE_SIZE, root + "/none/*.png", 3)
+
+
+def _export_cli(*args):
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3",
+             PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+  return subprocess.run([sys.executable, "-m", "keras_reid.export", *args],
+                        cwd=REPO, env=env, capture_output=True, text=True,
+                        timeout=600)
+
+
+@pytest.mark.slow  # trains a tiny run, exports it in a subprocess
+def test_export_command_writes_the_formats_of_a_run(tmp_path):
+  config = tiny_config.get_config()
+  config.data.synthetic_dir = str(tmp_path / "synthetic")
+  config.stages.synthetic.update(dict(step1_iterations=1, step2_iterations=1))
+  workdir = str(tmp_path / "run")
+  stages.train(config, workdir)
+  proc = _export_cli(f"--workdir={workdir}", f"--export_dir={tmp_path}/reid",
+                     "--formats=tflite,onnx", "--representative_count=8")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  path = proc.stdout.strip().splitlines()[-1]
+  assert path == f"{tmp_path}/reid/1"
+  with open(os.path.join(path, saved_model.EXPORT_INFO_FILE)) as f:
+    info = json.load(f)
+  assert sorted(info["formats"]["files"]) == sorted(formats.FORMAT_FILES)
+  assert info["formats"]["representative"] == {
+      "source": "training images of stage 'synthetic' (synthetic)",
+      "count": 8}
+  for name in formats.FORMAT_FILES.values():
+    assert os.path.getsize(os.path.join(path, name)) > 0
+
+
+@pytest.mark.slow  # a subprocess starting TensorFlow
+def test_export_command_rejects_an_unknown_format_in_one_line(tmp_path):
+  proc = _export_cli(f"--workdir={tmp_path}", "--formats=saved_model,tfjs")
+  assert proc.returncode != 0
+  assert "Traceback" not in proc.stderr
+  assert "unknown format(s) ['tfjs']" in proc.stderr
 
 
 if __name__ == "__main__":
