@@ -137,7 +137,8 @@ def main(argv):
   lines = [
       f"Run {started:%Y-%m-%d %H:%M} UTC: `TF_CPP_MIN_LOG_LEVEL=2 python "
       f"bench/export_latency.py --rounds={FLAGS.rounds} "
-      f"--threads={FLAGS.threads}`",
+      f"--threads={FLAGS.threads}"
+      + (f" --out={FLAGS.out}" if FLAGS.out else "") + "`",
       "",
       f"- CPU: {cpu_model}, {os.cpu_count()} logical CPUs; threads per "
       f"runtime: {FLAGS.threads or os.cpu_count()}",
