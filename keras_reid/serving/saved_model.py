@@ -23,10 +23,15 @@ MAX_IMAGE_SIDE (checked before decoding, so decompression bombs allocate
 nothing), and
 `verify` batches of different sizes. A wrong dtype is rejected by the
 signature itself.
+
+export_run can also write the embedder's TFLite and ONNX files into the
+version folder (keras_reid/serving/formats.py: serving_default's contract
+for images of the model's size), listed in export_info.json's "formats".
 """
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import re
@@ -36,6 +41,7 @@ import tempfile
 from typing import Callable, Optional
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from keras_reid import progress
@@ -326,14 +332,15 @@ def export_run(workdir: str, export_base: str,
   from keras_reid.models import builders
   from keras_reid.models import restore
 
-  # Restoring, then export_saved_model's steps; on stderr (stdout gets the
-  # folder), when the export takes more than a few seconds.
   from keras_reid.serving import formats as formats_lib
 
+  # Restoring, then export_saved_model's steps and the other formats' files;
+  # on stderr (stdout gets the folder), when the export takes more than a
+  # few seconds.
   extra_steps = formats_lib.num_files(formats)
   bar = progress.make_progress(
-      1 + EXPORT_STEPS + extra_steps, "export steps", rate_unit="step", label="Export",
-      stream=sys.stderr, delay=progress.SLOW_SECONDS)
+      1 + EXPORT_STEPS + extra_steps, "export steps", rate_unit="step",
+      label="Export", stream=sys.stderr, delay=progress.SLOW_SECONDS)
   done = 0
 
   def step_done(what: str) -> None:
@@ -388,10 +395,6 @@ def representative_set(config, image_size: tuple[int, int], pattern: str,
   Raises:
     ValueError: no image found, naming the pattern or the stage.
   """
-  import glob  # pylint: disable=import-outside-toplevel
-
-  import numpy as np  # pylint: disable=import-outside-toplevel
-
   from keras_reid.data import from_config  # pylint: disable=import-outside-toplevel
   from keras_reid.data import image_files  # pylint: disable=import-outside-toplevel
 
