@@ -262,6 +262,8 @@ class Embedder:
       return self._embed_pixel_stream(_dataset_images(images), batch_size)
     if isinstance(images, (str, os.PathLike)):
       images = [images]
+    if isinstance(images, np.ndarray) and images.dtype.kind in "OSU":
+      images = images.tolist()  # an array of paths
     if isinstance(images, np.ndarray):
       _check_pixels(images, "images", ranks=(3, 4))
       if images.ndim == 3:

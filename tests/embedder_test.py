@@ -139,6 +139,7 @@ def test_paths_arrays_and_datasets_give_the_same_unit_vectors(
       want[same_size], atol=ATOL)
   np.testing.assert_allclose(embedder.embed(pixels[0]), want[:1], atol=ATOL)
   np.testing.assert_allclose(embedder.embed(paths[0]), want[:1], atol=ATOL)
+  np.testing.assert_allclose(embedder.embed(np.array(paths)), want, atol=ATOL)
   ds = tf.data.Dataset.from_generator(
       lambda: iter(pixels), output_signature=tf.TensorSpec(
           [None, None, 3], tf.uint8))
