@@ -166,7 +166,8 @@ class Embedder:
     def embed_pixels(pixels: np.ndarray) -> np.ndarray:
       return features(prepare(tf.constant(pixels)))
 
-    dimension = int(model.get_layer("backbone").output["feature"].shape[-1])
+    # The retrieval feature's size (the pooled feature, or through BNNeck).
+    dimension = int(builders.build_embedder(model).output.shape[-1])
     if threshold is None:
       threshold = run_threshold(workdir)
     return cls(_Backend(embed_files, embed_pixels, image_size, dimension,
