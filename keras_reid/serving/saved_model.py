@@ -329,6 +329,7 @@ def export_run(workdir: str, export_base: str,
   """
   # Imported here: they pull in the model code, which the rest of this module
   # (and a serving-only user) does not need.
+  from keras_reid import embedder as embedder_api
   from keras_reid.models import builders
   from keras_reid.models import restore
 
@@ -351,6 +352,12 @@ def export_run(workdir: str, export_base: str,
   origin = runs.weights_origin(workdir)  # warns if the run is partial
   training_model, config = restore.restore_training_model(workdir)
   step_done("restored the model")
+  info = {"weights_from": origin}
+  # The evaluation's "same person" cosine threshold, for
+  # keras_reid.Embedder.from_saved_model's verify.
+  threshold = embedder_api.run_threshold(workdir)
+  if threshold is not None:
+    info["cosine_threshold"] = threshold
   image_size = (config.data.image_height, config.data.image_width)
   embedder = builders.build_embedder(training_model)
   normalization = builders.normalization_for(config.model)
@@ -373,7 +380,7 @@ def export_run(workdir: str, export_base: str,
       builders.build_pair_scorer(training_model),
       export_base=export_base, image_size=image_size,
       normalization=normalization,
-      extra_info={"weights_from": origin}, step_done=step_done,
+      extra_info=info, step_done=step_done,
       write_extra=write_extra)
 
 
