@@ -212,8 +212,10 @@ class Gallery:
 
   def __init__(self, model_id: str, dimension: int, options: IndexOptions,
                metadata: pa.Table, embeddings: np.ndarray, index,
-               next_row_id: int, generation: int = 0):
+               next_row_id: int, generation: int = 0,
+               model_info: Optional[dict] = None):
     self.model_id = model_id
+    self.model_info = dict(model_info or {})
     self.dimension = dimension
     self.options = options
     self.metadata = metadata
@@ -224,8 +226,13 @@ class Gallery:
 
   @classmethod
   def create(cls, model_id: str, dimension: int,
-             options: IndexOptions = IndexOptions()) -> "Gallery":
-    """An empty gallery for `model_id`'s embeddings of size `dimension`."""
+             options: IndexOptions = IndexOptions(),
+             model_info: Optional[dict] = None) -> "Gallery":
+    """An empty gallery for `model_id`'s embeddings of size `dimension`.
+
+    `model_info` (JSON-able: where the model lies, its kind) is kept in the
+    manifest for the commands that embed queries with the same model.
+    """
     if not model_id:
       raise GalleryError("model_id is empty: name the model whose "
                          "embeddings the index holds.")
@@ -236,7 +243,8 @@ class Gallery:
       raise GalleryError(f"pq_m={options.pq_m} does not divide the "
                          f"dimension {dimension}; choose a divisor of it.")
     return cls(model_id, dimension, options, _empty_metadata(),
-               np.zeros((0, dimension), np.float32), None, 0)
+               np.zeros((0, dimension), np.float32), None, 0,
+               model_info=model_info)
 
   def __len__(self) -> int:
     return self.metadata.num_rows
@@ -265,6 +273,12 @@ class Gallery:
     m = o.pq_m or _largest_divisor_at_most(d, d // 8)
     quantizer = faiss.IndexFlatL2(d)
     index = faiss.IndexIVFPQ(quantizer, d, nlist, m, o.pq_bits)
+    # k-means on at most 64 embeddings per cell (a seeded sample): enough
+    # for the centroids, and training time stays linear in nlist.
+    cap = 64 * max(nlist, bits_needed // 4)
+    if n > cap:
+      pick = np.random.default_rng(0).choice(n, cap, replace=False)
+      training = training[np.sort(pick)]
     index.train(training)
     # The manifest records what was chosen, not "auto".
     self.options = dataclasses.replace(o, nlist=nlist, pq_m=m)
@@ -428,14 +442,14 @@ class Gallery:
     row_ids = self._row_ids()
     rows = np.searchsorted(row_ids, np.maximum(ids, 0))
     rows = np.where(ids >= 0, rows, -1)
-    # Exact distances of the candidates, the evaluator's squared Euclidean,
-    # in query chunks of at most ~16M gathered floats.
+    # Exact squared Euclidean distances of the candidates (the evaluator's
+    # quantity), computed by FAISS without gathering the rows.
     sq = np.empty(rows.shape, np.float32)
-    step = max(1, (1 << 24) // (fetch * self.dimension))
-    for s in range(0, len(q), step):
-      cand = self.embeddings[np.maximum(rows[s:s + step], 0)]
-      sq[s:s + step] = np.sum((cand - q[s:s + step, None, :]) ** 2, axis=-1,
-                              dtype=np.float32)
+    safe = np.ascontiguousarray(np.maximum(rows, 0), np.int64)
+    faiss.fvec_L2sqr_by_idx(faiss.swig_ptr(sq), faiss.swig_ptr(q),
+                            faiss.swig_ptr(self.embeddings),
+                            faiss.swig_ptr(safe), self.dimension, len(q),
+                            fetch)
     sq = np.where(rows >= 0, sq, np.inf)
     order = np.lexsort((np.where(rows >= 0, rows, np.iinfo(np.int64).max),
                         sq), axis=1)[:, :kk]
@@ -476,6 +490,7 @@ class Gallery:
     manifest = {
         "format": FORMAT, "format_version": FORMAT_VERSION,
         "model_id": self.model_id, "dimension": self.dimension,
+        "model": self.model_info,
         "index": self.options.to_dict(), "generation": generation,
         "next_row_id": self._next_row_id,
         "counts": {
@@ -551,7 +566,8 @@ class Gallery:
       raise IndexFileError(f"{directory}/{MANIFEST_FILE}: index options "
                            f"{manifest['index']!r} ({e}).") from e
     gallery = cls(manifest["model_id"], d, options, metadata, embeddings,
-                  index, manifest["next_row_id"], manifest["generation"])
+                  index, manifest["next_row_id"], manifest["generation"],
+                  model_info=manifest.get("model"))
     if index is not None:
       gallery._configure(index)
     return gallery
