@@ -68,7 +68,8 @@ _K = flags.DEFINE_integer("k", 10, "Results per query.")
 _EVAL_REPORT = flags.DEFINE_string(
     "eval_report", None, "An evaluation report (python -m keras_reid.evaluate "
     "--saved_model=... --output_json=...) whose verification threshold "
-    "decides same / different person; default: a run's own eval.json.")
+    "decides same / different person; default: the model's own (the "
+    "Embedder's cosine threshold, or a run's eval.json).")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 64, "Images per batch.")
 _CHUNK_SIZE = flags.DEFINE_integer(
     "chunk_size", 1024, "Images embedded per chunk kept on disk (what a "
@@ -193,10 +194,12 @@ def _search(argv: Sequence[str]) -> None:
   if bad:
     raise ValueError("query image(s) missing or unreadable: "
                      + ", ".join(paths[i] for i in bad))
-  queries = embedding_model.Model(identity, _BATCH_SIZE.value).embed(paths)
+  model = embedding_model.Model(identity, _BATCH_SIZE.value)
+  queries = model.embed(paths)
   result = gallery.search(queries, _K.value, model_id=identity.model_id)
-  threshold = matching.default_threshold(identity.kind, identity.source,
-                                         _EVAL_REPORT.value)
+  threshold = matching.default_threshold(
+      identity.kind, identity.source, _EVAL_REPORT.value,
+      model.cosine_threshold)
   print(matching.format_results(paths, result, gallery.metadata, threshold))
 
 

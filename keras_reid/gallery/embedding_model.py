@@ -19,7 +19,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
-from typing import Sequence
+import re
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -43,7 +44,7 @@ def identify(path: str) -> ModelIdentity:
   Raises:
     ValueError: `path` is neither a SavedModel folder nor a run directory.
   """
-  source = os.path.abspath(os.path.expanduser(path))
+  source = _version_folder(os.path.abspath(os.path.expanduser(path)))
   pb = os.path.join(source, "saved_model.pb")
   if os.path.isfile(pb):
     digest = hashlib.sha256()
@@ -60,12 +61,31 @@ def identify(path: str) -> ModelIdentity:
                          f"{origin['stage']}/step{origin['step']}")
   raise ValueError(
       f"--model {path!r} is neither an exported SavedModel (a version folder "
-      "holding saved_model.pb, e.g. export/reid/1) nor a training run "
-      "directory (holding config.json).")
+      "holding saved_model.pb, e.g. export/reid/1, or the folder of its "
+      "numbered versions) nor a training run directory (holding "
+      "config.json).")
+
+
+def _version_folder(path: str) -> str:
+  """`path`, or its highest numbered version holding a SavedModel (the one
+  `Embedder.from_saved_model` loads)."""
+  if os.path.isfile(os.path.join(path, "saved_model.pb")) or \
+      not os.path.isdir(path):
+    return path
+  versions = sorted(int(n) for n in os.listdir(path) if re.fullmatch(
+      r"\d+", n) and os.path.isfile(os.path.join(path, n, "saved_model.pb")))
+  return os.path.join(path, str(versions[-1])) if versions else path
 
 
 class Model:
-  """A loaded model: `embed(paths)` -> [N, D] float32, L2-normalised."""
+  """A loaded model: `embed(paths)` -> [N, D] float32, L2-normalised.
+
+  Attributes:
+    identity: the ModelIdentity it was loaded from.
+    cosine_threshold: the Embedder's same-person cosine similarity (from
+      the run's evaluation report or the export's export_info.json), or
+      None.
+  """
 
   def __init__(self, identity: ModelIdentity, batch_size: int = 64):
     from keras_reid import embedder  # TensorFlow: only when embedding
@@ -75,6 +95,7 @@ class Model:
       self._embedder = embedder.Embedder.from_saved_model(identity.source)
     else:
       self._embedder = embedder.Embedder.from_run(identity.source)
+    self.cosine_threshold: Optional[float] = self._embedder.threshold
 
   def embed(self, paths: Sequence[str]) -> np.ndarray:
     return np.asarray(self._embedder.embed(list(paths),

@@ -31,9 +31,11 @@ class _PixelModel:
   """Embeds an image as its 8x4 RGB thumbnail (96-d), L2-normalised."""
   calls: list = []
   fail_after = None  # raise on this call (a killed build)
+  cosine = None  # the Embedder's threshold
 
   def __init__(self, identity, batch_size=64):
     self.identity = identity
+    self.cosine_threshold = _PixelModel.cosine
 
   def embed(self, paths):
     _PixelModel.calls.append(list(paths))
@@ -50,6 +52,7 @@ def _model(monkeypatch):
   monkeypatch.setattr(embedding_model, "Model", _PixelModel)
   _PixelModel.calls = []
   _PixelModel.fail_after = None
+  _PixelModel.cosine = None
 
 
 def _saved_model(path, weights=b"weights-a"):
@@ -238,6 +241,23 @@ def test_same_person_decision_from_a_saved_model_report(tmp_path, capsys):
              eval_report=report)
   assert "raw embeddings" in out.out.splitlines()[0]
   assert out.out.splitlines()[2].split() == ["1", "0.0000", paths[0]]
+  # A cosine threshold applies to any features: d = sqrt(2 - 2 cos).
+  cosine = 1 - threshold ** 2 / 2
+  for source in ("report", "model"):
+    if source == "report":
+      report.write_text(json.dumps({"verification": {
+          "sir_cosine": {"threshold": cosine},
+          "sir_distance": {"threshold": 123.0}}}))
+      out = _run(capsys, "search", paths[0], index=index, k=4,
+                 eval_report=report)
+    else:
+      _PixelModel.cosine = cosine
+      out = _run(capsys, "search", paths[0], index=index, k=4)
+    lines = out.out.splitlines()
+    assert f"same person if distance <= {threshold:.4f}" in lines[0], source
+    assert f"cosine similarity >= {cosine:.4f}" in lines[0]
+    assert [line.split()[2] for line in lines[2:6]] == [
+        "same", "same", "different", "different"]
 
 
 def _subprocess(*args):
