@@ -21,7 +21,8 @@ distance exactly as `gallery search` does). Reported per setting:
   * build s: adding the N embeddings (and training, for IVF-PQ).
 
 Results are appended to --output (JSON lines) as each setting finishes, so a
-partial run keeps what it measured. TF-free (NumPy, FAISS, pyarrow).
+partial run keeps what it measured; `--table=FILE.jsonl` prints them as the
+markdown table of bench/gallery_results.md. TF-free (NumPy, FAISS, pyarrow).
 """
 
 from __future__ import annotations
@@ -116,6 +117,28 @@ def _cpu() -> dict:
   return info
 
 
+def markdown_table(path: str) -> str:
+  """The rows of a results file as a markdown table."""
+  lines = ["| N | D | index | build params | search params | recall@1 | "
+           "recall@10 | queries/s | exact queries/s | speedup | index MiB | "
+           "build s |", "|" + "---|" * 12]
+  with open(path) as f:
+    rows = [json.loads(line) for line in f if line.strip()]
+  for r in rows:
+    if r["setting"] == "machine":
+      continue
+    exact = r.get("exact_qps", r["qps"] / r["speedup"])
+    params = ", ".join(f"{k}={v}" for k, v in (r.get("params") or {}).items())
+    build = ", ".join(f"{k}={v}" for k, v in
+                      (r.get("build_params") or {}).items())
+    lines.append(
+        f"| {r['n']:,} | {r['d']} | {r['setting']} | {build} | {params} | "
+        f"{r['recall1']:.3f} | {r['recall10']:.3f} | {r['qps']:.0f} | "
+        f"{exact:.0f} | {r['speedup']:.1f}x | {r['index_mib']:.1f} | "
+        f"{r['build_s']:.0f} |")
+  return "\n".join(lines)
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--sizes", default="100000")
@@ -131,7 +154,12 @@ def main():
   parser.add_argument("--nlist", type=int, default=None,
                       help="ivfpq cells (default: the library's ~4 sqrt(N))")
   parser.add_argument("--output", default="gallery_bench.jsonl")
+  parser.add_argument("--table", default=None,
+                      help="print this results file as markdown and exit")
   args = parser.parse_args()
+  if args.table:
+    print(markdown_table(args.table))
+    return
   k = 10
 
   def emit(row):
