@@ -27,8 +27,10 @@ What a report holds (all optional parts can be switched off):
     every scored pair): CIR metrics, the measured SIR and CIR times and
     cir_to_sir_time_ratio.
   * "verification" (--verification, on): ROC AUC, EER and a suggested
-    threshold from SIR distances and, for a model, from the verification
-    head, on the query x gallery pairs of the evaluated test split as the
+    threshold from SIR distances ("sir_distance"), from the cosine
+    similarity of the L2-normalised features ("sir_cosine": the threshold
+    keras_reid.Embedder.verify decides with) and, for a model, from the
+    verification head, on the query x gallery pairs of the evaluated test split as the
     ranking scores them (no junk, no pair of one identity from one camera),
     whose identities the dataset's protocol keeps apart from the training
     split's: "split": "test", "num_ids", "seen_in_training" (true when the

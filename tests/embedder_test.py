@@ -16,7 +16,7 @@ import tensorflow as tf
 
 import keras_reid
 from keras_reid import embedder as embedder_lib
-from keras_reid import runs
+from keras_reid import run_evaluation
 from keras_reid.data import from_config
 from keras_reid.data import image_files
 from keras_reid.evaluation import embedders
@@ -220,11 +220,20 @@ def test_threshold_comes_from_the_runs_evaluation_report(run, tmp_path):
   workdir = str(tmp_path / "run")
   shutil.copytree(run[0], workdir)
   assert embedder_lib.run_threshold(workdir) is None
-  runs.write_json(runs.eval_report_path(workdir), {
-      "verification": {"sir_distance": {"threshold": 0.9},
-                       "sir_cosine": {"threshold": 0.25}}})
-  assert embedder_lib.run_threshold(workdir) == 0.25
-  assert keras_reid.Embedder.from_run(workdir).threshold == 0.25
+  report = run_evaluation.evaluate_run(workdir, pictures=False,
+                                       tensorboard=False)
+  threshold = report["verification"]["sir_cosine"]["threshold"]
+  assert -1.0 <= threshold <= 1.0
+  assert embedder_lib.run_threshold(workdir) == threshold
+  assert keras_reid.Embedder.from_run(workdir).threshold == threshold
+  # The export records it for the SavedModel's Embedder.
+  export = saved_model.export_run(workdir, str(tmp_path / "export"))
+  decided = keras_reid.Embedder.from_saved_model(export)
+  assert decided.threshold == threshold
+  assert keras_reid.Embedder.from_saved_model(run[3]).threshold is None
+  paths = [r.path for r in run[2]]
+  result = decided.verify(paths[:3], paths[3:6])
+  np.testing.assert_array_equal(result.same, result.score >= threshold)
 
 
 def test_missing_models_are_named(tmp_path):

@@ -21,6 +21,8 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 TF_FREE_MODULES = (
+    # The package: keras_reid.Embedder is imported on first use only.
+    "keras_reid",
     "keras_reid.config",
     "keras_reid.runs",
     # The entry points' own helpers (quiet is imported first).

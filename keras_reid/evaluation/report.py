@@ -200,6 +200,25 @@ def pair_distances(query_features, gallery_features, qi, gi) -> np.ndarray:
   return out
 
 
+def pair_cosines(query_features, gallery_features, qi, gi) -> np.ndarray:
+  """Cosine similarities of pairs (query qi[p], gallery gi[p]): [P] float32.
+
+  Each feature is L2-normalised first as tf.math.l2_normalize does
+  (divided by sqrt(max(squared norm, 1e-12))), as a SavedModel's or
+  keras_reid.Embedder's embeddings are, so this is their dot product.
+  """
+  def unit(features):
+    features = np.asarray(features, np.float32)
+    squares = np.einsum("ij,ij->i", features, features)[:, None]
+    return features / np.sqrt(np.maximum(squares, 1e-12))
+  qf, gf = unit(query_features), unit(gallery_features)
+  out = np.empty(len(qi), np.float32)
+  for s in range(0, len(qi), _PAIR_CHUNK):
+    out[s:s + _PAIR_CHUNK] = np.einsum(
+        "ij,ij->i", qf[qi[s:s + _PAIR_CHUNK]], gf[gi[s:s + _PAIR_CHUNK]])
+  return out
+
+
 def _head_pairs(same: np.ndarray, max_head_pairs: int,
                 seed: int) -> np.ndarray:
   """Sorted indices of the pairs the verification head scores: positives up
@@ -236,7 +255,10 @@ def split_verification_report(
 
   Returns:
     {"sir_distance": roc_report (a Euclidean distance threshold: same person
-    if below), "verification_head": roc_report (a probability: same if
+    if below), "sir_cosine": roc_report of the cosine similarity of the
+    L2-normalised features (what keras_reid.Embedder.verify and a served
+    model's unit embeddings compare: same person if above),
+    "verification_head": roc_report (a probability: same if
     above) with `head_scores`, "split": "test", "num_ids" (identities in
     the pairs, distractors not counted), "num_images", "num_query_images",
     "num_gallery_images"}, or {"split": "test", "skipped": why} when the
@@ -253,7 +275,9 @@ def split_verification_report(
         "ROC needs both.")}
   out = {"sir_distance": verification.roc_report(
       pair_distances(query_features, gallery_features, qi, gi), same,
-      higher_means_same=False)}
+      higher_means_same=False),
+         "sir_cosine": verification.roc_report(
+             pair_cosines(query_features, gallery_features, qi, gi), same)}
   if head_scores is not None:
     pick = _head_pairs(same, max_head_pairs, seed)
     t0 = time.perf_counter()

@@ -307,6 +307,7 @@ def export_run(workdir: str, export_base: str) -> str:
   """
   # Imported here: they pull in the model code, which the rest of this module
   # (and a serving-only user) does not need.
+  from keras_reid import embedder
   from keras_reid.models import builders
   from keras_reid.models import restore
 
@@ -325,10 +326,16 @@ def export_run(workdir: str, export_base: str) -> str:
   origin = runs.weights_origin(workdir)  # warns if the run is partial
   training_model, config = restore.restore_training_model(workdir)
   step_done("restored the model")
+  info = {"weights_from": origin}
+  # The evaluation's "same person" cosine threshold, for
+  # keras_reid.Embedder.from_saved_model's verify.
+  threshold = embedder.run_threshold(workdir)
+  if threshold is not None:
+    info["cosine_threshold"] = threshold
   return export_saved_model(
       builders.build_embedder(training_model),
       builders.build_pair_scorer(training_model),
       export_base=export_base,
       image_size=(config.data.image_height, config.data.image_width),
       normalization=builders.normalization_for(config.model),
-      extra_info={"weights_from": origin}, step_done=step_done)
+      extra_info=info, step_done=step_done)

@@ -205,6 +205,34 @@ def test_verification_report_is_on_the_test_splits_pairs(tmp_path):
   assert os.path.exists(result["pictures"]["roc"])
 
 
+def test_cosine_threshold_is_the_distance_one_on_unit_features():
+  # On unit-norm features |a - b|^2 = 2 - 2 cos(a, b): the same ROC, and
+  # the cosine threshold is 1 - d^2 / 2 of the distance threshold (an
+  # oracle independent of pair_cosines).
+  rng = np.random.default_rng(3)
+  qp, qc = rng.integers(1, 8, 40), np.zeros(40, int)
+  gp, gc = rng.integers(1, 8, 120), np.ones(120, int)
+  centres = rng.normal(size=(8, 16))
+  qf = centres[qp] + rng.normal(size=(40, 16))
+  gf = centres[gp] + rng.normal(size=(120, 16))
+  unit = lambda f: f / np.linalg.norm(f, axis=1, keepdims=True)
+  ver = report.split_verification_report(unit(qf), unit(gf), qp, qc, gp, gc)
+  dist, cos = ver["sir_distance"], ver["sir_cosine"]
+  assert cos["auc"] == pytest.approx(dist["auc"], abs=1e-6)
+  assert cos["eer"] == pytest.approx(dist["eer"], abs=1e-6)
+  assert cos["threshold"] == pytest.approx(1 - dist["threshold"]**2 / 2,
+                                           abs=1e-5)
+  assert 0.5 < cos["auc"] <= 1.0 and -1.0 <= cos["threshold"] <= 1.0
+  # Cosines ignore the features' norms; distances do not.
+  scaled = report.split_verification_report(
+      qf * rng.uniform(0.1, 10, (40, 1)), gf * rng.uniform(0.1, 10, (120, 1)),
+      qp, qc, gp, gc)
+  assert scaled["sir_cosine"]["threshold"] == pytest.approx(
+      report.split_verification_report(qf, gf, qp, qc, gp, gc)[
+          "sir_cosine"]["threshold"], abs=1e-6)
+  assert scaled["sir_distance"]["auc"] != pytest.approx(dist["auc"])
+
+
 @pytest.mark.parametrize("max_pairs", [300, 10**6])
 def test_test_split_pairs_are_the_pairs_the_ranking_scores(max_pairs):
   rng = np.random.default_rng(0)

@@ -9,11 +9,13 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 
 from absl import flags
 from absl.testing import flagsaver
 import numpy as np
+from PIL import Image
 import pytest
 import tensorflow as tf
 
@@ -24,6 +26,8 @@ from keras_reid.serving.test_server import model_server as test_server
 client_main = importlib.import_module("keras_reid.serving.client.__main__")
 
 MODEL = "reid"
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
+    __file__))))
 
 
 def _free_port():
@@ -182,36 +186,178 @@ def test_grpc_deadline(server, exported):
     slow.embed(exported.images(0, 64, 64, 32))
 
 
-def test_cli_prints_embeddings_distance_and_probability(
-    server, exported, tmp_path, capsys):
-  paths = []
-  images = exported.images(2, 2, 90, 40)
-  for n, image in enumerate(images):
-    paths.append(str(tmp_path / f"{n}.png"))
-    tf.io.write_file(paths[-1], tf.io.encode_png(image))
+def _write(path, image, fmt):
+  """Writes uint8 [H, W, 3] as `fmt` with Pillow; returns the path."""
+  Image.fromarray(image).save(path, format=fmt)
+  return str(path)
+
+
+def _viper_bmp(image, path):
+  """A BMP with 2 bytes after its pixel data, as half of VIPeR's are:
+  tf.io.decode_image (what the client decoded with) rejects it."""
+  _write(path, image, "BMP")
+  with open(path, "ab") as f:
+    f.write(b"\x00\x00")
+  with open(path, "rb") as f, pytest.raises(tf.errors.InvalidArgumentError):
+    tf.io.decode_image(f.read())
+  return str(path)
+
+
+def _run_cli(capsys, server, *args, protocol="grpc", model=MODEL):
+  """(exit status, stdout, stderr) of the CLI's main in this process."""
   if not flags.FLAGS.is_parsed():
     flags.FLAGS.mark_as_parsed()
-  with flagsaver.flagsaver(server=server[0], model=MODEL):
-    assert client_main.main(["client"] + paths) == 0
-  out = capsys.readouterr().out
-  assert f"embedding {paths[0]}" in out and f"embedding {paths[1]}" in out
-  distance = float(out.split("euclidean distance: ")[1].split()[0])
-  probability = float(out.split("same-person probability: ")[1].split()[0])
-  # Oracle: the SavedModel called in this process on the same pixels (PNG is
-  # lossless); the CLI prints 4 decimals.
-  loaded = tf.saved_model.load(exported.path)
-  want = loaded.signatures["serving_default"](images=tf.constant(images))
-  want = want["embeddings"].numpy()
-  assert distance == pytest.approx(np.linalg.norm(want[0] - want[1]),
-                                   abs=1e-4)
-  want_p = loaded.signatures["verify"](images_a=tf.constant(images[:1]),
-                                       images_b=tf.constant(images[1:]))
-  assert probability == pytest.approx(
-      float(want_p["same_probability"].numpy()[0]), abs=1e-4)
-  assert distance > 0  # two different images
-  with flagsaver.flagsaver(server=server[0], model="nope"):
-    assert client_main.main(["client"] + paths) == 1
-  assert "Not served" in capsys.readouterr().err
+  target = server[0] if protocol == "grpc" else server[1]
+  with flagsaver.flagsaver(server=target, model=model, protocol=protocol):
+    status = client_main.main(["client"] + list(args))
+  out = capsys.readouterr()
+  return status, out.out, out.err
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "rest"])
+def test_cli_embeds_png_bmp_and_jpeg_bytes(server, exported, loaded,
+                                           tmp_path, capsys, protocol):
+  images = exported.images(2, 2, 90, 40)
+  paths = [_write(tmp_path / "a.png", images[0], "PNG"),
+           _viper_bmp(images[1], tmp_path / "0001_045.bmp"),
+           _write(tmp_path / "c.jpg", images[0], "JPEG")]
+  status, out, err = _run_cli(capsys, server, *paths, protocol=protocol)
+  assert status == 0, err
+  lines = out.splitlines()
+  assert len(lines) == 3
+  # Oracle: the SavedModel in this process on the same pixels (PNG and BMP
+  # are lossless; the JPEG as TensorFlow decodes it); 4 decimals printed.
+  serving = loaded.signatures["serving_default"]
+  jpeg = tf.io.decode_jpeg(tf.io.read_file(paths[2]))[None]
+  want = [serving(images=tf.constant(images[:1]))["embeddings"].numpy()[0],
+          serving(images=tf.constant(images[1:]))["embeddings"].numpy()[0],
+          serving(images=jpeg)["embeddings"].numpy()[0]]
+  for path, line, vector in zip(paths, lines, want):
+    name, rest = line.split(": ", 1)
+    assert name == path
+    assert rest.startswith(f"dim {vector.size}, norm 1.0000, [")
+    first = [float(v) for v in rest.split("[")[1].split(", ")[:4]]
+    np.testing.assert_allclose(first, vector[:4], atol=1e-4)
+
+
+def test_cli_two_images_print_their_cosine_similarity(server, exported,
+                                                      loaded, tmp_path, capsys):
+  images = exported.images(3, 2, 64, 32)
+  paths = [_write(tmp_path / f"{n}.png", image, "PNG")
+           for n, image in enumerate(images)]
+  status, out, _ = _run_cli(capsys, server, *paths)
+  assert status == 0
+  cosine = float(out.split("cosine similarity: ")[1].split()[0])
+  want = loaded.signatures["serving_default"](images=tf.constant(images))[
+      "embeddings"].numpy()
+  assert cosine == pytest.approx(float(want[0] @ want[1]), abs=1e-4)
+
+
+@pytest.mark.parametrize("ext", [".npy", ".npz"])
+def test_cli_output_writes_the_vectors(server, exported, loaded, tmp_path,
+                                       capsys, ext):
+  images = exported.images(4, 3, 70, 30)
+  paths = [_write(tmp_path / f"{n}.png", image, "PNG")
+           for n, image in enumerate(images)]
+  output = tmp_path / "out" / f"vectors{ext}"
+  with flagsaver.flagsaver(output=str(output)):
+    status, out, err = _run_cli(capsys, server, *paths)
+  assert status == 0, err
+  assert out.strip() == (f"wrote 3 embeddings of dimension 256 to {output}")
+  want = loaded.signatures["serving_default"](images=tf.constant(images))[
+      "embeddings"].numpy()
+  data = np.load(output)
+  got = data if ext == ".npy" else data["embeddings"]
+  assert got.dtype == np.float32
+  np.testing.assert_allclose(got, want, atol=1e-5)
+  if ext == ".npz":
+    assert data["paths"].tolist() == paths
+  # Nothing but the file itself is left in its folder (atomic write).
+  assert os.listdir(output.parent) == [output.name]
+  with flagsaver.flagsaver(output=f"{tmp_path}/v.csv"):
+    status, _, err = _run_cli(capsys, server, *paths)
+  assert status == 1 and ".npy" in err and len(err.splitlines()) == 1
+
+
+def test_cli_bad_files_and_server_errors_are_one_line(server, exported,
+                                                      tmp_path, capsys):
+  good = _write(tmp_path / "good.png", exported.images(5, 1, 64, 32)[0],
+                "PNG")
+  missing = str(tmp_path / "missing.jpg")
+  status, out, err = _run_cli(capsys, server, good, missing)
+  assert status == 1 and out == ""
+  assert err.startswith("error: image file ") and "missing.jpg" in err
+  assert len(err.splitlines()) == 1
+  status, _, err = _run_cli(capsys, server, str(tmp_path))
+  assert status == 1 and len(err.splitlines()) == 1
+  assert repr(str(tmp_path)) in err
+  corrupt = tmp_path / "corrupt.bmp"
+  corrupt.write_bytes(b"BM not really a bitmap" * 4)
+  status, _, err = _run_cli(capsys, server, good, str(corrupt), good)
+  assert status == 1 and len(err.splitlines()) == 1
+  assert "corrupt.bmp" in err and "Request rejected" in err
+  status, _, err = _run_cli(capsys, server, good, model="nope")
+  assert status == 1 and "Not served" in err
+
+
+# Runs the CLI in a fresh process whose imports of TensorFlow's runtime
+# (tensorflow.python) and Keras fail, then lists what of them got loaded.
+_NO_TF_RUNTIME = """
+import atexit, importlib.abc, runpy, sys
+
+class Blocker(importlib.abc.MetaPathFinder):
+  def find_spec(self, name, path=None, target=None):
+    if (name.split(".")[:2] == ["tensorflow", "python"]
+        or name.split(".")[0] in ("keras", "tf_keras")):
+      raise ImportError(f"{name} is blocked: the light client must not load it")
+    return None
+
+sys.meta_path.insert(0, Blocker())
+atexit.register(lambda: print("LOADED", sorted(
+    m for m in sys.modules if m in ("tensorflow", "keras")
+    or m.startswith(("tensorflow.python", "keras."))), file=sys.stderr))
+sys.argv = ["client"] + ARGS
+runpy.run_module(MODULE, run_name="__main__", alter_sys=True)
+"""
+
+
+def _run_without_tf_runtime(args, module="keras_reid.serving.client"):
+  script = f"ARGS = {list(args)!r}\nMODULE = {module!r}\n" + _NO_TF_RUNTIME
+  env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get(
+      "PYTHONPATH", ""))
+  return subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env,
+                        capture_output=True, text=True, timeout=120)
+
+
+def test_the_blocker_blocks_the_plain_import_of_the_serving_protos():
+  # tensorflow-serving-api imported the ordinary way loads TensorFlow's
+  # runtime: the check below can fail.
+  proc = _run_without_tf_runtime([], module="tensorflow_serving.apis.predict_pb2")
+  assert proc.returncode != 0 and "is blocked" in proc.stderr
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "rest"])
+def test_cli_bytes_path_does_not_load_tensorflow(server, exported, loaded,
+                                                 tmp_path, protocol):
+  image = exported.images(6, 1, 100, 41)[0]
+  bmp = _viper_bmp(image, tmp_path / "0002_000.bmp")
+  target = server[0] if protocol == "grpc" else server[1]
+  proc = _run_without_tf_runtime([f"--server={target}", f"--model={MODEL}",
+                                  f"--protocol={protocol}", bmp])
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert proc.stderr.strip().splitlines()[-1] == "LOADED []"
+  want = loaded.signatures["serving_default"](images=tf.constant(image[None]))
+  first = float(proc.stdout.split("[")[1].split(",")[0])
+  assert proc.stdout.startswith(f"{bmp}: dim 256, norm 1.0000, [")
+  assert first == pytest.approx(float(want["embeddings"].numpy()[0, 0]),
+                                abs=1e-4)
+  # A missing file: one line, no traceback, TensorFlow not loaded either.
+  proc = _run_without_tf_runtime([f"--server={target}",
+                                  str(tmp_path / "missing.bmp")])
+  assert proc.returncode == 1 and proc.stdout == ""
+  lines = proc.stderr.strip().splitlines()
+  assert lines[-1] == "LOADED []" and len(lines) == 2
+  assert lines[0].startswith("error: image file ") and "missing.bmp" in lines[0]
 
 
 if __name__ == "__main__":

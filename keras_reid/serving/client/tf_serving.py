@@ -1,11 +1,15 @@
 """Clients for a keras-reid model served by TF-Serving: gRPC, REST and a CLI.
 
     python -m keras_reid.serving.client --server=localhost:8500 --model=reid \
-        a.jpg b.jpg
+        a.jpg b.bmp
 
-prints both embeddings, their Euclidean distance and the same-person
-probability of the verification head. `--protocol=rest --server=localhost:8501`
-uses the REST API instead.
+sends each file's bytes to the serve_bytes signature and prints a summary
+of each embedding. `--protocol=rest --server=localhost:8501` uses the REST
+API instead.
+
+No TensorFlow: the gRPC requests are tensorflow-serving-api's protos, loaded
+without TensorFlow's runtime (protos.py); files travel as their bytes and
+the server decodes them (its decoder reads every BMP the package reads).
 
 Both clients speak to the signatures written by keras_reid.serving.saved_model
 (serving_default, serve_bytes, verify); `predict` reaches any signature.
@@ -19,6 +23,8 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -28,10 +34,12 @@ from absl import logging
 from google.protobuf import json_format
 import grpc
 import numpy as np
-import tensorflow as tf
-from tensorflow_serving.apis import get_model_metadata_pb2
-from tensorflow_serving.apis import predict_pb2
-from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+from keras_reid.serving.client import protos
+
+get_model_metadata_pb2 = protos.get_model_metadata_pb2
+predict_pb2 = protos.predict_pb2
+prediction_service_pb2_grpc = protos.prediction_service_pb2_grpc
 
 DEFAULT_SIGNATURE = "serving_default"
 # 64 uint8 images of 512x256 are 25 MB; gRPC's default limit is 4 MB.
@@ -200,12 +208,10 @@ class GrpcClient(_Client):
     request = predict_pb2.PredictRequest()
     self._set_spec(request.model_spec, signature)
     for name, value in inputs.items():
-      value = np.asarray(value)
-      # An object array holds encoded files (bytes); say so even when empty.
-      dtype = tf.string if value.dtype == object else None
-      request.inputs[name].CopyFrom(tf.make_tensor_proto(value, dtype=dtype))
+      # An object array holds encoded files (bytes): DT_STRING, even empty.
+      request.inputs[name].CopyFrom(protos.to_tensor_proto(value))
     response = self._call(self._stub.Predict, request, signature)
-    return {k: tf.make_ndarray(v) for k, v in response.outputs.items()}
+    return {k: protos.to_ndarray(v) for k, v in response.outputs.items()}
 
   def metadata(self) -> dict[str, dict]:
     """Signature name -> {"inputs": {name: (dtype, shape)}, "outputs": ...}."""
@@ -222,7 +228,7 @@ def summarize_signatures(sig_map) -> dict[str, dict]:
   """SignatureDefMap proto -> {name: {"inputs": {name: (dtype, shape)},
   "outputs": ...}}; shape is None for unknown rank, -1 for unknown sizes."""
   def tensors(infos):
-    return {k: (tf.dtypes.as_dtype(v.dtype).name,
+    return {k: (protos.dtype_name(v.dtype),
                 None if v.tensor_shape.unknown_rank
                 else [d.size for d in v.tensor_shape.dim])
             for k, v in infos.items()}
@@ -333,41 +339,102 @@ def make_client(server: str, model: str, *, protocol: str = "grpc",
   return clients[protocol](server, model, **kwargs)
 
 
-def decode_file(path: str) -> np.ndarray:
-  """Reads an image file -> uint8 [1, h, w, 3] RGB."""
-  with open(path, "rb") as f:
-    contents = f.read()
-  image = tf.io.decode_image(contents, channels=3, expand_animations=False)
-  return image.numpy()[None]
+def read_files(paths: Sequence[str]) -> list[bytes]:
+  """The bytes of each image file, for `embed_files`.
 
-
-def compare_files(client: _Client, path_a: str,
-                  path_b: str) -> dict[str, np.ndarray | float]:
-  """Embeds two image files and scores them as a pair.
-
-  Returns:
-    {"embedding_a": [D], "embedding_b": [D], "distance": Euclidean distance of
-    the L2-normalised embeddings, "same_probability": verification head's
-    probability that both show the same person}.
+  Raises:
+    FileNotFoundError: naming the file that is missing, not a file, or
+      unreadable (with the reason).
   """
   contents = []
-  for path in (path_a, path_b):
-    with open(path, "rb") as f:
-      contents.append(f.read())
-  embeddings = client.embed_files(contents)
-  probability = client.verify(decode_file(path_a), decode_file(path_b))
-  return {"embedding_a": embeddings[0], "embedding_b": embeddings[1],
-          "distance": float(np.linalg.norm(embeddings[0] - embeddings[1])),
-          "same_probability": float(probability[0])}
+  for path in paths:
+    try:
+      with open(path, "rb") as f:
+        contents.append(f.read())
+    except OSError as e:
+      raise FileNotFoundError(
+          f"image file {path!r}: {e.strerror or e}; expected a readable "
+          "JPEG, PNG, BMP or GIF file.") from None
+  return contents
 
 
-def format_comparison(result: Mapping, path_a: str, path_b: str) -> str:
-  """The CLI's output text."""
-  fmt = lambda v: np.array2string(np.asarray(v), precision=4,
-                                  separator=", ", max_line_width=100)
-  return "\n".join([
-      f"embedding {path_a}: {fmt(result['embedding_a'])}",
-      f"embedding {path_b}: {fmt(result['embedding_b'])}",
-      f"euclidean distance: {result['distance']:.4f}",
-      f"same-person probability: {result['same_probability']:.4f}",
-  ])
+def embed_paths(client: _Client, paths: Sequence[str], *,
+                batch_size: int = 32) -> np.ndarray:
+  """Embeds image files by their bytes (serve_bytes), `batch_size` a request.
+
+  Every file is read before the first request, so a missing one fails
+  before any is sent.
+
+  Returns:
+    float32 [len(paths), D], L2-normalised.
+
+  Raises:
+    FileNotFoundError: a file cannot be read (named).
+    InvalidRequestError: the server cannot decode a file; the message names
+      the file when the batch had several.
+  """
+  contents = read_files(paths)
+  chunks = []
+  for start in range(0, len(paths), batch_size):
+    batch = contents[start:start + batch_size]
+    try:
+      chunks.append(client.embed_files(batch))
+    except InvalidRequestError as e:
+      raise InvalidRequestError(
+          f"{_culprit(client, paths[start:start + batch_size], batch)}: "
+          f"{e}") from None
+  return np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
+
+
+def _culprit(client: _Client, paths: Sequence[str],
+             contents: Sequence[bytes]) -> str:
+  """Names the first file of a rejected batch that the server rejects alone."""
+  if len(paths) > 1:
+    for path, data in zip(paths, contents):
+      try:
+        client.embed_files([data])
+      except InvalidRequestError:
+        return f"image file {path!r}"
+  return f"image file {paths[0]!r}" if len(paths) == 1 else (
+      f"image files {paths[0]!r} .. {paths[-1]!r}")
+
+
+def summary_line(path: str, embedding: np.ndarray, num_values: int = 4
+                 ) -> str:
+  """"<path>: dim D, norm N, [v0, v1, ...]" for one embedding [D]."""
+  embedding = np.asarray(embedding, np.float32).reshape(-1)
+  head = ", ".join(f"{v:.4f}" for v in embedding[:num_values])
+  more = ", ..." if embedding.size > num_values else ""
+  return (f"{path}: dim {embedding.size}, norm "
+          f"{np.linalg.norm(embedding):.4f}, [{head}{more}]")
+
+
+def write_embeddings(path: str, paths: Sequence[str],
+                     embeddings: np.ndarray) -> None:
+  """Writes the vectors atomically (temporary file, then rename).
+
+  `.npy`: the float32 [N, D] array alone, rows in the order of `paths`;
+  `.npz`: "embeddings" [N, D] and "paths" [N] (str).
+
+  Raises:
+    ValueError: another extension.
+  """
+  ext = os.path.splitext(path)[1].lower()
+  if ext not in (".npy", ".npz"):
+    raise ValueError(f"--output={path!r}: expected a .npy (vectors only) or "
+                     ".npz (vectors and paths) file name.")
+  folder = os.path.dirname(os.path.abspath(path))
+  os.makedirs(folder, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=ext, dir=folder)
+  try:
+    with os.fdopen(fd, "wb") as f:
+      if ext == ".npy":
+        np.save(f, np.asarray(embeddings, np.float32))
+      else:
+        np.savez(f, embeddings=np.asarray(embeddings, np.float32),
+                 paths=np.asarray(list(paths), str))
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
