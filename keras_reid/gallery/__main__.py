@@ -100,6 +100,8 @@ def _check_same_model(gallery: index_lib.Gallery,
 
 def _embed_images(identity, gallery_model_id: str):
   images = ingestion.list_images(_IMAGES.value)
+  ingestion.start_pending(_pending(_INDEX.value), images, gallery_model_id,
+                          _CHUNK_SIZE.value)
   model = embedding_model.Model(identity, batch_size=_BATCH_SIZE.value)
   embedded = ingestion.embed_resumably(
       model.embed, images, _pending(_INDEX.value), gallery_model_id,
@@ -163,11 +165,12 @@ def _update(argv: Sequence[str], command: str) -> None:
     raise app.UsageError("remove: give the image paths to remove, or "
                          "--images=FOLDER_OR_CSV.")
   removed, missing = gallery.remove(paths)
-  for path in missing:
-    print(f"not in the index: {path}", file=sys.stderr)
   if not removed:
     raise ValueError(f"none of the {len(paths)} paths is in the index "
-                     f"{_INDEX.value!r}: nothing removed.")
+                     f"{_INDEX.value!r} (e.g. {paths[0]!r}; the index keys "
+                     "images by absolute path): nothing removed.")
+  for path in missing:
+    print(f"not in the index: {path}", file=sys.stderr)
   gallery.save(_INDEX.value)
   print(f"removed {len(removed)} images; the index holds {len(gallery)}.")
 

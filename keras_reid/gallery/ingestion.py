@@ -144,6 +144,32 @@ class Embedded:
   skipped: list[str]
 
 
+def start_pending(pending_dir: str, images: ImageList, model_id: str,
+                  chunk_size: int) -> None:
+  """Records what `pending_dir`'s chunks will hold, or checks that it is the
+  build already there (before any model is loaded).
+
+  Raises:
+    ValueError: pending_dir holds a build of other images, another model or
+      another chunk size.
+  """
+  plan = _plan(images, model_id, chunk_size)
+  plan_path = os.path.join(pending_dir, PLAN_FILE)
+  if not os.path.exists(plan_path):
+    runs.write_json(plan_path, plan)
+    return
+  with open(plan_path) as f:
+    old = json.load(f)
+  if old != plan:
+    raise ValueError(
+        f"{pending_dir} holds an unfinished build of other images or "
+        f"another model ({old.get('num_images')} images, model "
+        f"{old.get('model_id')!r}, chunk size {old.get('chunk_size')}; now "
+        f"{len(images)} images, model {model_id!r}, chunk size "
+        f"{chunk_size}). Rerun that command to finish it, or delete "
+        f"{pending_dir} to start over.")
+
+
 def embed_resumably(embed_fn: EmbedFn, images: ImageList, pending_dir: str,
                     model_id: str, *, chunk_size: int = 1024,
                     validate: Optional[Callable[[Sequence[str]], list[int]]]
@@ -169,20 +195,7 @@ def embed_resumably(embed_fn: EmbedFn, images: ImageList, pending_dir: str,
   if validate is None:
     from keras_reid.data import image_files  # TensorFlow: only when used
     validate = image_files.validate_images
-  plan = _plan(images, model_id, chunk_size)
-  plan_path = os.path.join(pending_dir, PLAN_FILE)
-  if os.path.exists(plan_path):
-    with open(plan_path) as f:
-      old = json.load(f)
-    if old != plan:
-      raise ValueError(
-          f"{pending_dir} holds an unfinished build of other images or "
-          f"another model ({old.get('num_images')} images, model "
-          f"{old.get('model_id')!r}; now {len(images)} images, model "
-          f"{model_id!r}). Rerun that command to finish it, or delete "
-          f"{pending_dir} to start over.")
-  else:
-    runs.write_json(plan_path, plan)
+  start_pending(pending_dir, images, model_id, chunk_size)
   n = len(images)
   starts = range(0, n, chunk_size)
   done = sum(os.path.exists(_chunk_path(pending_dir, i))
