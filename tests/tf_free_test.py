@@ -52,6 +52,7 @@ TF_FREE_MODULES = (
     "keras_reid.evaluation.projector",
     "keras_reid.evaluation.feature_files",
     "keras_reid.evaluation.report",
+    "keras_reid.gallery.index",
     "keras_reid.models.torch_state_dict",
     "keras_reid.run_comparison",
     "keras_reid.compare",
