@@ -179,7 +179,8 @@ def test_old_config_with_flat_unsupervised_keys_loads_into_the_sub_dict(
   loaded = config_lib.load_config(str(tmp_path))
   stage = loaded.stages.synthetic
   assert stage.supervision == "cotraining"
-  assert stage.unsupervised.to_dict() == _FLAT_UNSUPERVISED
+  assert {k: stage.unsupervised[k]
+          for k in _FLAT_UNSUPERVISED} == _FLAT_UNSUPERVISED
   for key in _FLAT_UNSUPERVISED:
     assert key not in stage
   # The layout is today's: what a run saved now reloads to.

@@ -33,6 +33,7 @@ from keras_reid.evaluation import ranking
 from keras_reid.models import builders
 from keras_reid.models import precision
 from keras_reid.models import restore
+from keras_reid.training import cluster_memory
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -214,7 +215,9 @@ def make_train_iteration(model: keras.Model,
                          optimizer: keras.optimizers.Optimizer,
                          strategy: tf.distribute.Strategy, weights: dict, *,
                          jit_compile: bool,
-                         weight_decay: float = 0.0) -> Callable:
+                         weight_decay: float = 0.0,
+                         memory: cluster_memory.ClusterMemory | None = None
+                         ) -> Callable:
   """A `tf.function` running one distributed iteration from an iterator.
 
   Args:
@@ -223,6 +226,10 @@ def make_train_iteration(model: keras.Model,
     jit_compile: XLA-compile the replica step.
     weight_decay: coupled L2 on the trainable kernels
       (`weight_decay_loss`; 0 = none, e.g. when the optimizer decays).
+    memory: a "clustering" round's cluster memory: its similarities to the
+      embeddings are the output "cluster_similarities" the cluster-memory
+      loss reads, and it is updated with the batch after the optimizer
+      step (one replica only).
 
   Returns:
     iteration(iterator) -> dict of scalars: "loss/<term>" for every loss term
@@ -239,6 +246,9 @@ def make_train_iteration(model: keras.Model,
       # Mixed precision computes in bfloat16 / float16; the losses, their
       # softmax and the L2 term are taken in float32.
       outputs = {k: tf.cast(v, tf.float32) for k, v in outputs.items()}
+      if memory is not None:
+        outputs["cluster_similarities"] = memory.similarities(
+            outputs["embedding"])
       terms = losses.compute_losses(outputs, batch["labels"],
                                     batch["pair_same"], **weights)
       l2 = weight_decay_loss(variables, weight_decay)
@@ -249,6 +259,8 @@ def make_train_iteration(model: keras.Model,
         loss = optimizer.scale_loss(loss)
     grads = tape.gradient(loss, variables)
     optimizer.apply_gradients(zip(grads, variables))
+    if memory is not None:
+      memory.update(outputs["embedding"], batch["labels"])
     result = {f"loss/{k}": v for k, v in terms.items()}
     if weight_decay:
       result["loss/l2"] = l2
@@ -283,15 +295,20 @@ class _StepState:
 def _restore_or_start(model: keras.Model, optimizer, step: FineTuningStep, *,
                       make_dataset, config: config_dict.ConfigDict,
                       strategy: tf.distribute.Strategy, workdir: str,
-                      restore_dir: str | None) -> _StepState:
+                      restore_dir: str | None,
+                      memory: cluster_memory.ClusterMemory | None = None
+                      ) -> _StepState:
   """The step's checkpointed state, restored from its latest checkpoint if
-  it has one (model, optimizer, data iterator, dropout seeds, counter)."""
+  it has one (model, optimizer, data iterator, dropout seeds, counter, the
+  cluster memory)."""
   dataset = strategy.distribute_datasets_from_function(make_dataset)
   iterator = iter(dataset)
   iterations_done = tf.Variable(0, dtype=tf.int64, trainable=False)
   # Checkpoint key "step" kept, so that earlier versions' checkpoints restore.
   state = dict(model=model, optimizer=optimizer, step=iterations_done,
                seeds=restore.seed_state_variables(model))
+  if memory is not None:
+    state["cluster_memory"] = memory
   # The iterators of MirroredStrategy and MultiWorkerMirroredStrategy cannot
   # be checkpointed (not Trackable in TF 2.21): their pipelines are restarted
   # at the batch where the run stopped instead (below).
@@ -337,7 +354,8 @@ def run_fine_tuning_step(
     config: config_dict.ConfigDict, strategy: tf.distribute.Strategy,
     workdir: str, writer: tf.summary.SummaryWriter,
     evaluate: Callable[[keras.Model], dict] | None = None,
-    restore_dir: str | None = None) -> str:
+    restore_dir: str | None = None,
+    memory: cluster_memory.ClusterMemory | None = None) -> str:
   """Runs (or resumes) one fine-tuning step and returns its final checkpoint.
 
   Args:
@@ -357,11 +375,20 @@ def run_fine_tuning_step(
       restores; default `workdir`. A cluster's non-chief workers save into
       their own `workdir` but resume from the chief's checkpoints, so that
       every worker restarts from the same iteration.
+    memory: the cluster memory of a "clustering" round's step (see
+      make_train_iteration), checkpointed with the step; None = none.
 
   Raises:
     NonFiniteLossError: the loss became NaN/inf (the checkpoints keep the
       last good state).
   """
+  if memory is not None and strategy.num_replicas_in_sync > 1:
+    # Each replica would update the memory with its own batch slice.
+    raise ValueError(
+        f"config.loss.cluster_memory_weight={config.loss.cluster_memory_weight}"
+        f" in stage {step.stage!r} runs on one replica, not "
+        f"{strategy.num_replicas_in_sync}: set --config.train.distribute="
+        "default, or --config.loss.cluster_memory_weight=0.")
   builders.set_step_trainable(model, step.step,
                               freeze_bn=config.model.freeze_bn,
                               all_heads=step.all_heads)
@@ -372,13 +399,13 @@ def run_fine_tuning_step(
     optimizer.build(model.trainable_variables)
   state = _restore_or_start(model, optimizer, step, make_dataset=make_dataset,
                             config=config, strategy=strategy, workdir=workdir,
-                            restore_dir=restore_dir)
+                            restore_dir=restore_dir, memory=memory)
   manager = state.manager
   train_iteration = make_train_iteration(
       model, optimizer, strategy,
       loss_weights(config.loss, step.step, verifiers_train=step.all_heads),
       jit_compile=config.train.jit_compile,
-      weight_decay=coupled_weight_decay(config.train))
+      weight_decay=coupled_weight_decay(config.train), memory=memory)
   start = int(state.iterations_done.numpy())
   trains = ("all layers" if step.step == 2 else
             "new heads only" if step.all_heads else "new classifiers only")
