@@ -74,6 +74,32 @@ def test_cotraining_configs_take_supervision_and_source_run(name):
     module.get_config("labels")
 
 
+def test_viper_cluster_config_builds_and_clusters_a_viper_shaped_set():
+  from configs import viper_cluster_cpu  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  config = viper_cluster_cpu.get_config("/runs/source")
+  assert list(config.stages) == ["viper"]
+  viper = config.stages.viper
+  assert (viper.supervision, viper.init, viper.dataset) == (
+      "clustering", "/runs/source", "viper")
+  assert config.loss.cluster_memory_weight > 0
+  stages.check_config(config)
+  assert list(viper_cluster_cpu.get_config().stages) == ["reid_pool", "viper"]
+  # Tiny scale: its clustering settings on features shaped like VIPeR's
+  # training split (316 identities x one image in each of 2 cameras) find
+  # the identities' pairs, enough of them for its K x M batches.
+  rng = np.random.default_rng(0)
+  pids = np.repeat(np.arange(316), 2)
+  camids = np.tile([0, 1], 316)
+  features = rng.normal(size=(316, 32))[pids] + 0.3 * rng.normal(
+      size=(632, 32))
+  labels = cotraining.make_labels(features, camids, viper)
+  assert labels.num_classes >= viper.ids_per_batch
+  quality = cotraining.clustering.cluster_quality(labels.labels, pids)
+  assert quality["pairwise_precision"] > 0.9, quality
+  assert quality["num_clusters"] > 250, quality
+
+
 def test_wrong_type_names_the_key():
   config = default.get_config()
   with pytest.raises(TypeError, match="image_height"):
