@@ -34,12 +34,13 @@ identities); eps 0.5; a camera term of 1.0: two VIPeR images of one camera
 are never one person, so a cluster is joined only across cameras. On
 well-separated features of VIPeR's shape (tests/config_test.py) these find
 every pair (316 clusters, precision 1.00) where k2 6 finds 149 clusters at
-precision 0.28, and eps 0.6 / 0.7 lose precision by chaining (0.94 / 0.59). 16 clusters x 4 images a batch
-(Cluster Contrast's), as DBSCAN may find fewer than viper_cpu's 32 clusters
-in the first round. The VIPeR test split is evaluated before every round
-(eval/viper/round<r>.json; round 0 = direct transfer) and at the end
-(eval/viper.json); cluster quality against the hidden identities in
-cotrain/viper/round<r>.json and TensorBoard (cotrain/cluster_*). Reads
+precision 0.28, and eps 0.6 / 0.7 lose precision by chaining (0.94 / 0.59).
+16 clusters x 4 images a batch (Cluster Contrast's), as DBSCAN may find
+fewer than viper_cpu's 32 clusters in the first round. The VIPeR test
+split is evaluated before every round (eval/viper/round<r>.json; round 0
+= direct transfer) and at the end (eval/viper.json); cluster quality
+against the hidden identities in cotrain/viper/round<r>.json and
+TensorBoard (cotrain/cluster_*). Reads
 $REID_DATA_ROOT (see configs/viper_cpu.py).
 """
 
