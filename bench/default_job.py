@@ -4,9 +4,10 @@ Runs `python -m keras_reid.train` (keras_reid/default.py, no flags but a fresh
 --workdir) in a subprocess, reads its metrics.json and compares Rank-1 and
 mAP with the recorded values (bench/training_results.md, "The default main
 job"). The run is deterministic (config.train.deterministic, seeded data and
-weights), so a difference means the code changed the result: rerun, then
-update README.md, bench/training_results.md and RECORDED together. About
-3 minutes on 2 CPU cores.
+weights) wherever the checkout lies, so a difference beyond TOLERANCE on the
+CPU kind RECORDED was measured on means the code changed the result: rerun,
+then update README.md, bench/training_results.md and RECORDED together.
+About 3 minutes on 2 idle CPU cores.
 
 Usage:
   python bench/default_job.py [--workdir DIR] [--keep]
@@ -27,10 +28,16 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from keras_reid import runs  # noqa: E402
-# Measured with this script (bench/training_results.md gives the command);
-# fractions, as in metrics.json.
-RECORDED = {"rank1": 0.7111, "mAP": 0.5743}
-TOLERANCE = 0.0005  # the recorded values are rounded to 4 decimals
+# Measured with this script on 2026-12-07 (bench/training_results.md gives
+# the commands): mean of 3 runs (two checkouts in different folders, oneDNN on
+# and off) on a 2-core AMD EPYC with AVX2; fractions, as in metrics.json.
+RECORDED = {"rank1": 0.4556, "mAP": 0.3790}
+# The measured spread of those runs (std 0: bit-identical) plus the rounding
+# of RECORDED to 4 decimals. On another CPU kind (AVX-512, bfloat16) the
+# sums may round differently: a difference there is to be measured, not
+# assumed to be a regression.
+MEASURED_STD = {"rank1": 0.0, "mAP": 0.0}
+TOLERANCE = {k: 3 * MEASURED_STD[k] + 0.0005 for k in RECORDED}
 
 
 def main() -> int:
@@ -61,7 +68,7 @@ def main() -> int:
   if not args.workdir and not args.keep:
     shutil.rmtree(workdir, ignore_errors=True)
   off = {k: (metrics[k], v) for k, v in RECORDED.items()
-         if abs(metrics[k] - v) > TOLERANCE}
+         if abs(metrics[k] - v) > TOLERANCE[k]}
   if off:
     print(f"DIFFERENT from the recorded figures (measured, recorded): {off}",
           file=sys.stderr)

@@ -14,17 +14,20 @@ argument is viper_cpu's "TARGET[,direct]"; the reid_pool stage is
 viper_cpu's unchanged, so a finished viper_cpu reid_pool run can start the
 target stage (bench/reproduce.py's row best_cpu_recipe does, and checks it).
 
-What each ingredient adds, VIPeR splits 0-2, Rank-1 mean +- std
-(bench/reproduction_results.md; paired differences in its claims table):
+What each ingredient adds, VIPeR splits 0-2, Rank-1 mean +- sample SD
+(bench/reproduction_results.md; paired differences and their t-based 95%
+intervals in its claims table). The ingredients were picked on these
+splits' test identities (there is no validation split), so this recipe's
+numbers are optimistic:
 
-    staged, SIR (viper_cpu)                       29.7 +- 0.7
-    + test-time flip                              30.5 +- 0.7   (+0.7, holds)
-    + CIR top-10                                  31.3 +- 1.6   (+1.6, noise)
-    + flip + CIR top-10                           31.4 +- 1.6
-    target stage 2x as long (SIR)                 32.6 +- 0.8   (+2.8, holds)
-    target stage 4x as long (SIR)                 33.6 +- 0.6   (+1.1 over 2x,
+    staged, SIR (viper_cpu)                       29.7 +- 0.8
+    + test-time flip                              30.5 +- 0.9   (+0.7, holds)
+    + CIR top-10                                  31.3 +- 1.9   (+1.6, noise)
+    + flip + CIR top-10                           31.4 +- 1.9
+    target stage 2x as long (SIR)                 32.6 +- 0.9   (+2.8, holds)
+    target stage 4x as long (SIR)                 33.6 +- 0.7   (+1.1 over 2x,
                                                   noise; mAP 46.9 vs 45.5)
-    target stage 8x as long (SIR)                 34.1 +- 0.7   (+0.4 over 4x,
+    target stage 8x as long (SIR)                 34.1 +- 0.8   (+0.4 over 4x,
                                                   noise, at twice the time)
     tried, not kept: k-reciprocal re-ranking -4.5; CIR top-20 / top-50 as
     top-10; re-drawn augmentation / decoupled decay in the target stage
@@ -34,8 +37,9 @@ This recipe, trained from this file on VIPeR splits 0-4 (row
 best_cpu_recipe; one reid_pool run, 752 s, shared by the splits, each
 split's VIPeR stage 280-470 s, so 17-20 min a split on 2 cores):
 
-    Rank-1 33.2 +- 1.2, Rank-5 64.4, Rank-10 75.7, Rank-20 86.5, mAP 47.3
-    viper_cpu on the same splits: 30.2 +- 0.9 (+3.0 paired, all 5 >= 0)
+    Rank-1 33.2 +- 1.3, Rank-5 64.4, Rank-10 75.7, Rank-20 86.5, mAP 47.3
+    viper_cpu on the same splits: 30.2 +- 1.0 (+3.0 paired, 95% CI
+    [+0.31, +5.77]: holds)
 
     REID_DATA_ROOT=/path/to/data python bench/reproduce.py --splits=0-4 \
         --rows=best_cpu_recipe,staged_method

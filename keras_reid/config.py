@@ -14,6 +14,7 @@ import os
 from ml_collections import config_dict
 
 from keras_reid import losses as losses_lib
+from keras_reid import config_ranges
 from keras_reid import schema
 
 CONFIG_FILE = "config.json"
@@ -122,6 +123,9 @@ def rename_old_keys(data: dict) -> dict:
 def validate_config(config: config_dict.ConfigDict) -> None:
   """Checks the ranges a ConfigDict's type safety cannot.
 
+  Every numeric key against keras_reid.config_ranges.RANGES (NaN, inf and
+  out-of-range values are errors before anything trains).
+
   Names (backbone, datasets, dropout mode, distribution) are checked against
   the registries that define them by keras_reid.training.stages.check_config,
   which calls this first: config sits below every registry.
@@ -139,22 +143,89 @@ def validate_config(config: config_dict.ConfigDict) -> None:
         "removed: use config.train.precision (\"auto\", \"float32\", "
         "\"mixed_bfloat16\" or \"mixed_float16\"), e.g. "
         "--config.train.precision=mixed_float16 for the old True.")
-  expect(config.data.image_height > 0 and config.data.image_width > 0,
-         "data.image_height/image_width",
-         (config.data.image_height, config.data.image_width), "positive sizes")
-  expect(config.data.augment_copies >= 1, "data.augment_copies",
-         config.data.augment_copies, ">= 1 (1 = no augmentation)")
   expect(len(config.stages) > 0, "stages", dict(config.stages),
          "at least one stage (see keras_reid/schema.py stage_config)")
+  config_ranges.check_ranges(flatten(config))
+  _check_losses(config)
   for name, stage in config.stages.items():
-    expect(stage.ids_per_batch >= 2, f"stages.{name}.ids_per_batch",
-           stage.ids_per_batch, ">= 2 (negative pairs need two identities)")
-    expect(stage.images_per_id >= 2, f"stages.{name}.images_per_id",
-           stage.images_per_id, ">= 2 (positive pairs need two images)")
-    expect(stage.step1_iterations >= 0 and stage.step2_iterations >= 0,
-           f"stages.{name}.step1_iterations/step2_iterations",
-           (stage.step1_iterations, stage.step2_iterations),
-           "non-negative iteration counts")
+    _check_warmup(name, stage)
+  _validate_model(config.model)
+
+
+def _check_losses(config: config_dict.ConfigDict) -> None:
+  """The losses that need another key (their own ranges are config_ranges').
+
+  Raises:
+    ValueError: naming both keys: the center loss without a positive
+      center_lr; a loss on the embedding (acting on the base, so trained in
+      step 2 only) in a config whose stages have no step 2.
+  """
+  loss = config.loss
+  step2 = {name: stage.step2_iterations
+           for name, stage in config.stages.items()}
+  for term in losses_lib.LOSS_TERMS:
+    weight = loss[term.weight_key]
+    if (weight > 0 and term.acts_on == "base" and step2
+        and not any(step2.values())):
+      name = next(iter(step2))
+      raise ValueError(
+          f"config.loss.{term.weight_key}={weight} with "
+          f"config.stages.{name}.step2_iterations=0 (and every other "
+          f"stage's): the {term.name} loss trains the embedding, which only "
+          "step 2 trains, so it would never act. Give a stage step 2 "
+          f"iterations or set --config.loss.{term.weight_key}=0.")
+  if loss.center_weight > 0 and not loss.center_lr > 0:
+    raise ValueError(
+        f"config.loss.center_weight={loss.center_weight} with "
+        f"config.loss.center_lr={loss.center_lr!r}: the class centres would "
+        "never move; set center_lr > 0 (0.5 in the bag of tricks).")
+
+
+def _check_warmup(name: str, stage: config_dict.ConfigDict) -> None:
+  """A stage's warmup against its steps and its lr schedule (the keys' own
+  ranges are config_ranges').
+
+  Raises:
+    ValueError: naming both keys of a combination that cannot work.
+  """
+  prefix = f"config.stages.{name}"
+  for step in (1, 2):
+    warmup = stage[f"step{step}_warmup_iterations"]
+    iterations = stage[f"step{step}_iterations"]
+    if warmup > iterations:
+      raise ValueError(
+          f"{prefix}.step{step}_warmup_iterations={warmup} is longer than "
+          f"the step, {prefix}.step{step}_iterations={iterations}: the lr "
+          f"would never reach step{step}_lr. Lower the warmup or raise the "
+          "iterations.")
+    if (warmup and stage.lr_schedule == "step"
+        and warmup > stage.lr_decay_iterations):
+      raise ValueError(
+          f"{prefix}.step{step}_warmup_iterations={warmup} is longer than "
+          f"{prefix}.lr_decay_iterations={stage.lr_decay_iterations} "
+          "(lr_schedule='step'): the lr would decay before the warmup "
+          "reaches it. Lower the warmup or raise lr_decay_iterations.")
+
+
+def _validate_model(model: config_dict.ConfigDict) -> None:
+  """The combinations of config.model's keys that cannot work (each key's
+  own range is in config_ranges.RANGES).
+
+  Raises:
+    ValueError: naming both keys, their values and the fix.
+  """
+  if model.retrieval_feature == "bnneck" and not model.bnneck:
+    raise ValueError(
+        "config.model.retrieval_feature='bnneck' needs config.model.bnneck="
+        "True (there is no BNNeck to retrieve after): set model.bnneck=True, "
+        "or model.retrieval_feature='pooled'.")
+  default = schema.base_config().model
+  for key in ("gem_p", "gem_p_trainable"):
+    if model.pooling != "gem" and model[key] != default[key]:
+      raise ValueError(
+          f"config.model.{key}={model[key]!r} has no effect with "
+          f"config.model.pooling={model.pooling!r}: set model.pooling='gem', "
+          f"or leave model.{key} at its default {default[key]!r}.")
 
 
 # Fields that tell repetitions of one recipe apart (run_comparison averages

@@ -1,4 +1,5 @@
-"""Losses of the method: identity classification, pair verification, triplet.
+"""Losses: identity classification, pair verification (the method's), and
+the strong baseline's batch-hard triplet and center losses.
 
 LOSS_TERMS, one LossTerm per loss, says how each loss is computed, weighted
 and named. `compute_losses` (the training step), `step_settings` (the
@@ -10,7 +11,7 @@ new loss is one LossTerm plus its config.loss keys in keras_reid.schema.
 their weighted total:
   total = cls_weight * cls + ver_weight * ver
         + aux_weight * sum_k (cls_weight * auxk_cls + ver_weight * auxk_ver)
-        + triplet_weight * triplet
+        + triplet_weight * triplet + center_weight * center
 (the auxiliary heads keep the main 1 : 3 ratio and are scaled as a whole,
 like GoogLeNet's 0.3 per auxiliary classifier). A term whose weight is 0, or
 whose output is absent, is not computed: switching a loss off is a config
@@ -44,7 +45,8 @@ class LossTerm:
     fn: (prediction, target, **options) -> scalar float32 loss.
     weight_key: the config.loss key of its weight; 0 switches it off.
     output: the key of the training model's output dict it reads
-      ("logits", "verification_logits": a head's outputs; "embedding").
+      ("logits", "verification_logits": a head's outputs; "embedding";
+      "center_distances", which the train step adds, see center_loss).
     target: what it compares with: "labels" (int [B] identity ids or float
       [B, N] soft labels) or "pair_same" ([P], 1 same person).
     acts_on: what of the model it trains (PARTS): "classifiers",
@@ -53,6 +55,8 @@ class LossTerm:
     per_head: also computed on each auxiliary head's output
       ("aux1_<output>"), weighted aux_weight * its weight.
     options: (fn keyword, config.loss key) of the extra settings fn reads.
+    step_keys: config.loss keys the train step reads for the term, not fn
+      (the center loss's center_lr); in step_settings, not passed to fn.
   """
   name: str
   fn: Callable[..., Any]
@@ -62,6 +66,7 @@ class LossTerm:
   acts_on: str
   per_head: bool = False
   options: tuple[tuple[str, str], ...] = ()
+  step_keys: tuple[str, ...] = ()
 
   def __post_init__(self):
     for field, value, expected in (("acts_on", self.acts_on, PARTS),
@@ -136,16 +141,22 @@ def verification_loss(logits, pair_same):
       ops.cast(pair_same, "int32"), logits, from_logits=True))
 
 
-def batch_hard_triplet_loss(embeddings, labels, *, margin: float = 0.3):
-  """Batch-hard triplet loss (Hermans et al. 2017), for the ablations.
+def batch_hard_triplet_loss(embeddings, labels, *, margin: float = 0.3,
+                            soft: bool = False):
+  """Batch-hard triplet loss (Hermans et al. 2017).
 
   For each anchor: the farthest same-id image and the nearest other-id image
-  in Euclidean distance, hinge max(0, margin + d_pos - d_neg), averaged.
+  in Euclidean distance, hinge max(0, margin + d_pos - d_neg), or with
+  `soft` the soft margin log(1 + exp(d_pos - d_neg)) (Hermans et al.'s
+  default; no margin to tune, and it keeps pulling satisfied triplets),
+  averaged over the anchors. The K x M batches (K identities x M images)
+  give every anchor M - 1 positives and (K - 1) M negatives.
 
   Args:
     embeddings: float [B, D].
     labels: int [B] (soft [B, N] labels are reduced to their argmax).
-    margin: the hinge margin.
+    margin: the hinge margin (not read with `soft`).
+    soft: the soft margin instead of the hinge.
 
   Returns:
     Scalar float32.
@@ -164,7 +175,37 @@ def batch_hard_triplet_loss(embeddings, labels, *, margin: float = 0.3):
   hardest_positive = ops.max(ops.where(same, distances, 0.0), axis=1)
   big = ops.max(distances) + 1.0
   hardest_negative = ops.min(ops.where(same, big, distances), axis=1)
+  if soft:
+    return ops.mean(ops.softplus(hardest_positive - hardest_negative))
   return ops.mean(ops.relu(margin + hardest_positive - hardest_negative))
+
+
+def center_loss(center_distances, labels):
+  """Center loss (Wen et al. 2016) as the bag of tricks weights it.
+
+  mean over the batch of ||f_i - c_{y_i}||^2, f_i the image's embedding and
+  c_y its class's centre (no 1/2 and a batch mean, as in Luo et al.'s code,
+  whose weight 5e-4 is for this form). The centres are trained by the
+  train step (keras_reid.models.centers), which also computes the
+  distances.
+
+  Args:
+    center_distances: float [B, N], ||f_i - c_j||^2 to every class centre
+      (keras_reid.models.centers.squared_distances).
+    labels: int [B] classes, or float [B, N] soft labels: the expected
+      squared distance to the centres under the label distribution.
+
+  Returns:
+    Scalar float32.
+  """
+  from keras import ops  # pylint: disable=g-import-not-at-top
+  distances = ops.cast(center_distances, "float32")
+  labels = ops.convert_to_tensor(labels)
+  if len(labels.shape) == 1:
+    weights = ops.one_hot(ops.cast(labels, "int32"), ops.shape(distances)[-1])
+  else:
+    weights = ops.cast(labels, "float32")
+  return ops.mean(ops.sum(weights * distances, axis=-1))
 
 
 def cluster_memory_loss(similarities, labels, *, temperature: float = 0.05):
@@ -201,7 +242,13 @@ LOSS_TERMS: tuple[LossTerm, ...] = (
     # On the base only (no head reads it), so it waits for step 2.
     LossTerm("triplet", batch_hard_triplet_loss, weight_key="triplet_weight",
              output="embedding", target="labels", acts_on="base",
-             options=(("margin", "triplet_margin"),)),
+             options=(("margin", "triplet_margin"),
+                      ("soft", "triplet_soft_margin"))),
+    # On the embedding too; its centres (config.loss.center_lr) are the
+    # train step's (keras_reid.training.loop).
+    LossTerm("center", center_loss, weight_key="center_weight",
+             output="center_distances", target="labels", acts_on="base",
+             step_keys=("center_lr",)),
     # The memory's similarities exist in "clustering" stages only.
     LossTerm("cluster_memory", cluster_memory_loss,
              weight_key="cluster_memory_weight", output="cluster_similarities",
@@ -214,10 +261,12 @@ DEFAULT_SETTINGS = schema.base_config().loss.to_dict()
 
 
 def setting_keys(table: Sequence[LossTerm] = LOSS_TERMS) -> list[str]:
-  """The config.loss keys the table reads: weights, options, aux_weight."""
+  """The config.loss keys the table reads: weights, options, step keys,
+  aux_weight."""
   keys = []
   for term in table:
-    keys += [term.weight_key, *(key for _, key in term.options)]
+    keys += [term.weight_key, *(key for _, key in term.options),
+             *term.step_keys]
   return list(dict.fromkeys([*keys, AUX_WEIGHT_KEY]))
 
 
@@ -298,12 +347,13 @@ def compute_losses(outputs: dict, labels, pair_same, *,
     pair_same: [P], 1 same person, 0 different.
     table: the losses (LOSS_TERMS).
     **settings: config.loss values by key (cls_weight, ver_weight,
-      aux_weight, label_smoothing, triplet_weight, triplet_margin for
-      LOSS_TERMS); a key not given takes the schema's default.
+      aux_weight, label_smoothing, triplet_weight, triplet_margin,
+      triplet_soft_margin, center_weight for LOSS_TERMS); a key not given
+      takes the schema's default.
 
   Returns:
     Dict of scalar float32 tensors: "cls", "ver", "aux1_cls", "aux1_ver",
-    "aux2_cls", "aux2_ver", "triplet" where used, and "total".
+    "aux2_cls", "aux2_ver", "triplet", "center" where used, and "total".
 
   Raises:
     TypeError: a setting the table does not read, or one it reads that

@@ -7,8 +7,8 @@ by `python -m keras_reid.train`) and returns a `Comparison`:
     mode, precision and every field changed from keras_reid.schema) and
     its metrics (fractions, as in metrics.json);
   * `groups`: runs that share every such field except the repetition fields
-    (seed, each stage's split and split_seed) pooled: mean and population
-    std of each metric over them, and the mean CMC curve;
+    (seed, each stage's split and split_seed) pooled: mean and sample
+    std (ddof=1) of each metric over them, and the mean CMC curve;
   * `shared`: the fields every run has alike (printed once above the table).
 
 `markdown`, `write_csv` and `plot_cmc` present it; `python -m
@@ -187,7 +187,10 @@ def compare(run_dirs: Sequence[str],
       values = [r["metrics"][k] for r in members
                 if r["metrics"][k] is not None]
       if values:
-        mean[k], std[k] = float(np.mean(values)), float(np.std(values))
+        mean[k] = float(np.mean(values))
+        # Sample std; one run has none (printed without a ± then).
+        std[k] = (float(np.std(values, ddof=1)) if len(values) > 1
+                  else float("nan"))
     curves = [r["cmc"] for r in members if r["cmc"]]
     length = min((len(c) for c in curves), default=0)
     stacked = np.array([c[:length] for c in curves], np.float64)
@@ -197,7 +200,8 @@ def compare(run_dirs: Sequence[str],
         "runs": [r["run"] for r in members], "n": len(members),
         "mean": mean, "std": std,
         "cmc": stacked.mean(0).tolist() if length else None,
-        "cmc_std": stacked.std(0).tolist() if length else None})
+        "cmc_std": (stacked.std(0, ddof=1).tolist()
+                    if length and len(curves) > 1 else None)})
   return Comparison(rows=rows, groups=groups, columns=columns,
                     repetition_columns=repetition, metric_keys=metric_keys,
                     shared=shared, skipped=skipped)
@@ -232,7 +236,7 @@ def _cell(value: Any) -> str:
 
 def markdown(comparison: Comparison) -> str:
   """The comparison as Markdown: shared fields, one row per run, and mean ±
-  std (population std) per config when some config has several runs."""
+  std (sample std, ddof=1) per config when some config has several runs."""
   c = comparison
   lines = []
   if c.shared:

@@ -28,7 +28,10 @@ keras_reid.models.restore.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
+import fcntl
 import json
 import os
 import re
@@ -50,6 +53,8 @@ _EVAL_DIR = "eval"
 _LABELS_DIR = "cotrain"
 _PID_NAMES_DIR = "pid_names"
 _TENSORBOARD_DIR = "tensorboard"
+# Held (fcntl.flock) while a training writes the run: `training_lock`.
+_LOCK_FILE = "train.lock"
 
 
 def config_path(workdir: str) -> str:
@@ -261,6 +266,7 @@ class Progress:
                 and isinstance(step.num_classes, int)
                 and isinstance(step.checkpoint, str)):
           raise TypeError(f"bad entry {item!r}")
+        _check_entry(step, finished)
         # Stored relative to the run directory, so a run can be moved.
         step.checkpoint = os.path.join(workdir, step.checkpoint)
         finished.append(step)
@@ -274,6 +280,27 @@ class Progress:
           "the start, or pass a new --workdir.") from None
     return cls(finished)
 
+  def check_order(self, config, workdir: str) -> None:
+    """The finished steps must be the first steps `config` plans, in order.
+
+    A hand-edited or swapped progress.json would otherwise make evaluate,
+    export and resume use another step's weights silently.
+
+    Raises:
+      ValueError: naming progress.json, the entries and the planned order.
+    """
+    done = [(f.stage, f.step) for f in self.finished]
+    planned = [(key, step) for key, step, _ in planned_steps(config)]
+    if done != planned[:len(done)]:
+      def names(steps):
+        return [f"{key}/step{step}" for key, step in steps]
+      raise ValueError(
+          f"{progress_path(workdir)} lists the finished steps "
+          f"{names(done)}, but the run's config trains "
+          f"{names(planned)} in that order, so its entries were edited or "
+          "belong to another run. Restore the file from a backup, or move "
+          "it away to retrain this run from the start.")
+
   def save(self, workdir: str) -> None:
     write_json(progress_path(workdir), {"finished": [
         dict(dataclasses.asdict(p),
@@ -284,6 +311,62 @@ class Progress:
     """Appends a finished step and saves progress.json."""
     self.finished.append(step)
     self.save(workdir)
+
+
+def _check_entry(step: FinishedStep, earlier: list[FinishedStep]) -> None:
+  """A progress entry names its own step's checkpoint, once.
+
+  Raises:
+    TypeError: the checkpoint lies outside the step's folder (or outside
+      the run directory), or the step is listed twice.
+  """
+  expected_dir = os.path.relpath(step_dir("", step.stage, step.step))
+  rel = step.checkpoint
+  if (os.path.isabs(rel) or os.path.normpath(rel) != rel
+      or os.path.dirname(rel) != expected_dir):
+    raise TypeError(
+        f"entry of {step.stage!r} step {step.step} names the checkpoint "
+        f"{rel!r}; expected {expected_dir}/ckpt-<iteration> inside the run "
+        "directory")
+  if any(f.stage == step.stage and f.step == step.step for f in earlier):
+    raise TypeError(f"{step.stage!r} step {step.step} is listed twice")
+
+
+class RunInUseError(BlockingIOError):
+  """Another process is training the run directory."""
+
+
+@contextlib.contextmanager
+def training_lock(workdir: str):
+  """Holds the run directory's lock while a training writes it.
+
+  An advisory lock (fcntl.flock) on workdir/train.lock, which holds the
+  holder's pid: the kernel releases it when the process ends, however it
+  ends, so a run killed with SIGKILL resumes without a stale lock.
+
+  Raises:
+    RunInUseError (an OSError, which entry points print as one line):
+      another process holds the lock; names it and its pid.
+  """
+  os.makedirs(workdir, exist_ok=True)
+  path = os.path.join(workdir, _LOCK_FILE)
+  fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+  try:
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+      if e.errno not in (errno.EAGAIN, errno.EACCES):
+        raise
+      holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+      raise RunInUseError(
+          f"Run directory {workdir!r} is being trained by another process "
+          f"(pid {holder or 'unknown'}, holding {path}). Wait for it to "
+          "finish or stop it, or pass another --workdir.") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+    yield
+  finally:
+    os.close(fd)  # releases the lock
 
 
 def round_key(stage_name: str, round_index: int) -> str:
@@ -327,6 +410,7 @@ def load_finished_run(workdir: str) -> tuple[Any, Progress]:
   """
   config = config_lib.load_config(workdir)
   progress = Progress.load(workdir)
+  progress.check_order(config, workdir)
   if progress.last is None:
     raise FileNotFoundError(
         f"Run {workdir!r} has no finished training step yet "

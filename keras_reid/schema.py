@@ -48,8 +48,18 @@ def stage_config(**overrides) -> config_dict.ConfigDict:
       step2_iterations=400,        # optimizer updates of step 2 (all layers)
       step1_lr=1e-2,
       step2_lr=1e-3,
+      # How each step's lr falls: "step" (the paper's: lr *= lr_decay_factor
+      # every lr_decay_iterations iterations) or "cosine" (half a cosine down
+      # to 0 at the step's last iteration; lr_decay_* are then not read).
+      lr_schedule="step",
       lr_decay_iterations=40000,   # lr *= lr_decay_factor every this many iterations
       lr_decay_factor=0.1,
+      # Linear warmup (bag of tricks): the lr of step 1 / step 2 rises from
+      # warmup_start_factor * lr to lr over its first this many iterations,
+      # then follows lr_schedule (decay points unchanged). 0 = no warmup.
+      step1_warmup_iterations=0,
+      step2_warmup_iterations=0,
+      warmup_start_factor=0.1,
       # "previous" stage, "backbone" (model.weights) or a run directory.
       init="previous",
       eval_every=0,                # evaluate every N iterations of step 2 (0 = at end)
@@ -172,6 +182,12 @@ def base_config() -> config_dict.ConfigDict:
       # A random horizontal flip in half of the variants. Not in the paper
       # (which lists shift, scale and rotation); False for its exact set.
       flip=True,
+      # Random erasing (Zhong et al. 2020; bag of tricks: 0.5): each training
+      # image, after the transforms above, has this chance of a rectangle
+      # (area 2-40 % of the image, height / width 0.3-3.33) filled with
+      # ImageNet's mean pixel, drawn anew for every batch from the seed and
+      # the batch index. Never at evaluation. 0 = off (the paper).
+      random_erasing_prob=0.0,
       skip_corrupt=False,          # skip (and count) undecodable images instead of failing
       eval_batch_size=128,
       # Where `dataset="synthetic"` writes (and reuses) its generated images;
@@ -194,6 +210,26 @@ def base_config() -> config_dict.ConfigDict:
       ver_dropout_mode="pairwise",
       aux_heads=False,             # GoogLeNet-style auxiliary heads (6 losses)
       freeze_bn=False,             # run BatchNorm on moving statistics in step 2
+      # The strong baseline's model switches (Luo et al., "Bag of Tricks",
+      # 2019); off by default, as in the paper's recipe.
+      # How the last feature map becomes the feature: "avg" (global average
+      # pooling) or "gem" (generalised mean, (mean x^p)^(1/p) per channel).
+      pooling="avg",
+      gem_p=3.0,                   # GeM's p (> 0; its start value if trainable)
+      gem_p_trainable=True,        # GeM's p is a trained weight, else fixed
+      # 2, or 1: the backbone's last downsampling at stride 1 (a map twice
+      # as high and wide, same weights); not for every backbone (an error
+      # lists those that support it).
+      last_stride=2,
+      # BNNeck: BatchNorm (no shift) between the feature and each identity
+      # classifier, classifiers without bias; the triplet loss and the
+      # verifiers read the feature before it, the identity loss after it
+      # (freeze_bn freezes it in step 2 too).
+      bnneck=False,
+      # What evaluation, feature extraction and the exported SavedModel
+      # embed with: "pooled" (the feature before any BNNeck) or "bnneck"
+      # (after it; needs bnneck=True).
+      retrieval_feature="pooled",
   ))
 
   config.loss = config_dict.ConfigDict(dict(
@@ -201,8 +237,19 @@ def base_config() -> config_dict.ConfigDict:
       ver_weight=3.0,              # paper: verification : classification = 3 : 1
       aux_weight=0.3,              # weight of each auxiliary head's losses
       label_smoothing=0.0,
-      triplet_weight=0.0,          # batch-hard triplet, for ablations only
-      triplet_margin=0.3,
+      # Batch-hard triplet loss on the embedding (step 2; bag of tricks: 1.0).
+      triplet_weight=0.0,
+      triplet_margin=0.3,          # its hinge margin
+      # The soft margin log(1 + exp(d_pos - d_neg)) instead of the hinge
+      # (Hermans et al. 2017); triplet_margin is then not read.
+      triplet_soft_margin=False,
+      # Center loss (Wen et al. 2016) on the embedding in step 2: weight of
+      # mean ||f - c_y||^2 (bag of tricks: 5e-4). Every step 2 starts its
+      # class centres at 0 and trains them by plain SGD at center_lr on the
+      # unweighted loss (as the bag of tricks); they are in the step's
+      # checkpoints (exact resume), not in the exported model.
+      center_weight=0.0,
+      center_lr=0.5,
       # InfoNCE over a memory of cluster centroids (Cluster Contrast), in
       # stages with supervision "clustering" only (step 2: it trains the
       # base); momentum: stage.unsupervised.memory_momentum.

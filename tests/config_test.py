@@ -10,6 +10,7 @@ import pytest
 from configs import default
 from configs import staged_googlenet
 from keras_reid import config as config_lib
+from keras_reid import config_ranges
 from keras_reid import schema
 from keras_reid.training import cotraining
 from keras_reid.training import stages
@@ -128,6 +129,8 @@ def test_validate_names_bad_value():
     ("model.backbone", "alexnet", "mobilenet_v1"),
     ("train.distribute", "tpu", "mirrored"),
     ("stages.synthetic.dataset", "synthetic+nope", "viper"),
+    ("model.pooling", "max", "gem"),
+    ("model.retrieval_feature", "after", "bnneck"),
 ])
 def test_names_are_checked_against_their_registries(key, value, valid):
   config = default.get_config()
@@ -138,6 +141,49 @@ def test_names_are_checked_against_their_registries(key, value, valid):
   target[field] = value
   with pytest.raises(ValueError, match=f"config.{key}=.*{valid}"):
     stages.check_config(config)
+
+
+@pytest.mark.parametrize("changes, keys", [
+    # Retrieval after a BNNeck that is not there.
+    (dict(retrieval_feature="bnneck"),
+     ("model.retrieval_feature='bnneck'", "model.bnneck=True")),
+    # GeM settings with average pooling do nothing.
+    (dict(gem_p=4.0), ("model.gem_p=4.0", "model.pooling='avg'")),
+    (dict(gem_p_trainable=False),
+     ("model.gem_p_trainable=False", "model.pooling='avg'")),
+])
+def test_strong_model_combinations_that_cannot_work_name_both_keys(changes,
+                                                                   keys):
+  config = default.get_config()
+  config.model.update(changes)
+  with pytest.raises(ValueError) as error:
+    config_lib.validate_config(config)
+  for key in keys:
+    assert key in str(error.value)
+
+
+@pytest.mark.parametrize("changes, message", [
+    (dict(pooling="gem", gem_p=0.0), "model.gem_p=0.0: expected a finite "
+     "number > 0"),
+    (dict(last_stride=4), r"model.last_stride=4: expected an integer in \[1, 2\]"),
+    # A backbone without a stride-1 rebuild: named with those that have one.
+    (dict(backbone="inception_v3", last_stride=1),
+     "last_stride=1 is not supported by model.backbone='inception_v3'.*"
+     "'resnet50'"),
+])
+def test_strong_model_values_out_of_range_are_named(changes, message):
+  config = default.get_config()
+  config.model.update(changes)
+  with pytest.raises(ValueError, match=message):
+    stages.check_config(config)
+
+
+def test_strong_model_switches_pass_together():
+  config = default.get_config()
+  config.model.update(dict(bnneck=True, retrieval_feature="bnneck",
+                           pooling="gem", gem_p=4.0, gem_p_trainable=False,
+                           last_stride=1, backbone="resnet50"))
+  stages.check_config(config)
 
 
 def test_save_and_load_round_trip(tmp_path):
@@ -273,3 +319,65 @@ def test_differences_compare_a_stage_sub_dict_with_the_schemas():
 
 if __name__ == "__main__":
   raise SystemExit(pytest.main([__file__, "-q", "-p", "no:cacheprovider"]))
+
+
+def _numeric_keys(config) -> dict:
+  return {k: v for k, v in config_lib.flatten(config).items()
+          if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def test_every_numeric_key_has_a_range_its_default_satisfies():
+  config = schema.base_config()
+  config.stages.s = schema.stage_config()
+  keys = _numeric_keys(config)
+  missing = sorted({config_ranges.range_key(k) for k in keys}
+                   - set(config_ranges.RANGES))
+  assert not missing, f"add these keys to config_ranges.RANGES: {missing}"
+  unused = sorted(set(config_ranges.RANGES)
+                  - {config_ranges.range_key(k) for k in keys})
+  assert not unused, f"RANGES names keys the schema lacks: {unused}"
+  config_ranges.check_ranges(config_lib.flatten(config))
+
+
+# The hostile values of issue 25 (item 5), each refused before training.
+@pytest.mark.parametrize("key, value, expected", [
+    ("stages.synthetic.step2_lr", -0.01, "> 0"),
+    ("stages.synthetic.step1_lr", float("nan"), "a finite number > 0"),
+    ("train.momentum", float("inf"), "in [0, 1)"),
+    ("train.weight_decay", -10.0, ">= 0"),
+    ("loss.label_smoothing", 2.0, "in [0, 1)"),
+    ("stages.synthetic.lr_decay_factor", -1.0, "in (0, 1]"),
+    ("stages.synthetic.lr_decay_iterations", 0, "an integer >= 1"),
+    ("train.checkpoint_every", 0, "an integer >= 1"),
+    ("train.log_every", 0, "an integer >= 1"),
+    ("data.eval_batch_size", 0, "an integer >= 1"),
+    ("seed", -1, "an integer in [0, 2147483647]"),
+    ("model.cls_dropout", 1.0, "in [0, 1)"),
+    ("stages.synthetic.unsupervised.rounds", 0, "an integer >= 1"),
+    ("stages.synthetic.unsupervised.soft_temperature", 0.0, "> 0"),
+])
+def test_out_of_range_values_are_one_line_naming_key_value_and_range(
+    key, value, expected):
+  config = default.get_config()
+  *path, leaf = key.split(".")
+  node = config
+  for part in path:
+    node = node[part]
+  node[leaf] = value
+  with pytest.raises(ValueError) as e:
+    config_lib.validate_config(config)
+  message = str(e.value)
+  assert message.startswith(f"config.{key}={value!r}: expected ")
+  assert expected in message, message
+  assert f"--config.{key}=VALUE" in message
+  assert "\n" not in message
+
+
+def test_range_edges_and_types():
+  r = config_ranges.Range(0., 1., high_open=True)
+  assert r.contains(0) and r.contains(0.5) and not r.contains(1.0)
+  assert not r.contains(float("nan")) and not r.contains(True)
+  assert not config_ranges.Range(integer=True).contains(1.5)
+  assert config_ranges.range_key("stages.viper.unsupervised.rounds") == (
+      "stage.unsupervised.rounds")
+  assert config_ranges.range_key("train.log_every") == "train.log_every"

@@ -21,7 +21,8 @@ def _run(*args, timeout=300):
                           "--config.model.ver_dropout_mode", "--workdir"]),
     ("keras_reid.evaluate", ["--features", "--workdir", "--saved_model",
                              "--cir_topk", "--splits"]),
-    ("keras_reid.export", ["--workdir", "--export_dir"]),
+    ("keras_reid.export", ["--workdir", "--export_dir", "--formats",
+                           "--representative_images"]),
     ("keras_reid.data.inspect", ["--dataset", "--root", "--split"]),
 ])
 def test_helpfull_lists_the_flags(module, expected_flags):

@@ -22,9 +22,9 @@ PACKAGE = os.path.join(REPO, "keras_reid")
 LOW_UNITS = ("data", "models", "losses")
 HIGH_UNITS = ("training", "evaluation", "serving")
 # The floor below all others: the config schema, the loss table that
-# config.describe_run reads, and the config helpers (TensorFlow-free, as
-# tests/tf_free_test.py checks).
-CONFIG_FLOOR = ("schema", "losses", "config")
+# config.describe_run reads, the config helpers and the keys' valid ranges
+# (TensorFlow-free, as tests/tf_free_test.py checks).
+CONFIG_FLOOR = ("schema", "losses", "config", "config_ranges")
 
 
 def _unit(module: str) -> str | None:
@@ -226,7 +226,8 @@ def test_config_floor_imports_only_itself():
          for importer, target, path, line in package_imports()
          if _unit(importer) in CONFIG_FLOOR
          and _unit(target) not in CONFIG_FLOOR]
-  assert not bad, ("schema.py, losses.py and config.py sit below every other "
+  assert not bad, ("schema.py, losses.py, config.py and config_ranges.py sit below "
+                   "every other "
                    "floor:\n" + "\n".join(bad))
 
 

@@ -152,7 +152,11 @@ def _loss_weights_before_the_table(loss_config, step, *, verifiers_train=False):
       aux_weight=loss_config.aux_weight,
       label_smoothing=loss_config.label_smoothing,
       triplet_weight=loss_config.triplet_weight if step == 2 else 0.0,
-      triplet_margin=loss_config.triplet_margin)
+      triplet_margin=loss_config.triplet_margin,
+      # Keys added with the table's later losses (none changes the above).
+      triplet_soft_margin=loss_config.triplet_soft_margin,
+      center_weight=loss_config.center_weight if step == 2 else 0.0,
+      center_lr=loss_config.center_lr)
 
 
 def _random_outputs(seed, batch=8, classes=5, pairs=6, dim=4):
@@ -208,57 +212,57 @@ def test_the_schemas_loss_section_is_what_the_table_reads():
     assert term.acts_on in losses.PARTS, term
 
 
-def _center_loss(embeddings, labels):
+def _norm_loss(embeddings, labels):
   """A test-only loss: mean squared norm of the embedding."""
   del labels
   return ops.mean(ops.sum(ops.square(ops.cast(embeddings, "float32")), axis=1))
 
 
 # A test-only loss registered into a copy of the table.
-_CENTER = losses.LossTerm("center", _center_loss, weight_key="center_weight",
+_NORM = losses.LossTerm("norm", _norm_loss, weight_key="norm_weight",
                           output="embedding", target="labels", acts_on="base")
-_TABLE = (*losses.LOSS_TERMS, _CENTER)
+_TABLE = (*losses.LOSS_TERMS, _NORM)
 
 
 def test_the_table_drives_compute_losses_step_settings_and_describe_run():
   outputs, labels, _, same = _random_outputs(seed=3)
   # compute_losses: a term of its own, weighted into the total.
   terms = losses.compute_losses(outputs, labels, same, table=_TABLE,
-                                center_weight=2.0)
+                                norm_weight=2.0)
   assert list(terms) == ["cls", "ver", "aux1_cls", "aux1_ver", "aux2_cls",
-                         "aux2_ver", "center", "total"]
+                         "aux2_ver", "norm", "total"]
   before = losses.compute_losses(outputs, labels, same)
-  assert float(terms["center"]) == pytest.approx(
-      float(_center_loss(outputs["embedding"], labels)), 1e-6)
+  assert float(terms["norm"]) == pytest.approx(
+      float(_norm_loss(outputs["embedding"], labels)), 1e-6)
   assert float(terms["total"]) == pytest.approx(
-      float(before["total"]) + 2.0 * float(terms["center"]), 1e-5)
-  with pytest.raises(TypeError, match="center_weight"):
-    losses.compute_losses(outputs, labels, same, center_weight=2.0)
-  with pytest.raises(TypeError, match=r"no value for \['center_weight'\]"):
+      float(before["total"]) + 2.0 * float(terms["norm"]), 1e-5)
+  with pytest.raises(TypeError, match="norm_weight"):
+    losses.compute_losses(outputs, labels, same, norm_weight=2.0)
+  with pytest.raises(TypeError, match=r"no value for \['norm_weight'\]"):
     losses.compute_losses(outputs, labels, same, table=_TABLE)
 
   # step_settings: on the base, so in step 2 only.
-  loss_config = dict(schema.base_config().loss.to_dict(), center_weight=2.0)
+  loss_config = dict(schema.base_config().loss.to_dict(), norm_weight=2.0)
   for step, expected in ((1, 0.0), (2, 2.0)):
     settings = losses.step_settings(loss_config, step, verifiers_train=True,
                                     table=_TABLE)
-    assert settings["center_weight"] == expected
+    assert settings["norm_weight"] == expected
   # A term acting on the verifiers joins step 1 only when they train.
-  on_verifiers = dataclasses.replace(_CENTER, acts_on="verifiers")
+  on_verifiers = dataclasses.replace(_NORM, acts_on="verifiers")
   assert not on_verifiers.applies_in(1)
   assert on_verifiers.applies_in(1, verifiers_train=True)
   assert on_verifiers.applies_in(2)
 
   # describe_run: the run's list of losses.
   data = json.loads(default.get_config().to_json())
-  data["loss"]["center_weight"] = 2.0
+  data["loss"]["norm_weight"] = 2.0
   assert config_lib.describe_run(data, loss_table=_TABLE)["losses"] == (
-      "cls+ver+center")
+      "cls+ver+norm")
   assert config_lib.describe_run(data)["losses"] == "cls+ver"
   data["model"]["aux_heads"] = True
   assert config_lib.describe_run(data, loss_table=_TABLE)["losses"] == (
-      "cls+ver+aux+center")
-  data["loss"]["center_weight"] = 0.0
+      "cls+ver+aux+norm")
+  data["loss"]["norm_weight"] = 0.0
   assert config_lib.describe_run(data, loss_table=_TABLE)["losses"] == (
       "cls+ver+aux")
 

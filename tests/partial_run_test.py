@@ -170,6 +170,57 @@ def test_damaged_progress_names_the_file(run, tmp_path, content):
     runs.Progress.load(broken)
 
 
+def _edited_progress(run, dest, edit):
+  """A copy of the run whose progress.json entries went through `edit`."""
+  shutil.copytree(run, dest)
+  path = os.path.join(dest, runs.PROGRESS_FILE)
+  with open(path) as f:
+    data = json.load(f)
+  data["finished"] = edit(data["finished"])
+  with open(path, "w") as f:
+    json.dump(data, f)
+  return dest
+
+
+def _swap_checkpoints(entries):
+  one, two = entries
+  return [dict(one, checkpoint=two["checkpoint"]),
+          dict(two, checkpoint=one["checkpoint"])]
+
+
+@pytest.mark.parametrize("edit, message", [
+    # Each entry names the other step's checkpoint.
+    (_swap_checkpoints, r"'synthetic' step 1 names the checkpoint "
+     r"'checkpoints/synthetic/step2/ckpt-1'; expected "
+     r"checkpoints/synthetic/step1/ckpt-<iteration>"),
+    # A checkpoint outside the run directory.
+    (lambda e: [e[0], dict(e[1], checkpoint="../../elsewhere/ckpt-1")],
+     r"names the checkpoint '\.\./\.\./elsewhere/ckpt-1'"),
+    (lambda e: [e[0], e[0]], r"'synthetic' step 1 is listed twice"),
+])
+def test_progress_entries_must_name_their_own_checkpoints(run, tmp_path, edit,
+                                                          message):
+  # Issue 25 item 8: swapped entries made evaluate use step 1's weights.
+  edited = _edited_progress(run, str(tmp_path / "edited"), edit)
+  with pytest.raises(ValueError, match=message):
+    runs.Progress.load(edited)
+
+
+def test_progress_entries_out_of_the_configs_order_are_refused(run, tmp_path):
+  edited = _edited_progress(run, str(tmp_path / "edited"),
+                            lambda e: [e[1], e[0]])
+  expected = (r"lists the finished steps \['synthetic/step2', "
+              r"'synthetic/step1'\], but the run's config trains "
+              r"\['synthetic/step1', 'synthetic/step2'\] in that order")
+  with pytest.raises(ValueError, match=expected):
+    runs.load_finished_run(edited)   # evaluate and export read it so
+  with pytest.raises(ValueError, match=expected):
+    stages.train(_config(os.path.dirname(run)), edited)  # resume
+  # The untouched run and a partial one (a prefix) still load.
+  runs.load_finished_run(run)
+  runs.load_finished_run(_partial_copy(run, str(tmp_path / "partial")))
+
+
 def test_entry_points_print_user_errors_as_one_line(run, tmp_path):
   broken = str(tmp_path / "broken")
   shutil.copytree(run, broken)

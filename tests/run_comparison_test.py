@@ -75,7 +75,7 @@ def test_compare_rows_groups_and_shared_fields(runs, tmp_path):
     for key in ("rank1", "rank5", "rank10", "rank20", "mAP", "mINP",
                 "train_seconds"):
       assert row["metrics"][key] == written[key]
-  # Mean and population std over the method's three splits.
+  # Mean and sample std (ddof=1) over the method's three splits.
   method = next(g for g in c.groups if g["n"] == 3)
   values = [_metrics(runs[k]) for k in ("method_s0", "method_s1",
                                         "method_s2")]
@@ -83,7 +83,7 @@ def test_compare_rows_groups_and_shared_fields(runs, tmp_path):
     assert method["mean"][key] == pytest.approx(
         np.mean([v[key] for v in values]))
     assert method["std"][key] == pytest.approx(
-        np.std([v[key] for v in values]))
+        np.std([v[key] for v in values], ddof=1))
   np.testing.assert_allclose(method["cmc"],
                              np.mean([v["cmc"] for v in values], 0))
   assert method["fields"] == {"losses": "cls+ver", "loss.ver_weight": 3.0}
@@ -91,7 +91,7 @@ def test_compare_rows_groups_and_shared_fields(runs, tmp_path):
   text = run_comparison.markdown(c)
   assert "| method/split1 | cls+ver | 0 | 3.0 | 1 | 50.0 |" in text
   rank1 = 100 * np.array([0.40, 0.50, 0.66])
-  assert f"| cls+ver | 3.0 | 3 | {rank1.mean():.1f} ± {rank1.std():.1f} |" in text
+  assert f"| cls+ver | 3.0 | 3 | {rank1.mean():.1f} ± {rank1.std(ddof=1):.1f} |" in text
   assert "Skipped: " in text and runs["training"] in text
 
 
@@ -107,7 +107,8 @@ def test_csv_and_plot(runs, tmp_path):
     assert float(line["rank1"]) == written["rank1"]
     assert float(line["mAP"]) == written["mAP"]
   assert float(lines[3]["rank1"]) == pytest.approx(0.45)
-  assert float(lines[4]["rank1"]) == pytest.approx(0.05)
+  # Rank-1 0.40 and 0.50: sample std |0.5 - 0.4| / sqrt(2).
+  assert float(lines[4]["rank1"]) == pytest.approx(0.1 / 2 ** 0.5)
   png = run_comparison.plot_cmc(c, str(tmp_path / "cmc.png"))
   image = Image.open(png)
   assert image.size == (640, 440)

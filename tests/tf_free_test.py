@@ -43,6 +43,7 @@ TF_FREE_MODULES = (
     "keras_reid.evaluation.reference",
     "keras_reid.evaluation.rerank",
     "keras_reid.evaluation.cir",
+    "keras_reid.evaluation.paired",
     "keras_reid.evaluation.verification",
     "keras_reid.evaluation.visualize",
     "keras_reid.evaluation.plots",

@@ -1,9 +1,11 @@
-"""Augmentation: the fixed random 2D transforms of each training image.
+"""Augmentation: the fixed random 2D transforms of each training image,
+and random erasing.
 
 Every training image becomes `copies` variants (variant 0 the original) by
 a random shift, zoom, rotation about the centre and horizontal flip, drawn
 once (`augmentation_transforms`) and applied in the pipeline
-(`apply_transforms`).
+(`apply_transforms`). Random erasing (`random_erasing`, Zhong et al.
+2020) is drawn anew for every batch from (seed, batch index).
 """
 
 from __future__ import annotations
@@ -129,3 +131,82 @@ def apply_transforms(images: tf.Tensor, transforms: tf.Tensor) -> tf.Tensor:
       images=images, transforms=transforms,
       output_shape=tf.shape(images)[1:3], fill_value=0.,
       interpolation="BILINEAR", fill_mode="REFLECT")
+
+
+# Random erasing as Zhong et al. (2020, "Random Erasing Data Augmentation",
+# Alg. 1) and the bag-of-tricks baseline (Luo et al. 2019) use it: with
+# probability p a rectangle of area fraction U(ERASING_AREA) and height /
+# width ratio U(ERASING_MIN_ASPECT, 1 / ERASING_MIN_ASPECT) at a uniform
+# position is filled; up to ERASING_ATTEMPTS draws until one fits inside the
+# image (none fitting: the image is left as it is).
+ERASING_AREA = (0.02, 0.4)
+ERASING_MIN_ASPECT = 0.3
+ERASING_ATTEMPTS = 100
+# The fill, RGB in [0, 255] before normalisation: ImageNet's mean pixel
+# (Zhong et al.'s "RE-M"; the bag of tricks also fills with a mean). A
+# constant keeps the erased block at the input's mean under every
+# normalisation mode (about 0 after it) and adds no noise of its own.
+ERASING_FILL = (123.675, 116.28, 103.53)
+
+
+def random_erasing(images: tf.Tensor, seed: tf.Tensor, *, probability: float,
+                   area: tuple[float, float] = ERASING_AREA,
+                   min_aspect: float = ERASING_MIN_ASPECT,
+                   fill: Sequence[float] = ERASING_FILL,
+                   attempts: int = ERASING_ATTEMPTS) -> tf.Tensor:
+  """Erases a random rectangle of each image with probability `probability`.
+
+  Stateless: the result depends on `images` and `seed` only (the pipeline
+  passes (its seed, the batch index), so batch t is the same after a
+  resume). keras.layers.RandomErasing (Keras 3.15) is not used: it draws
+  from a stateful generator (batch t would depend on the batches before),
+  its `factor` is a range the probability is drawn from, and it samples the
+  height and width fractions independently instead of an area and an
+  aspect ratio.
+
+  Args:
+    images: float32 [B, H, W, C] pixels in [0, 255].
+    seed: int32 / int64 [2], a stateless seed.
+    probability: chance that an image is erased, in [0, 1].
+    area: (min, max) fraction of the image the rectangle covers.
+    min_aspect: the height / width ratio is uniform in
+      [min_aspect, 1 / min_aspect].
+    fill: the C values the rectangle is filled with.
+    attempts: draws per image until a rectangle fits.
+
+  Returns:
+    float32 [B, H, W, C]: each image unchanged, or with one rectangle set to
+    `fill`. h = round(sqrt(S * a)), w = round(sqrt(S / a)) for the drawn
+    area S (pixels) and ratio a, the top-left corner uniform over the
+    positions that keep it inside.
+  """
+  images = tf.convert_to_tensor(images, tf.float32)
+  shape = tf.shape(images)
+  b, h_img, w_img = shape[0], shape[1], shape[2]
+  u = tf.random.stateless_uniform(tf.stack([b, 1 + 4 * attempts]), seed,
+                                  dtype=tf.float32)
+  erase = u[:, 0] < probability
+  u = tf.reshape(u[:, 1:], tf.stack([b, attempts, 4]))
+  height, width = tf.cast(h_img, tf.float32), tf.cast(w_img, tf.float32)
+  target = (area[0] + (area[1] - area[0]) * u[..., 0]) * height * width
+  aspect = min_aspect + (1.0 / min_aspect - min_aspect) * u[..., 1]
+  h = tf.round(tf.sqrt(target * aspect))
+  w = tf.round(tf.sqrt(target / aspect))
+  fits = (h < height) & (w < width) & (h >= 1) & (w >= 1)
+  first = tf.argmax(tf.cast(fits, tf.int32), axis=1, output_type=tf.int32)
+
+  def chosen(x):
+    return tf.gather(x, first, axis=1, batch_dims=1)
+
+  h, w = chosen(h), chosen(w)
+  # The corner uniform over the h_img - h + 1 rows (w_img - w + 1 columns).
+  top = tf.minimum(tf.floor(chosen(u[..., 2]) * (height - h + 1)), height - h)
+  left = tf.minimum(tf.floor(chosen(u[..., 3]) * (width - w + 1)), width - w)
+  erase &= tf.reduce_any(fits, axis=1)
+  rows = tf.range(height)[None, :]
+  cols = tf.range(width)[None, :]
+  in_rows = (rows >= top[:, None]) & (rows < (top + h)[:, None])
+  in_cols = (cols >= left[:, None]) & (cols < (left + w)[:, None])
+  mask = (in_rows[:, :, None] & in_cols[:, None, :]) & erase[:, None, None]
+  fill = tf.cast(tf.reshape(fill, [1, 1, 1, -1]), tf.float32)
+  return tf.where(mask[..., None], fill, images)

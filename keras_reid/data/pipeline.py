@@ -246,7 +246,8 @@ def make_train_dataset(records: Sequence[records_lib.Record], *,
                        labels=None,
                        validate: bool = True,
                        first_batch: int = 0,
-                       cache_max_bytes: int = 0) -> tf.data.Dataset:
+                       cache_max_bytes: int = 0,
+                       erasing_probability: float = 0.0) -> tf.data.Dataset:
   """Infinite dataset of K x M training batches with their pairs.
 
   Args:
@@ -281,6 +282,11 @@ def make_train_dataset(records: Sequence[records_lib.Record], *,
       they take at most this many bytes, and warp the fixed variants from
       there; otherwise (and with 0) decode every image at every use, which
       the log says. Cached pixels are the decoded ones rounded to integers.
+    erasing_probability: random erasing (augmentation.random_erasing, after
+      the transforms, before normalisation): each image has this chance of
+      a rectangle filled with the mean pixel, drawn from (seed, batch
+      index) so that batch t still depends on (seed, t) only. 0 = off (no
+      op in the pipeline).
 
   Returns:
     tf.data.Dataset of dicts, B = K * M:
@@ -292,6 +298,9 @@ def make_train_dataset(records: Sequence[records_lib.Record], *,
     Iterating it again restarts the same sequence of batches.
   """
   preprocessing.check_normalization(normalization)
+  if not 0.0 <= erasing_probability <= 1.0:
+    raise ValueError(f"erasing_probability={erasing_probability!r}: expected "
+                     "a probability in [0, 1] (data.random_erasing_prob).")
   if ids_per_batch < 1 or images_per_id < 1 or augment_copies < 1:
     raise ValueError(
         f"ids_per_batch={ids_per_batch}, images_per_id={images_per_id} and "
@@ -321,6 +330,9 @@ def make_train_dataset(records: Sequence[records_lib.Record], *,
   image_size = (int(image_size[0]), int(image_size[1]))
   copies = augment_copies
   cached = _cached_images(records, kept, image_size, cache_max_bytes)
+  erasing = erasing_probability > 0
+  # Random erasing's stateless seeds are (erasing_seed, batch index).
+  erasing_seed = tf.constant(seed, tf.int64)
 
   def draw(step):
     """(record index, variant) of every element of batch `step`, int32 [B]."""
@@ -330,7 +342,9 @@ def make_train_dataset(records: Sequence[records_lib.Record], *,
     variant.set_shape([batch])
     return index, variant
 
-  def with_labels_and_transforms(index, variant, **item):
+  def with_labels_and_transforms(index, variant, step, **item):
+    if erasing:  # every element carries its batch's index
+      item["batch_index"] = tf.fill([batch], tf.cast(step, tf.int64))
     return dict(
         item,
         labels=tf.nest.map_structure(lambda t: tf.gather(t, index),
@@ -341,14 +355,14 @@ def make_train_dataset(records: Sequence[records_lib.Record], *,
     index, variant = draw(step)
     rows, images = cached
     return with_labels_and_transforms(
-        index, variant,
+        index, variant, step,
         images=tf.cast(tf.gather(images, tf.gather(rows, index)),
                        tf.float32))
 
   def sample(step):  # the batch's records, one element each, for `load`
     index, variant = draw(step)
     return tf.data.Dataset.from_tensor_slices(with_labels_and_transforms(
-        index, variant, path=tf.gather(paths, index)))
+        index, variant, step, path=tf.gather(paths, index)))
 
   def load(item):
     item = dict(item)
@@ -359,6 +373,10 @@ def make_train_dataset(records: Sequence[records_lib.Record], *,
     images = b["images"]
     if copies > 1:
       images = augmentation.apply_transforms(images, b["transform"])
+    if erasing:
+      images = augmentation.random_erasing(
+          images, tf.stack([erasing_seed, b["batch_index"][0]]),
+          probability=erasing_probability)
     labels = _dense_labels(b["labels"], soft_classes)
     return {
         "images": preprocessing.normalize(images, normalization),

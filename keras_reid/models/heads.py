@@ -1,4 +1,5 @@
-"""Classification, verification and GoogLeNet-style auxiliary heads.
+"""Classification (optionally behind a BNNeck), verification and
+GoogLeNet-style auxiliary heads.
 
 Each function applies freshly created, named layers to Keras tensors inside
 a functional model. Layer names are `<prefix><role>` with prefix "" for the
@@ -13,9 +14,36 @@ import keras
 from keras_reid.models import layers as reid_layers
 
 
+# BNNeck's BatchNormalization: torch BatchNorm1d's defaults, as in the
+# strong baseline (momentum 0.1 there == 0.9 in Keras; epsilon 1e-5).
+BNNECK_MOMENTUM = 0.9
+BNNECK_EPSILON = 1e-5
+
+
+def bnneck(features, *, prefix: str = ""):
+  """BNNeck (Luo et al., "Bag of Tricks", 2019): BatchNorm without shift.
+
+  The feature is normalised per unit and scaled (a trainable gamma) but not
+  shifted: `center=False` plays the strong baseline's BN with a bias frozen at
+  zero, so the normalised feature stays centred at the origin, where the
+  classifier's hyperplanes (without bias) pass.
+
+  Args:
+    features: float [B, D].
+    prefix: layer-name prefix.
+
+  Returns:
+    float [B, D] from the layer named `<prefix>bnneck`.
+  """
+  return keras.layers.BatchNormalization(
+      center=False, momentum=BNNECK_MOMENTUM, epsilon=BNNECK_EPSILON,
+      name=f"{prefix}bnneck")(features)
+
+
 def classification_head(features, *, num_classes: int, dropout: float,
-                        prefix: str = "", seed: int | None = None):
-  """Identity classifier: dropout (a standard mask per image) -> Dense(N).
+                        prefix: str = "", seed: int | None = None,
+                        use_bnneck: bool = False):
+  """Identity classifier: [BNNeck ->] dropout (a mask per image) -> Dense(N).
 
   Args:
     features: float [B, D].
@@ -23,12 +51,19 @@ def classification_head(features, *, num_classes: int, dropout: float,
     dropout: dropout rate before the classifier.
     prefix: layer-name prefix ("" or "aux1_" ...).
     seed: dropout seed.
+    use_bnneck: put `bnneck` (layer `<prefix>bnneck`) before the dropout,
+      and give the classifier no bias.
 
   Returns:
-    Logits float [B, N] from the layer named `<prefix>classifier`.
+    (logits float [B, N] from the layer named `<prefix>classifier`, the
+    BNNeck's output float [B, D] or None without it).
   """
-  x = keras.layers.Dropout(dropout, seed=seed, name=f"{prefix}cls_dropout")(features)
-  return keras.layers.Dense(num_classes, name=f"{prefix}classifier")(x)
+  normalized = bnneck(features, prefix=prefix) if use_bnneck else None
+  x = features if normalized is None else normalized
+  x = keras.layers.Dropout(dropout, seed=seed, name=f"{prefix}cls_dropout")(x)
+  logits = keras.layers.Dense(num_classes, use_bias=not use_bnneck,
+                              name=f"{prefix}classifier")(x)
+  return logits, normalized
 
 
 def verification_head(features, pair_i, pair_j, *, dropout: float,

@@ -1,4 +1,5 @@
-"""Re-ID layers: pairwise-consistent dropout, ceil-mode pooling, pair scoring.
+"""Re-ID layers: pairwise-consistent dropout, ceil-mode and GeM pooling, pair
+scoring.
 
 Every layer here stores one attribute per constructor argument and
 round-trips through `get_config`, so models using them save and load with
@@ -13,6 +14,12 @@ import keras
 from keras import ops
 
 PAIR_DROPOUT_MODES = ("pairwise", "independent", "none")
+# config.model.pooling: how the backbone's last feature map becomes the
+# feature vector (keras_reid.models.backbones.build_backbone).
+POOLINGS = {
+    "avg": "global average pooling (the backbones' own)",
+    "gem": "generalised-mean pooling, GeneralizedMeanPooling2D",
+}
 
 
 @keras.saving.register_keras_serializable(package="keras_reid")
@@ -155,6 +162,53 @@ class AdaptiveAveragePooling2D(keras.layers.Layer):
   def get_config(self):
     config = super().get_config()
     config.update(output_size=list(self.output_size))
+    return config
+
+
+@keras.saving.register_keras_serializable(package="keras_reid")
+class GeneralizedMeanPooling2D(keras.layers.Layer):
+  """Generalised-mean (GeM) global pooling (Radenovic et al., 2018).
+
+  Per channel: (mean over H x W of max(x, epsilon) ** p) ** (1 / p). p = 1
+  is average pooling and p -> inf approaches max pooling; re-ID's strong
+  baselines use p = 3. With `trainable_p` p is one trainable scalar weight
+  named "p" (initialised to `p`), else a constant (no weight). The clamp at
+  `epsilon` keeps the power of a non-positive activation defined.
+
+  Computed in float32 whatever the dtype policy: x ** 3 of a float16
+  activation of ~40 overflows, and the mean of cubes loses low bits in
+  bfloat16 (construct it with dtype="float32", as build_backbone does).
+
+  Input: float [B, H, W, C]. Output: float [B, C].
+  """
+
+  def __init__(self, p: float = 3.0, trainable_p: bool = True,
+               epsilon: float = 1e-6, **kwargs):
+    super().__init__(**kwargs)
+    if not p > 0:
+      raise ValueError(f"GeneralizedMeanPooling2D p={p!r}: expected a "
+                       "positive float (3.0 in re-ID's strong baselines).")
+    self.p = float(p)
+    self.trainable_p = bool(trainable_p)
+    self.epsilon = float(epsilon)
+    self.p_weight = None
+    if self.trainable_p:
+      self.p_weight = self.add_weight(
+          name="p", shape=(), initializer=keras.initializers.Constant(self.p),
+          trainable=True)
+
+  def call(self, inputs):
+    p = self.p_weight if self.trainable_p else self.p
+    p = ops.cast(p, inputs.dtype)
+    x = ops.power(ops.maximum(inputs, self.epsilon), p)
+    return ops.power(ops.mean(x, axis=(1, 2)), 1.0 / p)
+
+  def compute_output_shape(self, input_shape):
+    return (input_shape[0], input_shape[-1])
+
+  def get_config(self):
+    config = super().get_config()
+    config.update(p=self.p, trainable_p=self.trainable_p, epsilon=self.epsilon)
     return config
 
 

@@ -23,10 +23,15 @@ MAX_IMAGE_SIDE (checked before decoding, so decompression bombs allocate
 nothing), and
 `verify` batches of different sizes. A wrong dtype is rejected by the
 signature itself.
+
+export_run can also write the embedder's TFLite and ONNX files into the
+version folder (keras_reid/serving/formats.py: serving_default's contract
+for images of the model's size), listed in export_info.json's "formats".
 """
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import re
@@ -36,6 +41,7 @@ import tempfile
 from typing import Callable, Optional
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from keras_reid import progress
@@ -226,7 +232,8 @@ def export_saved_model(embedder: keras.Model, pair_scorer: keras.Model, *,
                        normalization: str,
                        version: Optional[int] = None,
                        extra_info: Optional[dict] = None,
-                       step_done: Optional[Callable[[str], None]] = None
+                       step_done: Optional[Callable[[str], None]] = None,
+                       write_extra: Optional[Callable[[str], dict]] = None
                        ) -> str:
   """Writes a versioned SavedModel with the three serving signatures.
 
@@ -246,6 +253,10 @@ def export_saved_model(embedder: keras.Model, pair_scorer: keras.Model, *,
       "weights_from": which stage and step of a run the weights come from).
     step_done: called with what was done after each of the EXPORT_STEPS
       (tracing each signature, writing the SavedModel), for progress.
+    write_extra: called with the unpublished version folder after the
+      SavedModel is written in it, to add more files (e.g.
+      keras_reid.serving.formats.write_formats); returns more entries for
+      export_info.json. The version appears with all of them, or not at all.
 
   Returns:
     The version folder, `<export_base>/<version>`.
@@ -284,6 +295,8 @@ def export_saved_model(embedder: keras.Model, pair_scorer: keras.Model, *,
         "signatures": list(SIGNATURES),
         **(extra_info or {}),
     }
+    if write_extra is not None:
+      info.update(write_extra(tmp))
     os.makedirs(os.path.join(tmp, "assets.extra"), exist_ok=True)
     with open(os.path.join(tmp, EXPORT_INFO_FILE), "w") as f:
       json.dump(info, f, indent=2)
@@ -295,12 +308,21 @@ def export_saved_model(embedder: keras.Model, pair_scorer: keras.Model, *,
   return path
 
 
-def export_run(workdir: str, export_base: str) -> str:
+def export_run(workdir: str, export_base: str,
+               formats: tuple[str, ...] = ("saved_model",),
+               representative_images: str = "",
+               representative_count: int = 100) -> str:
   """Restores a training run's model and exports it (without aux heads).
 
   Args:
     workdir: the run directory of `python -m keras_reid.train`.
     export_base: the model's base path, e.g. "export/reid".
+    formats: names of keras_reid.serving.formats.FORMATS; the SavedModel is
+      always written, the other formats' files beside it in the version
+      folder.
+    representative_images: a glob of image files to calibrate the full int8
+      TFLite on; "" = the training images of the run's last stage.
+    representative_count: how many of them (a seeded sample).
 
   Returns:
     The new version folder.
@@ -310,11 +332,15 @@ def export_run(workdir: str, export_base: str) -> str:
   from keras_reid.models import builders
   from keras_reid.models import restore
 
-  # Restoring, then export_saved_model's steps; on stderr (stdout gets the
-  # folder), when the export takes more than a few seconds.
+  from keras_reid.serving import formats as formats_lib
+
+  # Restoring, then export_saved_model's steps and the other formats' files;
+  # on stderr (stdout gets the folder), when the export takes more than a
+  # few seconds.
+  extra_steps = formats_lib.num_files(formats)
   bar = progress.make_progress(
-      1 + EXPORT_STEPS, "export steps", rate_unit="step", label="Export",
-      stream=sys.stderr, delay=progress.SLOW_SECONDS)
+      1 + EXPORT_STEPS + extra_steps, "export steps", rate_unit="step",
+      label="Export", stream=sys.stderr, delay=progress.SLOW_SECONDS)
   done = 0
 
   def step_done(what: str) -> None:
@@ -325,10 +351,82 @@ def export_run(workdir: str, export_base: str) -> str:
   origin = runs.weights_origin(workdir)  # warns if the run is partial
   training_model, config = restore.restore_training_model(workdir)
   step_done("restored the model")
+  image_size = (config.data.image_height, config.data.image_width)
+  embedder = builders.build_embedder(training_model)
+  normalization = builders.normalization_for(config.model)
+  write_extra = None
+  if extra_steps:
+    images, source = None, ""
+    if "tflite" in formats:
+      images, source = representative_set(
+          config, image_size, representative_images, representative_count)
+
+    def write_extra(folder: str) -> dict:
+      return {"formats": formats_lib.write_formats(
+          folder, embedder, image_size=image_size,
+          normalization=normalization, formats=formats,
+          representative_images=images, representative_source=source,
+          step_done=step_done)}
+
   return export_saved_model(
-      builders.build_embedder(training_model),
+      embedder,
       builders.build_pair_scorer(training_model),
-      export_base=export_base,
-      image_size=(config.data.image_height, config.data.image_width),
-      normalization=builders.normalization_for(config.model),
-      extra_info={"weights_from": origin}, step_done=step_done)
+      export_base=export_base, image_size=image_size,
+      normalization=normalization,
+      extra_info={"weights_from": origin}, step_done=step_done,
+      write_extra=write_extra)
+
+
+def representative_set(config, image_size: tuple[int, int], pattern: str,
+                       count: int, seed: int = 0) -> tuple:
+  """Calibration images of the full int8 TFLite, and where they come from.
+
+  Args:
+    config: the run's resolved experiment config.
+    image_size: (H, W), the model's input size.
+    pattern: a glob of image files; "" = the training images of the run's
+      last stage (read as training reads them).
+    count: how many images: a sample drawn with `seed` if there are more.
+
+  Returns:
+    (uint8 [N, H, W, 3] resized as in evaluation, a description of the
+    source for export_info.json).
+
+  Raises:
+    ValueError: no image found, naming the pattern or the stage.
+  """
+  from keras_reid.data import from_config  # pylint: disable=import-outside-toplevel
+  from keras_reid.data import image_files  # pylint: disable=import-outside-toplevel
+
+  if count < 1:
+    raise ValueError(f"--representative_count={count}: expected >= 1.")
+  if pattern:
+    paths = sorted(p for p in glob.glob(pattern, recursive=True)
+                   if os.path.isfile(p))
+    source = f"files matching {pattern!r}"
+    if not paths:
+      raise ValueError(
+          f"--representative_images={pattern!r} matches no file; give a glob "
+          "of image files, e.g. 'data/market/bounding_box_train/*.jpg'.")
+  else:
+    if not config.stages:
+      raise ValueError("The run has no stages to take representative images "
+                       "from; give --representative_images=GLOB.")
+    name = list(config.stages)[-1]
+    dataset = from_config.load_stage_dataset(config.stages[name], config)
+    paths = sorted(r.path for r in dataset.train)
+    source = f"training images of stage {name!r} ({dataset.name})"
+    if not paths:
+      raise ValueError(f"Stage {name!r} has no training images; give "
+                       "--representative_images=GLOB.")
+  if len(paths) > count:
+    rng = np.random.default_rng(seed)
+    paths = [paths[i] for i in sorted(rng.choice(len(paths), count,
+                                                 replace=False))]
+  # Unreadable files are left out (training skips or refuses them too).
+  bad = set(image_files.validate_images(paths))
+  paths = [p for i, p in enumerate(paths) if i not in bad]
+  if not paths:
+    raise ValueError(f"Representative images ({source}): no file could be "
+                     "decoded as an image.")
+  return image_files.decoded_images(paths, image_size), source

@@ -31,6 +31,7 @@ from keras_reid import progress
 from keras_reid import runs
 from keras_reid.evaluation import ranking
 from keras_reid.models import builders
+from keras_reid.models import centers as centers_lib
 from keras_reid.models import precision
 from keras_reid.models import restore
 from keras_reid.training import cluster_memory
@@ -60,6 +61,10 @@ class FineTuningStep:
     all_heads: step 1 trains every layer outside the backbone (classifiers,
       verifiers with the verification loss, auxiliary trunks) instead of the
       classifiers only: a stage whose heads are all new (from ImageNet).
+    lr_schedule: a name of LR_SCHEDULES: "step" (lr_decay_*) or "cosine".
+    warmup_iterations: the lr rises linearly from warmup_start_factor * lr
+      to lr over this many first iterations (0 = no warmup).
+    warmup_start_factor: see warmup_iterations.
   """
   stage: str
   step: int
@@ -71,6 +76,9 @@ class FineTuningStep:
   eval_every: int = 0
   batch_size: int = 0
   all_heads: bool = False
+  lr_schedule: str = "step"
+  warmup_iterations: int = 0
+  warmup_start_factor: float = 0.1
 
 
 def stage_steps(key: str, stage: config_dict.ConfigDict, *,
@@ -84,13 +92,19 @@ def stage_steps(key: str, stage: config_dict.ConfigDict, *,
     all_heads: step 1 trains every new head (see FineTuningStep).
   """
   batch_size = stage.ids_per_batch * stage.images_per_id
+  schedule = dict(lr_schedule=stage.lr_schedule,
+                  warmup_start_factor=stage.warmup_start_factor)
   return [
       FineTuningStep(key, 1, stage.step1_iterations, stage.step1_lr,
                      stage.lr_decay_iterations, stage.lr_decay_factor,
-                     batch_size=batch_size, all_heads=all_heads),
+                     batch_size=batch_size, all_heads=all_heads,
+                     warmup_iterations=stage.step1_warmup_iterations,
+                     **schedule),
       FineTuningStep(key, 2, stage.step2_iterations, stage.step2_lr,
                      stage.lr_decay_iterations, stage.lr_decay_factor,
-                     eval_every=stage.eval_every, batch_size=batch_size)]
+                     eval_every=stage.eval_every, batch_size=batch_size,
+                     warmup_iterations=stage.step2_warmup_iterations,
+                     **schedule)]
 
 
 def loss_weights(loss_config: config_dict.ConfigDict, step: int, *,
@@ -100,7 +114,8 @@ def loss_weights(loss_config: config_dict.ConfigDict, step: int, *,
   Each loss of losses.LOSS_TERMS counts in the steps that train what it acts
   on (losses.step_settings): classification in both, verification in step 1
   only when the verifiers train too (`verifiers_train`,
-  FineTuningStep.all_heads), the triplet loss (on the base) in step 2.
+  FineTuningStep.all_heads), the triplet and center losses (on the base) in
+  step 2.
   """
   return losses.step_settings(loss_config, step,
                               verifiers_train=verifiers_train)
@@ -162,19 +177,95 @@ def weight_decay_loss(variables, weight_decay: float) -> tf.Tensor:
       [tf.reduce_sum(tf.square(tf.cast(v, tf.float32))) for v in kernels])
 
 
+# stage.lr_schedule: how a fine-tuning step's lr falls after its warmup.
+#   "step": the paper's, lr * lr_decay_factor ** floor(t / lr_decay_iterations);
+#   "cosine": half a cosine from lr down to 0 over the step's iterations after
+#     the warmup (keras.optimizers.schedules.CosineDecay).
+LR_SCHEDULES = ("step", "cosine")
+
+
+class LinearWarmup(keras.optimizers.schedules.LearningRateSchedule):
+  """`schedule` scaled by a factor rising linearly from `start_factor` to 1.
+
+  lr(t) = schedule(t) * (start_factor + (1 - start_factor) * min(t / W, 1)),
+  t the optimizer's iteration (0 for the first update), W
+  `warmup_iterations`: the bag-of-tricks warmup (Luo et al. 2019) in front
+  of the step decay, whose decay points stay where they were.
+  (keras.optimizers.schedules.CosineDecay has its own warmup, used for
+  "cosine".)
+  """
+
+  def __init__(self, schedule: keras.optimizers.schedules.LearningRateSchedule,
+               warmup_iterations: int, start_factor: float):
+    self.schedule = schedule
+    self.warmup_iterations = int(warmup_iterations)
+    self.start_factor = float(start_factor)
+
+  def __call__(self, step):
+    t = keras.ops.cast(step, "float32")
+    done = keras.ops.minimum(t / float(max(1, self.warmup_iterations)), 1.0)
+    factor = self.start_factor + (1.0 - self.start_factor) * done
+    return self.schedule(step) * factor
+
+  def get_config(self) -> dict:
+    return dict(
+        schedule=keras.optimizers.schedules.serialize(self.schedule),
+        warmup_iterations=self.warmup_iterations,
+        start_factor=self.start_factor)
+
+  @classmethod
+  def from_config(cls, config: dict) -> "LinearWarmup":
+    config = dict(config)
+    config["schedule"] = keras.optimizers.schedules.deserialize(
+        config["schedule"])
+    return cls(**config)
+
+
+def learning_rate_schedule(
+    step: FineTuningStep) -> keras.optimizers.schedules.LearningRateSchedule:
+  """The lr of `step` as a function of its optimizer's iteration t.
+
+  A fresh optimizer per step counts t from 0, and the checkpoint restores
+  it, so a resumed step continues on the same lr curve.
+
+  Returns:
+    "step" without warmup: the paper's ExponentialDecay(staircase) exactly;
+    "step" with warmup: LinearWarmup over it; "cosine": CosineDecay from
+    warmup_start_factor * lr up to lr over the warmup, then down to 0 at the
+    step's last iteration.
+
+  Raises:
+    ValueError: an unknown step.lr_schedule.
+  """
+  if step.lr_schedule not in LR_SCHEDULES:
+    raise ValueError(f"lr_schedule={step.lr_schedule!r} (stage "
+                     f"{step.stage!r}): expected one of {list(LR_SCHEDULES)}.")
+  warmup = int(step.warmup_iterations)
+  if step.lr_schedule == "cosine":
+    return keras.optimizers.schedules.CosineDecay(
+        step.lr * step.warmup_start_factor if warmup else step.lr,
+        decay_steps=max(1, step.iterations - warmup), alpha=0.0,
+        warmup_target=step.lr if warmup else None, warmup_steps=warmup)
+  schedule = keras.optimizers.schedules.ExponentialDecay(
+      step.lr, decay_steps=max(1, step.lr_decay_iterations),
+      decay_rate=step.lr_decay_factor, staircase=True)
+  if warmup:
+    schedule = LinearWarmup(schedule, warmup, step.warmup_start_factor)
+  return schedule
+
+
 def make_optimizer(train_config: config_dict.ConfigDict,
                    step: FineTuningStep, *,
                    loss_scaling: bool = False) -> keras.optimizers.Optimizer:
-  """The configured optimizer with a step-wise decayed lr (the paper's schedule).
+  """The configured optimizer with the step's lr schedule
+  (`learning_rate_schedule`; by default the paper's step-wise decay).
 
   With weight_decay_mode "coupled_l2" the optimizer itself has no weight
   decay: the train step adds the L2 term (`weight_decay_loss`).
   `loss_scaling` wraps it in a LossScaleOptimizer: for a float16 model only
   (precision.uses_loss_scaling); bfloat16 has float32's exponent range.
   """
-  schedule = keras.optimizers.schedules.ExponentialDecay(
-      step.lr, decay_steps=max(1, step.lr_decay_iterations),
-      decay_rate=step.lr_decay_factor, staircase=True)
+  schedule = learning_rate_schedule(step)
   if train_config.optimizer not in OPTIMIZERS:
     raise ValueError(f"config.train.optimizer={train_config.optimizer!r}: "
                      f"expected one of {sorted(OPTIMIZERS)}.")
@@ -211,11 +302,46 @@ def _accuracies(outputs: dict, labels: tf.Tensor,
   return result
 
 
+@dataclasses.dataclass
+class CenterState:
+  """The center loss's class centres and their own optimizer in a step.
+
+  Attributes:
+    centers: float32 [N, D] variable (keras_reid.models.centers).
+    optimizer: plain SGD at config.loss.center_lr on the unweighted center
+      loss (the bag of tricks: the centres' gradient divided by the loss
+      weight, lr 0.5), so that their speed does not depend on the weight,
+      the step's lr schedule or its optimizer.
+  """
+  centers: keras.Variable
+  optimizer: keras.optimizers.Optimizer
+
+
+def make_center_state(model: keras.Model,
+                      weights: dict) -> CenterState | None:
+  """Fresh centres for the model's classes when the step has the center
+  loss on, else None. Call it under the strategy's scope.
+
+  Args:
+    model: the training model ("logits" [B, N], "embedding" [B, D]).
+    weights: the step's `loss_weights` (center_weight, center_lr).
+  """
+  if not weights.get("center_weight", 0) > 0:
+    return None
+  num_classes = int(model.output["logits"].shape[-1])
+  dim = int(model.output["embedding"].shape[-1])
+  centers = centers_lib.make_centers(num_classes, dim)
+  optimizer = keras.optimizers.SGD(learning_rate=float(weights["center_lr"]))
+  optimizer.build([centers])
+  return CenterState(centers, optimizer)
+
+
 def make_train_iteration(model: keras.Model,
                          optimizer: keras.optimizers.Optimizer,
                          strategy: tf.distribute.Strategy, weights: dict, *,
                          jit_compile: bool,
                          weight_decay: float = 0.0,
+                         center_state: CenterState | None = None,
                          memory: cluster_memory.ClusterMemory | None = None
                          ) -> Callable:
   """A `tf.function` running one distributed iteration from an iterator.
@@ -226,6 +352,9 @@ def make_train_iteration(model: keras.Model,
     jit_compile: XLA-compile the replica step.
     weight_decay: coupled L2 on the trainable kernels
       (`weight_decay_loss`; 0 = none, e.g. when the optimizer decays).
+    center_state: the center loss's centres (`make_center_state`): the
+      step adds the "center_distances" output losses.center_loss reads and
+      updates the centres by their own optimizer.
     memory: a "clustering" round's cluster memory: its similarities to the
       embeddings are the output "cluster_similarities" the cluster-memory
       loss reads, and it is updated with the batch after the optimizer
@@ -240,12 +369,15 @@ def make_train_iteration(model: keras.Model,
   num_replicas = strategy.num_replicas_in_sync
 
   def replica_iteration(batch):
-    with tf.GradientTape() as tape:
+    with tf.GradientTape(persistent=center_state is not None) as tape:
       outputs = model({"images": batch["images"], "pair_i": batch["pair_i"],
                        "pair_j": batch["pair_j"]}, training=True)
       # Mixed precision computes in bfloat16 / float16; the losses, their
       # softmax and the L2 term are taken in float32.
       outputs = {k: tf.cast(v, tf.float32) for k, v in outputs.items()}
+      if center_state is not None:
+        outputs["center_distances"] = centers_lib.squared_distances(
+            outputs["embedding"], center_state.centers)
       if memory is not None:
         outputs["cluster_similarities"] = memory.similarities(
             outputs["embedding"])
@@ -257,8 +389,15 @@ def make_train_iteration(model: keras.Model,
       loss = (terms["total"] + l2) / num_replicas
       if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
         loss = optimizer.scale_loss(loss)
+      if center_state is not None:
+        # The unweighted term (float32, never loss-scaled) moves the centres.
+        center_loss = terms["center"] / num_replicas
     grads = tape.gradient(loss, variables)
     optimizer.apply_gradients(zip(grads, variables))
+    if center_state is not None:
+      center_grad = tape.gradient(center_loss, center_state.centers)
+      center_state.optimizer.apply_gradients(
+          [(center_grad, center_state.centers)])
     if memory is not None:
       memory.update(outputs["embedding"], batch["labels"])
     result = {f"loss/{k}": v for k, v in terms.items()}
@@ -296,17 +435,22 @@ def _restore_or_start(model: keras.Model, optimizer, step: FineTuningStep, *,
                       make_dataset, config: config_dict.ConfigDict,
                       strategy: tf.distribute.Strategy, workdir: str,
                       restore_dir: str | None,
+                      center_state: CenterState | None = None,
                       memory: cluster_memory.ClusterMemory | None = None
                       ) -> _StepState:
   """The step's checkpointed state, restored from its latest checkpoint if
-  it has one (model, optimizer, data iterator, dropout seeds, counter, the
-  cluster memory)."""
+  it has one (model, optimizer, data iterator, dropout seeds, counter, and
+  the center loss's centres and their optimizer when it is on, the cluster
+  memory of a "clustering" round's step)."""
   dataset = strategy.distribute_datasets_from_function(make_dataset)
   iterator = iter(dataset)
   iterations_done = tf.Variable(0, dtype=tf.int64, trainable=False)
   # Checkpoint key "step" kept, so that earlier versions' checkpoints restore.
   state = dict(model=model, optimizer=optimizer, step=iterations_done,
                seeds=restore.seed_state_variables(model))
+  if center_state is not None:  # only then: older checkpoints still match
+    state.update(centers=center_state.centers,
+                 center_optimizer=center_state.optimizer)
   if memory is not None:
     state["cluster_memory"] = memory
   # The iterators of MirroredStrategy and MultiWorkerMirroredStrategy cannot
@@ -397,15 +541,19 @@ def run_fine_tuning_step(
         config.train, step,
         loss_scaling=precision.uses_loss_scaling(model.dtype_policy.name))
     optimizer.build(model.trainable_variables)
+    weights = loss_weights(config.loss, step.step,
+                           verifiers_train=step.all_heads)
+    center_state = make_center_state(model, weights)
   state = _restore_or_start(model, optimizer, step, make_dataset=make_dataset,
                             config=config, strategy=strategy, workdir=workdir,
-                            restore_dir=restore_dir, memory=memory)
+                            restore_dir=restore_dir, center_state=center_state,
+                            memory=memory)
   manager = state.manager
   train_iteration = make_train_iteration(
-      model, optimizer, strategy,
-      loss_weights(config.loss, step.step, verifiers_train=step.all_heads),
+      model, optimizer, strategy, weights,
       jit_compile=config.train.jit_compile,
-      weight_decay=coupled_weight_decay(config.train), memory=memory)
+      weight_decay=coupled_weight_decay(config.train),
+      center_state=center_state, memory=memory)
   start = int(state.iterations_done.numpy())
   trains = ("all layers" if step.step == 2 else
             "new heads only" if step.all_heads else "new classifiers only")

@@ -50,6 +50,7 @@ def train_dataset_fn(dataset: records_lib.ReidDataset,
                       else None),
         skip_corrupt=config.data.skip_corrupt, first_batch=first_batch,
         cache_max_bytes=int(config.data.train_cache_mb * 2**20),
+        erasing_probability=config.data.random_erasing_prob,
         labels=labels)
   return make
 

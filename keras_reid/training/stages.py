@@ -27,6 +27,7 @@ from keras_reid.data import inspection
 from keras_reid.data import records as records_lib
 from keras_reid.evaluation import ranking
 from keras_reid.models import backbones
+from keras_reid.models import builders
 from keras_reid.models import layers
 from keras_reid.models import precision
 from keras_reid.training import cotraining
@@ -53,6 +54,7 @@ def check_config(config: config_dict.ConfigDict) -> None:
   expect_in("model.backbone", config.model.backbone, backbones.BACKBONES)
   expect_in("model.ver_dropout_mode", config.model.ver_dropout_mode,
             layers.PAIR_DROPOUT_MODES)
+  builders.check_model_config(config.model)
   expect_in("train.distribute", config.train.distribute, distribute.STRATEGIES)
   expect_in("data.augment_mode", config.data.augment_mode,
             augmentation.AUGMENT_MODES)
@@ -63,6 +65,8 @@ def check_config(config: config_dict.ConfigDict) -> None:
   for name, stage in config.stages.items():
     expect_in(f"stages.{name}.step1_trains", stage.step1_trains,
               stage_setup.STEP1_TRAINS)
+    expect_in(f"stages.{name}.lr_schedule", stage.lr_schedule,
+              loop.LR_SCHEDULES)
     cotraining.check_stage(name, stage, config)
     for dataset in stage.dataset.split("+"):
       expect_in(f"stages.{name}.dataset", dataset, datasets.DATASETS)
@@ -144,10 +148,12 @@ def _start_run(config: config_dict.ConfigDict, workdir: str,
   keras.config.set_dtype_policy(resolved.policy)
   writer = tf.summary.create_file_writer(runs.tensorboard_dir(out))
   hparams.write_session_start(writer, config, workdir)  # HParams dashboard
+  progress = runs.Progress.load(workdir)  # the chief's, in a cluster
+  progress.check_order(config, workdir)
   return runner.TrainingRun(
       config=config, strategy=strategy, workdir=out,
       restore_dir=None if out == workdir else workdir, writer=writer,
-      progress=runs.Progress.load(workdir))  # the chief's, in a cluster
+      progress=progress)
 
 
 def _train_labelled_stage(run: runner.TrainingRun, name: str,
@@ -207,6 +213,18 @@ def train(config: config_dict.ConfigDict, workdir: str) -> dict:
   # First: MultiWorkerMirroredStrategy must exist before other TF ops run.
   strategy = distribute.make_strategy(config.train.distribute)
   stage_datasets, skipped_images = _load_stage_datasets(config)
+  # One training at a time per run directory (a second start is refused
+  # naming the holder's pid); released on return, on error and on SIGKILL.
+  with runs.training_lock(distribute.output_dir(strategy, workdir)):
+    return _train_stages(config, workdir, strategy, stage_datasets,
+                         skipped_images)
+
+
+def _train_stages(config: config_dict.ConfigDict, workdir: str,
+                  strategy: tf.distribute.Strategy,
+                  stage_datasets: dict[str, records_lib.ReidDataset],
+                  skipped_images: dict) -> dict:
+  """`train` once the config, the data and the run directory are checked."""
   run = _start_run(config, workdir, strategy)
   final_metrics: dict = {}
   started = time.perf_counter()

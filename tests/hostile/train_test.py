@@ -301,3 +301,20 @@ def test_command_line_names_the_missing_data_folder(tmp_path):
 
 if __name__ == "__main__":
   raise SystemExit(pytest.main([__file__, "-q", "-p", "no:cacheprovider"]))
+
+
+@pytest.mark.slow
+def test_command_line_refuses_an_out_of_range_value_before_training(tmp_path):
+  # Issue 25 item 5: a negative step-2 lr trained by gradient ascent and
+  # exited 0. Now one line, exit 1, and no run directory is created.
+  workdir = tmp_path / "run"
+  proc = _run(["-m", "keras_reid.train", f"--workdir={workdir}",
+               "--config.stages.synthetic.step2_lr=-0.01"], _environment())
+  assert proc.returncode == 1
+  errors = [line for line in proc.stderr.splitlines() if line.strip()]
+  assert errors == [
+      "error: config.stages.synthetic.step2_lr=-0.01: expected a finite "
+      "number > 0. Fix it in the config file or with "
+      "--config.stages.synthetic.step2_lr=VALUE. (--verbosity=1 shows the "
+      "traceback)"], proc.stderr[-3000:]
+  assert not workdir.exists()

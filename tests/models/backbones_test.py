@@ -1,4 +1,5 @@
-"""Tests of the backbone registry: shapes, taps, weights handling, real weights.
+"""Tests of the backbone registry: shapes, taps, weights handling, real weights,
+GeM pooling and last stride 1.
 
 Classification with real ImageNet weights is tested on the project's own
 ports (tests/models/efficientnet_lite_test.py), not on keras.applications.
@@ -144,6 +145,114 @@ def test_real_mobilenet_no_top_weights_load(alpha):
                                     alpha=alpha)
   assert not np.allclose(random.model.get_layer("conv1_bn").moving_variance.numpy(),
                          loaded.model.get_layer("conv1_bn").moving_variance.numpy())
+
+
+# The backbones whose last downsampling can be made stride 1; inception_v3's
+# "valid" stride-2 branches cannot.
+LAST_STRIDE_ONE = ["efficientnet_lite0", "efficientnet_lite1",
+                   "efficientnet_lite2", "efficientnetv2_b0", "googlenet",
+                   "mobilenet_v1", "mobilenet_v2", "resnet50"]
+
+
+def _pooled_map(backbone):
+  """The map the backbone pools: the input of the layer making "feature"."""
+  feature = backbone.model.output["feature"]
+  [layer] = [x for x in backbone.model.layers if x.output is feature]
+  return layer, layer.input
+
+
+def _weights_file(name, shape, path):
+  """A no-top weights file of the backbone with random, distinct values."""
+  base = backbones.BACKBONES[name].build(shape, 0.25, None)
+  rng = np.random.default_rng(0)
+  for v in base.weights:
+    value = rng.normal(0.0, 0.2, tuple(v.shape))
+    if v.path.endswith("variance"):
+      value = np.abs(value) + 0.5
+    v.assign(value.astype("float32"))
+  base.save_weights(path)
+  return {v.path: v.numpy() for v in base.weights}
+
+
+def test_last_stride_one_is_offered_where_it_can_be_done():
+  assert backbones.last_stride_one_backbones() == LAST_STRIDE_ONE
+
+
+@pytest.mark.parametrize("name", LAST_STRIDE_ONE)
+def test_last_stride_one_doubles_the_map_and_keeps_the_weights(name, tmp_path):
+  shape = (64, 32, 3)
+  path = str(tmp_path / "base.weights.h5")
+  saved = _weights_file(name, shape, path)
+  two = backbones.build_backbone(name, input_shape=shape, weights=path,
+                                 alpha=0.25)
+  one = backbones.build_backbone(name, input_shape=shape, weights=path,
+                                 alpha=0.25, last_stride=1)
+  h, w = _pooled_map(two)[1].shape[1:3]
+  assert (h, w) == (2, 1)  # stride 32
+  assert tuple(_pooled_map(one)[1].shape[1:3]) == (2 * h, 2 * w)
+  # The same variables with the same values, those of the file.
+  assert [v.path for v in one.model.weights] == [v.path for v in two.model.weights]
+  for v in one.model.weights:
+    np.testing.assert_array_equal(v.numpy(), saved[v.path], err_msg=v.path)
+  # The replaced layer computes the same operation at the finer stride: the
+  # stride-2 output is the stride-1 output at every other position (the
+  # offset depends on the padding).
+  layer = backbones.BACKBONES[name].last_stride_one[-1][0]
+  images = np.random.default_rng(1).uniform(-1, 1, (2, *shape)).astype("float32")
+  out2, out1 = (np.asarray(keras.Model(b.model.input,
+                                       b.model.get_layer(layer).output)(images))
+                for b in (two, one))
+  assert out1.shape[1:3] == (2 * out2.shape[1], 2 * out2.shape[2])
+  assert any(np.allclose(out1[:, dy::2, dx::2], out2, rtol=1e-4, atol=1e-5)
+             for dy in (0, 1) for dx in (0, 1))
+  # Feature and taps keep their shapes (the taps lie before the last stage).
+  for key, value in one.model(images).items():
+    assert value.shape == two.model(images)[key].shape, key
+
+
+def test_last_stride_one_elsewhere_names_the_key_backbone_and_supported_ones():
+  with pytest.raises(ValueError) as error:
+    backbones.build_backbone("inception_v3", input_shape=(75, 75, 3),
+                             last_stride=1)
+  message = str(error.value)
+  for part in ("model.last_stride=1", "'inception_v3'", "model.last_stride=2",
+               *LAST_STRIDE_ONE):
+    assert part in message
+  with pytest.raises(ValueError, match="model.last_stride=3"):
+    backbones.build_backbone("resnet50", input_shape=(32, 32, 3),
+                             last_stride=3)
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v1", "googlenet", "resnet50"])
+def test_gem_pooling_pools_the_averaged_map(name):
+  shape = (64, 32, 3)
+  avg = backbones.build_backbone(name, input_shape=shape, alpha=0.25)
+  assert isinstance(_pooled_map(avg)[0], keras.layers.GlobalAveragePooling2D)
+  gem = backbones.build_backbone(name, input_shape=shape, alpha=0.25,
+                                 pooling="gem", gem_p=4.0,
+                                 gem_p_trainable=False)
+  layer, feature_map = _pooled_map(gem)
+  assert layer.name == "gem_pool" and layer.p == 4.0 and not layer.weights
+  assert tuple(feature_map.shape) == tuple(_pooled_map(avg)[1].shape)
+  assert not any(isinstance(x, keras.layers.GlobalAveragePooling2D)
+                 for x in gem.model.layers)
+  images = np.random.default_rng(0).uniform(-1, 1, (2, *shape)).astype("float32")
+  maps = np.asarray(keras.Model(gem.model.input, feature_map)(images),
+                    np.float64)
+  want = np.mean(np.maximum(maps, 1e-6) ** 4.0, axis=(1, 2)) ** 0.25
+  got = gem.model(images)["feature"]
+  assert got.dtype == "float32" and gem.feature_dim == avg.feature_dim
+  np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+  learned = backbones.build_backbone(name, input_shape=shape, alpha=0.25,
+                                     pooling="gem")
+  assert [w.path for w in learned.model.weights if "gem" in w.path] == [
+      "gem_pool/p"]
+
+
+def test_unknown_pooling_names_the_key():
+  with pytest.raises(ValueError, match="model.pooling='max'.*'avg', 'gem'"):
+    backbones.build_backbone("mobilenet_v1", input_shape=(32, 32, 3),
+                             pooling="max")
 
 
 if __name__ == "__main__":

@@ -1,11 +1,16 @@
-"""Tests of the training model, head replacement, embedder and pair scorer."""
+"""Tests of the training model, head replacement, embedder and pair scorer,
+and of the strong baseline's model switches (BNNeck, retrieval feature)."""
+
+import hashlib
 
 import numpy as np
 import pytest
 
 import keras
+import tensorflow as tf
 
 from configs import default
+from keras_reid import losses
 from keras_reid.models import builders
 
 SHAPE = (32, 32, 3)  # keras.applications' smallest input.
@@ -132,6 +137,193 @@ def test_independent_mode_reaches_the_layer():
 def test_unknown_backbone_lists_valid_names():
   with pytest.raises(KeyError, match="mobilenet_v2"):
     builders.normalization_for(_config(backbone="alexnet"))
+
+
+def _deterministic_weights(model, seed=1):
+  """Every variable of `model` set from a NumPy generator (variances > 0)."""
+  rng = np.random.default_rng(seed)
+  for v in model.weights:
+    value = rng.normal(0, 0.3, tuple(v.shape))
+    if v.path.endswith("moving_variance"):
+      value = np.abs(value) + 0.5
+    v.assign(value.astype("float32"))
+
+
+# The default model (configs/default.py's model, 32x32, 3 classes) as built
+# at commit 91977ac, before the strong-baseline keys existed: its variables
+# (count, sha256 of "path shape trainable" lines) and, with
+# `_deterministic_weights`, the sum of |output| of each inference output.
+DEFAULT_MODEL = {
+    False: (139, "ebed2edb134d07d0122fd14a6d82978aa95088d75b16d5ad51d4ffc6168c1f6e",
+            {"embedding": 186.871951, "logits": 15.277354,
+             "verification_logits": 1.199255}),
+    True: (161, "4e9904d824871da311e4499aa782e6bd623b53a87ed02bd894a91d1249849c42",
+           {"aux1_logits": 324.453615, "aux1_verification_logits": 1.756326,
+            "aux2_logits": 619.955193, "aux2_verification_logits": 0.999524,
+            "embedding": 186.871951, "logits": 7.318396,
+            "verification_logits": 1.736697}),
+}
+
+
+@pytest.mark.parametrize("aux_heads", [False, True])
+def test_default_model_is_unchanged_by_the_strong_baseline_keys(aux_heads):
+  config = _config(aux_heads=aux_heads)
+  assert (config.pooling, config.last_stride, config.bnneck,
+          config.retrieval_feature) == ("avg", 2, False, "pooled")
+  model = builders.build_training_model(config, num_classes=3,
+                                        input_shape=SHAPE, seed=0)
+  count, digest, sums = DEFAULT_MODEL[aux_heads]
+  lines = "\n".join(f"{v.path} {tuple(v.shape)} {v.trainable}"
+                    for v in model.weights)
+  assert (len(model.weights), hashlib.sha256(lines.encode()).hexdigest()) == (
+      count, digest)
+  _deterministic_weights(model)
+  images = np.random.default_rng(0).uniform(-1, 1, (4, *SHAPE)).astype("float32")
+  outputs = model({"images": images, "pair_i": np.array([0, 1, 0], "int32"),
+                   "pair_j": np.array([2, 3, 3], "int32")}, training=False)
+  got = {k: float(np.abs(np.asarray(v, np.float64)).sum())
+         for k, v in outputs.items()}
+  assert got == pytest.approx(sums, rel=1e-5)
+  np.testing.assert_allclose(builders.build_embedder(model)(images),
+                             outputs["embedding"], rtol=1e-6)
+
+
+def _strong(**overrides):
+  return _config(bnneck=True, cls_dropout=0.0, **overrides)
+
+
+def _randomise_bnneck(model, prefix=""):
+  """Non-trivial gamma and moving statistics, so the BN is no identity."""
+  bn = model.get_layer(f"{prefix}bnneck")
+  rng = np.random.default_rng(3)
+  dim = bn.gamma.shape[0]
+  bn.set_weights([rng.uniform(0.5, 2.0, dim).astype("float32"),
+                  rng.normal(0.0, 0.5, dim).astype("float32"),
+                  rng.uniform(0.5, 2.0, dim).astype("float32")])
+  return bn
+
+
+def _bn_inference(bn, x):
+  """NumPy oracle of a BatchNormalization without shift, moving statistics."""
+  gamma, mean, variance = bn.get_weights()
+  return (np.asarray(x, np.float64) - mean) / np.sqrt(variance + bn.epsilon) * gamma
+
+
+def test_bnneck_sits_between_the_feature_and_the_classifier():
+  model = builders.build_training_model(_strong(), num_classes=3,
+                                        input_shape=SHAPE, seed=0)
+  bn = _randomise_bnneck(model)
+  assert isinstance(bn, keras.layers.BatchNormalization)
+  assert not bn.center and bn.scale
+  assert [w.path for w in bn.weights] == [
+      "bnneck/gamma", "bnneck/moving_mean", "bnneck/moving_variance"]
+  classifier = model.get_layer("classifier")
+  assert not classifier.use_bias and len(classifier.weights) == 1
+  x = _inputs()
+  out = model(x, training=False)
+  # "embedding" (what the triplet loss reads) is the feature before the BN.
+  feature = model.get_layer("backbone")(x["images"], training=False)["feature"]
+  np.testing.assert_allclose(out["embedding"], feature, rtol=1e-6)
+  assert [t.output for t in losses.LOSS_TERMS if t.name == "triplet"] == [
+      "embedding"]
+  # The classifier reads the BN's output: moving statistics at inference.
+  kernel = classifier.kernel.numpy()
+  np.testing.assert_allclose(out["logits"], _bn_inference(bn, feature) @ kernel,
+                             rtol=1e-4, atol=1e-5)
+  # Retrieval on the pooled feature (the default): no extra output, and the
+  # embedder returns the feature before the BN.
+  assert set(out) == {"embedding", "logits", "verification_logits"}
+  np.testing.assert_allclose(builders.build_embedder(model)(x["images"]),
+                             out["embedding"], rtol=1e-6)
+  # The batch's statistics in training (this updates the moving ones).
+  train = model(x, training=True)
+  f = np.asarray(train["embedding"], np.float64)
+  normalised = ((f - f.mean(0)) / np.sqrt(f.var(0) + bn.epsilon)
+                * bn.gamma.numpy())
+  np.testing.assert_allclose(train["logits"], normalised @ kernel, rtol=1e-3,
+                             atol=1e-4)
+
+
+def test_bnneck_retrieval_embeds_after_the_bnneck():
+  model = builders.build_training_model(
+      _strong(retrieval_feature="bnneck"), num_classes=3, input_shape=SHAPE,
+      seed=0)
+  bn = _randomise_bnneck(model)
+  x = _inputs()
+  out = model(x, training=False)
+  want = _bn_inference(bn, out["embedding"])
+  assert not np.allclose(want, out["embedding"], atol=1e-3)
+  np.testing.assert_allclose(out[builders.RETRIEVAL_OUTPUT], want, rtol=1e-4,
+                             atol=1e-5)
+  np.testing.assert_allclose(builders.build_embedder(model)(x["images"]), want,
+                             rtol=1e-4, atol=1e-5)
+  embed = builders.embedding_function(model)
+  np.testing.assert_allclose(embed(tf.constant(x["images"])), want, rtol=1e-4,
+                             atol=1e-5)
+  # The pair scorer stays on the feature the verifier trains on.
+  scorer = builders.build_pair_scorer(model)
+  images = x["images"]
+  probability = scorer({"images_a": images[x["pair_i"]],
+                        "images_b": images[x["pair_j"]]})
+  np.testing.assert_allclose(
+      probability, keras.ops.softmax(out["verification_logits"])[:, 1],
+      rtol=1e-5, atol=1e-6)
+
+
+def test_bnneck_on_every_classifier_carries_over_to_a_new_stage():
+  config = _strong(aux_heads=True, retrieval_feature="bnneck")
+  model = builders.build_training_model(config, num_classes=2,
+                                        input_shape=SHAPE, seed=0)
+  for prefix in ("", "aux1_", "aux2_"):
+    _randomise_bnneck(model, prefix)
+    assert not model.get_layer(f"{prefix}classifier").use_bias
+  builders.set_step_trainable(model, 1, all_heads=True)
+  names = {w.path.split("/")[0] for w in model.trainable_weights}
+  assert {"bnneck", "aux1_bnneck", "aux2_bnneck"} <= names
+  builders.set_step_trainable(model, 1)
+  names = {w.path.split("/")[0] for w in model.trainable_weights}
+  assert names == set(builders.CLASSIFIER_LAYER_NAMES)
+  # A new stage replaces the classifiers only: the BNNecks, part of the
+  # retrieval feature, keep their weights.
+  new = builders.replace_classifiers(model, config, num_classes=5,
+                                     input_shape=SHAPE)
+  for prefix in ("", "aux1_", "aux2_"):
+    for a, b in zip(model.get_layer(f"{prefix}bnneck").get_weights(),
+                    new.get_layer(f"{prefix}bnneck").get_weights()):
+      np.testing.assert_array_equal(a, b)
+  x = _inputs()
+  np.testing.assert_allclose(builders.build_embedder(new)(x["images"]),
+                             builders.build_embedder(model)(x["images"]),
+                             rtol=1e-6)
+
+
+def test_strong_model_round_trips_through_keras_saving(tmp_path):
+  model = builders.build_training_model(
+      _strong(retrieval_feature="bnneck", pooling="gem", last_stride=1),
+      num_classes=3, input_shape=SHAPE, seed=0)
+  _randomise_bnneck(model)
+  model.get_layer("backbone").get_layer("gem_pool").p_weight.assign(2.5)
+  path = str(tmp_path / "model.keras")
+  model.save(path)
+  restored = keras.saving.load_model(path)
+  x = _inputs()
+  for key, value in model(x, training=False).items():
+    np.testing.assert_allclose(restored(x, training=False)[key], value,
+                               rtol=1e-5, atol=1e-6)
+  assert float(restored.get_layer("backbone").get_layer(
+      "gem_pool").p_weight) == 2.5
+
+
+@pytest.mark.parametrize("key, value, expected", [
+    ("pooling", "max", "config.model.pooling='max': expected one of"),
+    ("retrieval_feature", "after",
+     "config.model.retrieval_feature='after': expected one of"),
+    ("last_stride", 1, "not supported by model.backbone='inception_v3'"),
+])
+def test_model_keys_out_of_their_registries_are_named(key, value, expected):
+  config = _config(backbone="inception_v3", **{key: value})
+  with pytest.raises(ValueError, match=expected):
+    builders.build_training_model(config, num_classes=2, input_shape=(75, 75, 3))
 
 
 if __name__ == "__main__":

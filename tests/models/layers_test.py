@@ -1,9 +1,10 @@
-"""Tests of the Re-ID layers: pairwise-consistent dropout and ceil-mode pooling."""
+"""Tests of the Re-ID layers: pairwise-consistent dropout, ceil-mode and GeM pooling."""
 
 import numpy as np
 import pytest
 
 import keras
+import tensorflow as tf
 
 from keras_reid.models import layers
 
@@ -65,6 +66,9 @@ def test_invalid_arguments_are_refused():
     layers.CeilMaxPooling2D(3, 2, name="y"),
     layers.SameProbability(name="z"),
     layers.AdaptiveAveragePooling2D((4, 4), name="w"),
+    layers.GeneralizedMeanPooling2D(2.5, trainable_p=False, epsilon=1e-5,
+                                    name="v"),
+    layers.GeneralizedMeanPooling2D(name="u"),
 ])
 def test_get_config_round_trips(layer):
   config = layer.get_config()
@@ -105,3 +109,53 @@ def test_ceil_max_pooling_matches_pytorch_ceil_mode():
 
 if __name__ == "__main__":
   raise SystemExit(pytest.main([__file__, "-q"]))
+
+
+def _gem_oracle(x, p, eps=1e-6):
+  """NumPy GeM: (mean over H, W of max(x, eps) ** p) ** (1 / p), float64."""
+  x = np.maximum(np.asarray(x, np.float64), eps)
+  return np.mean(x ** p, axis=(1, 2)) ** (1.0 / p)
+
+
+@pytest.mark.parametrize("p", [3.0, 1.7, 6.0])
+def test_gem_matches_numpy(p):
+  # Negative values too: the clamp at epsilon must apply.
+  x = np.random.default_rng(0).normal(1.0, 1.0, (2, 5, 3, 4)).astype("float32")
+  for trainable in (True, False):
+    out = layers.GeneralizedMeanPooling2D(p, trainable_p=trainable)(x)
+    assert tuple(out.shape) == (2, 4)
+    np.testing.assert_allclose(out, _gem_oracle(x, p), rtol=1e-5)
+  # p = 1 is average pooling (of the clamped map), and GeM lies between the
+  # mean and the max.
+  positive = np.abs(x) + 0.1
+  np.testing.assert_allclose(
+      layers.GeneralizedMeanPooling2D(1.0, trainable_p=False)(positive),
+      keras.layers.GlobalAveragePooling2D()(positive), rtol=1e-5)
+  gem = np.asarray(layers.GeneralizedMeanPooling2D(p)(positive))
+  assert np.all(gem >= positive.mean(axis=(1, 2)) - 1e-5)
+  assert np.all(gem <= positive.max(axis=(1, 2)) + 1e-5)
+
+
+def test_gem_p_is_a_trainable_weight_or_a_constant():
+  x = np.random.default_rng(1).uniform(0, 2, (2, 4, 4, 3)).astype("float32")
+  learned = layers.GeneralizedMeanPooling2D(3.0, name="gem")
+  assert [(w.name, w.trainable) for w in learned.weights] == [("p", True)]
+  with tf.GradientTape() as tape:
+    y = tf.reduce_sum(learned(x))
+  assert abs(float(tape.gradient(y, learned.p_weight))) > 0
+  learned.p_weight.assign(4.5)  # the layer computes with its weight's value
+  np.testing.assert_allclose(learned(x), _gem_oracle(x, 4.5), rtol=1e-5)
+  assert layers.GeneralizedMeanPooling2D(3.0, trainable_p=False).weights == []
+
+
+def test_gem_computes_in_float32_under_float16():
+  # 60 ** 3 overflows float16; the layer built with dtype="float32" does not.
+  x = np.full((1, 2, 2, 1), 60.0, "float16")
+  out = layers.GeneralizedMeanPooling2D(3.0, dtype="float32")(x)
+  assert out.dtype == "float32"
+  np.testing.assert_allclose(out, [[60.0]], rtol=1e-5)
+
+
+def test_gem_refuses_a_non_positive_p():
+  with pytest.raises(ValueError, match="p=0"):
+    layers.GeneralizedMeanPooling2D(0.0)

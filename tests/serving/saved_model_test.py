@@ -251,6 +251,7 @@ def test_export_run_uses_the_restored_run(tmp_path, monkeypatch, capsys):
   assert lines[1].startswith("Export: 2/5 export steps (40%) - ")
   del kwargs["step_done"]
   assert kwargs == {"export_base": str(tmp_path), "image_size": (H, W),
+                    "write_extra": None,
                     "normalization": builders.normalization_for(config.model),
                     "extra_info": {"weights_from": origin}}
   # Without aux heads: the embedder maps images to the embedding only, and

@@ -222,3 +222,34 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path, synthetic_dir)
 
 if __name__ == "__main__":
   raise SystemExit(pytest.main([__file__, "-q", "-p", "no:cacheprovider"]))
+
+
+def test_a_second_training_of_one_run_directory_is_refused(tmp_path,
+                                                           synthetic_dir):
+  workdir = str(tmp_path / "run")
+  config = tiny_config.get_config()
+  config.data.synthetic_dir = synthetic_dir
+  # Held by another process: the lock names its pid, training never starts.
+  holder = subprocess.Popen(
+      [sys.executable, "-c",
+       "import sys, time; from keras_reid import runs\n"
+       f"with runs.training_lock({workdir!r}):\n"
+       "  print('held', flush=True); time.sleep(60)"],
+      cwd=REPO, stdout=subprocess.PIPE, text=True)
+  try:
+    assert holder.stdout.readline().strip() == "held"
+    with pytest.raises(runs.RunInUseError,
+                       match=rf"being trained by another process \(pid "
+                       rf"{holder.pid}, holding .*train\.lock\)"):
+      stages.train(config, workdir)
+    assert not os.path.exists(os.path.join(workdir, "config.json"))
+  finally:
+    holder.kill()
+    holder.wait()
+  # Killed (as by SIGKILL), the holder leaves no stale lock.
+  with runs.training_lock(workdir):
+    with pytest.raises(runs.RunInUseError, match=f"pid {os.getpid()}"):
+      with runs.training_lock(workdir):
+        pass
+  with runs.training_lock(workdir):  # released on leaving
+    pass
