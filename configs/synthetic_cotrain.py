@@ -6,8 +6,9 @@
     python -m keras_reid.train \
         --config=configs/synthetic_cotrain.py:cotraining,runs/synthetic_cotrain_source
 
-The argument is "SUPERVISION[,SOURCE_RUN]": SUPERVISION is "cotraining" or
-"self_training" (see keras_reid/schema.py stage_config, `supervision`).
+The argument is "SUPERVISION[,SOURCE_RUN]": SUPERVISION is "cotraining",
+"self_training" or "clustering" (at the schema's clustering defaults,
+untuned here; see keras_reid/schema.py stage_config, `supervision`).
 Stage `source` is the default job's stage on synthetic domain "a" (6
 cameras, with identities); stage `target` is domain "b" (2 cameras: camid 0
 is camera A, 1 camera B, darker and blurrier), whose identities are never

@@ -9,7 +9,8 @@
 
 The argument is "SUPERVISION[,SOURCE_RUN]". SUPERVISION: "cotraining"
 (default) or "self_training" (keras_reid/schema.py stage_config,
-`supervision`). Without SOURCE_RUN the first stage is configs/viper_cpu.py's
+`supervision`); "clustering" with VIPeR's settings is
+configs/viper_cluster_cpu.py. Without SOURCE_RUN the first stage is configs/viper_cpu.py's
 reid_pool stage (MobileNet v1 0.5 ImageNet -> reid_pool: GRID, CAVIAR4REID,
 i-LIDS, 3DPeS, with labels). SOURCE_RUN replaces it by the workdir of a
 finished run with the same model (configs/viper_cpu.py's), e.g. the one

@@ -87,6 +87,8 @@ RANGES: dict[str, Range] = {
     "loss.triplet_margin": _NON_NEGATIVE,
     "loss.center_weight": _NON_NEGATIVE,
     "loss.center_lr": _NON_NEGATIVE,
+    "loss.cluster_memory_weight": _NON_NEGATIVE,
+    "loss.cluster_memory_temperature": _POSITIVE,
     "train.momentum": _PROBABILITY_OPEN,
     "train.weight_decay": _NON_NEGATIVE,
     "train.checkpoint_every": _int(1),
@@ -116,6 +118,12 @@ RANGES: dict[str, Range] = {
     "stage.unsupervised.grdl_lambda": _NON_NEGATIVE,
     "stage.unsupervised.grdl_atoms": _int(1),
     "stage.unsupervised.grdl_iterations": _int(1),
+    "stage.unsupervised.cluster_eps": _POSITIVE,
+    "stage.unsupervised.cluster_min_samples": _int(1, why="the image included"),
+    "stage.unsupervised.cluster_k1": _int(1),
+    "stage.unsupervised.cluster_k2": _int(1, why="1 = no query expansion"),
+    "stage.unsupervised.cluster_camera_weight": Range(0., why="0 = off"),
+    "stage.unsupervised.memory_momentum": _PROBABILITY_OPEN,
 }
 
 

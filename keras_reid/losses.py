@@ -208,6 +208,27 @@ def center_loss(center_distances, labels):
   return ops.mean(ops.sum(weights * distances, axis=-1))
 
 
+def cluster_memory_loss(similarities, labels, *, temperature: float = 0.05):
+  """InfoNCE over a memory of cluster centroids (Cluster Contrast, Dai et al.
+  2021): softmax cross-entropy of the cosine similarities / temperature.
+
+  Args:
+    similarities: float [B, C] cosine similarity of each L2-normalised
+      embedding to each centroid of the memory
+      (keras_reid.training.cluster_memory.ClusterMemory.similarities).
+    labels: int [B] cluster ids.
+    temperature: > 0 (Cluster Contrast: 0.05).
+
+  Returns:
+    Scalar float32.
+  """
+  import keras  # pylint: disable=g-import-not-at-top
+  from keras import ops  # pylint: disable=g-import-not-at-top
+  logits = ops.cast(similarities, "float32") / temperature
+  return ops.mean(keras.losses.sparse_categorical_crossentropy(
+      ops.cast(labels, "int32"), logits, from_logits=True))
+
+
 # The losses, in the order their terms are computed and summed (per-head
 # terms head by head, then the others). A new loss: a LossTerm here and its
 # weight (and options) in keras_reid.schema's config.loss.
@@ -228,6 +249,11 @@ LOSS_TERMS: tuple[LossTerm, ...] = (
     LossTerm("center", center_loss, weight_key="center_weight",
              output="center_distances", target="labels", acts_on="base",
              step_keys=("center_lr",)),
+    # The memory's similarities exist in "clustering" stages only.
+    LossTerm("cluster_memory", cluster_memory_loss,
+             weight_key="cluster_memory_weight", output="cluster_similarities",
+             target="labels", acts_on="base",
+             options=(("temperature", "cluster_memory_temperature"),)),
 )
 
 # compute_losses' settings when not given: the schema's config.loss.

@@ -10,7 +10,8 @@
       eval/<stage>.json                each stage's evaluation
       eval/<stage>/round<r>.json       before round r + 1 of an unsupervised stage
       cotrain/<stage>/round<r>.npz     a round's pseudo labels (and .json: their
-                                       accuracy against the hidden identities)
+                                       accuracy against the hidden identities;
+                                       for clustering the clusters' quality)
       pid_names/<stage>.json           string pids of a manifest -> integers
       tensorboard/                     summaries, HParams, pictures
       eval.json, eval_report/          `python -m keras_reid.evaluate --workdir`
@@ -159,7 +160,8 @@ def round_labels_path(workdir: str, stage_name: str, round_index: int) -> str:
 
 def round_label_report_path(workdir: str, stage_name: str,
                             round_index: int) -> str:
-  """A round's pseudo-label accuracy against the hidden identities."""
+  """A round's pseudo-label accuracy against the hidden identities (for
+  clustering: cluster count, outliers, pairwise precision / recall, purity)."""
   return os.path.join(workdir, _LABELS_DIR, stage_name, f"round{round_index}.json")
 
 

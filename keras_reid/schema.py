@@ -74,7 +74,9 @@ def stage_config(**overrides) -> config_dict.ConfigDict:
       # Where the stage's training labels come from: "labels": the
       # dataset's identities; "self_training" / "cotraining": none are read
       # (unsupervised transfer to an unlabelled two-camera target), the
-      # stage trains in rounds on pseudo labels made as `unsupervised` says.
+      # stage trains in rounds on pseudo labels made as `unsupervised` says;
+      # "clustering": the same with labels from DBSCAN clusters (any number
+      # of cameras).
       supervision="labels",
       # The settings of an unsupervised stage (a stage on "labels" ignores
       # them). It runs `rounds` rounds; each round extracts the model's
@@ -96,6 +98,22 @@ def stage_config(**overrides) -> config_dict.ConfigDict:
           grdl_lambda=0.01,        # graph weight lambda of GRDL
           grdl_atoms=256,          # dictionary atoms (code dimension)
           grdl_iterations=20,      # GRDL alternations per round (at most)
+          # "clustering" (keras_reid.unsupervised.clustering): DBSCAN on the
+          # k-reciprocal Jaccard distance of the L2-normalised features;
+          # a cluster is a class, DBSCAN's outliers are left out of the
+          # round. Defaults: Cluster Contrast's (Market-1501); a target with
+          # two images per identity (VIPeR) needs cluster_min_samples=2.
+          cluster_eps=0.6,         # DBSCAN eps (Jaccard distance, 0..1)
+          cluster_min_samples=4,   # DBSCAN min_samples (the image included)
+          cluster_k1=30,           # k-reciprocal neighbours of the distance
+          cluster_k2=6,            # query expansion of the distance (1 = off)
+          # Added to the distance of two images of one camera (0 = off):
+          # clusters must then join images across cameras.
+          cluster_camera_weight=0.0,
+          # Cluster memory (config.loss.cluster_memory_weight > 0): each
+          # batch feature x updates its cluster's centroid c <- normalise(
+          # m * c + (1 - m) * x), m this momentum (Cluster Contrast: 0.2).
+          memory_momentum=0.2,
       )),
   ))
   moved = [k for k in overrides if k in stage.unsupervised]
@@ -115,7 +133,7 @@ def stage_config(**overrides) -> config_dict.ConfigDict:
 
 # The unsupervised values of stage.supervision (keras_reid.training.cotraining
 # SUPERVISIONS less "labels"), the first argument of the co-training configs.
-UNSUPERVISED = ("cotraining", "self_training")
+UNSUPERVISED = ("cotraining", "self_training", "clustering")
 
 
 def supervision_and_source(arg: str, config_file: str) -> tuple[str, str]:
@@ -232,6 +250,11 @@ def base_config() -> config_dict.ConfigDict:
       # checkpoints (exact resume), not in the exported model.
       center_weight=0.0,
       center_lr=0.5,
+      # InfoNCE over a memory of cluster centroids (Cluster Contrast), in
+      # stages with supervision "clustering" only (step 2: it trains the
+      # base); momentum: stage.unsupervised.memory_momentum.
+      cluster_memory_weight=0.0,
+      cluster_memory_temperature=0.05,
   ))
 
   config.train = config_dict.ConfigDict(dict(

@@ -56,6 +56,33 @@ def test_batch_hard_triplet_hand_computed():
   assert float(got) == pytest.approx(expected, 1e-5)
 
 
+def test_cluster_memory_loss_is_infonce_against_numpy():
+  rng = np.random.default_rng(0)
+  similarities = rng.uniform(-1, 1, size=(6, 4)).astype("float32")
+  labels = np.array([0, 3, 1, 1, 2, 0])
+  got = losses.cluster_memory_loss(similarities, labels, temperature=0.05)
+  # -log softmax(s / t)[label], with a max shift for stability.
+  z = similarities.astype(np.float64) / 0.05
+  z -= z.max(axis=1, keepdims=True)
+  log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+  expected = -log_p[np.arange(6), labels].mean()
+  assert float(got) == pytest.approx(expected, rel=1e-5)
+  # The temperature matters: at 1 it is another value.
+  assert float(losses.cluster_memory_loss(similarities, labels,
+                                          temperature=1.0)) < expected / 5
+  # In compute_losses only when the memory's similarities are there.
+  outputs = {"embedding": np.zeros((6, 3), "float32"),
+             "logits": np.zeros((6, 4), "float32")}
+  terms = losses.compute_losses(outputs, labels, np.zeros(3),
+                                cluster_memory_weight=2.0)
+  assert "cluster_memory" not in terms
+  terms = losses.compute_losses(
+      dict(outputs, cluster_similarities=similarities), labels, np.zeros(3),
+      cls_weight=0.0, cluster_memory_weight=2.0)
+  assert list(terms) == ["cluster_memory", "total"]
+  assert float(terms["total"]) == pytest.approx(2 * expected, rel=1e-5)
+
+
 def test_compute_losses_weights_and_terms():
   outputs = {"embedding": np.zeros((2, 3), "float32"), "logits": LOGITS,
              "verification_logits": VER, "aux1_logits": LOGITS[::-1],
@@ -170,6 +197,10 @@ def test_loss_weights_are_those_of_before_the_table():
   config.loss.update(dict(triplet_weight=0.5, label_smoothing=0.1))
   for step, verifiers_train in ((1, False), (1, True), (2, False), (2, True)):
     got = loop.loss_weights(config.loss, step, verifiers_train=verifiers_train)
+    # Losses added after the table: on the base, so in step 2 only.
+    assert got.pop("cluster_memory_weight") == (
+        config.loss.cluster_memory_weight if step == 2 else 0.0)
+    assert got.pop("cluster_memory_temperature") == 0.05
     assert got == _loss_weights_before_the_table(
         config.loss, step, verifiers_train=verifiers_train), (step, verifiers_train)
 

@@ -146,22 +146,64 @@ def reranked_distance_fn(query_features, gallery_features, *, k1: int = 20,
   def dist_fn(start: int, stop: int) -> np.ndarray:
     original = ranking.squared_euclidean(qf[start:stop], gf, g_sq)
     original /= row_max[start:stop, None]
-    out = np.empty_like(original)
-    for r, q in enumerate(range(start, stop)):
-      lo, hi = v_query.indptr[q], v_query.indptr[q + 1]
-      dims, vals = v_query.indices[lo:hi], v_query.data[lo:hi]
-      starts, ends = v_gal.indptr[dims], v_gal.indptr[dims + 1]
-      lens = ends - starts
-      # Positions of every stored gallery value in the query's dimensions.
-      pos = np.repeat(ends - lens.cumsum(), lens) + np.arange(lens.sum())
-      mins = np.minimum(v_gal.data[pos], np.repeat(vals, lens))
-      temp_min = np.bincount(v_gal.indices[pos], weights=mins, minlength=ng)
-      out[r] = 1.0 - temp_min / (2.0 - temp_min)
+    out = _jaccard_rows(v_query, v_gal, start, stop, ng)
     out *= 1.0 - lambda_value
     out += lambda_value * original
     return out
 
   return dist_fn
+
+
+def _jaccard_rows(v_query, v_gal, start: int, stop: int,
+                  ng: int) -> np.ndarray:
+  """[stop - start, ng] float32 Jaccard distances 1 - M / (2 - M), M[i, j] =
+  sum_d min(V_q[i, d], V_g[j, d]), of rows start..stop-1 of `v_query` (CSR)
+  against every row of `v_gal` (CSC, columns = encoding dims)."""
+  out = np.empty((stop - start, ng), np.float32)
+  for r, q in enumerate(range(start, stop)):
+    lo, hi = v_query.indptr[q], v_query.indptr[q + 1]
+    dims, vals = v_query.indices[lo:hi], v_query.data[lo:hi]
+    starts, ends = v_gal.indptr[dims], v_gal.indptr[dims + 1]
+    lens = ends - starts
+    # Positions of every stored gallery value in the query's dimensions.
+    pos = np.repeat(ends - lens.cumsum(), lens) + np.arange(lens.sum())
+    mins = np.minimum(v_gal.data[pos], np.repeat(vals, lens))
+    temp_min = np.bincount(v_gal.indices[pos], weights=mins, minlength=ng)
+    out[r] = 1.0 - temp_min / (2.0 - temp_min)
+  return out
+
+
+def jaccard_distance(features, *, k1: int = 20, k2: int = 6,
+                     chunk_size: int = 2048) -> np.ndarray:
+  """All-pairs k-reciprocal Jaccard distance of one set (no original term).
+
+  The Jaccard part of re-ranking (lambda_value = 0) between every pair of
+  `features`, as clustering-based unsupervised Re-ID clusters on (DBSCAN
+  with a precomputed metric): reranked_distance_fn(f[:q], f[q:],
+  lambda_value=0) is this matrix's block [:q, q:].
+
+  Args:
+    features: [N, D] float (N >= 2).
+    k1, k2: the k-reciprocal neighbours and query expansion (as re-ranking).
+    chunk_size: see `encodings`.
+
+  Returns:
+    [N, N] float32, symmetric, in [0, 1], 0 on the diagonal; 1 where two
+    items share no k-reciprocal neighbour. Memory: N^2 x 4 bytes.
+  """
+  features = np.asarray(features)
+  feats, _, _, _ = ranking.condition_features(features, features[:1])
+  n = feats.shape[0]
+  v, _, _ = encodings(feats, k1=k1, k2=k2, chunk_size=chunk_size)
+  v_cols = v.tocsc()
+  out = np.empty((n, n), np.float32)
+  for start in range(0, n, chunk_size):
+    stop = min(start + chunk_size, n)
+    out[start:stop] = _jaccard_rows(v, v_cols, start, stop, n)
+  # M is symmetric up to rounding; the mean makes the matrix exactly so.
+  out = 0.5 * (out + out.T)
+  np.fill_diagonal(out, 0.0)
+  return np.clip(out, 0.0, 1.0)
 
 
 def evaluate_reranked(query_features, gallery_features, query_pids,

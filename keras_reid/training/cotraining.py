@@ -1,7 +1,8 @@
-"""Unsupervised transfer rounds: self-training and co-training.
+"""Unsupervised transfer rounds: self-training, co-training, clustering.
 
 A stage with `supervision` "self_training" or "cotraining" trains on an
-unlabelled two-camera target: its identities are never read for training.
+unlabelled two-camera target, one with "clustering" on an unlabelled target
+with any number of cameras: its identities are never read for training.
 Each of its `rounds` rounds
 
   1. evaluates the current model on the target's query / gallery (the
@@ -12,11 +13,17 @@ Each of its `rounds` rounds
      camera-A images (hard: the nearest, soft: a distribution over the
      top m), in Y for self-training, in the codes Z of graph-regularised
      dictionary learning on the cross-camera kNN graph of Y for
-     co-training (warm-started from the previous round's dictionary),
+     co-training (warm-started from the previous round's dictionary);
+     for clustering, DBSCAN clusters of Y on the k-reciprocal Jaccard
+     distance are the classes and DBSCAN's outliers are left out of the
+     round (keras_reid.unsupervised.clustering),
   4. replaces the classifiers (num_A classes) and fine-tunes two-stepped
      (the stage's step1 / step2 settings) with classification on the
      (soft) labels and verification on pairs from them (K x M batches
-     grouped by label).
+     grouped by label); a clustering round with
+     config.loss.cluster_memory_weight > 0 also trains on the InfoNCE loss
+     over a memory of its cluster centroids (training.cluster_memory,
+     checkpointed with the step).
 
 Each round fine-tunes in two steps like a stage; progress.json lists a
 round's steps under stage "<stage>/round<r>" (checkpoints in
@@ -24,7 +31,9 @@ checkpoints/<stage>/round<r>/step<n>), and each round's labels are saved
 atomically in cotrain/<stage>/round<r>.npz before its training starts, so
 a killed run resumes mid-round with the same labels.
 The hidden identities serve only `label_accuracy` (TensorBoard
-cotrain/label_accuracy, cotrain/<stage>/round<r>.json) and the evaluation.
+cotrain/label_accuracy, cotrain/<stage>/round<r>.json), for clustering
+`clustering.cluster_quality` (TensorBoard cotrain/cluster_*, the same
+file), and the evaluation.
 """
 
 from __future__ import annotations
@@ -43,14 +52,17 @@ import tensorflow as tf
 from ml_collections import config_dict
 
 from keras_reid import config as config_lib
+from keras_reid import losses
 from keras_reid import progress
 from keras_reid import runs
 from keras_reid.data import records as records_lib
 from keras_reid.evaluation import embedders
 from keras_reid.models import builders
+from keras_reid.training import cluster_memory
 from keras_reid.training import loop
 from keras_reid.training import runner
 from keras_reid.training import stage_setup
+from keras_reid.unsupervised import clustering
 from keras_reid.unsupervised import graph
 from keras_reid.unsupervised import grdl
 from keras_reid.unsupervised import pseudo_labels
@@ -59,8 +71,9 @@ from keras_reid.unsupervised import pseudo_labels
 #   "labels": the dataset's identities (supervised);
 #   "self_training": pseudo labels from nearest camera-A neighbours in the
 #     model's feature space (the baseline; alone it drifts);
-#   "cotraining": the same in the GRDL code space (the complementary model).
-SUPERVISIONS = ("labels", "self_training", "cotraining")
+#   "cotraining": the same in the GRDL code space (the complementary model);
+#   "clustering": DBSCAN clusters of the features, outliers unlabelled.
+SUPERVISIONS = ("labels", "self_training", "cotraining", "clustering")
 # stage.unsupervised.pseudo_labels: "soft" (top-m distribution) or "hard".
 PSEUDO_LABELS = ("soft", "hard")
 
@@ -97,6 +110,24 @@ def check_stage(name: str, stage: config_dict.ConfigDict,
     expect(stage.unsupervised.grdl_lambda >= 0, "unsupervised.grdl_lambda", ">= 0")
     expect(stage.unsupervised.grdl_atoms >= 1, "unsupervised.grdl_atoms", ">= 1 dictionary atoms")
     expect(stage.unsupervised.grdl_iterations >= 1, "unsupervised.grdl_iterations", ">= 1")
+  if stage.supervision == "clustering":
+    u = stage.unsupervised
+    expect(u.cluster_eps > 0, "unsupervised.cluster_eps",
+           "> 0 (DBSCAN eps, a Jaccard distance in (0, 1])")
+    expect(u.cluster_min_samples >= 1, "unsupervised.cluster_min_samples",
+           ">= 1 (DBSCAN min_samples, the image included)")
+    expect(u.cluster_k1 >= 1, "unsupervised.cluster_k1", ">= 1 neighbours")
+    expect(u.cluster_k2 >= 1, "unsupervised.cluster_k2", ">= 1 (1 = no query expansion)")
+    expect(u.cluster_camera_weight >= 0, "unsupervised.cluster_camera_weight",
+           ">= 0 (0 = off)")
+    expect(0 <= u.memory_momentum < 1, "unsupervised.memory_momentum",
+           "0 <= m < 1")
+    if config.loss.cluster_memory_temperature <= 0:
+      raise ValueError(
+          "config.loss.cluster_memory_temperature="
+          f"{config.loss.cluster_memory_temperature!r}: expected > 0 "
+          "(Cluster Contrast: 0.05).")
+    return  # hard labels: the triplet loss applies
   if stage.unsupervised.pseudo_labels == "soft" and config.loss.triplet_weight > 0:
     raise ValueError(
         f"config.stages.{name}.unsupervised.pseudo_labels='soft' with "
@@ -112,17 +143,36 @@ class RoundLabels:
 
   Attributes:
     labels: int64 [N] (hard) or float32 [N, num_A] (soft) over the stage's
-      training records, in record order.
-    is_a: bool [N], camera-A images (class c = the c-th of them).
+      training records, in record order; clustering: int64 [N] cluster ids,
+      clustering.OUTLIER (-1) for the images the round leaves out.
+    is_a: bool [N], camera-A images (class c = the c-th of them); all False
+      for clustering (no camera has a role).
     dictionary: [dim, atoms] float64 GRDL dictionary (co-training), the
       next round's warm start; None for self-training.
     objective: GRDL objective at the start and after each iteration ([]
       for self-training).
+    centroids: float32 [C, dim] (clustering): the normalised mean feature
+      of each cluster, the cluster memory's start; None otherwise.
   """
   labels: np.ndarray
   is_a: np.ndarray
   dictionary: np.ndarray | None
   objective: list[float]
+  centroids: np.ndarray | None = None
+
+  @property
+  def num_classes(self) -> int:
+    """The classes the round trains: clusters, or camera-A images."""
+    if self.centroids is not None:
+      return int(self.centroids.shape[0])
+    return int(self.is_a.sum())
+
+  @property
+  def kept(self) -> np.ndarray:
+    """bool [N]: the images the round trains on (not outliers)."""
+    if self.labels.ndim == 1:
+      return self.labels != clustering.OUTLIER
+    return np.ones(self.labels.shape[0], bool)
 
 
 def make_labels(features: np.ndarray, camids: np.ndarray,
@@ -137,14 +187,26 @@ def make_labels(features: np.ndarray, camids: np.ndarray,
     camids: [N] their camera ids; stage.unsupervised.camera_a is camera A.
     stage: the stage config (supervision; unsupervised.pseudo_labels,
       soft_top_m, soft_temperature, graph_k, grdl_lambda, grdl_atoms,
-      grdl_iterations).
+      grdl_iterations; for clustering cluster_eps, cluster_min_samples,
+      cluster_k1, cluster_k2, cluster_camera_weight).
     seed: GRDL's initial dictionary draw when there is no warm start.
     init_dictionary: [dim, atoms] warm start (the previous round's).
     callback: GRDL's callback(iteration, objective).
 
   Returns:
     RoundLabels.
+
+  Raises:
+    clustering.NoClusterError: clustering found no cluster (names eps and
+      min_samples).
   """
+  if stage.supervision == "clustering":
+    u = stage.unsupervised
+    clusters = clustering.cluster_features(
+        features, camids, eps=u.cluster_eps, min_samples=u.cluster_min_samples,
+        k1=u.cluster_k1, k2=u.cluster_k2, camera_weight=u.cluster_camera_weight)
+    return RoundLabels(clusters.labels, np.zeros(len(clusters.labels), bool),
+                       None, [], clusters.centroids)
   is_a = graph.camera_a_mask(camids, stage.unsupervised.camera_a)
   space, dictionary, history = features, None, []
   if stage.supervision == "cotraining":
@@ -253,6 +315,8 @@ def save_labels(path: str, labels: RoundLabels, paths: list[str]) -> None:
                 paths=np.asarray(paths))
   if labels.dictionary is not None:
     arrays["dictionary"] = labels.dictionary
+  if labels.centroids is not None:
+    arrays["centroids"] = labels.centroids
   buffer = io.BytesIO()
   np.savez(buffer, **arrays)
   tmp = path + ".tmp"
@@ -272,7 +336,8 @@ def load_labels(path: str, paths: list[str]) -> RoundLabels:
     return RoundLabels(
         labels=data["labels"], is_a=data["is_a"],
         dictionary=data["dictionary"] if "dictionary" in data else None,
-        objective=data["objective"].tolist())
+        objective=data["objective"].tolist(),
+        centroids=data["centroids"] if "centroids" in data else None)
 
 
 def extract_features(model: keras.Model, records: list[records_lib.Record],
@@ -343,6 +408,9 @@ def _make_round_labels(run: runner.TrainingRun, name: str,
       tf.summary.scalar(f"cotrain/{name}/round{r}/grdl_objective",
                         labels.objective[0])
   save_labels(runs.round_labels_path(run.workdir, name, r), labels, paths)
+  if stage.supervision == "clustering":
+    _report_clusters(run, name, stage, r, labels, records)
+    return labels
   # Monitoring only: the hidden identities never reach training.
   accuracy = pseudo_labels.label_accuracy(
       labels.labels, [rec.pid for rec in records], labels.is_a)
@@ -358,6 +426,60 @@ def _make_round_labels(run: runner.TrainingRun, name: str,
         f"{100 * accuracy['accuracy']:.1f}% (camera B; "
         f"{100 * accuracy['reachable']:.1f}% reachable)", flush=True)
   return labels
+
+
+def _report_clusters(run: runner.TrainingRun, name: str,
+                     stage: config_dict.ConfigDict, r: int,
+                     labels: RoundLabels,
+                     records: list[records_lib.Record]) -> None:
+  """Cluster quality against the hidden identities (monitoring only):
+  TensorBoard cotrain/cluster_* and cotrain/<stage>/round<r>.json."""
+  quality = clustering.cluster_quality(labels.labels,
+                                       [rec.pid for rec in records])
+  with run.writer.as_default(step=run.iterations_done):
+    for key in ("num_clusters", "num_outliers", "pairwise_precision",
+                "pairwise_recall", "pairwise_f1", "purity"):
+      tf.summary.scalar(f"cotrain/cluster_{key}", quality[key])
+  u = stage.unsupervised
+  runs.write_json(runs.round_label_report_path(run.workdir, name, r), dict(
+      quality, supervision=stage.supervision, round=r,
+      cluster_eps=u.cluster_eps, cluster_min_samples=u.cluster_min_samples,
+      cluster_k1=u.cluster_k1, cluster_k2=u.cluster_k2,
+      cluster_camera_weight=u.cluster_camera_weight))
+  print(f"Stage {name!r} round {r}: {quality['num_clusters']} clusters, "
+        f"{quality['num_outliers']} outliers of {len(records)} images; "
+        f"pairwise precision {100 * quality['pairwise_precision']:.1f}%, "
+        f"recall {100 * quality['pairwise_recall']:.1f}%", flush=True)
+
+
+def _check_batchable(name: str, stage: config_dict.ConfigDict, r: int,
+                     labels: RoundLabels) -> None:
+  """A clustering round needs ids_per_batch clusters for its K x M batches."""
+  if labels.num_classes < stage.ids_per_batch:
+    u = stage.unsupervised
+    raise ValueError(
+        f"Stage {name!r} round {r}: DBSCAN found {labels.num_classes} "
+        f"clusters (eps={u.cluster_eps}, min_samples="
+        f"{u.cluster_min_samples}, {int((~labels.kept).sum())} outliers), "
+        f"fewer than ids_per_batch={stage.ids_per_batch} identities per "
+        f"batch: lower --config.stages.{name}.ids_per_batch or raise "
+        f"--config.stages.{name}.unsupervised.cluster_eps.")
+
+
+def _memory_factory(config: config_dict.ConfigDict,
+                    stage: config_dict.ConfigDict, labels: RoundLabels):
+  """step -> the cluster memory of a clustering round's step, initialised
+  from the round's centroids; None where the cluster-memory loss is off in
+  the step (weight 0, or step 1: it trains the base)."""
+  def make(step: loop.FineTuningStep):
+    weights = losses.step_settings(config.loss, step.step,
+                                   verifiers_train=step.all_heads)
+    if (stage.supervision != "clustering"
+        or weights["cluster_memory_weight"] <= 0):
+      return None
+    return cluster_memory.ClusterMemory(
+        labels.centroids, stage.unsupervised.memory_momentum)
+  return make
 
 
 def run_stage(run: runner.TrainingRun, *, name: str,
@@ -379,21 +501,28 @@ def run_stage(run: runner.TrainingRun, *, name: str,
   config = run.config
   records = list(dataset.train)
   paths = [r.path for r in records]
-  is_a = graph.camera_a_mask(np.asarray([r.camid for r in records]),
-                             stage.unsupervised.camera_a)
-  num_a = int(is_a.sum())
-  logging.info("Stage %s (%s): %d camera-A images (classes), %d camera-B "
-               "images, %d rounds.", name, stage.supervision, num_a,
-               int((~is_a).sum()), stage.unsupervised.rounds)
+  clusters = stage.supervision == "clustering"
+  if clusters:  # classes: the clusters of each round; any cameras
+    num_a = 1  # only to build round 1's start model for its features
+    logging.info("Stage %s (clustering): %d training images, %d rounds.",
+                 name, len(records), stage.unsupervised.rounds)
+  else:
+    is_a = graph.camera_a_mask(np.asarray([r.camid for r in records]),
+                               stage.unsupervised.camera_a)
+    num_a = int(is_a.sum())
+    logging.info("Stage %s (%s): %d camera-A images (classes), %d camera-B "
+                 "images, %d rounds.", name, stage.supervision, num_a,
+                 int((~is_a).sum()), stage.unsupervised.rounds)
 
-  def start_model(model: keras.Model | None, r: int, seed: int) -> keras.Model:
+  def start_model(model: keras.Model | None, r: int, seed: int,
+                  num_classes: int) -> keras.Model:
     # The stage's start model (round 1) or the last round's, with fresh
-    # classifiers for this round's num_A classes, drawn from the round's
-    # seed so that a resumed process draws the same ones.
+    # classifiers for this round's classes, drawn from the round's seed so
+    # that a resumed process draws the same ones.
     keras.utils.set_random_seed(seed)
     if r == 1:
-      return stage_setup.init_stage_model(model, stage, config, num_a)
-    return stage_setup.new_classifiers(model, config, num_a)
+      return stage_setup.init_stage_model(model, stage, config, num_classes)
+    return stage_setup.new_classifiers(model, config, num_classes)
 
   all_heads = stage_setup.step1_trains_all_heads(stage, stage_index)
   for r in range(1, stage.unsupervised.rounds + 1):
@@ -404,26 +533,41 @@ def run_stage(run: runner.TrainingRun, *, name: str,
       continue
     seed = _round_seed(config, stage_index, r)
     saved = runs.round_labels_path(run.read_dir, name, r)
-    start = functools.partial(start_model, r=r, seed=seed)
+    start = functools.partial(start_model, r=r, seed=seed, num_classes=num_a)
     initialised = False
     if os.path.exists(saved):
       round_labels = load_labels(saved, paths)
     else:
+      source = None
       if r == 1 and not run.progress.has_started(key):
         # Round 1's labels come from the stage's start model: build it now
-        # and train it as is.
+        # and train it as is. A clustering round's class count is known
+        # only after its labels: the model that trains is built afterwards
+        # (as a resumed process builds it).
         with run.strategy.scope():
-          run.model = start(run.latest_model())
-        initialised = True
-      source = run.latest_model()
+          source = start(run.latest_model())
+        if not clusters:
+          run.model, initialised = source, True
+      if source is None:
+        source = run.latest_model()
       if evaluate is not None:
         _evaluate_before_round(run, name, r, source, evaluate)
       round_labels = _make_round_labels(run, name, stage, r, source, records,
                                         seed)
+    if clusters:
+      _check_batchable(name, stage, r, round_labels)
+      start = functools.partial(start_model, r=r, seed=seed,
+                                num_classes=round_labels.num_classes)
+    # The round trains on its labelled images (outliers left out).
+    kept = round_labels.kept
+    round_dataset = dataclasses.replace(
+        dataset, train=[rec for rec, k in zip(records, kept) if k])
     runner.run_steps(
-        run, steps, num_classes=num_a,
-        make_dataset=lambda step, labels=round_labels.labels, seed=seed: (
-            stage_setup.train_dataset_fn(dataset, stage, config,
+        run, steps, num_classes=round_labels.num_classes,
+        make_dataset=lambda step, labels=round_labels.labels[kept], seed=seed,
+        data=round_dataset: (
+            stage_setup.train_dataset_fn(data, stage, config,
                                          seed + step.step, labels=labels)),
         start_model=(lambda model: model) if initialised else start,
-        evaluate=evaluate)
+        evaluate=evaluate,
+        make_memory=_memory_factory(config, stage, round_labels))

@@ -34,6 +34,7 @@ from keras_reid.models import builders
 from keras_reid.models import centers as centers_lib
 from keras_reid.models import precision
 from keras_reid.models import restore
+from keras_reid.training import cluster_memory
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -340,7 +341,9 @@ def make_train_iteration(model: keras.Model,
                          strategy: tf.distribute.Strategy, weights: dict, *,
                          jit_compile: bool,
                          weight_decay: float = 0.0,
-                         center_state: CenterState | None = None) -> Callable:
+                         center_state: CenterState | None = None,
+                         memory: cluster_memory.ClusterMemory | None = None
+                         ) -> Callable:
   """A `tf.function` running one distributed iteration from an iterator.
 
   Args:
@@ -352,6 +355,10 @@ def make_train_iteration(model: keras.Model,
     center_state: the center loss's centres (`make_center_state`): the
       step adds the "center_distances" output losses.center_loss reads and
       updates the centres by their own optimizer.
+    memory: a "clustering" round's cluster memory: its similarities to the
+      embeddings are the output "cluster_similarities" the cluster-memory
+      loss reads, and it is updated with the batch after the optimizer
+      step (one replica only).
 
   Returns:
     iteration(iterator) -> dict of scalars: "loss/<term>" for every loss term
@@ -371,6 +378,9 @@ def make_train_iteration(model: keras.Model,
       if center_state is not None:
         outputs["center_distances"] = centers_lib.squared_distances(
             outputs["embedding"], center_state.centers)
+      if memory is not None:
+        outputs["cluster_similarities"] = memory.similarities(
+            outputs["embedding"])
       terms = losses.compute_losses(outputs, batch["labels"],
                                     batch["pair_same"], **weights)
       l2 = weight_decay_loss(variables, weight_decay)
@@ -388,6 +398,8 @@ def make_train_iteration(model: keras.Model,
       center_grad = tape.gradient(center_loss, center_state.centers)
       center_state.optimizer.apply_gradients(
           [(center_grad, center_state.centers)])
+    if memory is not None:
+      memory.update(outputs["embedding"], batch["labels"])
     result = {f"loss/{k}": v for k, v in terms.items()}
     if weight_decay:
       result["loss/l2"] = l2
@@ -423,10 +435,13 @@ def _restore_or_start(model: keras.Model, optimizer, step: FineTuningStep, *,
                       make_dataset, config: config_dict.ConfigDict,
                       strategy: tf.distribute.Strategy, workdir: str,
                       restore_dir: str | None,
-                      center_state: CenterState | None = None) -> _StepState:
+                      center_state: CenterState | None = None,
+                      memory: cluster_memory.ClusterMemory | None = None
+                      ) -> _StepState:
   """The step's checkpointed state, restored from its latest checkpoint if
   it has one (model, optimizer, data iterator, dropout seeds, counter, and
-  the center loss's centres and their optimizer when it is on)."""
+  the center loss's centres and their optimizer when it is on, the cluster
+  memory of a "clustering" round's step)."""
   dataset = strategy.distribute_datasets_from_function(make_dataset)
   iterator = iter(dataset)
   iterations_done = tf.Variable(0, dtype=tf.int64, trainable=False)
@@ -436,6 +451,8 @@ def _restore_or_start(model: keras.Model, optimizer, step: FineTuningStep, *,
   if center_state is not None:  # only then: older checkpoints still match
     state.update(centers=center_state.centers,
                  center_optimizer=center_state.optimizer)
+  if memory is not None:
+    state["cluster_memory"] = memory
   # The iterators of MirroredStrategy and MultiWorkerMirroredStrategy cannot
   # be checkpointed (not Trackable in TF 2.21): their pipelines are restarted
   # at the batch where the run stopped instead (below).
@@ -481,7 +498,8 @@ def run_fine_tuning_step(
     config: config_dict.ConfigDict, strategy: tf.distribute.Strategy,
     workdir: str, writer: tf.summary.SummaryWriter,
     evaluate: Callable[[keras.Model], dict] | None = None,
-    restore_dir: str | None = None) -> str:
+    restore_dir: str | None = None,
+    memory: cluster_memory.ClusterMemory | None = None) -> str:
   """Runs (or resumes) one fine-tuning step and returns its final checkpoint.
 
   Args:
@@ -501,11 +519,20 @@ def run_fine_tuning_step(
       restores; default `workdir`. A cluster's non-chief workers save into
       their own `workdir` but resume from the chief's checkpoints, so that
       every worker restarts from the same iteration.
+    memory: the cluster memory of a "clustering" round's step (see
+      make_train_iteration), checkpointed with the step; None = none.
 
   Raises:
     NonFiniteLossError: the loss became NaN/inf (the checkpoints keep the
       last good state).
   """
+  if memory is not None and strategy.num_replicas_in_sync > 1:
+    # Each replica would update the memory with its own batch slice.
+    raise ValueError(
+        f"config.loss.cluster_memory_weight={config.loss.cluster_memory_weight}"
+        f" in stage {step.stage!r} runs on one replica, not "
+        f"{strategy.num_replicas_in_sync}: set --config.train.distribute="
+        "default, or --config.loss.cluster_memory_weight=0.")
   builders.set_step_trainable(model, step.step,
                               freeze_bn=config.model.freeze_bn,
                               all_heads=step.all_heads)
@@ -519,13 +546,14 @@ def run_fine_tuning_step(
     center_state = make_center_state(model, weights)
   state = _restore_or_start(model, optimizer, step, make_dataset=make_dataset,
                             config=config, strategy=strategy, workdir=workdir,
-                            restore_dir=restore_dir, center_state=center_state)
+                            restore_dir=restore_dir, center_state=center_state,
+                            memory=memory)
   manager = state.manager
   train_iteration = make_train_iteration(
       model, optimizer, strategy, weights,
       jit_compile=config.train.jit_compile,
       weight_decay=coupled_weight_decay(config.train),
-      center_state=center_state)
+      center_state=center_state, memory=memory)
   start = int(state.iterations_done.numpy())
   trains = ("all layers" if step.step == 2 else
             "new heads only" if step.all_heads else "new classifiers only")

@@ -20,6 +20,7 @@ from ml_collections import config_dict
 
 from keras_reid import runs
 from keras_reid.models import restore
+from keras_reid.training import cluster_memory
 from keras_reid.training import loop
 
 # input_context (and first_batch=, for a resumed pipeline) -> training batches.
@@ -80,7 +81,10 @@ def run_steps(run: TrainingRun, steps: list[loop.FineTuningStep], *,
               make_dataset: Callable[[loop.FineTuningStep], MakeDataset],
               start_model: Callable[[keras.Model | None], keras.Model],
               evaluate: Callable[[keras.Model], dict] | None = None,
-              input_images_tag: str | None = None) -> None:
+              input_images_tag: str | None = None,
+              make_memory: Callable[[loop.FineTuningStep],
+                                    cluster_memory.ClusterMemory | None]
+              | None = None) -> None:
   """Runs (or resumes) the fine-tuning steps of one stage or round.
 
   Args:
@@ -97,6 +101,8 @@ def run_steps(run: TrainingRun, steps: list[loop.FineTuningStep], *,
     evaluate: model -> metrics, every step.eval_every iterations.
     input_images_tag: write a batch of each step's inputs to TensorBoard
       under this tag (None = no pictures).
+    make_memory: step -> its cluster memory at the step's start (or None),
+      called under the strategy's scope ("clustering" rounds).
   """
   for step in steps:
     step.global_iteration_offset = run.iterations_done
@@ -107,6 +113,7 @@ def run_steps(run: TrainingRun, steps: list[loop.FineTuningStep], *,
       model = run.latest_model()
       if not run.progress.has_started(step.stage):
         model = start_model(model)
+      memory = make_memory(step) if make_memory else None
     run.model = model
     dataset_factory = make_dataset(step)
     if input_images_tag:
@@ -116,6 +123,7 @@ def run_steps(run: TrainingRun, steps: list[loop.FineTuningStep], *,
     checkpoint = loop.run_fine_tuning_step(
         model, step, make_dataset=dataset_factory, config=run.config,
         strategy=run.strategy, workdir=run.workdir,
-        restore_dir=run.restore_dir, writer=run.writer, evaluate=evaluate)
+        restore_dir=run.restore_dir, writer=run.writer, evaluate=evaluate,
+        memory=memory)
     run.progress.record(run.workdir, runs.FinishedStep(
         step.stage, step.step, num_classes, checkpoint))

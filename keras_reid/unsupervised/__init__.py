@@ -7,6 +7,9 @@ co-training maths can be tested and benchmarked without a model:
   grdl.py           graph-regularised dictionary learning (codes Z of Y)
   pseudo_labels.py  camera-A classes for camera-B images (hard or soft) and
                     their accuracy against hidden identities (monitoring only)
+  clustering.py     DBSCAN clusters on the k-reciprocal Jaccard distance
+                    (outliers unlabelled) and their quality against hidden
+                    identities (monitoring only)
 
 Every function takes features with one row per image ([N, dim], the
 package's convention); the docstrings give the paper's column notation.

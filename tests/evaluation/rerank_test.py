@@ -30,6 +30,19 @@ def test_matches_dense_reference(k1, k2):
   np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("k1,k2", [(6, 3), (4, 1)])
+def test_jaccard_distance_matches_dense_reference(k1, k2):
+  qf, gf, *_ = _problem(seed=2)
+  want = rerank.reference_rerank(qf, gf, k1=k1, k2=k2, lambda_value=0.0)
+  got = rerank.jaccard_distance(np.concatenate([qf, gf]), k1=k1, k2=k2,
+                                chunk_size=7)
+  nq = qf.shape[0]
+  np.testing.assert_allclose(got[:nq, nq:], want, rtol=1e-4, atol=1e-5)
+  np.testing.assert_array_equal(got, got.T)
+  np.testing.assert_array_equal(np.diag(got), 0.0)
+  assert got.min() >= 0 and got.max() <= 1
+
+
 def test_evaluate_reranked_matches_reference_and_helps():
   data = _problem(seed=1)
   got = rerank.evaluate_reranked(*data, k1=6, k2=3)

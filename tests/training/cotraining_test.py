@@ -22,6 +22,7 @@ from keras_reid.models import restore
 from keras_reid.training import cotraining
 from keras_reid.training import loop
 from keras_reid.training import stages
+from keras_reid.unsupervised import clustering as cluster_lib
 from tests.training import tiny_config
 
 
@@ -132,13 +133,179 @@ def test_rounds_end_to_end(tmp_path, source_run, supervision):
   assert model.get_layer("classifier").get_weights()[0].shape[-1] == num_a
 
 
+# Clustering the tiny source model's features of domain "b" (16 training
+# images): k1 = 3 neighbours, every pair of images may start a cluster.
+_CLUSTERING = dict(cluster_eps=0.6, cluster_min_samples=2, cluster_k1=3,
+                   cluster_k2=1)
+
+
+def _clustering_config(root, source, **unsupervised):
+  config = _target_config(root, source, "clustering",
+                          unsupervised=dict(_CLUSTERING, **unsupervised))
+  config.loss.cluster_memory_weight = 1.0
+  config.train.checkpoint_every = 1  # a checkpoint after every iteration
+  return config
+
+
+def test_clustering_rounds_end_to_end(tmp_path, source_run):
+  root, source = source_run
+  config = _clustering_config(root, source, cluster_camera_weight=0.1)
+  workdir = str(tmp_path / "run")
+  metrics = stages.train(config, workdir)
+  assert 0.0 < metrics["rank20"] <= 1.0
+
+  progress = runs.Progress.load(workdir)
+  assert [(p.stage, p.step) for p in progress.finished] == [
+      ("target/round1", 1), ("target/round1", 2), ("target/round2", 1),
+      ("target/round2", 2)]
+  dataset = from_config.load_stage_dataset(config.stages.target, config)
+  paths = [r.path for r in dataset.train]
+  camids = np.array([r.camid for r in dataset.train])
+  saved = [cotraining.load_labels(runs.round_labels_path(workdir, "target", r),
+                                  paths) for r in (1, 2)]
+  for labels, finished in zip(saved, progress.finished[1::2]):
+    assert labels.labels.dtype == np.int64 and labels.labels.ndim == 1
+    assert finished.num_classes == labels.num_classes == labels.labels.max() + 1
+    assert labels.centroids.shape[0] == labels.num_classes
+  # Round 2's labels are the clusters of the model that ended round 1 (an
+  # oracle: features extracted again from its checkpoint, clustered again).
+  after_round1 = restore.rebuild_model(config, saved[0].num_classes,
+                                       progress.finished[1].checkpoint)
+  features = cotraining.extract_features(after_round1, dataset.train, config)
+  assert saved[1].centroids.shape[1] == features.shape[1]
+  want = cluster_lib.cluster_features(
+      features, camids, eps=0.6, min_samples=2, k1=3, k2=1, camera_weight=0.1)
+  np.testing.assert_array_equal(saved[1].labels, want.labels)
+  np.testing.assert_allclose(saved[1].centroids, want.centroids, atol=1e-5)
+
+  # The cluster memory trained in step 2 and is in its checkpoint, moved
+  # away from the round's centroids.
+  reader = tf.train.load_checkpoint(progress.finished[3].checkpoint)
+  (memory_key,) = [k for k in reader.get_variable_to_shape_map()
+                   if k.startswith("cluster_memory/")
+                   and "OPTIMIZER" not in k]
+  memory = reader.get_tensor(memory_key)
+  assert memory.shape == saved[1].centroids.shape
+  assert not np.allclose(memory, saved[1].centroids, atol=1e-4)
+  np.testing.assert_allclose(np.linalg.norm(memory, axis=1), 1.0, atol=1e-5)
+  step1 = tf.train.load_checkpoint(progress.finished[2].checkpoint)
+  assert not any(k.startswith("cluster_memory/")
+                 for k in step1.get_variable_to_shape_map())
+
+  # Label quality against the hidden identities, per round.
+  with open(runs.round_label_report_path(workdir, "target", 2)) as f:
+    report = json.load(f)
+  assert report["num_clusters"] == saved[1].num_classes
+  assert report["num_outliers"] == int((saved[1].labels == -1).sum())
+  assert 0.0 <= report["pairwise_precision"] <= 1.0
+  assert report["purity"] == cluster_lib.cluster_quality(
+      saved[1].labels, [r.pid for r in dataset.train])["purity"]
+  tags = _tags(os.path.join(workdir, "tensorboard"))
+  assert len(tags["cotrain/cluster_num_clusters"]) == 2
+  assert len(tags["cotrain/cluster_pairwise_precision"]) == 2
+  assert "loss/cluster_memory" in tags
+  assert len(tags["eval/rank1"]) == 3  # before round 1, 2 and at the end
+  model, _ = restore.restore_training_model(workdir)
+  assert (model.get_layer("classifier").get_weights()[0].shape[-1]
+          == saved[1].num_classes)
+
+
+def _one_camera(monkeypatch):
+  """The target's training images all from camera 0."""
+  load = from_config.load_stage_dataset
+
+  def one_camera(stage, cfg):
+    dataset = load(stage, cfg)
+    if "domain=b" in stage.options:
+      dataset.train = [type(r)(r.path, r.pid, 0) for r in dataset.train]
+    return dataset
+  monkeypatch.setattr(from_config, "load_stage_dataset", one_camera)
+
+
+def test_clustering_trains_on_one_camera_cotraining_refuses_it(
+    tmp_path, source_run, monkeypatch):
+  root, source = source_run
+  _one_camera(monkeypatch)
+  config = _clustering_config(root, source, rounds=1)
+  config.stages.target.step2_iterations = 2
+  metrics = stages.train(config, str(tmp_path / "clustering"))
+  assert 0.0 < metrics["rank20"] <= 1.0
+  with pytest.raises(ValueError, match="leaves camera A with"):
+    stages.train(_target_config(root, source, "cotraining"),
+                 str(tmp_path / "cotraining"))
+
+
+def test_clustering_without_a_cluster_trains_nothing(tmp_path, source_run):
+  root, source = source_run
+  config = _clustering_config(root, source, cluster_min_samples=100)
+  workdir = str(tmp_path / "run")
+  with pytest.raises(ValueError, match=r"DBSCAN found no cluster .* eps=0.6 "
+                     r"and min_samples=100"):
+    stages.train(config, workdir)
+  assert runs.Progress.load(workdir).finished == []
+  assert not os.path.exists(runs.checkpoints_dir(workdir))
+  assert not os.path.exists(runs.round_labels_path(workdir, "target", 1))
+
+
+class _Killed(Exception):
+  pass
+
+
 @pytest.mark.slow
+def test_clustering_resume_mid_step_restores_the_memory(tmp_path, source_run,
+                                                        monkeypatch):
+  """Killed after iteration 2 of round 2's step 2 (checkpointed) and
+  resumed: the same weights as without the kill, which needs the memory as
+  it was at the kill (the loss of iteration 3 reads it)."""
+  root, source = source_run
+  config = _clustering_config(root, source)
+  full = str(tmp_path / "full")
+  stages.train(config, full)
+
+  killed = str(tmp_path / "killed")
+  with monkeypatch.context() as patch:
+    make_iteration, run_step = loop.make_train_iteration, loop.run_fine_tuning_step
+    stage_of = []
+
+    def remembers_stage(model, step, **kwargs):
+      stage_of.append((step.stage, step.step))
+      return run_step(model, step, **kwargs)
+
+    def dies_after_two(*args, **kwargs):
+      iteration = make_iteration(*args, **kwargs)
+      if stage_of[-1] != ("target/round2", 2):
+        return iteration
+      assert kwargs["memory"] is not None
+      calls = []
+
+      def counted(iterator):
+        if len(calls) == 2:
+          raise _Killed()
+        calls.append(1)
+        return iteration(iterator)
+      return counted
+    patch.setattr(loop, "make_train_iteration", dies_after_two)
+    patch.setattr(loop, "run_fine_tuning_step", remembers_stage)
+    with pytest.raises(_Killed):
+      stages.train(config, killed)
+  step_dir = runs.step_dir(killed, "target/round2", 2)
+  assert tf.train.latest_checkpoint(step_dir).endswith("-2")
+  stages.train(config, killed)
+  for a, b in zip(_weights(full), _weights(killed)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("supervision", ["cotraining", "clustering"])
 def test_hidden_identities_never_reach_training(tmp_path, source_run,
-                                                monkeypatch):
+                                                monkeypatch, supervision):
   """Shuffling the target's training pids changes nothing that trains."""
   root, source = source_run
-  config = _target_config(root, source, "cotraining",
-                          unsupervised=dict(pseudo_labels="hard"))
+  if supervision == "clustering":
+    config = _clustering_config(root, source)
+  else:
+    config = _target_config(root, source, "cotraining",
+                            unsupervised=dict(pseudo_labels="hard"))
   plain = str(tmp_path / "plain")
   stages.train(config, plain)
 
@@ -167,10 +334,6 @@ def test_hidden_identities_never_reach_training(tmp_path, source_run,
     b = runs.round_labels_path(shuffled, "target", r)
     with np.load(a) as x, np.load(b) as y:
       np.testing.assert_array_equal(x["labels"], y["labels"])
-
-
-class _Killed(Exception):
-  pass
 
 
 @pytest.mark.slow
@@ -229,7 +392,19 @@ def test_config_errors_name_the_key(tmp_path, source_run):
        r"stages.target.unsupervised.soft_temperature=0.0"),
       (dict(step1_iterations=0, step2_iterations=0), r"step1_iterations \+ step2_iterations"),
       (dict(unsupervised=dict(camera_a=5)),
-       r"camera_a=5 leaves camera A with 0")):
+       r"camera_a=5 leaves camera A with 0"),
+      (dict(supervision="clustering", unsupervised=dict(rounds=0)),
+       r"stages.target.unsupervised.rounds=0"),
+      (dict(supervision="clustering", unsupervised=dict(cluster_eps=0.0)),
+       r"stages.target.unsupervised.cluster_eps=0.0: expected"),
+      (dict(supervision="clustering",
+            unsupervised=dict(cluster_min_samples=0)),
+       r"stages.target.unsupervised.cluster_min_samples=0"),
+      (dict(supervision="clustering", unsupervised=dict(memory_momentum=1.0)),
+       r"stages.target.unsupervised.memory_momentum=1.0"),
+      (dict(supervision="clustering", ids_per_batch=50,
+            unsupervised=_CLUSTERING),
+       r"DBSCAN found \d+ clusters .* fewer than ids_per_batch=50")):
     config = _target_config(root, source, "cotraining")
     config.stages.target.update(overrides)
     with pytest.raises(ValueError, match=match):

@@ -16,7 +16,7 @@ SCRIPT = textwrap.dedent("""
     for name in ("tensorflow", "keras", "tf_keras"):
       sys.modules[name] = None
     import numpy as np
-    from keras_reid.unsupervised import graph, grdl, pseudo_labels
+    from keras_reid.unsupervised import clustering, graph, grdl, pseudo_labels
 
     rng = np.random.default_rng(0)
     pids = np.repeat(np.arange(20), 2)
@@ -33,6 +33,9 @@ SCRIPT = textwrap.dedent("""
     assert hard.shape == (40,) and soft.shape == (40, 20), (hard.shape,
                                                             soft.shape)
     assert acc > 0.3 and acc_y > 0.8, (acc, acc_y)  # chance: 0.05
+    clusters = clustering.cluster_features(y, camids, eps=0.6, min_samples=2,
+                                           k1=3, k2=1, camera_weight=0.1)
+    assert clusters.num_clusters > 0, clusters.labels
     assert not any(m == "tensorflow" or m.startswith("tensorflow.")
                    for m, v in sys.modules.items() if v is not None)
     print("OK", acc, acc_y)

@@ -1,0 +1,60 @@
+"""Unsupervised transfer by clustering: reid_pool (labels) -> VIPeR (none).
+
+    # from a finished reid_pool run (the one co-training starts from):
+    python -m keras_reid.train \
+        --config=configs/viper_cluster_cpu.py:runs/reproduce/pool_mobilenet_v1_0.5 \
+        --workdir=runs/viper_cluster/split0 --config.stages.viper.split=0
+    # Cluster Contrast's loss alone (no classifier, no verification):
+    #   --config.loss.cls_weight=0 --config.loss.ver_weight=0
+    #   --config.stages.viper.step1_iterations=0
+    # (only with SOURCE_RUN: without it the reid_pool stage needs them)
+
+The argument is the SOURCE_RUN, optional: without it the first stage is
+configs/viper_cpu.py's reid_pool stage, trained in the same run; with it,
+the workdir of a finished run with viper_cpu's model (e.g.
+runs/reproduce/pool_mobilenet_v1_0.5 of bench/reproduce.py), the VIPeR stage
+starts from that model, as in configs/viper_cotrain_cpu.py, so the two modes
+are compared from one source model.
+
+Stage `viper` is the VIPeR training split (316 identities x cam_a / cam_b)
+WITHOUT its labels, `supervision="clustering"`: 5 rounds, each of which
+clusters the model's features of the 632 training images with DBSCAN on the
+k-reciprocal Jaccard distance (keras_reid/unsupervised/clustering.py) and
+fine-tunes 50 + 150 iterations on the clusters (outliers left out). Losses:
+the cluster-memory InfoNCE loss (Cluster Contrast: temperature 0.05,
+momentum 0.2), with classification over the cluster ids and verification on
+pairs from them as in the other modes.
+
+Clustering settings for a set with two images per identity, one per camera
+(not tuned on VIPeR: the real-data measurement is to sweep cluster_eps
+first): min_samples 2 (a pair is a cluster); k1 20 and query expansion k2
+2 (the images of an identity: k2 6, re-ranking's and Cluster Contrast's
+value for ~10 images an identity, averages each encoding over other
+identities); eps 0.5; a camera term of 1.0: two VIPeR images of one camera
+are never one person, so a cluster is joined only across cameras. On
+well-separated features of VIPeR's shape (tests/config_test.py) these find
+every pair (316 clusters, precision 1.00) where k2 6 finds 149 clusters at
+precision 0.28, and eps 0.6 / 0.7 lose precision by chaining (0.94 / 0.59).
+16 clusters x 4 images a batch (Cluster Contrast's), as DBSCAN may find
+fewer than viper_cpu's 32 clusters in the first round. The VIPeR test
+split is evaluated before every round (eval/viper/round<r>.json; round 0
+= direct transfer) and at the end (eval/viper.json); cluster quality
+against the hidden identities in cotrain/viper/round<r>.json and
+TensorBoard (cotrain/cluster_*). Reads
+$REID_DATA_ROOT (see configs/viper_cpu.py).
+"""
+
+from configs import viper_cotrain_cpu
+
+
+def get_config(source: str = ""):
+  config = viper_cotrain_cpu.get_config(
+      "clustering" + (f",{source}" if source else ""))
+  config.loss.cluster_memory_weight = 1.0
+  config.stages.viper.update(dict(
+      ids_per_batch=16, images_per_id=4, step1_iterations=50,
+      step2_iterations=150,
+      unsupervised=dict(
+          rounds=5, cluster_eps=0.5, cluster_min_samples=2, cluster_k1=20,
+          cluster_k2=2, cluster_camera_weight=1.0, memory_momentum=0.2)))
+  return config
