@@ -1,6 +1,6 @@
 """Builds, updates and searches a gallery index (keras_reid.gallery).
 
-    python -m keras_reid.gallery build --model=EXPORT_DIR_OR_RUN \
+    python -m keras_reid.gallery build --embedder=EXPORT_DIR_OR_RUN \
         --images=FOLDER_OR_MANIFEST.csv --index=DIR [--index_type=flat]
     python -m keras_reid.gallery add --index=DIR --images=FOLDER_OR_CSV
     python -m keras_reid.gallery remove --index=DIR [--images=...] PATHS...
@@ -10,7 +10,7 @@
 `build` embeds with progress lines, in chunks kept under DIR/pending (a
 rerun of a killed build continues), lists and skips unreadable images, and
 writes the index (keras_reid/gallery/index.py). `add` and `search` embed
-with the model the index was built with (or --model, which must be the
+with the model the index was built with (or --embedder, which must be the
 same model). `search` prints each query's top k with distances, and a
 same-person decision when an evaluation report's threshold applies
 (keras_reid/gallery/matching.py).
@@ -37,8 +37,8 @@ COMMANDS = ("build", "add", "remove", "search")
 _OPTIONS = index_lib.IndexOptions()
 
 _INDEX = flags.DEFINE_string("index", None, "The index directory.")
-_MODEL = flags.DEFINE_string(
-    "model", None, "An exported SavedModel version folder or a training run "
+_EMBEDDER = flags.DEFINE_string(
+    "embedder", None, "An exported SavedModel version folder or a training run "
     "directory. Required by build; add and search default to the index's.")
 _IMAGES = flags.DEFINE_string(
     "images", None, "A folder of images (searched recursively) or a CSV "
@@ -81,9 +81,9 @@ def _pending(index_dir: str) -> str:
 
 
 def _model(default_source: str | None) -> embedding_model.ModelIdentity:
-  source = _MODEL.value or default_source
+  source = _EMBEDDER.value or default_source
   if not source:
-    raise ValueError("--model is required: an exported SavedModel folder or "
+    raise ValueError("--embedder is required: an exported SavedModel folder or "
                      "a training run directory.")
   return embedding_model.identify(source)
 
@@ -92,7 +92,7 @@ def _check_same_model(gallery: index_lib.Gallery,
                       identity: embedding_model.ModelIdentity) -> None:
   if identity.model_id != gallery.model_id:
     raise index_lib.ModelMismatchError(
-        f"--model {identity.source!r} is model {identity.model_id!r}; the "
+        f"--embedder {identity.source!r} is model {identity.model_id!r}; the "
         f"index {_INDEX.value!r} holds embeddings of model "
         f"{gallery.model_id!r}. Use the index's model, or build a new index "
         "with this one.")
@@ -210,7 +210,7 @@ def main(argv: Sequence[str]) -> None:
   if len(argv) < 2 or argv[1] not in COMMANDS:
     raise app.UsageError(
         f"expected a command, one of {', '.join(COMMANDS)}: python -m "
-        "keras_reid.gallery build --model=... --images=... --index=DIR")
+        "keras_reid.gallery build --embedder=... --images=... --index=DIR")
   command, rest = argv[1], argv[2:]
   if not _INDEX.value:
     raise app.UsageError(f"{command}: --index=DIR is required.")

@@ -60,7 +60,7 @@ def identify(path: str) -> ModelIdentity:
     return ModelIdentity(source, RUN, f"{RUN} {source} "
                          f"{origin['stage']}/step{origin['step']}")
   raise ValueError(
-      f"--model {path!r} is neither an exported SavedModel (a version folder "
+      f"--embedder {path!r} is neither an exported SavedModel (a version folder "
       "holding saved_model.pb, e.g. export/reid/1, or the folder of its "
       "numbered versions) nor a training run directory (holding "
       "config.json).")

@@ -93,7 +93,7 @@ def test_build_skips_corrupt_images_and_search_finds_each_image(
   model = _saved_model(tmp_path / "export" / "1")
   paths = _images(str(tmp_path / "gallery"), 7, corrupt=(3,))
   index = str(tmp_path / "index")
-  out = _run(capsys, "build", model=model, images=tmp_path / "gallery",
+  out = _run(capsys, "build", embedder=model, images=tmp_path / "gallery",
              index=index)
   assert "indexed 6 images (1 skipped)" in out.out
   assert "skipped 1 unreadable image(s):" in out.err and paths[3] in out.err
@@ -110,7 +110,7 @@ def test_build_skips_corrupt_images_and_search_finds_each_image(
   assert lines[6].split() == ["1", "0.0000", paths[5]]
   # Building into an existing index is refused.
   with pytest.raises(ValueError, match="already holds an index"):
-    _run(capsys, "build", model=model, images=tmp_path / "gallery",
+    _run(capsys, "build", embedder=model, images=tmp_path / "gallery",
          index=index)
 
 
@@ -121,18 +121,18 @@ def test_a_killed_build_resumes_and_equals_an_uninterrupted_one(
   killed, whole = str(tmp_path / "killed"), str(tmp_path / "whole")
   _PixelModel.fail_after = 2
   with pytest.raises(KeyboardInterrupt):
-    _run(capsys, "build", model=model, images=tmp_path / "gallery",
+    _run(capsys, "build", embedder=model, images=tmp_path / "gallery",
          index=killed, chunk_size=2)
   assert sorted(os.listdir(os.path.join(killed, "pending"))) == [
       "chunk-000000.npz", "chunk-000001.npz", ingestion.PLAN_FILE]
   _PixelModel.fail_after, _PixelModel.calls = None, []
-  _run(capsys, "build", model=model, images=tmp_path / "gallery",
+  _run(capsys, "build", embedder=model, images=tmp_path / "gallery",
        index=killed, chunk_size=2)
   # Only the chunks not finished before the kill were embedded again.
   embedded = [p for call in _PixelModel.calls for p in call]
   assert [os.path.basename(p) for p in embedded] == [
       "im05.png", "im06.png", "im07.png", "im08.png"]
-  _run(capsys, "build", model=model, images=tmp_path / "gallery",
+  _run(capsys, "build", embedder=model, images=tmp_path / "gallery",
        index=whole, chunk_size=2)
   a, b = index_lib.Gallery.open(killed), index_lib.Gallery.open(whole)
   assert a.metadata.column("path").to_pylist() == \
@@ -147,12 +147,12 @@ def test_pending_build_of_other_images_is_refused(tmp_path, capsys):
   index = str(tmp_path / "index")
   _PixelModel.fail_after = 1
   with pytest.raises(KeyboardInterrupt):
-    _run(capsys, "build", model=model, images=tmp_path / "gallery",
+    _run(capsys, "build", embedder=model, images=tmp_path / "gallery",
          index=index, chunk_size=2)
   _PixelModel.fail_after = None
   _images(str(tmp_path / "other"), 3, seed=1)
   with pytest.raises(ValueError, match="unfinished build of other images"):
-    _run(capsys, "build", model=model, images=tmp_path / "other",
+    _run(capsys, "build", embedder=model, images=tmp_path / "other",
          index=index, chunk_size=2)
 
 
@@ -165,7 +165,7 @@ def test_manifest_metadata_add_remove(tmp_path, capsys):
                       "im01.png,,-1,\n"
                       "im02.png,8,1,\n")
   index = str(tmp_path / "index")
-  _run(capsys, "build", model=model, images=csv_path, index=index)
+  _run(capsys, "build", embedder=model, images=csv_path, index=index)
   out = _run(capsys, "search", paths[0], index=index, k=1)
   assert out.out.splitlines()[2].split() == [
       "1", "0.0000", paths[0], "pid=7", "camid=2", "time=2026-01-01T10:00"]
@@ -201,7 +201,7 @@ def test_another_model_is_refused_naming_both(tmp_path, capsys):
   model_b = _saved_model(tmp_path / "b" / "1", b"weights-b")
   paths = _images(str(tmp_path / "gallery"), 3)
   index = str(tmp_path / "index")
-  _run(capsys, "build", model=model_a, images=tmp_path / "gallery",
+  _run(capsys, "build", embedder=model_a, images=tmp_path / "gallery",
        index=index)
   id_a = embedding_model.identify(model_a).model_id
   id_b = embedding_model.identify(model_b).model_id
@@ -209,7 +209,7 @@ def test_another_model_is_refused_naming_both(tmp_path, capsys):
   for command, args in (("search", [paths[0]]), ("add", [])):
     extra = {"images": tmp_path / "gallery"} if command == "add" else {}
     with pytest.raises(index_lib.ModelMismatchError) as e:
-      _run(capsys, command, *args, index=index, model=model_b, **extra)
+      _run(capsys, command, *args, index=index, embedder=model_b, **extra)
     assert id_a in str(e.value) and id_b in str(e.value)
   assert _PixelModel.calls == [paths]  # only the build embedded
 
@@ -218,7 +218,7 @@ def test_same_person_decision_from_a_saved_model_report(tmp_path, capsys):
   model = _saved_model(tmp_path / "export" / "1")
   paths = _images(str(tmp_path / "gallery"), 4)
   index = str(tmp_path / "index")
-  _run(capsys, "build", model=model, images=tmp_path / "gallery", index=index)
+  _run(capsys, "build", embedder=model, images=tmp_path / "gallery", index=index)
   gallery = index_lib.Gallery.open(index)
   dist = np.sort(gallery.search(gallery.embeddings[:1], 4).distances[0])
   threshold = float((dist[1] + dist[2]) / 2)  # two "same", two "different"

@@ -47,7 +47,7 @@ def test_build_and_search_equal_the_embedder_and_the_evaluator(
   (folder / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
   index = str(tmp_path / "index")
 
-  proc = _gallery_command("build", f"--model={exported.base}",
+  proc = _gallery_command("build", f"--embedder={exported.base}",
                           f"--images={folder}", f"--index={index}")
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert "indexed 8 images (1 skipped)" in proc.stdout
@@ -84,7 +84,7 @@ def test_build_and_search_equal_the_embedder_and_the_evaluator(
   os.makedirs(other / "variables")
   (other / "saved_model.pb").write_bytes(b"x")
   (other / "variables" / "variables.index").write_bytes(b"y")
-  proc = _gallery_command("search", f"--index={index}", f"--model={other}",
+  proc = _gallery_command("search", f"--index={index}", f"--embedder={other}",
                           queries[0])
   assert proc.returncode == 1 and "Traceback" not in proc.stderr
   assert manifest["model_id"] in proc.stderr

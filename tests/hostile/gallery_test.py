@@ -2,7 +2,7 @@
 
 Guaranteed: an index directory that is truncated, altered, of another
 format version or not an index at all, an empty index, another model's
---model, a CSV with a bad pid, a pending build of other images, paths the
+--embedder, a CSV with a bad pid, a pending build of other images, paths the
 index does not hold: each is one line on stderr naming the file or value
 and the way out, exit status 1, no traceback, and the index directory is
 left byte for byte as it was. None of these needs the model to be loaded.
@@ -98,7 +98,7 @@ def test_empty_index_and_another_model(index, tmp_path):
   other = _model(tmp_path / "other" / "1", weights=b"b")
   before = _snapshot(folder)
   line = _one_line_error(_run("search", f"--index={folder}",
-                              f"--model={other.source}", "q.jpg"))
+                              f"--embedder={other.source}", "q.jpg"))
   assert manifest["model_id"] in line and other.model_id in line
   assert _snapshot(folder) == before
 
@@ -113,7 +113,7 @@ def test_bad_inputs_to_build_and_remove(index, tmp_path):
   folder, _ = index
   before = _snapshot(folder)
   model = str(tmp_path / "export" / "1")
-  line = _one_line_error(_run("build", f"--model={model}",
+  line = _one_line_error(_run("build", f"--embedder={model}",
                               f"--images={tmp_path}", f"--index={folder}"))
   assert "already holds an index" in line
   line = _one_line_error(_run("remove", f"--index={folder}",
@@ -123,12 +123,12 @@ def test_bad_inputs_to_build_and_remove(index, tmp_path):
 
   csv_path = tmp_path / "list.csv"
   csv_path.write_text("path,pid\na.jpg,7\nb.jpg,bob\n")
-  line = _one_line_error(_run("build", f"--model={model}",
+  line = _one_line_error(_run("build", f"--embedder={model}",
                               f"--images={csv_path}",
                               f"--index={tmp_path / 'new'}"))
   assert f"manifest {str(csv_path)!r} line 3: pid 'bob' is not an integer" \
       in line
-  line = _one_line_error(_run("build", f"--model={tmp_path / 'nothing'}",
+  line = _one_line_error(_run("build", f"--embedder={tmp_path / 'nothing'}",
                               f"--images={csv_path}",
                               f"--index={tmp_path / 'new'}"))
   assert "is neither an exported SavedModel" in line
@@ -144,7 +144,7 @@ def test_bad_inputs_to_build_and_remove(index, tmp_path):
   from PIL import Image  # pylint: disable=g-import-not-at-top
   Image.new("RGB", (8, 16)).save(tmp_path / "imgs" / "a.png")
   kept = _snapshot(pending)
-  line = _one_line_error(_run("build", f"--model={model}",
+  line = _one_line_error(_run("build", f"--embedder={model}",
                               f"--images={tmp_path / 'imgs'}",
                               f"--index={tmp_path / 'new2'}"))
   assert "holds an unfinished build of other images" in line

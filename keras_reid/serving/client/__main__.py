@@ -40,8 +40,8 @@ _TIMEOUT_S = flags.DEFINE_float("timeout_s", 10.0,
                                 "Deadline of each request attempt.")
 _RETRIES = flags.DEFINE_integer("retries", 2,
                                 "Retries when the server is unavailable.")
-_BATCH_SIZE = flags.DEFINE_integer("batch_size", 32,
-                                   "Files per request.", lower_bound=1)
+_FILES_PER_REQUEST = flags.DEFINE_integer("files_per_request", 32,
+                                          "Files per request.", lower_bound=1)
 _OUTPUT = flags.DEFINE_string(
     "output", None,
     "Write the embeddings here instead of printing a summary: .npy = the "
@@ -79,7 +79,7 @@ def _embed_and_report(argv: Sequence[str]) -> int:
       version=_VERSION.value or None, timeout_s=_TIMEOUT_S.value,
       retries=_RETRIES.value)
   embeddings = tf_serving.embed_paths(client, paths,
-                                      batch_size=_BATCH_SIZE.value)
+                                      batch_size=_FILES_PER_REQUEST.value)
   if _OUTPUT.value:
     tf_serving.write_embeddings(_OUTPUT.value, paths, embeddings)
     print(f"wrote {len(paths)} embeddings of dimension "
