@@ -51,7 +51,12 @@ def check_config_migrates(run: str) -> None:
         schema.stage_config().unsupervised), (
             f"config.json stages.{name}.unsupervised={stage.get('unsupervised')}: "
             "expected the keys of keras_reid.schema.stage_config().unsupervised")
-    stage.update(stage.pop("unsupervised"))
+    # The older layout: the keys that were then at the stage level sit
+    # there; keys added since (e.g. the clustering ones) are absent, and
+    # loading fills them with their defaults.
+    unsupervised = stage.pop("unsupervised")
+    stage.update({key: unsupervised[key]
+                  for key in config_lib.MOVED_STAGE_KEYS["unsupervised"]})
   del written["eval"]["flip_test"]
   old = tempfile.mkdtemp(prefix="old_run-")
   try:
