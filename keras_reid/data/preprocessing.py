@@ -223,7 +223,10 @@ def resize(images: tf.Tensor, image_size: tuple[int, int]) -> tf.Tensor:
   """The one resize of the package (training, evaluation, serving).
 
   Args:
-    images: float32 [..., h, w, 3] in [0, 255].
+    images: uint8 or float32 [..., h, w, 3] in [0, 255]. Give uint8 as it
+      is: the result is the same as for its float32 cast (the kernel widens
+      pixel by pixel), without a float32 copy of the large input (4x its
+      bytes).
     image_size: (height, width) of the output.
 
   Returns:

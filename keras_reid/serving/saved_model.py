@@ -57,6 +57,13 @@ MAX_ENCODED_BYTES = 16 * 1024 * 1024
 # before decoding (a 1 MB PNG can declare 20000 x 20000 pixels).
 MAX_IMAGE_PIXELS = min(MAX_IMAGE_SIDE ** 2, preprocessing.MAX_IMAGE_PIXELS)
 
+# Largest accepted number of pixels in one request (the sum of height x
+# width over its images; for serve_bytes as their headers declare, checked
+# before any is decoded): 2^25 = 32 Mi pixels, 96 MiB of uint8, e.g. 256
+# boxes of 512 x 256. With MAX_IMAGE_SIDE alone a request of 40 images of
+# 4096^2 pixels was accepted.
+MAX_REQUEST_PIXELS = 2 ** 25
+
 SIGNATURES = ("serving_default", "serve_bytes", "verify")
 # What export_saved_model reports to its step_done: each signature traced,
 # then the SavedModel written.
@@ -93,6 +100,10 @@ def _check_images(images: tf.Tensor, name: str) -> tf.Tensor:
       check(tf.reduce_all(shape[1:3] <= MAX_IMAGE_SIDE),
             f"image too large; height and width must be <= {MAX_IMAGE_SIDE} "
             "pixels (resize on the client)"),
+      check(tf.cast(shape[0], tf.int64) * tf.cast(shape[1], tf.int64)
+            * tf.cast(shape[2], tf.int64) <= MAX_REQUEST_PIXELS,
+            f"request too large; at most {MAX_REQUEST_PIXELS} pixels (batch x "
+            "height x width) per request (send fewer or smaller images)"),
   ]
   with tf.control_dependencies(checks):
     images = tf.identity(images)
@@ -103,16 +114,17 @@ def _resize(images: tf.Tensor, image_size: tuple[int, int]) -> tf.Tensor:
   """uint8 [..., h, w, 3] -> float32 [..., H, W, 3] in [0, 255].
 
   keras_reid.data.preprocessing.resize, the resize of training and
-  evaluation, so served embeddings match the evaluation pipeline's.
+  evaluation, so served embeddings match the evaluation pipeline's. The
+  uint8 pixels are resized before they are widened: only the model-sized
+  result is float32, never a float32 copy of a large request.
   """
-  images = tf.cast(images, tf.float32)
   shape = tf.shape(images)
   # Images already of the model's size skip the resize: it would return them
   # unchanged, and its kernel costs more than the rest of a small model.
   same_size = tf.logical_and(tf.equal(shape[-3], image_size[0]),
                              tf.equal(shape[-2], image_size[1]))
   images = tf.cond(
-      same_size, lambda: tf.identity(images),
+      same_size, lambda: tf.cast(images, tf.float32),
       lambda: preprocessing.resize(images, image_size))
   # Both branches give the model's size; state it for the static shape (an
   # EnsureShape inside the branch would be hoisted out of it by Grappler).
@@ -189,6 +201,21 @@ class ReidServingModule(tf.Module):
     with tf.control_dependencies([tf.debugging.Assert(
         tf.size(images) > 0,
         ["serve_bytes: empty batch; send at least one encoded image"])]):
+      images = tf.identity(images)
+    # The headers' sizes first: a request whose images would decode to more
+    # than MAX_REQUEST_PIXELS is refused before any is decoded.
+    # Each side is clipped just above its own limit (which _decode_one
+    # enforces) so that hostile 32-bit header sizes cannot overflow the sum.
+    sizes = tf.minimum(
+        tf.map_fn(preprocessing.image_header_size, images,
+                  fn_output_signature=tf.TensorSpec([2], tf.int64)),
+        MAX_IMAGE_SIDE + 1)
+    pixels = tf.reduce_sum(sizes[:, 0] * sizes[:, 1])
+    with tf.control_dependencies([tf.debugging.Assert(
+        pixels <= MAX_REQUEST_PIXELS,
+        [f"serve_bytes: request too large; its images declare", pixels,
+         f"pixels in all, at most {MAX_REQUEST_PIXELS} per request (send "
+         "fewer or smaller images)"])]):
       images = tf.identity(images)
     h, w = self.image_size
     decoded = tf.map_fn(
@@ -292,6 +319,7 @@ def export_saved_model(embedder: keras.Model, pair_scorer: keras.Model, *,
         "max_image_side": MAX_IMAGE_SIDE,
         "max_encoded_bytes": MAX_ENCODED_BYTES,
         "max_image_pixels": MAX_IMAGE_PIXELS,
+        "max_request_pixels": MAX_REQUEST_PIXELS,
         "signatures": list(SIGNATURES),
         **(extra_info or {}),
     }
