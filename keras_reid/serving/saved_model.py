@@ -213,7 +213,7 @@ class ReidServingModule(tf.Module):
     pixels = tf.reduce_sum(sizes[:, 0] * sizes[:, 1])
     with tf.control_dependencies([tf.debugging.Assert(
         pixels <= MAX_REQUEST_PIXELS,
-        [f"serve_bytes: request too large; its images declare", pixels,
+        ["serve_bytes: request too large; its images declare", pixels,
          f"pixels in all, at most {MAX_REQUEST_PIXELS} per request (send "
          "fewer or smaller images)"])]):
       images = tf.identity(images)
