@@ -40,6 +40,7 @@ import sys
 import tempfile
 from typing import Callable, Optional
 
+from absl import logging
 import keras
 import numpy as np
 import tensorflow as tf
@@ -244,14 +245,47 @@ class ReidServingModule(tf.Module):
     return {"same_probability": prob}
 
 
+# TF-Serving reads version folders as int64: larger numbers are not versions.
+MAX_VERSION = 2 ** 63 - 1
+
+
 def next_version(export_base: str) -> int:
-  """1 + the largest numeric version folder under `export_base` (1 if none)."""
+  """1 + the largest version folder under `export_base` (1 if none).
+
+  Folders whose number TF-Serving cannot read (beyond int64) are not
+  versions: they are skipped, with a warning naming them.
+
+  Raises:
+    ValueError: the largest version is already MAX_VERSION.
+  """
   if not os.path.isdir(export_base):
     return 1
-  versions = [int(n) for n in os.listdir(export_base)
-              if re.fullmatch(r"\d+", n)
-              and os.path.isdir(os.path.join(export_base, n))]
-  return max(versions, default=0) + 1
+  versions = []
+  for name in os.listdir(export_base):
+    if not (re.fullmatch(r"\d+", name)
+            and os.path.isdir(os.path.join(export_base, name))):
+      continue
+    if int(name) > MAX_VERSION:
+      logging.warning(
+          "Export folder %s is not a TF-Serving version (beyond int64); "
+          "ignored. Rename or remove it.", os.path.join(export_base, name))
+      continue
+    versions.append(int(name))
+  latest = max(versions, default=0)
+  if latest >= MAX_VERSION:
+    raise ValueError(
+        f"{os.path.join(export_base, str(latest))}: the largest version "
+        "TF-Serving can read; there is no next one. Export to another "
+        "--export_dir or renumber the versions.")
+  return latest + 1
+
+
+def _readable_by_others(folder: str) -> None:
+  """Gives `folder` the mode a plain mkdir would (mkdtemp makes it 0700, and
+  TF-Serving often runs as another user)."""
+  umask = os.umask(0)
+  os.umask(umask)
+  os.chmod(folder, 0o777 & ~umask)
 
 
 def export_saved_model(embedder: keras.Model, pair_scorer: keras.Model, *,
@@ -294,9 +328,10 @@ def export_saved_model(embedder: keras.Model, pair_scorer: keras.Model, *,
   preprocessing.check_normalization(normalization)
   if version is None:
     version = next_version(export_base)
-  if int(version) < 1:
-    raise ValueError(f"version={version!r}: expected a positive integer "
-                     "(TF-Serving loads numeric version folders).")
+  if not 1 <= int(version) <= MAX_VERSION:
+    raise ValueError(f"version={version!r}: expected an integer in [1, "
+                     f"{MAX_VERSION}] (TF-Serving loads int64 version "
+                     "folders).")
   path = os.path.join(export_base, str(int(version)))
   if os.path.exists(path):
     raise ValueError(
@@ -328,6 +363,7 @@ def export_saved_model(embedder: keras.Model, pair_scorer: keras.Model, *,
     os.makedirs(os.path.join(tmp, "assets.extra"), exist_ok=True)
     with open(os.path.join(tmp, EXPORT_INFO_FILE), "w") as f:
       json.dump(info, f, indent=2)
+    _readable_by_others(tmp)
     os.rename(tmp, path)
   except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)

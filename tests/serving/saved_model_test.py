@@ -226,6 +226,39 @@ def test_version_numbering(tmp_path):
         normalization="bogus")
 
 
+def test_versions_beyond_int64_are_not_versions(tmp_path):
+  # A stray folder 99999999999999999999999 pushed the next version past
+  # int64, which TF-Serving cannot load.
+  base = tmp_path / "reid"
+  for name in ("2", "99999999999999999999999", str(2 ** 63)):
+    (base / name).mkdir(parents=True)
+  assert saved_model.next_version(str(base)) == 3
+  (base / str(2 ** 63 - 1)).mkdir()
+  with pytest.raises(ValueError, match="the largest version TF-Serving can "
+                     "read; there is no next one"):
+    saved_model.next_version(str(base))
+  embedder, pair_scorer = _two_layer_models()
+  with pytest.raises(ValueError, match=r"expected an integer in \[1, "
+                     r"9223372036854775807\]"):
+    saved_model.export_saved_model(
+        embedder, pair_scorer, export_base=str(base), image_size=(H, W),
+        normalization="tf", version=2 ** 63)
+
+
+def test_version_folder_is_readable_by_other_users(tmp_path):
+  # tempfile.mkdtemp made the published version 0700: TF-Serving running as
+  # another user could not read it. It now has a plain mkdir's mode.
+  embedder, pair_scorer = _two_layer_models()
+  old = os.umask(0o022)
+  try:
+    path = saved_model.export_saved_model(
+        embedder, pair_scorer, export_base=str(tmp_path / "reid"),
+        image_size=(H, W), normalization="tf")
+  finally:
+    os.umask(old)
+  assert os.stat(path).st_mode & 0o777 == 0o755
+
+
 def test_export_run_uses_the_restored_run(tmp_path, monkeypatch, capsys):
   config = schema.base_config()
   config.data.image_height, config.data.image_width = H, W
