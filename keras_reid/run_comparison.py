@@ -274,9 +274,7 @@ def write_csv(comparison: Comparison, path: str) -> str:
   "mean" and "std" lines; metrics as fractions (train_seconds in seconds).
   Atomic."""
   c = comparison
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  tmp = f"{path}.tmp{os.getpid()}"
-  with open(tmp, "w", newline="") as f:
+  with runs.atomic_text_file(path, newline="") as f:
     writer = csv.writer(f)
     writer.writerow(["kind", "run", "group", "n", *c.columns, *c.metric_keys])
     for r in c.rows:
@@ -289,7 +287,6 @@ def write_csv(comparison: Comparison, path: str) -> str:
         writer.writerow([kind, " ".join(g["runs"]), index, g["n"],
                          *(g["fields"].get(k, "") for k in c.columns),
                          *(g[kind].get(k, "") for k in c.metric_keys)])
-  os.replace(tmp, path)
   return path
 
 

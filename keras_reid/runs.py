@@ -169,17 +169,40 @@ def pid_names_path(workdir: str, stage_name: str) -> str:
   return os.path.join(workdir, _PID_NAMES_DIR, f"{stage_name}.json")
 
 
-def write_json(path: str, data: Any) -> None:
-  """Writes `data` as indented JSON, atomically (temp file + os.replace).
+@contextlib.contextmanager
+def atomic_text_file(path: str, newline: str | None = None):
+  """Yields a text file that replaces `path` whole when the block ends.
 
-  A kill never leaves a half-written file; NumPy scalars are written as
-  floats.
+  Written to a temporary file beside `path`, then os.replace'd: a kill
+  never leaves a half-written file, and a failure (the block's or the
+  replace's) leaves no temporary file behind.
+
+  Raises:
+    IsADirectoryError: `path` is a folder; names it.
   """
+  if os.path.isdir(path):
+    raise IsADirectoryError(
+        f"{path} is a folder; expected the path of a file to write (e.g. "
+        f"{os.path.join(path, 'out.json')}).")
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   tmp = f"{path}.tmp{os.getpid()}"
-  with open(tmp, "w") as f:
+  try:
+    with open(tmp, "w", newline=newline) as f:
+      yield f
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+
+
+def write_json(path: str, data: Any) -> None:
+  """Writes `data` as indented JSON, atomically (`atomic_text_file`).
+
+  NumPy scalars are written as floats.
+  """
+  with atomic_text_file(path) as f:
     json.dump(data, f, indent=2, default=float)
-  os.replace(tmp, path)
 
 
 def read_metrics(workdir: str) -> dict | None:

@@ -12,6 +12,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from keras_reid import runs as runs_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -118,3 +120,7 @@ def test_cotraining_rounds_summary_is_mean_and_sample_sd(tmp_path):
       "| 1 | 2 | 40.0 +- 14.1 | 14.0 +- 2.8 | 20.0 +- 0.0 |",
       "| 2 | 2 | 40.0 +- 0.0 | 14.0 +- 0.0 | 20.0 +- 0.0 |",
   ]
+
+
+if __name__ == "__main__":
+  raise SystemExit(pytest.main([__file__, "-q", "-p", "no:cacheprovider"]))

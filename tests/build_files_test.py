@@ -41,6 +41,21 @@ def test_every_test_file_has_a_py_test():
       f"test files without a py_test in their BUILD: {sorted(files - covered)}")
 
 
+def test_every_test_file_runs_pytest_as_its_main():
+  # Bazel runs a py_test's file as a script: without this block its tests
+  # would be defined, never run, and the target would pass.
+  block = re.compile(r'^if __name__ == "__main__":\n  raise SystemExit\('
+                     r'pytest\.main\(\[__file__', re.M)
+  missing = []
+  for test in _py_tests().values():
+    with open(os.path.join(REPO, test)) as f:
+      if not block.search(f.read()):
+        missing.append(test)
+  assert not missing, (
+      "test files without `if __name__ == \"__main__\": raise SystemExit("
+      f"pytest.main([__file__, ...]))`: {sorted(missing)}")
+
+
 def test_root_suite_lists_every_py_test():
   with open(os.path.join(REPO, "BUILD")) as f:
     root = f.read()

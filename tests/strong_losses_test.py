@@ -161,3 +161,7 @@ def test_bad_loss_combinations_are_config_errors(loss, stage, keys):
   config.loss.update(dict(center_weight=5e-4, triplet_weight=1.0,
                           triplet_soft_margin=True))
   config_lib.validate_config(config)  # the strong baseline's losses
+
+
+if __name__ == "__main__":
+  raise SystemExit(pytest.main([__file__, "-q", "-p", "no:cacheprovider"]))

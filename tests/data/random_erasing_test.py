@@ -162,3 +162,7 @@ def test_the_config_key_reaches_training_batches_only(tmp_path):
 def test_bad_probability_names_the_key(tmp_path):
   with pytest.raises(ValueError, match="random_erasing_prob"):
     _batches(_black_records(tmp_path), 1, erasing_probability=1.5)
+
+
+if __name__ == "__main__":
+  raise SystemExit(pytest.main([__file__, "-q", "-p", "no:cacheprovider"]))

@@ -111,3 +111,7 @@ def test_describe_names_the_numbers():
 def test_confidence_outside_0_1_is_refused():
   with pytest.raises(ValueError, match="confidence=1.5"):
     paired.paired_comparison({0: 1.0}, {0: 0.0}, confidence=1.5)
+
+
+if __name__ == "__main__":
+  raise SystemExit(pytest.main([__file__, "-q", "-p", "no:cacheprovider"]))

@@ -130,3 +130,7 @@ def test_viper_cotrain_lambda_is_the_cross_validated_one():
   for arg in ("cotraining", "cotraining,/runs/source"):
     stage = viper_cotrain_cpu.get_config(arg).stages.viper
     assert stage.unsupervised.grdl_lambda == float(selected[0])
+
+
+if __name__ == "__main__":
+  raise SystemExit(pytest.main([__file__, "-q", "-p", "no:cacheprovider"]))

@@ -131,3 +131,7 @@ def test_cosine_ignores_the_decay_interval_and_unknown_schedules_fail():
   config.stages.synthetic.lr_schedule = "linear"
   with pytest.raises(ValueError, match=r"lr_schedule='linear'.*cosine"):
     stages.check_config(config)
+
+
+if __name__ == "__main__":
+  raise SystemExit(pytest.main([__file__, "-q", "-p", "no:cacheprovider"]))

@@ -74,3 +74,7 @@ def test_market1501_strong_trains_three_iterations_and_evaluates(
   progress = runs.Progress.load(workdir)
   assert [(f.stage, f.step) for f in progress.finished] == [("market1501", 2)]
   assert progress.last.checkpoint.endswith("ckpt-3")
+
+
+if __name__ == "__main__":
+  raise SystemExit(pytest.main([__file__, "-q", "-p", "no:cacheprovider"]))

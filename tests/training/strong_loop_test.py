@@ -6,6 +6,7 @@ import os
 
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from keras_reid import runs
@@ -150,3 +151,7 @@ def test_a_tiny_run_with_every_training_ingredient(tmp_path):
       for event in tf.compat.v1.train.summary_iterator(path):
         tags.update(value.tag for value in event.summary.value)
   assert {"loss/triplet", "loss/center", "loss/cls", "lr"} <= tags
+
+
+if __name__ == "__main__":
+  raise SystemExit(pytest.main([__file__, "-q", "-p", "no:cacheprovider"]))

@@ -136,3 +136,7 @@ def test_resuming_after_step1_matches_the_uninterrupted_run(run, tmp_path):
     for u, v in zip(a.get_layer(layer).get_weights(),
                     b.get_layer(layer).get_weights()):
       np.testing.assert_array_equal(u, v)
+
+
+if __name__ == "__main__":
+  raise SystemExit(pytest.main([__file__, "-q", "-p", "no:cacheprovider"]))

@@ -130,3 +130,7 @@ def test_config_trains_and_evaluates_on_the_target_layout(
   assert ("cir" in metrics) == (config.eval.cir_topk > 0)
   if config.eval.cir_topk:
     assert metrics["cir"]["cir"]["num_queries"] == summary["num_query_images"]
+
+
+if __name__ == "__main__":
+  raise SystemExit(pytest.main([__file__, "-q", "-p", "no:cacheprovider"]))
