@@ -11,20 +11,17 @@ import os
 import subprocess
 import sys
 
-from absl import flags
-from absl.testing import flagsaver
 import numpy as np
 from PIL import Image
 import pytest
 
-from keras_reid.gallery import __main__ as cli
+from keras_reid.gallery import commands
 from keras_reid.gallery import embedding_model
 from keras_reid.gallery import index as index_lib
 from keras_reid.gallery import ingestion
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
-FLAGS = flags.FLAGS
 
 
 class _PixelModel:
@@ -79,12 +76,12 @@ def _images(folder, n, seed=0, corrupt=()):
   return paths
 
 
-def _run(capsys, *argv, **flag_values):
-  args = ["gallery"] + [f"--{k}={v}" for k, v in flag_values.items()]
-  with flagsaver.flagsaver():
-    FLAGS.unparse_flags()
-    rest = FLAGS(args + list(argv))
-    cli.main(rest)
+def _run(capsys, command, *args, **settings):
+  """`python -m keras_reid.gallery COMMAND ARGS --key=value ...`, in process:
+  the command with the settings its flags would give."""
+  settings = {k: str(v) if isinstance(v, os.PathLike) else v
+              for k, v in settings.items()}
+  commands.run(command, commands.Settings(**settings), [str(a) for a in args])
   return capsys.readouterr()
 
 
