@@ -171,6 +171,9 @@ STRONG = STRONG_GLOBAL + COSINE_WARMUP
 # 2,400 step-2 iterations); the model keys (BNNeck) apply to both stages, so
 # the VIPeR stage continues a model that has its BNNeck.
 POOL_STRONG = "pool_mobilenet_v1_0.5_strong"
+# The strong CPU recipe's config, and its large stage with extra_pool.
+STRONG_CPU = "configs/viper_strong_cpu.py:viper"
+POOL_STRONG_EXTRA = "pool_mobilenet_v1_0.5_strong_extra_pool"
 STRONG_POOL_STAGE = ("--config.stages.reid_pool.lr_schedule=cosine",
                      "--config.stages.reid_pool.step2_warmup_iterations=240")
 
@@ -274,6 +277,24 @@ ROWS = (
             "--config.stages.viper.step2_warmup_iterations=120",
             "--config.stages.viper.step2_iterations=1200",
             "--config.eval.flip_test=true", "--config.eval.cir_topk=10")),
+    # The strong CPU recipe, trained from its own config file (the shared
+    # pool run is checked to be the config's reid_pool stage): the
+    # staged_strong_best training without CIR re-scoring.
+    Row("strong_cpu_recipe", "configs/viper_strong_cpu.py: staged with the "
+        "strong-baseline ingredients, VIPeR stage 4x long, flip test",
+        config=STRONG_CPU + ",direct", pool=POOL_STRONG,
+        pool_config=STRONG_CPU),
+    Row(POOL_STRONG_EXTRA, "ImageNet -> reid_pool + extra_pool (TownCentre, "
+        "SARC3D) with the strong-baseline ingredients (once)",
+        config=STRONG_CPU + ",extra_pool", kind="pool",
+        overrides=NO_TARGET + ("--config.stages.viper.step2_warmup_iterations=0",)),
+    Row("strong_cpu_recipe_extra_pool", "configs/viper_strong_cpu.py:"
+        "viper,extra_pool: the strong CPU recipe, large stage on reid_pool + "
+        "extra_pool", config=STRONG_CPU + ",direct", pool=POOL_STRONG_EXTRA,
+        pool_config=STRONG_CPU + ",extra_pool"),
+    Row("strong_extra_pool_no_target_training", "ImageNet -> reid_pool + "
+        "extra_pool with the strong-baseline ingredients, VIPeR not trained "
+        "(zero-shot)", pool=POOL_STRONG_EXTRA, overrides=BNNECK + NO_TARGET),
     Row(POOL_MOBILENET, "ImageNet -> reid_pool (large-set stage, once)",
         config=STAGED, kind="pool",
         overrides=NO_TARGET),
@@ -416,6 +437,11 @@ CLAIMS = (
      "the strong-baseline ingredients improve the staged method"),
     ("staged_strong_best", "best_cpu_recipe",
      "the strong-baseline ingredients improve the best CPU recipe"),
+    ("strong_cpu_recipe", "best_cpu_recipe",
+     "the strong CPU recipe (configs/viper_strong_cpu.py) > the best CPU "
+     "recipe (configs/viper_best_cpu.py)"),
+    ("strong_cpu_recipe", "staged_strong_no_target_training",
+     "the strong recipe's VIPeR stage helps (> its large stage alone)"),
     ("staged_method", "direct_method",
      "staged transfer (via a large Re-ID set) > direct"),
     ("staged_cir_top10", "staged_method", "CIR re-scoring helps SIR"),
@@ -456,6 +482,15 @@ CLAIMS = (
 # Settings of this project (not the paper's claims), compared the same way:
 # (better row, worse row, the choice).
 CHOICES = (
+    ("strong_cpu_recipe", "staged_strong_best",
+     "strong model: no CIR re-scoring > CIR top-10 (compared on the VIPeR "
+     "test splits)"),
+    ("strong_cpu_recipe_extra_pool", "strong_cpu_recipe",
+     "strong CPU recipe: reid_pool + extra_pool in the large stage > "
+     "reid_pool alone"),
+    ("strong_extra_pool_no_target_training",
+     "staged_strong_no_target_training",
+     "zero-shot: reid_pool + extra_pool > reid_pool alone"),
     ("staged_cotraining_lambda0.1", "staged_cotraining",
      "co-training: grdl_lambda 0.1 (cross-validated on reid_pool) > 0.01 "
      "(configs/viper_cotrain_cpu.py's default before)"),
