@@ -73,6 +73,8 @@ CASES = [
      PRID_SUMMARY),
     ("viper_best_cpu", "cuhk01,direct", "cuhk01", "cuhk01", _cuhk01,
      CUHK01_SUMMARY),
+    ("viper_strong_cpu", "prid2011,direct", "prid2011", "prid2011", _prid2011,
+     PRID_SUMMARY),
     ("staged_googlenet", "prid2011", "target", "prid_2011", _prid2011,
      PRID_SUMMARY),
     ("staged_googlenet", "cuhk01", "target", "CUHK01", _cuhk01,
@@ -92,7 +94,9 @@ def _shrunk(config, stage_name):
   config.train.log_every = 2
   target = config.stages[stage_name]
   target.update(dict(init="backbone", ids_per_batch=4, images_per_id=2,
-                     step1_iterations=1, step2_iterations=2, eval_every=0))
+                     step1_iterations=1, step2_iterations=2, eval_every=0,
+                     step2_warmup_iterations=min(
+                         target.step2_warmup_iterations, 1)))
   for name in list(config.stages.keys()):
     if name != stage_name:
       del config.stages[name]
