@@ -81,6 +81,9 @@ POOL_STEP1_CLASSIFIERS = "pool_mobilenet_v1_0.5_step1_classifiers"
 # Unsupervised VIPeR stage (pseudo labels, no VIPeR identities read for
 # training): configs/viper_cotrain_cpu.py:SUPERVISION,<pool run dir>.
 COTRAIN = "configs/viper_cotrain_cpu.py"
+# Unsupervised VIPeR stage by clustering (DBSCAN pseudo labels + cluster
+# memory): configs/viper_cluster_cpu.py:<pool run dir>.
+CLUSTER = "configs/viper_cluster_cpu.py"
 # The best CPU recipe.
 BEST = "configs/viper_best_cpu.py:viper"
 
@@ -370,6 +373,14 @@ ROWS = (
         "(cross-validated on reid_pool)", config=f"{COTRAIN}:cotraining",
         pool=POOL_MOBILENET, pool_in_config=True,
         overrides=("--config.stages.viper.unsupervised.grdl_lambda=0.1",)),
+    Row("staged_clustering", "ImageNet -> reid_pool -> VIPeR without "
+        "labels: 5 rounds of DBSCAN clustering + cluster memory "
+        "(configs/viper_cluster_cpu.py)", config=CLUSTER, pool=POOL_MOBILENET,
+        pool_in_config=True),
+    Row("strong_clustering", "ImageNet -> reid_pool with the strong-baseline "
+        "ingredients -> VIPeR without labels: 5 rounds of clustering "
+        "(configs/viper_cluster_cpu.py)", config=CLUSTER, pool=POOL_STRONG,
+        pool_in_config=True, overrides=BNNECK),
     Row("staged_self_training_1round", "self-training, 1 round",
         config=f"{COTRAIN}:self_training", pool=POOL_MOBILENET,
         pool_in_config=True, overrides=("--config.stages.viper.unsupervised.rounds=1",)),
@@ -477,6 +488,12 @@ CLAIMS = (
      "co-training at the cross-validated grdl_lambda 0.1"),
     ("staged_cotraining_lambda0.1", "staged_no_target_training",
      "unlabelled target: co-training (grdl_lambda 0.1) > direct transfer"),
+    ("staged_clustering", "staged_no_target_training",
+     "unlabelled target: clustering > direct transfer"),
+    ("staged_clustering", "staged_self_training",
+     "unlabelled target: clustering > self-training"),
+    ("strong_clustering", "staged_strong_no_target_training",
+     "unlabelled target, strong source model: clustering > direct transfer"),
 )
 
 # Settings of this project (not the paper's claims), compared the same way:
@@ -533,8 +550,8 @@ def run_dir(row: Row, split: int | None) -> str:
 def train_command(row: Row, split: int | None, workdir: str) -> list[str]:
   config = row.config
   pool_dir = run_dir(ROW_BY_NAME[row.pool], None) if row.pool else ""
-  if row.pool_in_config:
-    config += f",{pool_dir}"
+  if row.pool_in_config:  # "FILE.py:ARG,<pool>" or "FILE.py:<pool>"
+    config += f"{',' if ':' in config else ':'}{pool_dir}"
   command = [sys.executable, "-m", "keras_reid.train", f"--config={config}",
              f"--workdir={workdir}", *row.overrides]
   if split is not None:
