@@ -240,10 +240,10 @@ def read_rows(csv_path: str) -> list[Row]:
                      "`path,pid,camid[,split]` and one row per image.")
   if repeated:
     logging.warning(
-        "%s: %d row(s) repeat an earlier row of the same image (e.g. line "
-        "%d repeats line %d); each image is used once. Delete the repeated "
-        "rows to silence this.", csv_path, len(repeated), *repeated[0])
+        "manifest %r: %d row(s) repeat an earlier row of the same image "
+        "(e.g. line %d repeats line %d); each image is used once. Delete the "
+        "repeated rows to silence this.", csv_path, len(repeated), *repeated[0])
   if cleared:
-    logging.warning("%s: %d row(s) with only empty cells skipped.", csv_path,
-                    cleared)
+    logging.warning("manifest %r: %d row(s) with only empty cells skipped.",
+                    csv_path, cleared)
   return rows
