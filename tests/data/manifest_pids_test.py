@@ -49,7 +49,9 @@ def test_integer_pids_keep_values(tmp_path):
 def test_mixed_pids_reported(tmp_path, caplog):
   _write(tmp_path / "m.csv", [("a.jpg", "7", 0, "train"),
                               ("b.jpg", "alice", 1, "train"),
-                              ("c.jpg", "0", 1, "gallery")])
+                              ("c.jpg", "0", 1, "gallery"),
+                              ("q.jpg", "alice", 0, "query"),
+                              ("g.jpg", "alice", 1, "gallery")])
   ds = datasets.load_dataset("manifest", str(tmp_path / "m.csv"))
   assert ds.pid_names == {1: "7", 2: "alice"}
   assert ds.gallery[0].pid == 0

@@ -11,8 +11,9 @@ are, for the evaluator to treat.
 
 One module per layout family: market_style (Market-1501, DukeMTMC-reID,
 MSMT17, synthetic), two_camera (VIPeR, PRID 2011, CUHK01), cuhk03 and
-manifest (a user's own data); common holds what they share (finding the
-folder, parsing file names, the published counts).
+manifest (a user's own data; manifest_csv reads and checks its CSV);
+common holds what they share (finding the folder, parsing file names, the
+published counts).
 """
 
 from __future__ import annotations

@@ -6,7 +6,6 @@ and the mapping comes back as the dataset's pid_names.
 
 from __future__ import annotations
 
-import csv
 import os
 from typing import Iterable
 
@@ -14,10 +13,11 @@ from absl import logging
 
 from keras_reid.data import records as records_lib
 from keras_reid.data.datasets import common
+from keras_reid.data.datasets import manifest_csv
 from keras_reid.data.records import Record
 from keras_reid.data.records import ReidDataset
 
-_SPLITS = ("train", "query", "gallery")
+_SPLITS = manifest_csv.SPLITS
 
 
 def _int_or_none(name: str) -> int | None:
@@ -76,7 +76,12 @@ def manifest(root: str, *, split: int = 0, split_seed: int = 0
   integer or a name: names are numbered 1..N (the mapping is the dataset's
   pid_names) while -1 (junk, left out of training) and 0 (distractor) keep
   their meaning either way; camid an integer, -1 if unknown. Other columns
-  are ignored.
+  are ignored. The file is UTF-8 (a BOM is fine); what spreadsheets get
+  wrong (other encodings, short rows, empty pids, one image on rows that
+  disagree) is an error naming the line, repeated identical rows a counted
+  warning (`manifest_csv`). Query images need gallery images (a test split
+  with only one of them is an error); queries the evaluator will skip are a
+  counted warning.
 
   Tree (a folder without manifest.csv): `ROOT/<identity>/<images>`, or
   `ROOT/{train,query,gallery}/<identity>/<images>`; cameras unknown.
@@ -96,45 +101,83 @@ def manifest(root: str, *, split: int = 0, split_seed: int = 0
 
 
 def _read_csv(csv_path: str) -> ReidDataset:
-  base = os.path.dirname(csv_path)
-  rows = []
-  with open(csv_path, newline="") as f:
-    reader = csv.DictReader(f)
-    missing = {"path", "pid", "camid"} - set(reader.fieldnames or [])
-    if missing:
-      raise ValueError(
-          f"manifest {csv_path!r} lacks column(s) {sorted(missing)}; "
-          "expected a header `path,pid,camid[,split]`.")
-    for n, row in enumerate(reader, 2):
-      try:
-        camid = int(row["camid"]) if row["camid"].strip() else -1
-      except ValueError as e:
-        raise ValueError(f"manifest {csv_path!r} line {n}: camid "
-                         f"{row['camid']!r} is not an integer (-1 = "
-                         "unknown).") from e
-      sp = (row.get("split") or "train").strip().lower()
-      if sp not in _SPLITS:
-        raise ValueError(f"manifest {csv_path!r} line {n}: split {sp!r} is "
-                         f"not one of {list(_SPLITS)}.")
-      rows.append((os.path.join(base, row["path"].strip()),
-                   row["pid"].strip(), camid, sp))
+  rows = manifest_csv.read_rows(csv_path)
   if not rows:
     raise ValueError(f"manifest {csv_path!r} lists no images.")
-  to_int, names = _pid_map((r[1] for r in rows), csv_path)
+  to_int, names = _pid_map((r.pid for r in rows), csv_path)
   out = {s: [] for s in _SPLITS}
+  where = {s: [] for s in _SPLITS}
   junk_train = 0
-  for path, pid, camid, sp in rows:
-    if sp == "train" and to_int[pid] == records_lib.JUNK_PID:
+  for row in rows:
+    if row.split == "train" and to_int[row.pid] == records_lib.JUNK_PID:
       junk_train += 1  # a junk image cannot be a training class
       continue
-    out[sp].append(Record(path, to_int[pid], camid))
+    out[row.split].append(Record(row.path, to_int[row.pid], row.camid))
+    where[row.split].append(f"line {row.line}")
   if junk_train:
     logging.warning("%s: %d training image(s) with the junk pid -1 left out "
                     "of training.", csv_path, junk_train)
   if not (out["query"] or out["gallery"]):
     common.check_nonempty("manifest", train=out["train"])
+  _check_evaluable(f"manifest {csv_path!r}", out["query"], out["gallery"],
+                   where["query"], names)
   return ReidDataset("manifest", out["train"], out["query"], out["gallery"],
                      names)
+
+
+def _check_evaluable(source: str, query: list[Record], gallery: list[Record],
+                     query_where: list[str], names: dict[int, str]) -> None:
+  """Refuses a test split without its other half; warns of skipped queries.
+
+  Query images without gallery images (or the reverse) would be trained on
+  and never evaluated: an error. The evaluator's rule (evaluation/ranking.py)
+  for the rest: a query's true matches are the gallery images of its pid,
+  junk (-1) never, and not those of its own camera when that is known; a
+  query without one is skipped and counted, and a split skipping every
+  query is refused (NoValidQueryError, by training before its first step).
+  The queries it will skip are a counted warning here, naming their lines.
+
+  Args:
+    source: the manifest, for messages.
+    query, gallery: the test records.
+    query_where: per query record, where it is listed ("line 7", a path).
+    names: int pid -> name for a manifest with named identities.
+
+  Raises:
+    ValueError: query images without any gallery image, or the reverse.
+  """
+  if bool(query) != bool(gallery):
+    has, lacks = ("query", "gallery") if query else ("gallery", "query")
+    raise ValueError(
+        f"{source}: {len(query or gallery)} {has} image(s) and no {lacks} "
+        f"image; a run would train and never evaluate. Add the {lacks} "
+        f"images (split={lacks}), or mark the {has} rows as train.")
+  cameras: dict[int, set[int]] = {}  # pid -> gallery cameras
+  for r in gallery:
+    cameras.setdefault(r.pid, set()).add(r.camid)
+  skipped = [
+      i for i, q in enumerate(query)
+      if q.pid == records_lib.JUNK_PID or not (cameras.get(q.pid, set()) - (
+          {q.camid} if q.camid != records_lib.UNKNOWN_CAMID else set()))]
+  if not skipped:
+    return
+  examples = ", ".join(
+      f"{query_where[i]} pid {names.get(query[i].pid, query[i].pid)!r}"
+      for i in skipped[:3])
+  why = (f"{len(skipped)} of {len(query)} query image(s) (e.g. {examples}) "
+         "have no gallery image of their identity other than from their own "
+         "camera (or are junk, pid -1)")
+  if len(skipped) == len(query):
+    # The evaluator's NoValidQueryError refuses it (training before its first
+    # step); the lines to fix are named here.
+    logging.warning(
+        "%s: %s, so no query can be scored: training and evaluation will "
+        "refuse this test split. Add gallery images of the query identities "
+        "(from another camera, or with camid -1), or fix the query pids and "
+        "camids.", source, why)
+  else:
+    logging.warning("%s: %s; the evaluation skips them and scores the other "
+                    "%d.", source, why, len(query) - len(skipped))
 
 
 def _read_tree(root: str) -> ReidDataset:
@@ -157,5 +200,7 @@ def _read_tree(root: str) -> ReidDataset:
   out = {s: [] for s in _SPLITS}
   for path, ident, sp in found:
     out[sp].append(Record(path, to_int[ident], records_lib.UNKNOWN_CAMID))
+  _check_evaluable(f"manifest folder {root!r}", out["query"], out["gallery"],
+                   [r.path for r in out["query"]], names)
   return ReidDataset("manifest", out["train"], out["query"], out["gallery"],
                      names)
