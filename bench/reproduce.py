@@ -771,6 +771,14 @@ def write_reports(results: dict[str, dict[int, dict]], runs: list[dict]) -> None
       "picked on these same test splits: there is no separate validation "
       "split, so the picked settings' numbers are optimistic.",
       "",
+      "Only runs at or after commit 91977ac are here: it fixed the fixed "
+      "augmented set's keys (they held each image's absolute path, so every "
+      "number depended on where the checkout and the data lay), which moved "
+      "every real-data number; the earlier runs and their table are kept in "
+      "bench/reproduction_runs_before_91977ac.json and "
+      "bench/reproduction_results_before_91977ac.md. Rows without numbers "
+      "have not been rerun since.",
+      "",
       "A split marked * ran from a working tree with uncommitted changes "
       "(its commit in bench/reproduction_runs.json ends in \"+dirty\"); "
       "those runs are being rerun at a clean commit.",
@@ -796,7 +804,7 @@ def write_reports(results: dict[str, dict[int, dict]], runs: list[dict]) -> None
     lines.append(
         f"| {row.name} | {row.what} | `{overrides or '-'}` | "
         f"{_splits_cell(by_split)} | " + " | ".join(cells)
-        + f" | {(sum(seconds) / len(seconds)) if seconds else float('nan'):.0f} |")
+        + f" | {f'{sum(seconds) / len(seconds):.0f}' if seconds else ''} |")
   lines += ["", "## The paper's claims, tested here", ""]
   lines += _claims_table(CLAIMS, results)
   lines += ["", "## Settings chosen here, tested the same way", "",
