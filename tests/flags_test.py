@@ -30,7 +30,11 @@ ENTRY_POINTS = {
     "keras_reid.data.inspect",
     "keras_reid.tools.convert_googlenet",
     "keras_reid.tools.select_grdl_lambda",
+    "keras_reid.gallery.embed_beam",
 }
+# Optional dependencies (their own environment, see requirements-beam.txt):
+# a library module that needs an absent one is not imported here.
+OPTIONAL_PACKAGES = ("apache_beam",)
 
 
 def _modules() -> list[tuple[str, str]]:
@@ -101,6 +105,9 @@ for module in {libraries!r}:
     importlib.import_module(module)
   except flags.Error as e:  # DuplicateFlagError and kin
     failed[module] = repr(e)
+  except ModuleNotFoundError as e:
+    if e.name not in {OPTIONAL_PACKAGES!r}:
+      raise
 print(json.dumps(failed))
 """
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3",

@@ -2,6 +2,8 @@
 
     python -m keras_reid.gallery build --embedder=EXPORT_DIR_OR_RUN \
         --images=FOLDER_OR_MANIFEST.csv --index=DIR [--index_type=flat]
+    python -m keras_reid.gallery build --embeddings='OUT/embeddings-*.parquet' \
+        --index=DIR      (the shards of python -m keras_reid.gallery.embed_beam)
     python -m keras_reid.gallery add --index=DIR --images=FOLDER_OR_CSV
     python -m keras_reid.gallery remove --index=DIR [--images=...] PATHS...
     python -m keras_reid.gallery search --index=DIR [--k=10] \
@@ -33,6 +35,10 @@ _EMBEDDER = flags.DEFINE_string(
 _IMAGES = flags.DEFINE_string(
     "images", None, "A folder of images (searched recursively) or a CSV "
     "manifest with a `path` column and optional pid, camid, time columns.")
+_EMBEDDINGS = flags.DEFINE_string(
+    "embeddings", None, "build only, instead of --images: a glob of the "
+    "Parquet shards of python -m keras_reid.gallery.embed_beam (indexed "
+    "without embedding again; --embedder, if given, must be their model).")
 _INDEX_TYPE = flags.DEFINE_enum(
     "index_type", "flat", list(index_lib.INDEX_TYPES),
     "flat: exact inner product; ivfpq: inverted lists + product "
@@ -73,6 +79,7 @@ def main(argv: Sequence[str]) -> None:
         "-m keras_reid.gallery build --embedder=... --images=... --index=DIR")
   settings = commands.Settings(
       index=_INDEX.value, embedder=_EMBEDDER.value, images=_IMAGES.value,
+      embeddings=_EMBEDDINGS.value,
       index_type=_INDEX_TYPE.value, nlist=_NLIST.value, pq_m=_PQ_M.value,
       pq_bits=_PQ_BITS.value, nprobe=_NPROBE.value, refine=_REFINE.value,
       hnsw_m=_HNSW_M.value, ef_construction=_EF_CONSTRUCTION.value,

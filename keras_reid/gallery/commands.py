@@ -3,7 +3,9 @@
 
 `build` embeds with progress lines, in chunks kept under INDEX/pending (a
 rerun of a killed build continues), lists and skips unreadable images, and
-writes the index (keras_reid/gallery/index.py). `add` and `search` embed
+writes the index (keras_reid/gallery/index.py); or, given
+settings.embeddings, indexes the Parquet shards of the batch embedding
+pipeline (keras_reid/gallery/shards.py) without embedding again. `add` and `search` embed
 with the model the index was built with (or settings.embedder, which must be
 the same model). `search` prints each query's top k with distances, and a
 same-person decision when an evaluation report's threshold applies
@@ -21,6 +23,7 @@ from keras_reid.gallery import embedding_model
 from keras_reid.gallery import index as index_lib
 from keras_reid.gallery import ingestion
 from keras_reid.gallery import matching
+from keras_reid.gallery import shards
 
 COMMANDS = ("build", "add", "remove", "search")
 _OPTIONS = index_lib.IndexOptions()
@@ -36,6 +39,7 @@ class Settings:
   index: str
   embedder: str | None = None
   images: str | None = None
+  embeddings: str | None = None
   index_type: str = "flat"
   nlist: int | None = None
   pq_m: int | None = None
@@ -95,14 +99,36 @@ def _add(gallery, embedded) -> int:
                      camids=im.camids, times=im.times)
 
 
+def _from_shards(settings: Settings):
+  """(identity, Embedded) of the shards settings.embeddings."""
+  read = shards.read_shards(settings.embeddings)
+  identity = embedding_model.ModelIdentity(
+      read.model_source, embedding_model.SAVED_MODEL, read.model_id)
+  if settings.embedder:
+    given = _model(settings, None)
+    if given.model_id != read.model_id:
+      raise index_lib.ModelMismatchError(
+          f"--embedder {given.source!r} is model {given.model_id!r}; the "
+          f"shards {settings.embeddings!r} hold embeddings of model "
+          f"{read.model_id!r} ({read.model_source}). Leave --embedder out, "
+          "or embed the images again with this model.")
+  print(f"read {len(read.images)} embeddings from {len(read.files)} "
+        f"shard(s) of {settings.embeddings}", file=sys.stderr)
+  return identity, ingestion.Embedded(read.images, read.embeddings, [])
+
+
 def build(settings: Settings) -> None:
-  """Embeds settings.images and writes a new index into settings.index."""
+  """Embeds settings.images (or reads the shards settings.embeddings) and
+  writes a new index into settings.index."""
   if os.path.isfile(os.path.join(settings.index, index_lib.MANIFEST_FILE)):
     raise ValueError(f"--index {settings.index!r} already holds an index: "
                      "update it with add / remove, or build into a new "
                      "folder.")
-  identity = _model(settings, None)
-  embedded = _embed_images(settings, identity, identity.model_id)
+  if settings.embeddings:
+    identity, embedded = _from_shards(settings)
+  else:
+    identity = _model(settings, None)
+    embedded = _embed_images(settings, identity, identity.model_id)
   options = index_lib.IndexOptions(
       index_type=settings.index_type, nlist=settings.nlist, pq_m=settings.pq_m,
       pq_bits=settings.pq_bits, nprobe=settings.nprobe or _OPTIONS.nprobe,
@@ -195,8 +221,14 @@ def run(command: str, settings: Settings, args: Sequence[str] = ()) -> None:
                      f"got {command!r}.")
   if not settings.index:
     raise ValueError(f"{command}: --index=DIR is required.")
-  if command in ("build", "add") and not settings.images:
-    raise ValueError(f"{command}: --images=FOLDER_OR_CSV is required.")
+  if settings.embeddings and (command != "build" or settings.images):
+    raise ValueError("--embeddings=GLOB is an input of build only, instead "
+                     f"of --images (got {command}"
+                     f"{' with --images' if settings.images else ''}).")
+  if command in ("build", "add") and not (settings.images
+                                          or settings.embeddings):
+    raise ValueError(f"{command}: --images=FOLDER_OR_CSV is required"
+                     f"{' (or --embeddings=GLOB)' if command == 'build' else ''}.")
   if command in ("build", "add") and args:
     raise ValueError(f"{command} takes no positional arguments: {list(args)}")
   if command == "build":

@@ -4,7 +4,6 @@ The server is tensorflow_model_server when it is on PATH, else the test
 server of keras_reid.serving.test_server (same APIs, same SavedModel).
 """
 
-import importlib
 import os
 import shutil
 import socket
@@ -12,18 +11,14 @@ import subprocess
 import sys
 import time
 
-from absl import flags
-from absl.testing import flagsaver
 import numpy as np
 from PIL import Image
 import pytest
 import tensorflow as tf
 
+from keras_reid.serving.client import commands
 from keras_reid.serving.client import tf_serving as client
 from keras_reid.serving.test_server import model_server as test_server
-
-# The `python -m keras_reid.serving.client` entry point (defines its flags).
-client_main = importlib.import_module("keras_reid.serving.client.__main__")
 
 MODEL = "reid"
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
@@ -203,13 +198,14 @@ def _viper_bmp(image, path):
   return str(path)
 
 
-def _run_cli(capsys, server, *args, protocol="grpc", model=MODEL):
-  """(exit status, stdout, stderr) of the CLI's main in this process."""
-  if not flags.FLAGS.is_parsed():
-    flags.FLAGS.mark_as_parsed()
+def _run_cli(capsys, server, *args, protocol="grpc", model=MODEL,
+             output=None):
+  """(exit status, stdout, stderr) of `python -m keras_reid.serving.client
+  --server=... --model=... --protocol=... [--output=...] ARGS`, in process:
+  the command with the settings its flags would give."""
   target = server[0] if protocol == "grpc" else server[1]
-  with flagsaver.flagsaver(server=target, model=model, protocol=protocol):
-    status = client_main.main(["client"] + list(args))
+  status = commands.run(commands.Settings(
+      server=target, model=model, protocol=protocol, output=output), args)
   out = capsys.readouterr()
   return status, out.out, out.err
 
@@ -260,8 +256,7 @@ def test_cli_output_writes_the_vectors(server, exported, loaded, tmp_path,
   paths = [_write(tmp_path / f"{n}.png", image, "PNG")
            for n, image in enumerate(images)]
   output = tmp_path / "out" / f"vectors{ext}"
-  with flagsaver.flagsaver(output=str(output)):
-    status, out, err = _run_cli(capsys, server, *paths)
+  status, out, err = _run_cli(capsys, server, *paths, output=str(output))
   assert status == 0, err
   assert out.strip() == (f"wrote 3 embeddings of dimension 256 to {output}")
   want = loaded.signatures["serving_default"](images=tf.constant(images))[
@@ -274,8 +269,8 @@ def test_cli_output_writes_the_vectors(server, exported, loaded, tmp_path,
     assert data["paths"].tolist() == paths
   # Nothing but the file itself is left in its folder (atomic write).
   assert os.listdir(output.parent) == [output.name]
-  with flagsaver.flagsaver(output=f"{tmp_path}/v.csv"):
-    status, _, err = _run_cli(capsys, server, *paths)
+  status, _, err = _run_cli(capsys, server, *paths,
+                            output=f"{tmp_path}/v.csv")
   assert status == 1 and ".npy" in err and len(err.splitlines()) == 1
 
 
