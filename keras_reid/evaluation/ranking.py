@@ -1,11 +1,18 @@
 """SIR ranking metrics: CMC, mAP and mINP under the Market-1501 rules.
 
 The evaluation never sorts a full gallery row and never holds a full query x
-gallery matrix: queries are processed in chunks, each chunk's squared
+gallery matrix: queries are processed in blocks, each block's squared
 Euclidean distances come from one float32 GEMM, and for every query only the
 gallery values not farther than its farthest true match are sorted (usually a
 tiny fraction of the row). From the exact rank of every true match follow
 CMC (the rank of the first match), AP and INP (the rank of the last match).
+
+Memory: the blocks in flight (one per thread) hold at most
+`memory_budget_mb` of distances together, whatever the number of cores
+(MSMT17's 82,161-image gallery: 329 KB a query, so 256-query blocks on 64
+threads would need 5.4 GB; `block_size`). Besides them the evaluation
+holds the squared norms, per query its match columns, and where the
+features need it a conditioned copy of them (`condition_features`).
 
 Features of any model and any magnitude: the GEMM form a^2 + b^2 - 2ab
 overflows float32 for features ~1e20 and cancels when the features share an
@@ -94,6 +101,50 @@ def check_queries_usable(query_pids, query_camids, gallery_pids,
 # A function giving the [stop - start, G] float32 distances of queries
 # start..stop-1 to the (junk-free) gallery; smaller is closer.
 DistanceChunkFn = Callable[[int, int], np.ndarray]
+
+# Default bound on the distances held at once, all threads together.
+DEFAULT_MEMORY_BUDGET_MB = 512.0
+_DISTANCE_BYTES = np.dtype(np.float32).itemsize
+# What ranking one query takes besides its block, in distance rows (at
+# most: the candidates' columns, int64, their values and their order).
+_SCRATCH_ROWS = 5
+
+
+def block_size(num_gallery: int, num_threads: int, *, chunk_size: int = 256,
+               memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB) -> int:
+  """Queries per distance block: `chunk_size`, fewer where memory requires.
+
+  `num_threads` blocks of [block, num_gallery] float32 distances are in
+  flight at once, each with the scratch of ranking one of its queries (at
+  most 5 more rows); they must fit `memory_budget_mb` together. At least
+  one query per block, so a budget below num_threads x 6 rows is exceeded
+  by that much.
+
+  Args:
+    num_gallery: G, the gallery columns of every distance row.
+    num_threads: blocks evaluated concurrently.
+    chunk_size: the most queries per block (256 by default: larger blocks
+      measured no faster, bench/eval_msmt_results.md).
+    memory_budget_mb: MiB all blocks in flight may take together.
+
+  Returns:
+    The number of queries per block, in [1, chunk_size].
+
+  Raises:
+    ValueError: chunk_size or num_threads below 1, or memory_budget_mb not
+      a positive number.
+  """
+  if chunk_size < 1 or num_threads < 1:
+    raise ValueError(
+        f"chunk_size and num_threads must be >= 1, got {chunk_size} and "
+        f"{num_threads}.")
+  if not memory_budget_mb > 0:
+    raise ValueError(
+        f"memory_budget_mb must be a positive number of MiB, got "
+        f"{memory_budget_mb!r}; the default is {DEFAULT_MEMORY_BUDGET_MB}.")
+  row_bytes = max(num_gallery, 1) * _DISTANCE_BYTES * num_threads
+  fits = int(memory_budget_mb * 2**20 // row_bytes) - _SCRATCH_ROWS
+  return max(1, min(chunk_size, fits))
 
 
 _INT64_RANGE = (-2.0**63, 2.0**63)
@@ -398,8 +449,89 @@ def _match_ranks(row: np.ndarray, cols: np.ndarray) -> np.ndarray:
   return ranks
 
 
-def _evaluate_chunk(dist: np.ndarray, matches, removed):
-  """Per-query (first rank, AP, INP) for one chunk; None for skipped ones."""
+def _exact_match_ranks(row: np.ndarray, cols: np.ndarray, query: int,
+                       distances: "_FeatureDistances") -> np.ndarray:
+  """`_match_ranks` by the float64 distances, float32 settling the rest.
+
+  A valid item j and a match k whose float32 distances differ by more
+  than their error bounds (`_FeatureDistances.error_bounds`) are ordered
+  by them; closer pairs (near ties) are ordered by the float64 distances of
+  `reference.distance_matrix`, then by index. Every pair is thus ordered
+  as the float64 reference orders it, whatever rounding the float32 GEMM
+  of this block did.
+
+  Args:
+    row: [G] float32 distances of query `query`, invalid items +inf.
+    cols: [m] sorted int gallery columns of its true matches.
+    query: the query's row in the features.
+    distances: what computed `row`.
+
+  Returns:
+    [m] int64 ranks, ascending.
+  """
+  thr = row[cols]
+  thr64 = thr.astype(np.float64)
+  err = distances.error_bounds(query, cols)
+  reach = err + distances.max_error(query)
+  # Windows [lo, hi] beyond which float32 alone orders an item and a
+  # match, widened to float32 so that rows are compared as they are.
+  lo = _float32_outwards(thr64 - reach, -np.inf)
+  hi = _float32_outwards(thr64 + reach, np.inf)
+  candidates = np.flatnonzero(row <= hi.max())
+  values = row[candidates]
+  order = np.argsort(values, kind="stable")
+  values, candidates = values[order], candidates[order]
+  first = np.searchsorted(values, lo, side="left")  # all before: certain
+  sizes = np.searchsorted(values, hi, side="right") - first
+  ranks = first.astype(np.int64)
+  # (match k, item j in its window) pairs, a bounded number at a time.
+  ends = np.cumsum(sizes)
+  k0 = 0
+  while k0 < cols.size:
+    k1 = min(cols.size, max(k0 + 1, int(np.searchsorted(
+        ends, (ends[k0 - 1] if k0 else 0) + _PAIRS_AT_ONCE, side="right"))))
+    k = np.repeat(np.arange(k0, k1), sizes[k0:k1])
+    j = np.arange(k.size) + np.repeat(
+        first[k0:k1] - (ends[k0:k1] - sizes[k0:k1]) + (ends[k0 - 1] if k0
+                                                        else 0),
+        sizes[k0:k1])
+    col, value = candidates[j], values[j]
+    at = np.minimum(np.searchsorted(cols, col), cols.size - 1)
+    is_match = cols[at] == col
+    # Two matches need no true order (either way they hold the same two
+    # ranks), only a consistent one: (float32 distance, index).
+    before = (value < thr[k]) | ((value == thr[k]) & (col < cols[k]))
+    tie = ~is_match & (np.abs(value - thr64[k])
+                       <= err[k] + distances.error_bounds(query, col))
+    if tie.any():
+      kt, jt = k[tie], col[tie]
+      exact = distances.exact(query, np.concatenate([cols[kt], jt]))
+      mine, theirs = exact[:kt.size], exact[kt.size:]
+      before[tie] = (theirs < mine) | ((theirs == mine) & (jt < cols[kt]))
+    ranks[k0:k1] += np.bincount(k - k0, weights=before, minlength=k1 - k0
+                                ).astype(np.int64)
+    k0 = k1
+  ranks.sort()
+  return ranks
+
+
+def _float32_outwards(x: np.ndarray, direction: float) -> np.ndarray:
+  """float64 `x` as float32 one step further towards `direction` (+-inf):
+  beyond x whatever the rounding."""
+  return np.nextafter(x.astype(np.float32), np.float32(direction))
+
+
+def _evaluate_chunk(dist: np.ndarray, matches, removed, start: int = 0,
+                    distances: Optional["_FeatureDistances"] = None):
+  """Per-query (first rank, AP, INP) for one chunk; None for skipped ones.
+
+  Args:
+    dist: [n, G] float32 distances of queries start..start+n-1 (modified).
+    matches, removed: their `_match_lists` entries.
+    start: the first query's row.
+    distances: when `dist` came from features, what settles their near
+      ties exactly (`_exact_match_ranks`).
+  """
   out = []
   for i in range(dist.shape[0]):
     cols = matches[i]
@@ -409,7 +541,10 @@ def _evaluate_chunk(dist: np.ndarray, matches, removed):
     row = dist[i]
     if removed[i].size:
       row[removed[i]] = np.inf
-    ranks = _match_ranks(row, cols)
+    if distances is None:
+      ranks = _match_ranks(row, cols)
+    else:
+      ranks = _exact_match_ranks(row, cols, start + i, distances)
     precision = np.arange(1, ranks.size + 1) / (ranks + 1.0)
     out.append((int(ranks[0]), float(precision.mean()),
                 float(ranks.size / (ranks[-1] + 1.0))))
@@ -419,8 +554,10 @@ def _evaluate_chunk(dist: np.ndarray, matches, removed):
 def evaluate_distance_fn(dist_fn: DistanceChunkFn, num_queries: int,
                          query_pids, gallery_pids, query_camids, gallery_camids,
                          *, max_rank: int = 50, chunk_size: int = 256,
-                         num_threads: Optional[int] = None) -> dict:
-  """CMC / mAP / mINP from distances produced chunk by chunk.
+                         num_threads: Optional[int] = None,
+                         memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB
+                         ) -> dict:
+  """CMC / mAP / mINP from distances produced block by block.
 
   Args:
     dist_fn: (start, stop) -> [stop - start, G] float32 distances of those
@@ -432,11 +569,14 @@ def evaluate_distance_fn(dist_fn: DistanceChunkFn, num_queries: int,
     query_pids, gallery_pids: [Q], [G] ints (-1 junk, 0 distractor).
     query_camids, gallery_camids: [Q], [G] ints (-1 unknown).
     max_rank: length of the CMC curve.
-    chunk_size: queries per chunk (memory ~ 2 x threads x chunk x G x 4 B).
-    num_threads: chunks evaluated concurrently, each by one thread that
+    chunk_size: the most queries per block; results do not depend on it.
+    num_threads: blocks evaluated concurrently, each by one thread that
       computes (BLAS on one thread) and ranks it (NumPy releases the GIL in
-      the GEMM and the sorts); default: the number of CPUs. 1: chunk after
-      chunk, the GEMM on every BLAS thread.
+      the GEMM and the sorts); default: the number of CPUs. 1: block after
+      block, the GEMM on every BLAS thread.
+    memory_budget_mb: MiB the distance blocks in flight may take together
+      (threads x block x G x 4 bytes); the blocks shrink to fit
+      (`block_size`). What `dist_fn` allocates besides is not counted.
 
   Returns:
     See `evaluate_features`.
@@ -449,6 +589,10 @@ def evaluate_distance_fn(dist_fn: DistanceChunkFn, num_queries: int,
                                   gallery_camids)
   _check_some_query_usable(matches, query_pids, gallery_pids)
   junk = np.nonzero(gallery_pids == records.JUNK_PID)[0]
+  num_threads = num_threads or os.cpu_count() or 1
+  chunk_size = block_size(gallery_pids.shape[0], num_threads,
+                          chunk_size=chunk_size,
+                          memory_budget_mb=memory_budget_mb)
 
   def run(start: int):
     stop = min(start + chunk_size, num_queries)
@@ -459,10 +603,10 @@ def evaluate_distance_fn(dist_fn: DistanceChunkFn, num_queries: int,
           f"expected {(stop - start, gallery_pids.shape[0])}.")
     if junk.size:
       dist[:, junk] = np.inf
-    return _evaluate_chunk(dist, matches[start:stop], removed[start:stop])
+    return _evaluate_chunk(dist, matches[start:stop], removed[start:stop],
+                           start, _feature_distances(dist_fn))
 
   starts = range(0, num_queries, chunk_size)
-  num_threads = num_threads or os.cpu_count() or 1
   if num_threads > 1 and len(starts) > 1:
     # Every thread computes and ranks its own chunks, its GEMM on one BLAS
     # thread: a GEMM threaded over every core stalls on the core a ranking
@@ -500,7 +644,9 @@ def _summarize(per_query, max_rank: int) -> dict:
 def evaluate_features(query_features, gallery_features, query_pids,
                       gallery_pids, query_camids, gallery_camids, *,
                       max_rank: int = 50, chunk_size: int = 256,
-                      num_threads: Optional[int] = None) -> dict:
+                      num_threads: Optional[int] = None,
+                      memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB
+                      ) -> dict:
   """SIR evaluation: Euclidean ranking, CMC, mAP and mINP.
 
   Args:
@@ -510,8 +656,12 @@ def evaluate_features(query_features, gallery_features, query_pids,
     query_pids, gallery_pids: [Q], [G] ints; -1 junk, 0 distractor.
     query_camids, gallery_camids: [Q], [G] ints, 0-based; -1 unknown.
     max_rank: length of the CMC curve.
-    chunk_size: queries per chunk; results do not depend on it.
-    num_threads: concurrent chunks; default: number of CPUs.
+    chunk_size: the most queries per block; results do not depend on it.
+    num_threads: concurrent blocks; default: number of CPUs.
+    memory_budget_mb: MiB the distance blocks in flight may take together
+      (`evaluate_distance_fn`). Besides them: the squared norms, and a
+      float32 copy of the features where they are not float32 or need a
+      shift or scale (`condition_features`).
 
   Returns:
     dict with "rank1", "rank5", "rank10", "rank20", "mAP", "mINP" (fractions;
@@ -533,7 +683,7 @@ def evaluate_features(query_features, gallery_features, query_pids,
   return evaluate_distance_fn(
       _distance_fn(qf, gf), qf.shape[0], query_pids, gallery_pids,
       query_camids, gallery_camids, max_rank=max_rank, chunk_size=chunk_size,
-      num_threads=num_threads)
+      num_threads=num_threads, memory_budget_mb=memory_budget_mb)
 
 
 def features_distance_fn(query_features, gallery_features) -> DistanceChunkFn:
@@ -557,18 +707,73 @@ def features_distance_fn(query_features, gallery_features) -> DistanceChunkFn:
 
 def _distance_fn(qf: np.ndarray, gf: np.ndarray) -> DistanceChunkFn:
   """`features_distance_fn` of features `check_features` accepted."""
-  qf, gf, q_sq, g_sq = _condition(qf, gf)
+  return _FeatureDistances(qf, gf)
 
-  def dist_fn(start: int, stop: int) -> np.ndarray:
-    return squared_euclidean(qf[start:stop], gf, g_sq, q_sq[start:stop])
 
-  return dist_fn
+# Bytes of float64 rows `_FeatureDistances.exact` gathers at once.
+_EXACT_BLOCK_BYTES = 2**24
+# (match, near item) pairs `_exact_match_ranks` compares at once.
+_PAIRS_AT_ONCE = 2**13
+
+
+class _FeatureDistances:
+  """The DistanceChunkFn of features: float32 GEMM distances, their error
+  bounds, and float64 distances to settle near ties.
+
+  The float32 distances are those of the conditioned features
+  (`condition_features`); the float64 ones are `reference.distance_matrix`'s
+  of the features as given (the same sums, so bit-identical), which the
+  reference ranks by.
+  """
+
+  def __init__(self, qf: np.ndarray, gf: np.ndarray):
+    self._given = (qf, gf)
+    self._qf, self._gf, self._q_sq, self._g_sq = _condition(qf, gf)
+    # |float32 distance - exact| <= gamma_D (|q|^2 + |g|^2 + 2 |q||g|)
+    # + 3 u (the same) for the dot product's and the norms' rounding in
+    # any summation order (Higham, Accuracy and Stability, 3.1; u = 2**-24,
+    # gamma_D = D u / (1 - D u)) and the three additions; (D + 8) u also
+    # covers the float32 rounding of float64 features (2 u) and the float64
+    # reference's own error.
+    self._unit = (qf.shape[1] + 8) * 2.0**-24
+    self._q_norm = np.sqrt(self._q_sq.astype(np.float64))
+    self._g_norm = np.sqrt(self._g_sq.astype(np.float64))
+    self._g_norm_max = float(self._g_norm.max()) if self._g_norm.size else 0.0
+
+  def __call__(self, start: int, stop: int) -> np.ndarray:
+    return squared_euclidean(self._qf[start:stop], self._gf, self._g_sq,
+                             self._q_sq[start:stop])
+
+  def error_bounds(self, query: int, cols: np.ndarray) -> np.ndarray:
+    """[m] float64 bounds on the float32 distances' errors (their units)."""
+    return self._unit * (self._q_norm[query] + self._g_norm[cols])**2
+
+  def max_error(self, query: int) -> float:
+    """The largest of `error_bounds(query, ...)` over the gallery."""
+    return self._unit * (self._q_norm[query] + self._g_norm_max)**2
+
+  def exact(self, query: int, cols: np.ndarray) -> np.ndarray:
+    """[m] float64 squared distances of query `query` to gallery `cols`."""
+    qf, gf = self._given
+    q = qf[query].astype(np.float64)
+    out = np.empty(cols.size, np.float64)
+    step = max(1, _EXACT_BLOCK_BYTES // (8 * gf.shape[1]))
+    for s in range(0, cols.size, step):
+      diff = np.subtract(gf[cols[s:s + step]], q, dtype=np.float64)
+      out[s:s + step] = np.einsum("ij,ij->i", diff, diff)
+    return out
+
+
+def _feature_distances(dist_fn) -> Optional[_FeatureDistances]:
+  return dist_fn if isinstance(dist_fn, _FeatureDistances) else None
 
 
 def evaluate_distances(distances, query_pids, gallery_pids, query_camids,
                        gallery_camids, *, max_rank: int = 50,
                        chunk_size: int = 256,
-                       num_threads: Optional[int] = None) -> dict:
+                       num_threads: Optional[int] = None,
+                       memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB
+                       ) -> dict:
   """Like `evaluate_features` for a precomputed [Q, G] distance matrix.
 
   Used for re-ranked or CIR distances (smaller = more similar). The input is
@@ -590,7 +795,7 @@ def evaluate_distances(distances, query_pids, gallery_pids, query_camids,
   return evaluate_distance_fn(
       dist_fn, distances.shape[0], query_pids, gallery_pids, query_camids,
       gallery_camids, max_rank=max_rank, chunk_size=chunk_size,
-      num_threads=num_threads)
+      num_threads=num_threads, memory_budget_mb=memory_budget_mb)
 
 
 def top_k(distances_or_fn, num_queries: int, k: int,
@@ -701,7 +906,8 @@ def scored_rankings(dist_fn: DistanceChunkFn, num_queries: int, query_pids,
           f"expected {(stop - start, num_gallery)}.")
     raw = np.array(dist, np.float32)  # _evaluate_chunk overwrites dist
     dist[:, junk] = np.inf
-    scores = _evaluate_chunk(dist, matches[start:stop], removed[start:stop])
+    scores = _evaluate_chunk(dist, matches[start:stop], removed[start:stop],
+                             start, _feature_distances(dist_fn))
     for i, q in enumerate(range(start, stop)):
       if scores[i] is not None:
         first_match[q], ap[q] = scores[i][0], scores[i][1]
