@@ -296,7 +296,9 @@ def _common_centre(qf: np.ndarray, gf: np.ndarray) -> Optional[np.ndarray]:
 
 
 def _squared_norms(x: np.ndarray) -> np.ndarray:
-  return np.einsum("ij,ij->i", x, x)
+  """[N] squared norms of float32 rows, summed in float64 (accurate to
+  float32's rounding, which `_FeatureDistances.error_bounds` counts on)."""
+  return np.einsum("ij,ij->i", x, x, dtype=np.float64).astype(x.dtype)
 
 
 def condition_features(query_features, gallery_features):
@@ -423,102 +425,127 @@ def true_matches(query_pids, query_camids, gallery_pids,
                                     gallery_pids, gallery_camids))[0]
 
 
-def _match_ranks(row: np.ndarray, cols: np.ndarray) -> np.ndarray:
-  """0-based ranks of the gallery items `cols` in `row` (invalid = +inf).
-
-  Rank = number of valid items ordered before it by (distance, index). Only
-  the values not beyond the farthest match are sorted.
-
-  Args:
-    row: [G] float32 distances, invalid items set to +inf.
-    cols: [m] sorted int gallery columns of the true matches.
-
-  Returns:
-    [m] int64 ranks, ascending.
-  """
-  thr = row[cols]
-  candidates = row[row <= thr.max()]
-  candidates.sort()
-  less = np.searchsorted(candidates, thr, side="left")
-  equal = np.searchsorted(candidates, thr, side="right") - less
-  ranks = less.astype(np.int64)
-  for k in np.nonzero(equal > 1)[0]:
-    # Rare exact tie: items with the same distance and a smaller index first.
-    ranks[k] += np.count_nonzero(row[:cols[k]] == thr[k])
-  ranks.sort()
-  return ranks
-
-
-def _exact_match_ranks(row: np.ndarray, cols: np.ndarray, query: int,
-                       distances: "_FeatureDistances") -> np.ndarray:
-  """`_match_ranks` by the float64 distances, float32 settling the rest.
-
-  A valid item j and a match k whose float32 distances differ by more
-  than their error bounds (`_FeatureDistances.error_bounds`) are ordered
-  by them; closer pairs (near ties) are ordered by the float64 distances of
-  `reference.distance_matrix`, then by index. Every pair is thus ordered
-  as the float64 reference orders it, whatever rounding the float32 GEMM
-  of this block did.
-
-  Args:
-    row: [G] float32 distances of query `query`, invalid items +inf.
-    cols: [m] sorted int gallery columns of its true matches.
-    query: the query's row in the features.
-    distances: what computed `row`.
-
-  Returns:
-    [m] int64 ranks, ascending.
-  """
-  thr = row[cols]
-  thr64 = thr.astype(np.float64)
-  err = distances.error_bounds(query, cols)
-  reach = err + distances.max_error(query)
-  # Windows [lo, hi] beyond which float32 alone orders an item and a
-  # match, widened to float32 so that rows are compared as they are.
-  lo = _float32_outwards(thr64 - reach, -np.inf)
-  hi = _float32_outwards(thr64 + reach, np.inf)
-  candidates = np.flatnonzero(row <= hi.max())
-  values = row[candidates]
-  order = np.argsort(values, kind="stable")
-  values, candidates = values[order], candidates[order]
-  first = np.searchsorted(values, lo, side="left")  # all before: certain
-  sizes = np.searchsorted(values, hi, side="right") - first
-  ranks = first.astype(np.int64)
-  # (match k, item j in its window) pairs, a bounded number at a time.
-  ends = np.cumsum(sizes)
-  k0 = 0
-  while k0 < cols.size:
-    k1 = min(cols.size, max(k0 + 1, int(np.searchsorted(
-        ends, (ends[k0 - 1] if k0 else 0) + _PAIRS_AT_ONCE, side="right"))))
-    k = np.repeat(np.arange(k0, k1), sizes[k0:k1])
-    j = np.arange(k.size) + np.repeat(
-        first[k0:k1] - (ends[k0:k1] - sizes[k0:k1]) + (ends[k0 - 1] if k0
-                                                        else 0),
-        sizes[k0:k1])
-    col, value = candidates[j], values[j]
-    at = np.minimum(np.searchsorted(cols, col), cols.size - 1)
-    is_match = cols[at] == col
-    # Two matches need no true order (either way they hold the same two
-    # ranks), only a consistent one: (float32 distance, index).
-    before = (value < thr[k]) | ((value == thr[k]) & (col < cols[k]))
-    tie = ~is_match & (np.abs(value - thr64[k])
-                       <= err[k] + distances.error_bounds(query, col))
-    if tie.any():
-      kt, jt = k[tie], col[tie]
-      exact = distances.exact(query, np.concatenate([cols[kt], jt]))
-      mine, theirs = exact[:kt.size], exact[kt.size:]
-      before[tie] = (theirs < mine) | ((theirs == mine) & (jt < cols[kt]))
-    ranks[k0:k1] += np.bincount(k - k0, weights=before, minlength=k1 - k0
-                                ).astype(np.int64)
-    k0 = k1
-  ranks.sort()
-  return ranks
-
-
 def _float32_outwards(x: np.ndarray, direction: float) -> np.ndarray:
   """float64 `x` as float32 one step further towards `direction` (+-inf):
   beyond x whatever the rounding."""
   return np.nextafter(x.astype(np.float32), np.float32(direction))
+
+
+def _block_ranks(dist: np.ndarray, matches, removed, start: int,
+                 distances: Optional["_FeatureDistances"]):
+  """0-based ranks of every true match of a block's queries.
+
+  Rank = number of valid items ordered before the match. Distances from
+  a DistanceChunkFn are ordered by (distance, gallery index), like a
+  stable argsort of the row. Distances of features (`distances` given) are
+  ordered as the float64 reference orders them: an item and a match whose
+  float32 distances differ by more than their error bounds
+  (`_FeatureDistances.error_bounds`) by those, closer pairs (near ties) by
+  their float64 distances (`_FeatureDistances.exact`, those of
+  `reference.distance_matrix`), then by index. Per query only the values
+  not beyond the farthest match's window are sorted.
+
+  Args:
+    dist: [n, G] float32 distances of queries start..start+n-1, invalid
+      items +inf (modified: same-camera items set to +inf).
+    matches, removed: their `_match_lists` entries.
+    start: the first query's row.
+    distances: what computed `dist` from features, or None.
+
+  Returns:
+    (used, counts, ranks): the block rows of the queries with matches,
+    their numbers of matches, and [sum(counts)] int64 ranks, query by
+    query, ascending within each.
+  """
+  used = [i for i in range(dist.shape[0]) if matches[i].size]
+  for i in used:
+    if removed[i].size:
+      dist[i, removed[i]] = np.inf
+  counts = np.array([matches[i].size for i in used], np.int64)
+  if not used:
+    return used, counts, np.zeros(0, np.int64)
+  rows = np.repeat(np.array(used), counts)
+  cols = np.concatenate([matches[i] for i in used])
+  thr = dist[rows, cols]
+  thr64 = thr.astype(np.float64)
+  if distances is None:
+    err = np.zeros(cols.size)
+    lo = hi = thr  # the window of a match: its exact ties
+  else:
+    err = distances.error_bounds(start + rows, cols)
+    reach = err + distances.max_errors(start + rows)
+    # Beyond [lo, hi] float32 alone orders an item and the match; widened
+    # to float32 so that rows are compared as they are.
+    lo = _float32_outwards(thr64 - reach, -np.inf)
+    hi = _float32_outwards(thr64 + reach, np.inf)
+  ends = np.cumsum(counts)
+  begins = ends - counts
+  hi_max = np.maximum.reduceat(hi, begins)
+  ranks = np.empty(cols.size, np.int64)
+  keys = rows * dist.shape[1] + cols  # ascending
+  pending = []
+
+  def settle(k, values, items):
+    """Adds to ranks[k] the window items (values, items) ordered before."""
+    item_keys = rows[k] * dist.shape[1] + items
+    at = np.minimum(np.searchsorted(keys, item_keys), keys.size - 1)
+    # Two matches need no true order (either way they hold the same two
+    # ranks), only a consistent one: (float32 distance, index).
+    before = (values < thr[k]) | ((values == thr[k]) & (items < cols[k]))
+    if distances is not None:
+      tie = (keys[at] != item_keys) & (
+          np.abs(values - thr64[k])
+          <= err[k] + distances.error_bounds(start + rows[k], items))
+      if tie.any():
+        kt, it = k[tie], items[tie]
+        tied, which = np.unique(kt, return_inverse=True)
+        exact = distances.exact(
+            start + np.concatenate([rows[tied], rows[kt]]),
+            np.concatenate([cols[tied], it]))
+        mine, theirs = exact[:tied.size][which], exact[tied.size:]
+        before[tie] = (theirs < mine) | ((theirs == mine) & (it < cols[kt]))
+    np.add.at(ranks, k[before], 1)
+
+  num_pending = 0
+  for u, i in enumerate(used):
+    b, e = begins[u], ends[u]
+    row = dist[i]
+    candidates = np.flatnonzero(row <= hi_max[u])
+    values = row[candidates]
+    ranks[b:e] = np.searchsorted(np.sort(values), lo[b:e], side="left")
+    # The candidates in some window (few): the last window starting at or
+    # before a value holds it if the windows up to it reach that far.
+    by_lo = np.argsort(lo[b:e], kind="stable")
+    last = np.searchsorted(lo[b:e][by_lo], values, side="right") - 1
+    near = np.flatnonzero(values <= np.maximum.accumulate(hi[b:e][by_lo])[
+        np.maximum(last, 0)])
+    near = near[last[near] >= 0]
+    order = np.argsort(values[near], kind="stable")
+    values, candidates = values[near][order], candidates[near][order]
+    first = np.searchsorted(values, lo[b:e], side="left")
+    sizes = np.searchsorted(values, hi[b:e], side="right") - first
+    size_ends = np.cumsum(sizes)
+    # The (match, window item) pairs, a bounded number at a time.
+    k0 = 0
+    while k0 < e - b:
+      done = size_ends[k0 - 1] if k0 else 0
+      k1 = min(e - b, max(k0 + 1, int(np.searchsorted(
+          size_ends, done + _PAIRS_AT_ONCE, side="right"))))
+      sz = sizes[k0:k1]
+      j = np.arange(size_ends[k1 - 1] - done) + np.repeat(
+          first[k0:k1] - (size_ends[k0:k1] - sz - done), sz)
+      pending.append((np.repeat(np.arange(b + k0, b + k1), sz), values[j],
+                      candidates[j]))
+      num_pending += j.size
+      if num_pending >= _PAIRS_AT_ONCE:
+        settle(*map(np.concatenate, zip(*pending)))
+        pending, num_pending = [], 0
+      k0 = k1
+  if pending:
+    settle(*map(np.concatenate, zip(*pending)))
+  # Ascending within each query.
+  ranks = ranks[np.lexsort((ranks, rows))]
+  return used, counts, ranks
 
 
 def _evaluate_chunk(dist: np.ndarray, matches, removed, start: int = 0,
@@ -530,24 +557,19 @@ def _evaluate_chunk(dist: np.ndarray, matches, removed, start: int = 0,
     matches, removed: their `_match_lists` entries.
     start: the first query's row.
     distances: when `dist` came from features, what settles their near
-      ties exactly (`_exact_match_ranks`).
+      ties exactly (`_block_ranks`).
   """
-  out = []
-  for i in range(dist.shape[0]):
-    cols = matches[i]
-    if cols.size == 0:
-      out.append(None)
-      continue
-    row = dist[i]
-    if removed[i].size:
-      row[removed[i]] = np.inf
-    if distances is None:
-      ranks = _match_ranks(row, cols)
-    else:
-      ranks = _exact_match_ranks(row, cols, start + i, distances)
-    precision = np.arange(1, ranks.size + 1) / (ranks + 1.0)
-    out.append((int(ranks[0]), float(precision.mean()),
-                float(ranks.size / (ranks[-1] + 1.0))))
+  used, counts, ranks = _block_ranks(dist, matches, removed, start, distances)
+  out = [None] * dist.shape[0]
+  if not used:
+    return out
+  ends = np.cumsum(counts)
+  begins = ends - counts
+  position = np.arange(ranks.size) - np.repeat(begins, counts)
+  ap = np.add.reduceat((position + 1) / (ranks + 1.0), begins) / counts
+  inp = counts / (ranks[ends - 1] + 1.0)
+  for u, i in enumerate(used):
+    out[i] = (int(ranks[begins[u]]), float(ap[u]), float(inp[u]))
   return out
 
 
@@ -710,8 +732,8 @@ def _distance_fn(qf: np.ndarray, gf: np.ndarray) -> DistanceChunkFn:
   return _FeatureDistances(qf, gf)
 
 
-# Bytes of float64 rows `_FeatureDistances.exact` gathers at once.
-_EXACT_BLOCK_BYTES = 2**24
+# Bytes of float64 rows `_FeatureDistances.exact` gathers at once (in cache).
+_EXACT_BLOCK_BYTES = 2**18
 # (match, near item) pairs `_exact_match_ranks` compares at once.
 _PAIRS_AT_ONCE = 2**13
 
@@ -729,13 +751,16 @@ class _FeatureDistances:
   def __init__(self, qf: np.ndarray, gf: np.ndarray):
     self._given = (qf, gf)
     self._qf, self._gf, self._q_sq, self._g_sq = _condition(qf, gf)
-    # |float32 distance - exact| <= gamma_D (|q|^2 + |g|^2 + 2 |q||g|)
-    # + 3 u (the same) for the dot product's and the norms' rounding in
-    # any summation order (Higham, Accuracy and Stability, 3.1; u = 2**-24,
-    # gamma_D = D u / (1 - D u)) and the three additions; (D + 8) u also
-    # covers the float32 rounding of float64 features (2 u) and the float64
-    # reference's own error.
-    self._unit = (qf.shape[1] + 8) * 2.0**-24
+    # The float32 distance a + b - 2 q.g (`squared_euclidean`) of the
+    # norms a = |q|^2, b = |g|^2 rounded from float64 differs from the
+    # exact one by at most 2 gamma_D |q||g| (the dot product in any
+    # summation order; Higham, Accuracy and Stability, 3.1; u = 2**-24,
+    # gamma_D = D u / (1 - D u) <= (D + 1) u) + 3 u (|q| + |g|)^2 (the two
+    # norms' and two additions' rounding); 8 u covers besides the float32
+    # rounding of float64 features (2 u) and the float64 reference's own
+    # error.
+    self._dot_unit = 2.0 * (qf.shape[1] + 1) * 2.0**-24
+    self._norm_unit = 8.0 * 2.0**-24
     self._q_norm = np.sqrt(self._q_sq.astype(np.float64))
     self._g_norm = np.sqrt(self._g_sq.astype(np.float64))
     self._g_norm_max = float(self._g_norm.max()) if self._g_norm.size else 0.0
@@ -744,22 +769,27 @@ class _FeatureDistances:
     return squared_euclidean(self._qf[start:stop], self._gf, self._g_sq,
                              self._q_sq[start:stop])
 
-  def error_bounds(self, query: int, cols: np.ndarray) -> np.ndarray:
-    """[m] float64 bounds on the float32 distances' errors (their units)."""
-    return self._unit * (self._q_norm[query] + self._g_norm[cols])**2
+  def error_bounds(self, queries: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Float64 bounds on the errors of the float32 distances of queries
+    to gallery cols (broadcast; in the float32 distances' units)."""
+    return self._bound(self._q_norm[queries], self._g_norm[cols])
 
-  def max_error(self, query: int) -> float:
-    """The largest of `error_bounds(query, ...)` over the gallery."""
-    return self._unit * (self._q_norm[query] + self._g_norm_max)**2
+  def max_errors(self, queries: np.ndarray) -> np.ndarray:
+    """The largest of `error_bounds(queries, ...)` over the gallery."""
+    return self._bound(self._q_norm[queries], self._g_norm_max)
 
-  def exact(self, query: int, cols: np.ndarray) -> np.ndarray:
-    """[m] float64 squared distances of query `query` to gallery `cols`."""
+  def _bound(self, q_norm, g_norm):
+    return (self._dot_unit * q_norm * g_norm
+            + self._norm_unit * (q_norm + g_norm)**2)
+
+  def exact(self, queries: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """[m] float64 squared distances of queries[i] to gallery cols[i]."""
     qf, gf = self._given
-    q = qf[query].astype(np.float64)
     out = np.empty(cols.size, np.float64)
     step = max(1, _EXACT_BLOCK_BYTES // (8 * gf.shape[1]))
     for s in range(0, cols.size, step):
-      diff = np.subtract(gf[cols[s:s + step]], q, dtype=np.float64)
+      diff = np.subtract(gf[cols[s:s + step]], qf[queries[s:s + step]],
+                         dtype=np.float64)
       out[s:s + step] = np.einsum("ij,ij->i", diff, diff)
     return out
 
