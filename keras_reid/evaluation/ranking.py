@@ -14,6 +14,15 @@ threads would need 5.4 GB; `block_size`). Besides them the evaluation
 holds the squared norms, per query its match columns, and where the
 features need it a conditioned copy of them (`condition_features`).
 
+Exactly the float64 reference's ranking: a float32 distance is within a
+known bound of the exact one (`_FeatureDistances.error_bounds`, about
+D x 2**-23 |q||g|), so an item and a true match whose float32 distances
+differ by more than their two bounds are ordered by them, and the few
+closer pairs by their float64 distances, computed as
+`reference.distance_matrix` computes them. The scores of features thus
+equal the reference's (to the last bit of every rank), whatever rounding
+the GEMM of a block of any shape did (`_block_ranks`).
+
 Features of any model and any magnitude: the GEMM form a^2 + b^2 - 2ab
 overflows float32 for features ~1e20 and cancels when the features share an
 offset much larger than their spread (an untrained network's, or every
@@ -32,9 +41,10 @@ Rules (Market-1501, as in the official devkit and torchreid):
   * a query with no valid true match is skipped and counted.
 
 Ties: gallery items are ordered by (distance, gallery index), i.e. exactly
-like a stable argsort of the distance row with the junk columns removed. This
-is deterministic; with tied distances the result can depend on gallery order
-(like any sort-based evaluator), without ties it cannot.
+like a stable argsort of the distance row with the junk columns removed (for
+features: of the float64 distance row). This is deterministic; with tied
+distances the result can depend on gallery order (like any sort-based
+evaluator), without ties it cannot.
 """
 
 from __future__ import annotations
@@ -297,8 +307,10 @@ def _common_centre(qf: np.ndarray, gf: np.ndarray) -> Optional[np.ndarray]:
 
 def _squared_norms(x: np.ndarray) -> np.ndarray:
   """[N] squared norms of float32 rows, summed in float64 (accurate to
-  float32's rounding, which `_FeatureDistances.error_bounds` counts on)."""
-  return np.einsum("ij,ij->i", x, x, dtype=np.float64).astype(x.dtype)
+  float32's rounding, which `_FeatureDistances.error_bounds` counts on;
+  inf beyond float32, which `_condition` then scales)."""
+  with np.errstate(over="ignore"):
+    return np.einsum("ij,ij->i", x, x, dtype=np.float64).astype(x.dtype)
 
 
 def condition_features(query_features, gallery_features):
