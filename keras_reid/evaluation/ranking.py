@@ -133,8 +133,9 @@ def block_size(num_gallery: int, num_threads: int, *, chunk_size: int = 256,
   Args:
     num_gallery: G, the gallery columns of every distance row.
     num_threads: blocks evaluated concurrently.
-    chunk_size: the most queries per block (256 by default: larger blocks
-      measured no faster, bench/eval_msmt_results.md).
+    chunk_size: the most queries per block (256 by default; one block of
+      every query measured no faster at Market size,
+      bench/eval_msmt_results.md).
     memory_budget_mb: MiB all blocks in flight may take together.
 
   Returns:
