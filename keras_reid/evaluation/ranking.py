@@ -1,11 +1,27 @@
 """SIR ranking metrics: CMC, mAP and mINP under the Market-1501 rules.
 
 The evaluation never sorts a full gallery row and never holds a full query x
-gallery matrix: queries are processed in chunks, each chunk's squared
+gallery matrix: queries are processed in blocks, each block's squared
 Euclidean distances come from one float32 GEMM, and for every query only the
 gallery values not farther than its farthest true match are sorted (usually a
 tiny fraction of the row). From the exact rank of every true match follow
 CMC (the rank of the first match), AP and INP (the rank of the last match).
+
+Memory: the blocks in flight (one per thread) hold at most
+`memory_budget_mb` of distances together, whatever the number of cores
+(MSMT17's 82,161-image gallery: 329 KB a query, so 256-query blocks on 64
+threads would need 5.4 GB; `block_size`). Besides them the evaluation
+holds the squared norms, per query its match columns, and where the
+features need it a conditioned copy of them (`condition_features`).
+
+Exactly the float64 reference's ranking: a float32 distance is within a
+known bound of the exact one (`_FeatureDistances.error_bounds`, about
+D x 2**-23 |q||g|), so an item and a true match whose float32 distances
+differ by more than their two bounds are ordered by them, and the few
+closer pairs by their float64 distances, computed as
+`reference.distance_matrix` computes them. The scores of features thus
+equal the reference's (to the last bit of every rank), whatever rounding
+the GEMM of a block of any shape did (`_block_ranks`).
 
 Features of any model and any magnitude: the GEMM form a^2 + b^2 - 2ab
 overflows float32 for features ~1e20 and cancels when the features share an
@@ -25,9 +41,10 @@ Rules (Market-1501, as in the official devkit and torchreid):
   * a query with no valid true match is skipped and counted.
 
 Ties: gallery items are ordered by (distance, gallery index), i.e. exactly
-like a stable argsort of the distance row with the junk columns removed. This
-is deterministic; with tied distances the result can depend on gallery order
-(like any sort-based evaluator), without ties it cannot.
+like a stable argsort of the distance row with the junk columns removed (for
+features: of the float64 distance row). This is deterministic; with tied
+distances the result can depend on gallery order (like any sort-based
+evaluator), without ties it cannot.
 """
 
 from __future__ import annotations
@@ -94,6 +111,51 @@ def check_queries_usable(query_pids, query_camids, gallery_pids,
 # A function giving the [stop - start, G] float32 distances of queries
 # start..stop-1 to the (junk-free) gallery; smaller is closer.
 DistanceChunkFn = Callable[[int, int], np.ndarray]
+
+# Default bound on the distances held at once, all threads together.
+DEFAULT_MEMORY_BUDGET_MB = 512.0
+_DISTANCE_BYTES = np.dtype(np.float32).itemsize
+# What ranking one query takes besides its block, in distance rows (at
+# most: the candidates' columns, int64, their values and their order).
+_SCRATCH_ROWS = 5
+
+
+def block_size(num_gallery: int, num_threads: int, *, chunk_size: int = 256,
+               memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB) -> int:
+  """Queries per distance block: `chunk_size`, fewer where memory requires.
+
+  `num_threads` blocks of [block, num_gallery] float32 distances are in
+  flight at once, each with the scratch of ranking one of its queries (at
+  most 5 more rows); they must fit `memory_budget_mb` together. At least
+  one query per block, so a budget below num_threads x 6 rows is exceeded
+  by that much.
+
+  Args:
+    num_gallery: G, the gallery columns of every distance row.
+    num_threads: blocks evaluated concurrently.
+    chunk_size: the most queries per block (256 by default; one block of
+      every query measured no faster at Market size,
+      bench/eval_msmt_results.md).
+    memory_budget_mb: MiB all blocks in flight may take together.
+
+  Returns:
+    The number of queries per block, in [1, chunk_size].
+
+  Raises:
+    ValueError: chunk_size or num_threads below 1, or memory_budget_mb not
+      a positive number.
+  """
+  if chunk_size < 1 or num_threads < 1:
+    raise ValueError(
+        f"chunk_size and num_threads must be >= 1, got {chunk_size} and "
+        f"{num_threads}.")
+  if not memory_budget_mb > 0:
+    raise ValueError(
+        f"memory_budget_mb must be a positive number of MiB, got "
+        f"{memory_budget_mb!r}; the default is {DEFAULT_MEMORY_BUDGET_MB}.")
+  row_bytes = max(num_gallery, 1) * _DISTANCE_BYTES * num_threads
+  fits = int(memory_budget_mb * 2**20 // row_bytes) - _SCRATCH_ROWS
+  return max(1, min(chunk_size, fits))
 
 
 _INT64_RANGE = (-2.0**63, 2.0**63)
@@ -245,7 +307,11 @@ def _common_centre(qf: np.ndarray, gf: np.ndarray) -> Optional[np.ndarray]:
 
 
 def _squared_norms(x: np.ndarray) -> np.ndarray:
-  return np.einsum("ij,ij->i", x, x)
+  """[N] squared norms of float32 rows, summed in float64 (accurate to
+  float32's rounding, which `_FeatureDistances.error_bounds` counts on;
+  inf beyond float32, which `_condition` then scales)."""
+  with np.errstate(over="ignore"):
+    return np.einsum("ij,ij->i", x, x, dtype=np.float64).astype(x.dtype)
 
 
 def condition_features(query_features, gallery_features):
@@ -372,55 +438,161 @@ def true_matches(query_pids, query_camids, gallery_pids,
                                     gallery_pids, gallery_camids))[0]
 
 
-def _match_ranks(row: np.ndarray, cols: np.ndarray) -> np.ndarray:
-  """0-based ranks of the gallery items `cols` in `row` (invalid = +inf).
+def _float32_outwards(x: np.ndarray, direction: float) -> np.ndarray:
+  """float64 `x` as float32 one step further towards `direction` (+-inf):
+  beyond x whatever the rounding."""
+  return np.nextafter(x.astype(np.float32), np.float32(direction))
 
-  Rank = number of valid items ordered before it by (distance, index). Only
-  the values not beyond the farthest match are sorted.
+
+def _block_ranks(dist: np.ndarray, matches, removed, start: int,
+                 distances: Optional["_FeatureDistances"]):
+  """0-based ranks of every true match of a block's queries.
+
+  Rank = number of valid items ordered before the match. Distances from
+  a DistanceChunkFn are ordered by (distance, gallery index), like a
+  stable argsort of the row. Distances of features (`distances` given) are
+  ordered as the float64 reference orders them: an item and a match whose
+  float32 distances differ by more than their error bounds
+  (`_FeatureDistances.error_bounds`) by those, closer pairs (near ties) by
+  their float64 distances (`_FeatureDistances.exact`, those of
+  `reference.distance_matrix`), then by index. Per query only the values
+  not beyond the farthest match's window are sorted.
 
   Args:
-    row: [G] float32 distances, invalid items set to +inf.
-    cols: [m] sorted int gallery columns of the true matches.
+    dist: [n, G] float32 distances of queries start..start+n-1, invalid
+      items +inf (modified: same-camera items set to +inf).
+    matches, removed: their `_match_lists` entries.
+    start: the first query's row.
+    distances: what computed `dist` from features, or None.
 
   Returns:
-    [m] int64 ranks, ascending.
+    (used, counts, ranks): the block rows of the queries with matches,
+    their numbers of matches, and [sum(counts)] int64 ranks, query by
+    query, ascending within each.
   """
-  thr = row[cols]
-  candidates = row[row <= thr.max()]
-  candidates.sort()
-  less = np.searchsorted(candidates, thr, side="left")
-  equal = np.searchsorted(candidates, thr, side="right") - less
-  ranks = less.astype(np.int64)
-  for k in np.nonzero(equal > 1)[0]:
-    # Rare exact tie: items with the same distance and a smaller index first.
-    ranks[k] += np.count_nonzero(row[:cols[k]] == thr[k])
-  ranks.sort()
-  return ranks
-
-
-def _evaluate_chunk(dist: np.ndarray, matches, removed):
-  """Per-query (first rank, AP, INP) for one chunk; None for skipped ones."""
-  out = []
-  for i in range(dist.shape[0]):
-    cols = matches[i]
-    if cols.size == 0:
-      out.append(None)
-      continue
-    row = dist[i]
+  used = [i for i in range(dist.shape[0]) if matches[i].size]
+  for i in used:
     if removed[i].size:
-      row[removed[i]] = np.inf
-    ranks = _match_ranks(row, cols)
-    precision = np.arange(1, ranks.size + 1) / (ranks + 1.0)
-    out.append((int(ranks[0]), float(precision.mean()),
-                float(ranks.size / (ranks[-1] + 1.0))))
+      dist[i, removed[i]] = np.inf
+  counts = np.array([matches[i].size for i in used], np.int64)
+  if not used:
+    return used, counts, np.zeros(0, np.int64)
+  rows = np.repeat(np.array(used), counts)
+  cols = np.concatenate([matches[i] for i in used])
+  thr = dist[rows, cols]
+  thr64 = thr.astype(np.float64)
+  if distances is None:
+    err = np.zeros(cols.size)
+    lo = hi = thr  # the window of a match: its exact ties
+  else:
+    err = distances.error_bounds(start + rows, cols)
+    reach = err + distances.max_errors(start + rows)
+    # Beyond [lo, hi] float32 alone orders an item and the match; widened
+    # to float32 so that rows are compared as they are.
+    lo = _float32_outwards(thr64 - reach, -np.inf)
+    hi = _float32_outwards(thr64 + reach, np.inf)
+  ends = np.cumsum(counts)
+  begins = ends - counts
+  hi_max = np.maximum.reduceat(hi, begins)
+  ranks = np.empty(cols.size, np.int64)
+  keys = rows * dist.shape[1] + cols  # ascending
+  pending = []
+
+  def settle(k, values, items):
+    """Adds to ranks[k] the window items (values, items) ordered before."""
+    item_keys = rows[k] * dist.shape[1] + items
+    at = np.minimum(np.searchsorted(keys, item_keys), keys.size - 1)
+    # Two matches need no true order (either way they hold the same two
+    # ranks), only a consistent one: (float32 distance, index).
+    before = (values < thr[k]) | ((values == thr[k]) & (items < cols[k]))
+    if distances is not None:
+      tie = (keys[at] != item_keys) & (
+          np.abs(values - thr64[k])
+          <= err[k] + distances.error_bounds(start + rows[k], items))
+      if tie.any():
+        kt, it = k[tie], items[tie]
+        tied, which = np.unique(kt, return_inverse=True)
+        exact = distances.exact(
+            start + np.concatenate([rows[tied], rows[kt]]),
+            np.concatenate([cols[tied], it]))
+        mine, theirs = exact[:tied.size][which], exact[tied.size:]
+        before[tie] = (theirs < mine) | ((theirs == mine) & (it < cols[kt]))
+    np.add.at(ranks, k[before], 1)
+
+  num_pending = 0
+  for u, i in enumerate(used):
+    b, e = begins[u], ends[u]
+    row = dist[i]
+    candidates = np.flatnonzero(row <= hi_max[u])
+    values = row[candidates]
+    ranks[b:e] = np.searchsorted(np.sort(values), lo[b:e], side="left")
+    # The candidates in some window (few): the last window starting at or
+    # before a value holds it if the windows up to it reach that far.
+    by_lo = np.argsort(lo[b:e], kind="stable")
+    last = np.searchsorted(lo[b:e][by_lo], values, side="right") - 1
+    near = np.flatnonzero(values <= np.maximum.accumulate(hi[b:e][by_lo])[
+        np.maximum(last, 0)])
+    near = near[last[near] >= 0]
+    order = np.argsort(values[near], kind="stable")
+    values, candidates = values[near][order], candidates[near][order]
+    first = np.searchsorted(values, lo[b:e], side="left")
+    sizes = np.searchsorted(values, hi[b:e], side="right") - first
+    size_ends = np.cumsum(sizes)
+    # The (match, window item) pairs, a bounded number at a time.
+    k0 = 0
+    while k0 < e - b:
+      done = size_ends[k0 - 1] if k0 else 0
+      k1 = min(e - b, max(k0 + 1, int(np.searchsorted(
+          size_ends, done + _PAIRS_AT_ONCE, side="right"))))
+      sz = sizes[k0:k1]
+      j = np.arange(size_ends[k1 - 1] - done) + np.repeat(
+          first[k0:k1] - (size_ends[k0:k1] - sz - done), sz)
+      pending.append((np.repeat(np.arange(b + k0, b + k1), sz), values[j],
+                      candidates[j]))
+      num_pending += j.size
+      if num_pending >= _PAIRS_AT_ONCE:
+        settle(*map(np.concatenate, zip(*pending)))
+        pending, num_pending = [], 0
+      k0 = k1
+  if pending:
+    settle(*map(np.concatenate, zip(*pending)))
+  # Ascending within each query.
+  ranks = ranks[np.lexsort((ranks, rows))]
+  return used, counts, ranks
+
+
+def _evaluate_chunk(dist: np.ndarray, matches, removed, start: int = 0,
+                    distances: Optional["_FeatureDistances"] = None):
+  """Per-query (first rank, AP, INP) for one chunk; None for skipped ones.
+
+  Args:
+    dist: [n, G] float32 distances of queries start..start+n-1 (modified).
+    matches, removed: their `_match_lists` entries.
+    start: the first query's row.
+    distances: when `dist` came from features, what settles their near
+      ties exactly (`_block_ranks`).
+  """
+  used, counts, ranks = _block_ranks(dist, matches, removed, start, distances)
+  out = [None] * dist.shape[0]
+  if not used:
+    return out
+  ends = np.cumsum(counts)
+  begins = ends - counts
+  position = np.arange(ranks.size) - np.repeat(begins, counts)
+  ap = np.add.reduceat((position + 1) / (ranks + 1.0), begins) / counts
+  inp = counts / (ranks[ends - 1] + 1.0)
+  for u, i in enumerate(used):
+    out[i] = (int(ranks[begins[u]]), float(ap[u]), float(inp[u]))
   return out
 
 
 def evaluate_distance_fn(dist_fn: DistanceChunkFn, num_queries: int,
                          query_pids, gallery_pids, query_camids, gallery_camids,
                          *, max_rank: int = 50, chunk_size: int = 256,
-                         num_threads: Optional[int] = None) -> dict:
-  """CMC / mAP / mINP from distances produced chunk by chunk.
+                         num_threads: Optional[int] = None,
+                         memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB
+                         ) -> dict:
+  """CMC / mAP / mINP from distances produced block by block.
 
   Args:
     dist_fn: (start, stop) -> [stop - start, G] float32 distances of those
@@ -432,11 +604,14 @@ def evaluate_distance_fn(dist_fn: DistanceChunkFn, num_queries: int,
     query_pids, gallery_pids: [Q], [G] ints (-1 junk, 0 distractor).
     query_camids, gallery_camids: [Q], [G] ints (-1 unknown).
     max_rank: length of the CMC curve.
-    chunk_size: queries per chunk (memory ~ 2 x threads x chunk x G x 4 B).
-    num_threads: chunks evaluated concurrently, each by one thread that
+    chunk_size: the most queries per block; results do not depend on it.
+    num_threads: blocks evaluated concurrently, each by one thread that
       computes (BLAS on one thread) and ranks it (NumPy releases the GIL in
-      the GEMM and the sorts); default: the number of CPUs. 1: chunk after
-      chunk, the GEMM on every BLAS thread.
+      the GEMM and the sorts); default: the number of CPUs. 1: block after
+      block, the GEMM on every BLAS thread.
+    memory_budget_mb: MiB the distance blocks in flight may take together
+      (threads x block x G x 4 bytes); the blocks shrink to fit
+      (`block_size`). What `dist_fn` allocates besides is not counted.
 
   Returns:
     See `evaluate_features`.
@@ -449,6 +624,10 @@ def evaluate_distance_fn(dist_fn: DistanceChunkFn, num_queries: int,
                                   gallery_camids)
   _check_some_query_usable(matches, query_pids, gallery_pids)
   junk = np.nonzero(gallery_pids == records.JUNK_PID)[0]
+  num_threads = num_threads or os.cpu_count() or 1
+  chunk_size = block_size(gallery_pids.shape[0], num_threads,
+                          chunk_size=chunk_size,
+                          memory_budget_mb=memory_budget_mb)
 
   def run(start: int):
     stop = min(start + chunk_size, num_queries)
@@ -459,10 +638,10 @@ def evaluate_distance_fn(dist_fn: DistanceChunkFn, num_queries: int,
           f"expected {(stop - start, gallery_pids.shape[0])}.")
     if junk.size:
       dist[:, junk] = np.inf
-    return _evaluate_chunk(dist, matches[start:stop], removed[start:stop])
+    return _evaluate_chunk(dist, matches[start:stop], removed[start:stop],
+                           start, _feature_distances(dist_fn))
 
   starts = range(0, num_queries, chunk_size)
-  num_threads = num_threads or os.cpu_count() or 1
   if num_threads > 1 and len(starts) > 1:
     # Every thread computes and ranks its own chunks, its GEMM on one BLAS
     # thread: a GEMM threaded over every core stalls on the core a ranking
@@ -500,7 +679,9 @@ def _summarize(per_query, max_rank: int) -> dict:
 def evaluate_features(query_features, gallery_features, query_pids,
                       gallery_pids, query_camids, gallery_camids, *,
                       max_rank: int = 50, chunk_size: int = 256,
-                      num_threads: Optional[int] = None) -> dict:
+                      num_threads: Optional[int] = None,
+                      memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB
+                      ) -> dict:
   """SIR evaluation: Euclidean ranking, CMC, mAP and mINP.
 
   Args:
@@ -510,8 +691,12 @@ def evaluate_features(query_features, gallery_features, query_pids,
     query_pids, gallery_pids: [Q], [G] ints; -1 junk, 0 distractor.
     query_camids, gallery_camids: [Q], [G] ints, 0-based; -1 unknown.
     max_rank: length of the CMC curve.
-    chunk_size: queries per chunk; results do not depend on it.
-    num_threads: concurrent chunks; default: number of CPUs.
+    chunk_size: the most queries per block; results do not depend on it.
+    num_threads: concurrent blocks; default: number of CPUs.
+    memory_budget_mb: MiB the distance blocks in flight may take together
+      (`evaluate_distance_fn`). Besides them: the squared norms, and a
+      float32 copy of the features where they are not float32 or need a
+      shift or scale (`condition_features`).
 
   Returns:
     dict with "rank1", "rank5", "rank10", "rank20", "mAP", "mINP" (fractions;
@@ -533,7 +718,7 @@ def evaluate_features(query_features, gallery_features, query_pids,
   return evaluate_distance_fn(
       _distance_fn(qf, gf), qf.shape[0], query_pids, gallery_pids,
       query_camids, gallery_camids, max_rank=max_rank, chunk_size=chunk_size,
-      num_threads=num_threads)
+      num_threads=num_threads, memory_budget_mb=memory_budget_mb)
 
 
 def features_distance_fn(query_features, gallery_features) -> DistanceChunkFn:
@@ -557,18 +742,81 @@ def features_distance_fn(query_features, gallery_features) -> DistanceChunkFn:
 
 def _distance_fn(qf: np.ndarray, gf: np.ndarray) -> DistanceChunkFn:
   """`features_distance_fn` of features `check_features` accepted."""
-  qf, gf, q_sq, g_sq = _condition(qf, gf)
+  return _FeatureDistances(qf, gf)
 
-  def dist_fn(start: int, stop: int) -> np.ndarray:
-    return squared_euclidean(qf[start:stop], gf, g_sq, q_sq[start:stop])
 
-  return dist_fn
+# Bytes of float64 rows `_FeatureDistances.exact` gathers at once (in cache).
+_EXACT_BLOCK_BYTES = 2**18
+# (match, near item) pairs `_exact_match_ranks` compares at once.
+_PAIRS_AT_ONCE = 2**13
+
+
+class _FeatureDistances:
+  """The DistanceChunkFn of features: float32 GEMM distances, their error
+  bounds, and float64 distances to settle near ties.
+
+  The float32 distances are those of the conditioned features
+  (`condition_features`); the float64 ones are `reference.distance_matrix`'s
+  of the features as given (the same sums, so bit-identical), which the
+  reference ranks by.
+  """
+
+  def __init__(self, qf: np.ndarray, gf: np.ndarray):
+    self._given = (qf, gf)
+    self._qf, self._gf, self._q_sq, self._g_sq = _condition(qf, gf)
+    # The float32 distance a + b - 2 q.g (`squared_euclidean`) of the
+    # norms a = |q|^2, b = |g|^2 rounded from float64 differs from the
+    # exact one by at most 2 gamma_D |q||g| (the dot product in any
+    # summation order; Higham, Accuracy and Stability, 3.1; u = 2**-24,
+    # gamma_D = D u / (1 - D u) <= (D + 1) u) + 3 u (|q| + |g|)^2 (the two
+    # norms' and two additions' rounding); 8 u covers besides the float32
+    # rounding of float64 features (2 u) and the float64 reference's own
+    # error.
+    self._dot_unit = 2.0 * (qf.shape[1] + 1) * 2.0**-24
+    self._norm_unit = 8.0 * 2.0**-24
+    self._q_norm = np.sqrt(self._q_sq.astype(np.float64))
+    self._g_norm = np.sqrt(self._g_sq.astype(np.float64))
+    self._g_norm_max = float(self._g_norm.max()) if self._g_norm.size else 0.0
+
+  def __call__(self, start: int, stop: int) -> np.ndarray:
+    return squared_euclidean(self._qf[start:stop], self._gf, self._g_sq,
+                             self._q_sq[start:stop])
+
+  def error_bounds(self, queries: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Float64 bounds on the errors of the float32 distances of queries
+    to gallery cols (broadcast; in the float32 distances' units)."""
+    return self._bound(self._q_norm[queries], self._g_norm[cols])
+
+  def max_errors(self, queries: np.ndarray) -> np.ndarray:
+    """The largest of `error_bounds(queries, ...)` over the gallery."""
+    return self._bound(self._q_norm[queries], self._g_norm_max)
+
+  def _bound(self, q_norm, g_norm):
+    return (self._dot_unit * q_norm * g_norm
+            + self._norm_unit * (q_norm + g_norm)**2)
+
+  def exact(self, queries: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """[m] float64 squared distances of queries[i] to gallery cols[i]."""
+    qf, gf = self._given
+    out = np.empty(cols.size, np.float64)
+    step = max(1, _EXACT_BLOCK_BYTES // (8 * gf.shape[1]))
+    for s in range(0, cols.size, step):
+      diff = np.subtract(gf[cols[s:s + step]], qf[queries[s:s + step]],
+                         dtype=np.float64)
+      out[s:s + step] = np.einsum("ij,ij->i", diff, diff)
+    return out
+
+
+def _feature_distances(dist_fn) -> Optional[_FeatureDistances]:
+  return dist_fn if isinstance(dist_fn, _FeatureDistances) else None
 
 
 def evaluate_distances(distances, query_pids, gallery_pids, query_camids,
                        gallery_camids, *, max_rank: int = 50,
                        chunk_size: int = 256,
-                       num_threads: Optional[int] = None) -> dict:
+                       num_threads: Optional[int] = None,
+                       memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB
+                       ) -> dict:
   """Like `evaluate_features` for a precomputed [Q, G] distance matrix.
 
   Used for re-ranked or CIR distances (smaller = more similar). The input is
@@ -590,7 +838,7 @@ def evaluate_distances(distances, query_pids, gallery_pids, query_camids,
   return evaluate_distance_fn(
       dist_fn, distances.shape[0], query_pids, gallery_pids, query_camids,
       gallery_camids, max_rank=max_rank, chunk_size=chunk_size,
-      num_threads=num_threads)
+      num_threads=num_threads, memory_budget_mb=memory_budget_mb)
 
 
 def top_k(distances_or_fn, num_queries: int, k: int,
@@ -701,7 +949,8 @@ def scored_rankings(dist_fn: DistanceChunkFn, num_queries: int, query_pids,
           f"expected {(stop - start, num_gallery)}.")
     raw = np.array(dist, np.float32)  # _evaluate_chunk overwrites dist
     dist[:, junk] = np.inf
-    scores = _evaluate_chunk(dist, matches[start:stop], removed[start:stop])
+    scores = _evaluate_chunk(dist, matches[start:stop], removed[start:stop],
+                             start, _feature_distances(dist_fn))
     for i, q in enumerate(range(start, stop)):
       if scores[i] is not None:
         first_match[q], ap[q] = scores[i][0], scores[i][1]

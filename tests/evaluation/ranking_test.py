@@ -1,5 +1,7 @@
 """Tests for keras_reid.evaluation.ranking (with reference.py as the oracle)."""
 
+import tracemalloc
+
 import numpy as np
 import pytest
 
@@ -113,6 +115,93 @@ def test_chunked_equals_unchunked_and_threads():
   for chunk, threads in ((1, 1), (7, 2), (32, 2)):
     assert_same(ranking.evaluate_features(*data, chunk_size=chunk,
                                           num_threads=threads), full)
+
+
+def test_block_size_fits_the_memory_budget():
+  # 1 MiB over 2 threads of 1,000-wide float32 rows: 131 rows a thread,
+  # 5 of them the ranking's scratch.
+  assert ranking.block_size(1000, 2, memory_budget_mb=1.0) == 126
+  assert ranking.block_size(1000, 2, chunk_size=100, memory_budget_mb=1.0) == 100
+  assert ranking.block_size(1000, 1, memory_budget_mb=1.0) == 256
+  # MSMT17's gallery on 64 threads: 512 MiB hold 20 rows a block, not 256.
+  assert ranking.block_size(82161, 64) == 20
+  # Below one row per thread: one row (the budget cannot be met).
+  assert ranking.block_size(10**6, 8, memory_budget_mb=1.0) == 1
+  for bad in (0, -1.0, float("nan")):
+    with pytest.raises(ValueError, match="memory_budget_mb"):
+      ranking.block_size(1000, 2, memory_budget_mb=bad)
+  with pytest.raises(ValueError, match="chunk_size"):
+    ranking.block_size(1000, 2, chunk_size=0)
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_memory_budget_bounds_the_blocks_not_the_scores(threads):
+  rng = np.random.default_rng(6)
+  qf, gf, qp, gp, qc, gc = market_like(rng, noise=1.2)
+  keep = gp != -1
+  gf, gp, gc = gf[keep], gp[keep], gc[keep]
+  dist_fn = ranking.features_distance_fn(qf, gf)
+  blocks = []
+
+  def recording_fn(start, stop):
+    blocks.append(stop - start)
+    return dist_fn(start, stop)
+
+  one_block = ranking.evaluate_distance_fn(
+      dist_fn, len(qp), qp, gp, qc, gc, chunk_size=10_000, num_threads=1)
+  row_mb = gp.size * 4 / 2**20
+  for rows in (1, 5):
+    blocks.clear()
+    got = ranking.evaluate_distance_fn(
+        recording_fn, len(qp), qp, gp, qc, gc, num_threads=threads,
+        memory_budget_mb=(rows + 5.5) * threads * row_mb)
+    assert max(blocks) == rows and sum(blocks) == len(qp)
+    assert_same(got, one_block)  # bit-identical
+  assert_same(one_block, reference.evaluate_features(qf, gf, qp, gp, qc, gc),
+              exact=False)
+
+
+def test_peak_memory_follows_the_budget_not_the_gallery():
+  # A wide gallery and 2 threads: 256-query blocks would hold 2 x 256 x
+  # 20,000 x 4 B = 41 MB of distances; a 1 MiB budget keeps the whole
+  # evaluation's NumPy allocations (features checks, norms, match lists,
+  # blocks) under 4 MB.
+  rng = np.random.default_rng(7)
+  num_ids, num_gallery = 100, 20_000
+  g_pids = rng.integers(0, num_ids + 1, num_gallery)
+  gf = rng.normal(size=(num_gallery, 8)).astype(np.float32)
+  q_pids = rng.integers(1, num_ids + 1, 300)
+  qf = rng.normal(size=(300, 8)).astype(np.float32)
+  args = (qf, gf, q_pids, g_pids, rng.integers(0, 4, 300),
+          rng.integers(0, 4, num_gallery))
+  tracemalloc.start()
+  try:
+    got = ranking.evaluate_features(*args, num_threads=2, memory_budget_mb=1)
+    _, peak = tracemalloc.get_traced_memory()
+  finally:
+    tracemalloc.stop()
+  assert peak < 4 * 2**20, f"peak {peak / 2**20:.1f} MiB"
+  assert_same(got, ranking.evaluate_features(*args, num_threads=1,
+                                             chunk_size=10_000))
+
+
+def test_near_ties_are_ordered_as_the_float64_reference():
+  # A wide gallery of near-identical distances: float32 GEMMs of different
+  # block shapes round differently and reorder near-tied items; the
+  # metric follows the float64 distances wherever float32 cannot tell.
+  rng = np.random.default_rng(7)
+  num_gallery, num_queries = 20_000, 300
+  args = (rng.normal(size=(num_queries, 8)).astype(np.float32),
+          rng.normal(size=(num_gallery, 8)).astype(np.float32),
+          rng.integers(1, 101, num_queries), rng.integers(0, 101, num_gallery),
+          rng.integers(0, 4, num_queries), rng.integers(0, 4, num_gallery))
+  want = reference.evaluate_features(*args)
+  one_block = ranking.evaluate_features(*args, chunk_size=10_000,
+                                        num_threads=1)
+  assert_same(one_block, want, exact=False)
+  for chunk, threads in ((1, 1), (7, 2)):
+    assert_same(ranking.evaluate_features(*args, chunk_size=chunk,
+                                          num_threads=threads), one_block)
 
 
 def test_invariant_to_gallery_order():
