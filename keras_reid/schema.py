@@ -102,8 +102,8 @@ def stage_config(**overrides) -> config_dict.ConfigDict:
           # for self-training, the GRDL codes for co-training; the graph and
           # GRDL still see the raw features) before the nearest camera-A
           # neighbours. On VIPeR from the reid_pool model it raised
-          # co-training's label accuracy from 7.9% to 13.3% (lambda 0.1,
-          # bench/cotraining_results.md).
+          # co-training's label accuracy from 10.4% to 13.9% (lambda 0.1,
+          # splits 0-4, bench/cotraining_results.md).
           l2_normalize=False,
           # Co-training: fit each round's GRDL dictionary afresh (a random
           # draw of the round's images) instead of warm-starting it from
