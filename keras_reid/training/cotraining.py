@@ -274,7 +274,8 @@ def cross_validate_lambda(features: np.ndarray, pids,
 
   Splits the set with `first_image_split`, makes co-training labels with
   each lambda and the stage's other settings (unsupervised.graph_k,
-  grdl_atoms, grdl_iterations, pseudo_labels, soft_top_m, soft_temperature) and scores
+  grdl_atoms, grdl_iterations, pseudo_labels, soft_top_m, soft_temperature,
+  l2_normalize) and scores
   them against the true identities (`pseudo_labels.label_accuracy`); the
   self-training labels (feature space, no GRDL) are scored as the baseline.
 
