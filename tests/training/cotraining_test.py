@@ -438,6 +438,9 @@ def test_config_errors_name_the_key(tmp_path, source_run):
       (dict(unsupervised=dict(pseudo_labels="fuzzy")),
        r"stages.target.unsupervised.pseudo_labels='fuzzy'"),
       (dict(unsupervised=dict(rounds=0)), r"stages.target.unsupervised.rounds=0"),
+      (dict(unsupervised=dict(verification_pairs="confident")),
+       r"stages.target.unsupervised.verification_pairs='confident': expected "
+       r"one of \['all', 'none'\]"),
       (dict(unsupervised=dict(soft_temperature=0.0)),
        r"stages.target.unsupervised.soft_temperature=0.0"),
       (dict(step1_iterations=0, step2_iterations=0), r"step1_iterations \+ step2_iterations"),
