@@ -12,7 +12,7 @@ stage trains 0 iterations) gives the labelled images. A source stage that
 reads the target's own images (same dataset and folder) is refused.
 --config / --target name the unsupervised stage whose settings
 (stage.unsupervised: graph_k, grdl_atoms, grdl_iterations, pseudo_labels,
-soft_top_m, soft_temperature) are used. On the source's training images, each
+soft_top_m, soft_temperature, l2_normalize) are used. On the source's training images, each
 identity's first image plays camera A and its others camera B
 (`cotraining.first_image_split`); every lambda labels camera B through GRDL
 codes of the source model's features and is scored against the true

@@ -13,14 +13,17 @@ Each of its `rounds` rounds
      camera-A images (hard: the nearest, soft: a distribution over the
      top m), in Y for self-training, in the codes Z of graph-regularised
      dictionary learning on the cross-camera kNN graph of Y for
-     co-training (warm-started from the previous round's dictionary);
+     co-training (warm-started from the previous round's dictionary, or
+     fitted afresh with unsupervised.refit_dictionary); with
+     unsupervised.l2_normalize the neighbours are those of the
+     L2-normalised features / codes;
      for clustering, DBSCAN clusters of Y on the k-reciprocal Jaccard
      distance are the classes and DBSCAN's outliers are left out of the
      round (keras_reid.unsupervised.clustering),
   4. replaces the classifiers (num_A classes) and fine-tunes two-stepped
      (the stage's step1 / step2 settings) with classification on the
      (soft) labels and verification on pairs from them (K x M batches
-     grouped by label); a clustering round with
+     grouped by label; off with unsupervised.verification_pairs "none"); a clustering round with
      config.loss.cluster_memory_weight > 0 also trains on the InfoNCE loss
      over a memory of its cluster centroids (training.cluster_memory,
      checkpointed with the step).
@@ -50,6 +53,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 from ml_collections import config_dict
+import sklearn.preprocessing
 
 from keras_reid import config as config_lib
 from keras_reid import losses
@@ -76,6 +80,13 @@ from keras_reid.unsupervised import pseudo_labels
 SUPERVISIONS = ("labels", "self_training", "cotraining", "clustering")
 # stage.unsupervised.pseudo_labels: "soft" (top-m distribution) or "hard".
 PSEUDO_LABELS = ("soft", "hard")
+# stage.unsupervised.verification_pairs: the pairs of the pseudo-labelled
+# batches the verification loss trains on in the rounds. "all": every pair
+# (as a labelled stage); "none": config.loss.ver_weight is 0 in the rounds.
+# From the reid_pool model's VIPeR labels (bench/cotraining_results.md) about
+# half the classes hold only their camera-A image (a positive pair is then
+# one image twice) and most other positives are two different people.
+VERIFICATION_PAIRS = ("all", "none")
 
 
 def check_stage(name: str, stage: config_dict.ConfigDict,
@@ -105,6 +116,8 @@ def check_stage(name: str, stage: config_dict.ConfigDict,
   expect(stage.unsupervised.soft_top_m >= 1, "unsupervised.soft_top_m", ">= 1")
   expect(stage.unsupervised.soft_temperature > 0, "unsupervised.soft_temperature", "> 0")
   expect(stage.unsupervised.camera_a >= 0, "unsupervised.camera_a", "a camid >= 0")
+  expect(stage.unsupervised.verification_pairs in VERIFICATION_PAIRS,
+         "unsupervised.verification_pairs", f"one of {list(VERIFICATION_PAIRS)}")
   if stage.supervision == "cotraining":
     expect(stage.unsupervised.graph_k >= 1, "unsupervised.graph_k", ">= 1 cross-camera neighbours")
     expect(stage.unsupervised.grdl_lambda >= 0, "unsupervised.grdl_lambda", ">= 0")
@@ -186,8 +199,8 @@ def make_labels(features: np.ndarray, camids: np.ndarray,
     features: [N, dim] SIR features of the training images (record order).
     camids: [N] their camera ids; stage.unsupervised.camera_a is camera A.
     stage: the stage config (supervision; unsupervised.pseudo_labels,
-      soft_top_m, soft_temperature, graph_k, grdl_lambda, grdl_atoms,
-      grdl_iterations; for clustering cluster_eps, cluster_min_samples,
+      soft_top_m, soft_temperature, l2_normalize, graph_k, grdl_lambda,
+      grdl_atoms, grdl_iterations; for clustering cluster_eps, cluster_min_samples,
       cluster_k1, cluster_k2, cluster_camera_weight).
     seed: GRDL's initial dictionary draw when there is no warm start.
     init_dictionary: [dim, atoms] warm start (the previous round's).
@@ -218,6 +231,8 @@ def make_labels(features: np.ndarray, camids: np.ndarray,
                        init_dictionary=init_dictionary, callback=callback)
     space, dictionary, history = (result.codes, result.dictionary,
                                   list(result.objective))
+  if stage.unsupervised.l2_normalize:  # cosine neighbours in the label space
+    space = sklearn.preprocessing.normalize(space)
   if stage.unsupervised.pseudo_labels == "hard":
     labels = pseudo_labels.hard_pseudo_labels(space, is_a)
   else:
@@ -259,7 +274,8 @@ def cross_validate_lambda(features: np.ndarray, pids,
 
   Splits the set with `first_image_split`, makes co-training labels with
   each lambda and the stage's other settings (unsupervised.graph_k,
-  grdl_atoms, grdl_iterations, pseudo_labels, soft_top_m, soft_temperature) and scores
+  grdl_atoms, grdl_iterations, pseudo_labels, soft_top_m, soft_temperature,
+  l2_normalize) and scores
   them against the true identities (`pseudo_labels.label_accuracy`); the
   self-training labels (feature space, no GRDL) are scored as the baseline.
 
@@ -340,6 +356,33 @@ def load_labels(path: str, paths: list[str]) -> RoundLabels:
         centroids=data["centroids"] if "centroids" in data else None)
 
 
+def warm_start_dictionary(previous: str, stage: config_dict.ConfigDict,
+                          round_index: int, paths: list[str],
+                          dim: int) -> np.ndarray | None:
+  """GRDL's start dictionary for co-training round `round_index`.
+
+  Args:
+    previous: the previous round's labels file (save_labels').
+    stage: the stage config (supervision, unsupervised.refit_dictionary,
+      grdl_atoms).
+    round_index: r (1-based).
+    paths: the stage's training image paths (load_labels' check).
+    dim: the feature dimension.
+
+  Returns:
+    [dim, grdl_atoms] the previous round's dictionary; None (a fresh
+    random draw) in round 1, for self-training, with refit_dictionary, when
+    the file is missing or its dictionary has another shape.
+  """
+  if (stage.supervision != "cotraining" or round_index <= 1
+      or stage.unsupervised.refit_dictionary or not os.path.exists(previous)):
+    return None
+  warm = load_labels(previous, paths).dictionary
+  if warm is None or warm.shape != (dim, stage.unsupervised.grdl_atoms):
+    return None
+  return warm
+
+
 def extract_features(model: keras.Model, records: list[records_lib.Record],
                      config: config_dict.ConfigDict, *,
                      progress_label: str = "Embedding") -> np.ndarray:
@@ -382,13 +425,9 @@ def _make_round_labels(run: runner.TrainingRun, name: str,
   features = extract_features(
       model, records, run.config,
       progress_label=f"Stage {name!r} round {r}: embedding the training set")
-  previous = runs.round_labels_path(run.read_dir, name, r - 1)
-  warm = None
-  if stage.supervision == "cotraining" and r > 1 and os.path.exists(previous):
-    warm = load_labels(previous, paths).dictionary
-    if warm is not None and warm.shape != (features.shape[1],
-                                           stage.unsupervised.grdl_atoms):
-      warm = None
+  warm = warm_start_dictionary(
+      runs.round_labels_path(run.read_dir, name, r - 1), stage, r, paths,
+      features.shape[1])
 
   # GRDL may stop before its last iteration (converged); the lines stop there.
   grdl_progress = progress.make_progress(
@@ -482,6 +521,18 @@ def _memory_factory(config: config_dict.ConfigDict,
   return make
 
 
+def round_config(config: config_dict.ConfigDict,
+                 stage: config_dict.ConfigDict) -> config_dict.ConfigDict:
+  """The config a round's fine-tuning steps train with: `config`, with
+  config.loss.ver_weight 0 when unsupervised.verification_pairs is "none"
+  (a copy; `config` is not changed)."""
+  if stage.unsupervised.verification_pairs == "all":
+    return config
+  config = config.copy_and_resolve_references()
+  config.loss.ver_weight = 0.0
+  return config
+
+
 def run_stage(run: runner.TrainingRun, *, name: str,
               stage: config_dict.ConfigDict, stage_index: int,
               dataset: records_lib.ReidDataset,
@@ -570,4 +621,5 @@ def run_stage(run: runner.TrainingRun, *, name: str,
                                          seed + step.step, labels=labels)),
         start_model=(lambda model: model) if initialised else start,
         evaluate=evaluate,
-        make_memory=_memory_factory(config, stage, round_labels))
+        make_memory=_memory_factory(config, stage, round_labels),
+        config=round_config(config, stage))

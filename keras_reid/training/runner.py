@@ -84,7 +84,8 @@ def run_steps(run: TrainingRun, steps: list[loop.FineTuningStep], *,
               input_images_tag: str | None = None,
               make_memory: Callable[[loop.FineTuningStep],
                                     cluster_memory.ClusterMemory | None]
-              | None = None) -> None:
+              | None = None,
+              config: config_dict.ConfigDict | None = None) -> None:
   """Runs (or resumes) the fine-tuning steps of one stage or round.
 
   Args:
@@ -103,7 +104,10 @@ def run_steps(run: TrainingRun, steps: list[loop.FineTuningStep], *,
       under this tag (None = no pictures).
     make_memory: step -> its cluster memory at the step's start (or None),
       called under the strategy's scope ("clustering" rounds).
+    config: the config the steps train with (default run.config), e.g. an
+      unsupervised round's with the verification loss off.
   """
+  config = run.config if config is None else config
   for step in steps:
     step.global_iteration_offset = run.iterations_done
     run.iterations_done += step.iterations
@@ -121,7 +125,7 @@ def run_steps(run: TrainingRun, steps: list[loop.FineTuningStep], *,
       loop.write_input_images(run.writer, sample["images"].numpy(),
                               input_images_tag, step.global_iteration_offset)
     checkpoint = loop.run_fine_tuning_step(
-        model, step, make_dataset=dataset_factory, config=run.config,
+        model, step, make_dataset=dataset_factory, config=config,
         strategy=run.strategy, workdir=run.workdir,
         restore_dir=run.restore_dir, writer=run.writer, evaluate=evaluate,
         memory=memory)

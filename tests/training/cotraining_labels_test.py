@@ -8,6 +8,9 @@ camera-A image; soft: top-m with the temperature of
 pseudo_labels.soft_pseudo_labels' docstring). A make_labels that labelled
 from Y would give other labels, which the test checks as well.
 
+The options of issue 27 (unsupervised.l2_normalize, refit_dictionary,
+verification_pairs) against NumPy / hand oracles.
+
 Also: configs/viper_cotrain_cpu.py's grdl_lambda is the one the recorded
 cross-validation on the labelled source selected
 (bench/cotraining_results.md).
@@ -119,6 +122,87 @@ def test_soft_cotraining_labels_top_m_and_temperature_in_z(codes_are_z):
                                                    temperature=0.5))
   assert sharp.labels[1, 0] == pytest.approx(
       math.exp(-16) / (1 + math.exp(-16)), rel=1e-4)
+
+
+# unsupervised.l2_normalize: codes (and features) whose nearest camera-A
+# image by angle is another than by Euclidean distance. Record order and
+# cameras as above (A0, B0, A1, B1, A2).
+#                     A0         B0         A1         B1          A2
+Z_ANGLE = np.array([[1., 0.], [2., .5], [10., 1.], [.3, .5], [0., 5.]])
+# Squared distances to A0, A1, A2 by hand:
+#   B0 (2, .5): 1.25, 64.25, 24.25 -> A0;  B1 (.3, .5): .74, 92.41, 20.29 -> A0.
+# Angles (degrees) of A0, A1, A2: 0, 5.7, 90:
+#   B0 at 14.0 -> A1 (8.3 off);  B1 at 59.0 -> A2 (31.0 off).
+EUCLIDEAN = [0, 0, 1, 0, 2]
+COSINE = [0, 1, 1, 2, 2]
+
+
+def _nearest_a_by_angle(space, is_a):
+  """NumPy oracle: each camera-B row's camera-A class of largest cosine."""
+  unit = space / np.linalg.norm(space, axis=1, keepdims=True)
+  labels = np.empty(len(space), np.int64)
+  labels[is_a] = np.arange(is_a.sum())
+  labels[~is_a] = (unit[~is_a] @ unit[is_a].T).argmax(axis=1)
+  return labels
+
+
+@pytest.mark.parametrize("supervision", ["cotraining", "self_training"])
+def test_l2_normalize_labels_by_angle(monkeypatch, supervision):
+  def fake_grdl(features, lap, num_atoms, lam, **kwargs):
+    del features, lap, num_atoms, lam, kwargs
+    return grdl.GRDLResult(
+        dictionary=np.eye(2), codes=Z_ANGLE.copy(), objective=[1.0],
+        objective_after_dictionary=[], iterations=0, converged=True,
+        seconds=[])
+
+  monkeypatch.setattr(grdl, "grdl", fake_grdl)
+  # Self-training labels from the features: give it Z_ANGLE as features.
+  features = Y if supervision == "cotraining" else Z_ANGLE
+  is_a = CAMIDS == 3
+  assert _nearest_a_by_angle(Z_ANGLE, is_a).tolist() == COSINE
+  stage = _stage(supervision, "hard")
+  raw = cotraining.make_labels(features, CAMIDS, stage)
+  np.testing.assert_array_equal(raw.labels, EUCLIDEAN)  # today's default
+  stage.unsupervised.l2_normalize = True
+  normalised = cotraining.make_labels(features, CAMIDS, stage)
+  np.testing.assert_array_equal(normalised.labels, COSINE)
+  # Soft labels rank by the same normalised distances.
+  stage.unsupervised.pseudo_labels = "soft"
+  soft = cotraining.make_labels(features, CAMIDS, stage)
+  np.testing.assert_array_equal(soft.labels.argmax(axis=1), COSINE)
+
+
+def test_refit_dictionary_drops_the_previous_rounds_warm_start(tmp_path):
+  paths = [f"img{i}.png" for i in range(5)]
+  previous = str(tmp_path / "cotrain" / "viper" / "round1.npz")
+  dictionary = np.arange(6.0).reshape(3, 2)
+  cotraining.save_labels(previous, cotraining.RoundLabels(
+      labels=np.zeros(5, np.int64), is_a=CAMIDS == 3, dictionary=dictionary,
+      objective=[1.0]), paths)
+  stage = _stage("cotraining", "hard")  # grdl_atoms=2
+  warm = cotraining.warm_start_dictionary(previous, stage, 2, paths, dim=3)
+  np.testing.assert_array_equal(warm, dictionary)  # today's default
+  for r, dim in ((1, 3), (2, 4)):  # round 1; a dictionary of another shape
+    assert cotraining.warm_start_dictionary(previous, stage, r, paths,
+                                            dim) is None
+  stage.unsupervised.refit_dictionary = True
+  assert cotraining.warm_start_dictionary(previous, stage, 2, paths,
+                                          dim=3) is None
+  assert cotraining.warm_start_dictionary(
+      previous, _stage("self_training", "hard"), 2, paths, dim=3) is None
+
+
+def test_verification_pairs_none_turns_the_verification_loss_off():
+  config = schema.base_config()
+  config.loss.ver_weight = 3.0
+  stage = _stage("cotraining", "hard")
+  assert stage.unsupervised.verification_pairs == "all"  # today's default
+  assert cotraining.round_config(config, stage) is config
+  stage.unsupervised.verification_pairs = "none"
+  off = cotraining.round_config(config, stage)
+  assert off.loss.ver_weight == 0.0 and config.loss.ver_weight == 3.0
+  off.loss.ver_weight = config.loss.ver_weight
+  assert off.to_dict() == config.to_dict()  # nothing else changed
 
 
 def test_viper_cotrain_lambda_is_the_cross_validated_one():

@@ -127,10 +127,59 @@ def test_rounds_end_to_end(tmp_path, source_run, supervision):
   tags = _tags(os.path.join(workdir, "tensorboard"))
   assert len(tags["cotrain/label_accuracy"]) == 2
   assert len(tags["eval/rank1"]) == 3  # before round 1, 2 and at the end
+  assert "loss/ver" in tags  # unsupervised.verification_pairs "all"
   if supervision == "cotraining":
     assert len(tags["cotrain/target/round2/grdl_objective"]) >= 2
   model, _ = restore.restore_training_model(workdir)
   assert model.get_layer("classifier").get_weights()[0].shape[-1] == num_a
+
+
+def test_issue27_options_in_the_rounds(tmp_path, source_run, monkeypatch):
+  """l2_normalize, refit_dictionary and verification_pairs="none" reach the
+  rounds: round 2's GRDL starts from no dictionary, its labels are those of
+  the normalised codes, and no round trains the verification loss."""
+  root, source = source_run
+  config = _target_config(root, source, "cotraining", unsupervised=dict(
+      rounds=2, graph_k=3, grdl_atoms=8, grdl_iterations=3, soft_top_m=3,
+      pseudo_labels="hard", l2_normalize=True, refit_dictionary=True,
+      verification_pairs="none"))
+  starts = []
+  grdl_fn = cotraining.grdl.grdl
+
+  def recording_grdl(*args, **kwargs):
+    starts.append(kwargs.get("init_dictionary"))
+    return grdl_fn(*args, **kwargs)
+
+  monkeypatch.setattr(cotraining.grdl, "grdl", recording_grdl)
+  workdir = str(tmp_path / "run")
+  stages.train(config, workdir)
+  assert starts == [None, None]  # fresh in round 2 too (today: round 1's)
+
+  progress = runs.Progress.load(workdir)
+  dataset = from_config.load_stage_dataset(config.stages.target, config)
+  camids = np.array([r.camid for r in dataset.train])
+  is_a = camids == 0
+  after_round1 = restore.rebuild_model(config, int(is_a.sum()),
+                                       progress.finished[1].checkpoint)
+  features = cotraining.extract_features(after_round1, dataset.train, config)
+  codes = cotraining.grdl.grdl(
+      features, cotraining.graph.laplacian(
+          cotraining.graph.cross_camera_knn_graph(features, is_a, k=3)),
+      8, config.stages.target.unsupervised.grdl_lambda, max_iter=3,
+      seed=cotraining._round_seed(config, 0, 2)).codes
+  unit = codes / np.linalg.norm(codes, axis=1, keepdims=True)
+  want = np.empty(len(camids), np.int64)  # NumPy oracle: nearest by angle
+  want[is_a] = np.arange(is_a.sum())
+  want[~is_a] = (unit[~is_a] @ unit[is_a].T).argmax(axis=1)
+  saved2 = cotraining.load_labels(
+      runs.round_labels_path(workdir, "target", 2),
+      [r.path for r in dataset.train])
+  np.testing.assert_array_equal(saved2.labels, want)
+
+  tags = _tags(os.path.join(workdir, "tensorboard"))
+  assert "loss/cls" in tags and "loss/ver" not in tags
+  with open(os.path.join(workdir, "config.json")) as f:
+    assert json.load(f)["loss"]["ver_weight"] > 0  # the run's config as given
 
 
 # Clustering the tiny source model's features of domain "b" (16 training
@@ -205,6 +254,7 @@ def test_clustering_rounds_end_to_end(tmp_path, source_run):
   assert len(tags["cotrain/cluster_pairwise_precision"]) == 2
   assert "loss/cluster_memory" in tags
   assert len(tags["eval/rank1"]) == 3  # before round 1, 2 and at the end
+  assert "loss/ver" in tags  # unsupervised.verification_pairs "all"
   model, _ = restore.restore_training_model(workdir)
   assert (model.get_layer("classifier").get_weights()[0].shape[-1]
           == saved[1].num_classes)
@@ -388,6 +438,9 @@ def test_config_errors_name_the_key(tmp_path, source_run):
       (dict(unsupervised=dict(pseudo_labels="fuzzy")),
        r"stages.target.unsupervised.pseudo_labels='fuzzy'"),
       (dict(unsupervised=dict(rounds=0)), r"stages.target.unsupervised.rounds=0"),
+      (dict(unsupervised=dict(verification_pairs="confident")),
+       r"stages.target.unsupervised.verification_pairs='confident': expected "
+       r"one of \['all', 'none'\]"),
       (dict(unsupervised=dict(soft_temperature=0.0)),
        r"stages.target.unsupervised.soft_temperature=0.0"),
       (dict(step1_iterations=0, step2_iterations=0), r"step1_iterations \+ step2_iterations"),
