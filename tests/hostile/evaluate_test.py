@@ -15,6 +15,12 @@ Guaranteed, for features and ids from any model or file:
     or value and the fix, by the library (`ranking.evaluate_features`,
     `feature_files.evaluate_arrays`, `feature_files.load_feature_file`) and
     by the command line as one "error: ..." line with exit status 1.
+
+For a run (`--workdir`) whose final checkpoint is cut short (its data file
+truncated): the model is restored from the previous checkpoint the step's
+CheckpointManager kept, with exactly the weights of that checkpoint, and
+the command line says so in one line naming the bad file and the checkpoint
+used instead.
 """
 
 from __future__ import annotations
@@ -28,9 +34,11 @@ import sys
 import numpy as np
 import pytest
 
+from keras_reid import runs
 from keras_reid.evaluation import feature_files
 from keras_reid.evaluation import ranking
 from keras_reid.evaluation import reference
+from tests.hostile import tiny_run
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
@@ -234,6 +242,47 @@ def test_huge_features_scored_by_the_command_line(tmp_path):
   assert proc.returncode == 0, proc.stderr
   with open(tmp_path / "x.json") as f:
     _assert_same_scores(json.load(f), _reference(arrays))
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+  return tiny_run.trained(str(tmp_path_factory.getbasetemp() / "tiny_run"))
+
+
+def _weights(model):
+  return [w.numpy() for w in model.weights]
+
+
+@pytest.mark.slow
+def test_truncated_final_checkpoint_falls_back_to_the_previous(tiny,
+                                                               tmp_path):
+  # Imported here: the tests above stay TensorFlow-free.
+  from keras_reid.models import restore  # pylint: disable=g-import-not-at-top
+  broken = tiny_run.copy(tiny, str(tmp_path / "run"))
+  bad = tiny_run.truncate(tiny_run.data_file(broken, 4))
+  model, config = restore.restore_training_model(broken)
+  num_classes = runs.Progress.load(tiny).last.num_classes
+  step2 = os.path.join(tiny, tiny_run.STEP2)
+  previous = _weights(restore.rebuild_model(config, num_classes,
+                                            os.path.join(step2, "ckpt-2")))
+  final = _weights(restore.rebuild_model(config, num_classes,
+                                         os.path.join(step2, "ckpt-4")))
+  got = _weights(model)
+  assert all(np.array_equal(a, b) for a, b in zip(got, previous))
+  assert not all(np.array_equal(a, b) for a, b in zip(got, final))
+
+  out = tmp_path / "eval.json"
+  proc = _evaluate_cli(f"--workdir={broken}", f"--output_json={out}")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  said = [line for line in proc.stderr.splitlines() if "unreadable" in line]
+  assert len(said) == 1, proc.stderr[-3000:]
+  assert (f"Checkpoint file {bad} is unreadable (cut short" in said[0]
+          and "using the previous checkpoint "
+          f"{os.path.join(broken, tiny_run.STEP2, 'ckpt-2')} (iteration 2) "
+          "instead." in said[0]), said
+  assert "Traceback" not in proc.stderr
+  with open(out) as f:
+    assert 0 <= json.load(f)["rank1"] <= 1
 
 
 if __name__ == "__main__":
