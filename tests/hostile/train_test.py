@@ -152,7 +152,8 @@ def test_command_line_prints_one_line(tmp_path):
   assert proc.returncode == 1
   assert proc.stderr.strip().splitlines() == [
       "error: Dataset option allow_incomplete='no' of market1501: expected "
-      "true or false (in any case), e.g. allow_incomplete=true."]
+      "true or false (in any case), e.g. allow_incomplete=true. "
+      "(--verbosity=1 shows the traceback)"]
 
 
 def _environment(**settings):

@@ -74,6 +74,12 @@ class SavedModelRepository:
   def __init__(self, models: Mapping[str, str]):
     self._models: dict[str, dict[int, tuple]] = {}
     for name, base in models.items():
+      if not os.path.isdir(base):
+        raise FileNotFoundError(
+            f"Model base path {base!r} of model {name!r} "
+            + ("is a file" if os.path.exists(base) else "does not exist")
+            + "; expected a folder with numeric version subfolders, as "
+            "python -m keras_reid.export --export_dir=<base path> writes.")
       versions = {}
       for entry in os.listdir(base):
         path = os.path.join(base, entry)
@@ -368,7 +374,8 @@ def serve(models: Mapping[str, str], *, host: str = "127.0.0.1",
     The running TestServer, with the ports it bound.
 
   Raises:
-    OSError: a port is in use (the message names it) or cannot be bound.
+    OSError: a port is in use (the message names it) or cannot be bound; a
+      model's base path is not a folder (FileNotFoundError, naming it).
     ValueError: a model's base path has no SavedModel version folder.
   """
   # gRPC sets SO_REUSEPORT by default: a second server on a port in use
