@@ -12,7 +12,8 @@ a signature_name that is not a string, JSON nested deeper than an input can
 be, ragged lists, leaves of the wrong type and base64 that does not decode are
 HTTP 400 with TF-Serving's {"error": "<reason>"} naming the reason (they
 dropped the connection, or bad base64 was decoded leniently to other bytes),
-and the server keeps serving.
+and the server keeps serving. A model base path that does not exist or is a
+file is one line naming it.
 Loopback only (127.0.0.1); every server started here is shut down.
 """
 
@@ -165,6 +166,19 @@ def test_serve_refuses_a_port_in_use_and_frees_the_other(model_base, running,
   with socket.socket() as s:
     s.bind((HOST, other))
   _assert_serves(running)
+
+
+@pytest.mark.parametrize("kind", ["missing", "file"])
+def test_a_base_path_that_is_no_folder_is_one_line(tmp_path, kind):
+  base = tmp_path / "export" / MODEL
+  if kind == "file":
+    base.parent.mkdir()
+    base.write_text("not a folder")
+  error = _error_line(*_second_server(tmp_path, base, 0, 0))
+  what = "does not exist" if kind == "missing" else "is a file"
+  assert error.startswith(f"error: Model base path '{base}' of model "
+                          f"'{MODEL}' {what}; expected a folder with numeric "
+                          "version subfolders"), error
 
 
 def _post(server, model, body: bytes):
