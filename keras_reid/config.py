@@ -61,8 +61,19 @@ def load_config(workdir: str) -> config_dict.ConfigDict:
     raise FileNotFoundError(
         f"No {CONFIG_FILE} in run directory {workdir!r}: expected the "
         "workdir of a `python -m keras_reid.train` run.")
-  with open(path) as f:
-    data = add_new_defaults(rename_old_keys(json.load(f)))
+  try:
+    with open(path) as f:
+      data = json.load(f)
+  except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
+    raise ValueError(
+        f"{path} is not valid JSON ({e}); python -m keras_reid.train wrote "
+        "it: restore it from a backup, or undo the edit.") from None
+  if not isinstance(data, dict):
+    raise ValueError(
+        f"{path} holds a JSON {type(data).__name__}, not the config object "
+        "python -m keras_reid.train writes: restore it from a backup, or "
+        "undo the edit.")
+  data = add_new_defaults(rename_old_keys(data))
   return config_dict.ConfigDict(data)
 
 

@@ -179,6 +179,7 @@ def atomic_text_file(path: str, newline: str | None = None):
 
   Raises:
     IsADirectoryError: `path` is a folder; names it.
+    OSError: the file could not be written (a full disk); names `path`.
   """
   if os.path.isdir(path):
     raise IsADirectoryError(
@@ -190,9 +191,12 @@ def atomic_text_file(path: str, newline: str | None = None):
     with open(tmp, "w", newline=newline) as f:
       yield f
     os.replace(tmp, path)
-  except BaseException:
+  except BaseException as e:
     if os.path.exists(tmp):
       os.remove(tmp)
+    if isinstance(e, OSError) and e.errno and not e.filename:
+      # A write's error (a full disk) names no file: name the one written.
+      raise OSError(e.errno, e.strerror, path) from e
     raise
 
 

@@ -4,8 +4,11 @@ An entry point wraps its absl `main` with `one_line_errors`: a missing file,
 a bad value or an unknown key (what the library raises as OSError,
 ValueError or KeyError, each naming the thing and the fix) is printed as one
 line and the command exits with status 1; any other exception is a bug and
-keeps its traceback. `--verbosity=1` (absl's debug level) shows the
-traceback of a user error too.
+keeps its traceback. A full disk (or a quota, or a file size limit) is the
+user's too, whichever library hit it: TensorFlow reports it with its own
+error types (ResourceExhaustedError, OutOfRangeError), which carry the
+system's message ("No space left on device") and the file. `--verbosity=1`
+(absl's debug level) shows the traceback of a user error too.
 
 An entry point with a config flag calls `exit_on_bad_config_override` before
 defining it: a `--config.<key>=VALUE` naming no key of the config is one
@@ -17,7 +20,9 @@ before `main` runs).
 from __future__ import annotations
 
 import difflib
+import errno
 import functools
+import os
 import re
 import sys
 from typing import Any, Callable, Optional, Sequence
@@ -32,19 +37,49 @@ from ml_collections.config_flags import config_path
 USER_ERRORS = (OSError, ValueError, KeyError)
 
 
+# A write refused for want of space: the disk or a quota is full, or the
+# file would pass a size limit (ulimit -f, the file system's largest file).
+_NO_SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+_NO_SPACE_TEXTS = tuple(os.strerror(n) for n in _NO_SPACE_ERRNOS)
+_NO_SPACE_HINT = ("the disk or a quota is full, or the file passes a size "
+                  "limit: free some space or write elsewhere; what was "
+                  "written before is kept")
+
+
+def _no_space(error: BaseException) -> bool:
+  """Whether `error` is a write that failed for want of space."""
+  if isinstance(error, OSError) and error.errno in _NO_SPACE_ERRNOS:
+    return True
+  # TensorFlow's errors carry the system's message, not an errno.
+  return (type(error).__module__.startswith("tensorflow")
+          and any(text in str(error) for text in _NO_SPACE_TEXTS))
+
+
+def _message(error: BaseException) -> str:
+  # KeyError's str() is the repr of its key; its message is args[0].
+  if isinstance(error, KeyError) and error.args:
+    return str(error.args[0])
+  text = str(error)
+  # TensorFlow prefixes an op's error with the function it ran in.
+  text = re.sub(r"^\{\{function_node [^}]*\}\}\s*", "", text)
+  if _no_space(error):
+    text = f"{text} ({_NO_SPACE_HINT})"
+  return text
+
+
 def one_line_errors(main: Callable[[Sequence[str]], None]
                     ) -> Callable[[Sequence[str]], None]:
-  """Wraps an absl main: USER_ERRORS become "error: ..." and exit status 1."""
+  """Wraps an absl main: USER_ERRORS and a full disk become "error: ..."
+  and exit status 1."""
   @functools.wraps(main)
   def wrapped(argv: Sequence[str]) -> None:
     try:
       main(argv)
-    except USER_ERRORS as e:
-      if logging.get_verbosity() >= logging.DEBUG:
+    except Exception as e:  # pylint: disable=broad-except
+      if (not (isinstance(e, USER_ERRORS) or _no_space(e))
+          or logging.get_verbosity() >= logging.DEBUG):
         raise
-      # KeyError's str() is the repr of its key; its message is args[0].
-      message = e.args[0] if isinstance(e, KeyError) and e.args else e
-      print(f"error: {message} (--verbosity=1 shows the traceback)",
+      print(f"error: {_message(e)} (--verbosity=1 shows the traceback)",
             file=sys.stderr, flush=True)
       sys.exit(1)
   return wrapped

@@ -10,13 +10,12 @@ num_gallery_ids, num_gallery_images, num_cameras, ...).
 
 from __future__ import annotations
 
-import sys
-
 from absl import app
 from absl import flags
 
 # Before anything that imports TensorFlow, to quiet its start-up logs.
 from keras_reid import quiet  # noqa: F401
+from keras_reid import user_errors
 from keras_reid.data import datasets
 from keras_reid.data import from_config
 from keras_reid.data import inspection
@@ -36,17 +35,15 @@ _PID_NAMES_JSON = flags.DEFINE_string(
 
 def main(argv: list[str]) -> None:
   del argv
-  try:
-    text = inspection.inspect_dataset(
-        _DATASET.value, _ROOT.value, split=_SPLIT.value,
-        split_seed=_SPLIT_SEED.value, pid_names_json=_PID_NAMES_JSON.value,
-        **from_config.parse_options(_OPTIONS.value, _DATASET.value))
-  except (FileNotFoundError, ValueError) as e:
-    # A wrong folder or name is the user's input, not a bug: no traceback.
-    sys.exit(f"error: {e}")
+  # A wrong folder, name or option, or a folder as --pid_names_json, is the
+  # user's input, not a bug: one line (user_errors), no traceback.
+  text = inspection.inspect_dataset(
+      _DATASET.value, _ROOT.value, split=_SPLIT.value,
+      split_seed=_SPLIT_SEED.value, pid_names_json=_PID_NAMES_JSON.value,
+      **from_config.parse_options(_OPTIONS.value, _DATASET.value))
   print(text)
 
 
 if __name__ == "__main__":
   flags.mark_flags_as_required(["dataset", "root"])
-  app.run(main)
+  app.run(user_errors.one_line_errors(main))

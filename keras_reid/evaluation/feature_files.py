@@ -53,13 +53,61 @@ FEATURE_KEYS = ("query_features", "gallery_features", "query_pids",
                 "gallery_pids", "query_camids", "gallery_camids")
 
 
+def _size_text(num_bytes: int) -> str:
+  """1536 -> "1.5 KiB"; for messages."""
+  for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+    if num_bytes < 1024 or unit == "TiB":
+      return (f"{num_bytes} bytes" if unit == "bytes" else
+              f"{num_bytes:.1f} {unit}")
+    num_bytes /= 1024
+  raise AssertionError("unreachable")
+
+
+def _check_member(archive, path: str, key: str) -> None:
+  """Refuses an array of the .npz before NumPy allocates it.
+
+  Its .npy header is read first: an object dtype (np.load would answer with
+  an allow_pickle hint) or a shape whose bytes the archive does not hold
+  (a damaged or hostile header declaring terabytes, which np.load would try
+  to allocate) is a ValueError naming the file and the array.
+  """
+  try:
+    info = archive.zip.getinfo(f"{key}.npy")
+    with archive.zip.open(info) as f:
+      version = np.lib.format.read_magic(f)
+      read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                     else np.lib.format.read_array_header_2_0)
+      shape, _, dtype = read_header(f)
+      header_bytes = f.tell()
+  except (KeyError, ValueError, OSError, zipfile.BadZipFile) as e:
+    raise ValueError(f"{path}: {key} is not a readable .npy array ({e}); "
+                     "write the file with np.savez.") from None
+  if dtype.hasobject:
+    raise ValueError(
+        f"{path}: {key} holds Python objects (dtype {dtype}), which are not "
+        "loaded (they would need pickle); store features as float32 and ids "
+        "as int64.")
+  declared = dtype.itemsize
+  for size in shape:
+    declared *= int(size)
+  held = info.file_size - header_bytes
+  if declared > held:
+    raise ValueError(
+        f"{path}: {key} declares shape {tuple(shape)} of {dtype} "
+        f"({_size_text(declared)}) but the archive holds "
+        f"{_size_text(max(held, 0))} for it: the file is damaged or was not "
+        "written by np.savez; write it again.")
+
+
 def load_feature_file(path: str) -> dict:
   """Reads and checks a features .npz (keys `FEATURE_KEYS`).
 
   Raises:
     FileNotFoundError: no such file.
-    ValueError: not an .npz archive, missing / inconsistent arrays, or
-      values no evaluation takes (non-finite features, ids that are not
+    ValueError: not an .npz archive, missing / inconsistent arrays, an
+      array whose header declares more bytes than the archive holds (refused
+      before allocating) or holding Python objects, or values no evaluation
+      takes (non-finite features, ids that are not
       integers in int64 range: `ranking.check_features`, `check_ids`);
       the message starts with the path.
   """
@@ -79,6 +127,8 @@ def load_feature_file(path: str) -> dict:
           f"{path} lacks the keys {missing}; a features file needs "
           f"{list(FEATURE_KEYS)} (found {sorted(data.files)}). Write it with "
           "np.savez(path, query_features=..., gallery_features=..., ...).")
+    for key in FEATURE_KEYS:
+      _check_member(data, path, key)
     arrays = {k: np.asarray(data[k]) for k in FEATURE_KEYS}
   for side in ("query", "gallery"):
     feats = arrays[f"{side}_features"]

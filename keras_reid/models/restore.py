@@ -5,12 +5,22 @@ dropout masks' seed states and the iteration counter
 (keras_reid.training.loop); evaluation, export and a later stage read the
 model weights (and seed states) only. Where the checkpoints are is
 keras_reid.runs.
+
+A checkpoint is read only after every tensor of it has been read back whole
+(`usable_checkpoint`): a truncated, damaged or missing file (a full disk, a
+copy cut short) makes evaluation, export and a resumed training fall back to
+the newest earlier checkpoint that the step's CheckpointManager kept, saying
+so in one warning line, or fail with one line naming the file.
 """
 
 from __future__ import annotations
 
+import glob
+import os
+import re
 from typing import Any
 
+from absl import logging
 import keras
 import tensorflow as tf
 from ml_collections import config_dict
@@ -33,6 +43,98 @@ def seed_state_variables(model: keras.Model) -> list[Any]:
   return states
 
 
+class UnreadableCheckpointError(OSError):
+  """No readable checkpoint (an OSError: entry points print it as one line)."""
+
+
+def _checkpoint_problem(prefix: str) -> tuple[str, str] | None:
+  """Why the checkpoint `prefix` cannot be read, or None when it can.
+
+  Reads every tensor (TensorFlow checks each one's CRC32C), so a file cut
+  short or damaged anywhere is found, not only where a restore happens to
+  read first.
+
+  Returns:
+    None, or (the file at fault, the reason).
+  """
+  index = prefix + ".index"
+  if not os.path.isfile(index):
+    return index, "missing"
+  try:
+    reader = tf.train.load_checkpoint(prefix)
+  except (tf.errors.OpError, IndexError, ValueError) as e:
+    return index, _reason(e)
+  data = sorted(glob.glob(glob.escape(prefix) + ".data-*")) or [
+      prefix + ".data-00000-of-00001"]
+  try:
+    dtypes = reader.get_variable_to_dtype_map()
+    for key in sorted(dtypes):
+      if dtypes[key] != tf.variant:  # a data iterator's state: not numeric
+        reader.get_tensor(key)
+  except (tf.errors.OpError, IndexError, ValueError) as e:
+    # The reader says neither which shard nor which file; a step's
+    # checkpoint has one shard.
+    return " or ".join(data), _reason(e)
+  return None
+
+
+def _reason(error: Exception) -> str:
+  text = getattr(error, "message", None) or str(error)
+  text = " ".join(text.split())
+  if "Read less bytes than requested" in text:
+    return "cut short: " + text
+  return text
+
+
+def usable_checkpoint(prefix: str) -> str:
+  """`prefix` if it reads whole, else the newest earlier readable one.
+
+  The earlier checkpoints are the CheckpointManager's others in the same
+  folder (<name>-<iteration>.index, lower iterations). A fallback is said in
+  one warning line naming the bad file and the checkpoint used instead.
+
+  Args:
+    prefix: a checkpoint path prefix, e.g. <run>/checkpoints/<stage>/
+      step2/ckpt-6.
+
+  Returns:
+    The prefix of the checkpoint to read.
+
+  Raises:
+    UnreadableCheckpointError: neither it nor an earlier one reads; names
+      the bad file and the folder.
+  """
+  problem = _checkpoint_problem(prefix)
+  if problem is None:
+    return prefix
+  bad_file, reason = problem
+  match = re.fullmatch(r"(.*)-(\d+)", prefix)
+  tried = []
+  if match:
+    base, number = match[1], int(match[2])
+    earlier = []
+    for index in glob.glob(glob.escape(base) + "-*.index"):
+      found = re.fullmatch(re.escape(base) + r"-(\d+)\.index", index)
+      if found and int(found[1]) < number:
+        earlier.append((int(found[1]), index[:-len(".index")]))
+    for iteration, candidate in sorted(earlier, reverse=True):
+      if _checkpoint_problem(candidate) is None:
+        logging.warning(
+            "Checkpoint file %s is unreadable (%s); using the previous "
+            "checkpoint %s (iteration %d) instead.", bad_file, reason,
+            candidate, iteration)
+        return candidate
+      tried.append(os.path.basename(candidate))
+  folder = os.path.dirname(prefix)
+  raise UnreadableCheckpointError(
+      f"Checkpoint file {bad_file} is unreadable ({reason}), and "
+      + (f"no earlier checkpoint in {folder} reads either (tried "
+         f"{', '.join(tried)})" if tried else
+         f"{folder} keeps no earlier checkpoint")
+      + ". Restore the run directory from a backup, or retrain it with a new "
+      "--workdir.")
+
+
 def restore_weights(model: keras.Model, checkpoint_path: str) -> None:
   """Restores model weights saved by training (optimizer state ignored)."""
   status = tf.train.Checkpoint(model=model).restore(checkpoint_path)
@@ -42,7 +144,13 @@ def restore_weights(model: keras.Model, checkpoint_path: str) -> None:
 
 def rebuild_model(config: config_dict.ConfigDict, num_classes: int,
                   checkpoint_path: str) -> keras.Model:
-  """Builds the training model of `config` and loads a checkpoint into it."""
+  """Builds the training model of `config` and loads a checkpoint into it.
+
+  An unreadable checkpoint falls back to an earlier one of its folder
+  (`usable_checkpoint`, which warns); none readable raises
+  UnreadableCheckpointError.
+  """
+  checkpoint_path = usable_checkpoint(checkpoint_path)
   model_config = config.model.copy_and_resolve_references()
   model_config.weights = ""  # the checkpoint supplies every weight
   model = builders.build_training_model(

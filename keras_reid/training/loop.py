@@ -467,6 +467,9 @@ def _restore_or_start(model: keras.Model, optimizer, step: FineTuningStep, *,
       restore_dir, step.stage, step.step)) if restore_dir
             else manager.latest_checkpoint)
   if latest:
+    # A checkpoint cut short (a full disk, a kill mid-write of a copy) falls
+    # back to the manager's previous one: its iterations are trained again.
+    latest = restore.usable_checkpoint(latest)
     checkpoint.restore(latest).assert_existing_objects_matched()
     done = int(iterations_done.numpy())
     logging.info("Resuming %s step %d at iteration %d from %s", step.stage,

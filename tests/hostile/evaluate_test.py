@@ -14,23 +14,39 @@ Guaranteed, for features and ids from any model or file:
     as uint64, 1.5) are refused with a ValueError naming the array, the row
     or value and the fix, by the library (`ranking.evaluate_features`,
     `feature_files.evaluate_arrays`, `feature_files.load_feature_file`) and
-    by the command line as one "error: ..." line with exit status 1.
+    by the command line as one "error: ..." line with exit status 1;
+  * an array whose .npy header declares more bytes than the archive holds
+    (36 TiB in 1.6 KB) is refused before NumPy allocates it, and an array of
+    Python objects without np.load's allow_pickle hint, naming the file and
+    the array;
+  * a run directory whose config.json is not a JSON object is one line
+    naming that file.
+
+For a run (`--workdir`) whose final checkpoint is cut short (its data file
+truncated): the model is restored from the previous checkpoint the step's
+CheckpointManager kept, with exactly the weights of that checkpoint, and
+the command line says so in one line naming the bad file and the checkpoint
+used instead.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
 import subprocess
 import sys
+import zipfile
 
 import numpy as np
 import pytest
 
+from keras_reid import runs
 from keras_reid.evaluation import feature_files
 from keras_reid.evaluation import ranking
 from keras_reid.evaluation import reference
+from tests.hostile import tiny_run
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
@@ -234,6 +250,118 @@ def test_huge_features_scored_by_the_command_line(tmp_path):
   assert proc.returncode == 0, proc.stderr
   with open(tmp_path / "x.json") as f:
     _assert_same_scores(json.load(f), _reference(arrays))
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+  return tiny_run.trained(str(tmp_path_factory.getbasetemp() / "tiny_run"))
+
+
+def _weights(model):
+  return [w.numpy() for w in model.weights]
+
+
+@pytest.mark.slow
+def test_truncated_final_checkpoint_falls_back_to_the_previous(tiny,
+                                                               tmp_path):
+  # Imported here: the tests above stay TensorFlow-free.
+  from keras_reid.models import restore  # pylint: disable=g-import-not-at-top
+  broken = tiny_run.copy(tiny, str(tmp_path / "run"))
+  bad = tiny_run.truncate(tiny_run.data_file(broken, 4))
+  model, config = restore.restore_training_model(broken)
+  num_classes = runs.Progress.load(tiny).last.num_classes
+  step2 = os.path.join(tiny, tiny_run.STEP2)
+  previous = _weights(restore.rebuild_model(config, num_classes,
+                                            os.path.join(step2, "ckpt-2")))
+  final = _weights(restore.rebuild_model(config, num_classes,
+                                         os.path.join(step2, "ckpt-4")))
+  got = _weights(model)
+  assert all(np.array_equal(a, b) for a, b in zip(got, previous))
+  assert not all(np.array_equal(a, b) for a, b in zip(got, final))
+
+  out = tmp_path / "eval.json"
+  proc = _evaluate_cli(f"--workdir={broken}", f"--output_json={out}")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  said = [line for line in proc.stderr.splitlines() if "unreadable" in line]
+  assert len(said) == 1, proc.stderr[-3000:]
+  assert (f"Checkpoint file {bad} is unreadable (cut short" in said[0]
+          and "using the previous checkpoint "
+          f"{os.path.join(broken, tiny_run.STEP2, 'ckpt-2')} (iteration 2) "
+          "instead." in said[0]), said
+  assert "Traceback" not in proc.stderr
+  with open(out) as f:
+    assert 0 <= json.load(f)["rank1"] <= 1
+
+
+def _npz_with_header(path, key, shape, dtype="<f4"):
+  """A features .npz whose `key` member's header declares `shape` over 64
+  bytes of data; the other arrays are those of a small valid problem."""
+  arrays = _transformed(_problem())
+  with zipfile.ZipFile(path, "w") as archive:
+    for name, value in arrays.items():
+      member = io.BytesIO()
+      if name == key:
+        np.lib.format.write_array_header_1_0(member, {
+            "descr": dtype, "fortran_order": False, "shape": shape})
+        member.write(b"\0" * 64)
+      else:
+        np.save(member, value)
+      archive.writestr(f"{name}.npy", member.getvalue())
+  return str(path)
+
+
+def test_a_header_declaring_terabytes_is_refused_before_allocating(tmp_path):
+  # 2^20 x 9 * 2^20 float32: 36 TiB declared, 64 bytes held.
+  path = _npz_with_header(tmp_path / "huge.npz", "query_features",
+                          (2**20, 9 * 2**20))
+  with pytest.raises(ValueError, match=re.escape(
+      f"{path}: query_features declares shape (1048576, 9437184) of float32 "
+      "(36.0 TiB) but the archive holds 64 bytes for it")):
+    feature_files.load_feature_file(path)
+  # A header short of its data by one element is refused too.
+  path = _npz_with_header(tmp_path / "short.npz", "gallery_pids", (9,), "<i8")
+  with pytest.raises(ValueError, match=r"gallery_pids declares shape \(9,\) "
+                     r"of int64 \(72 bytes\) but the archive holds 64 bytes"):
+    feature_files.load_feature_file(path)
+
+
+def test_object_arrays_are_refused_naming_the_file(tmp_path):
+  arrays = _transformed(_problem())
+  arrays["query_pids"] = arrays["query_pids"].astype(object)
+  path = _write(tmp_path / "objects.npz", arrays)
+  with pytest.raises(ValueError, match=re.escape(
+      f"{path}: query_pids holds Python objects (dtype object)")):
+    feature_files.load_feature_file(path)
+
+
+@pytest.mark.slow
+def test_terabyte_header_is_one_line_on_the_command_line(tmp_path):
+  path = _npz_with_header(tmp_path / "huge.npz", "gallery_features",
+                          (2**20, 9 * 2**20))
+  proc = _evaluate_cli(f"--features={path}",
+                       f"--output_json={tmp_path / 'x.json'}")
+  assert proc.returncode == 1, proc.stderr[-3000:]
+  lines = proc.stderr.strip().splitlines()
+  assert len(lines) == 1, proc.stderr[-3000:]
+  assert lines[0].startswith(f"error: {path}: gallery_features declares "
+                             "shape (1048576, 9437184) of float32 (36.0 TiB)")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("content, reason", [
+    ('{"data": ', "is not valid JSON (Expecting value"),
+    ("[1, 2]", "holds a JSON list, not the config object"),
+])
+def test_invalid_config_json_is_one_line_naming_it(tmp_path, content, reason):
+  run = tmp_path / "run"
+  run.mkdir()
+  (run / "config.json").write_text(content)
+  proc = _evaluate_cli(f"--workdir={run}",
+                       f"--output_json={tmp_path / 'x.json'}")
+  assert proc.returncode == 1, proc.stderr[-3000:]
+  lines = proc.stderr.strip().splitlines()
+  assert len(lines) == 1, proc.stderr[-3000:]
+  assert lines[0].startswith(f"error: {run / 'config.json'} {reason}"), lines
 
 
 if __name__ == "__main__":

@@ -25,10 +25,16 @@ keras_reid.data.inspect --options`. Guaranteed:
     TypeError with a traceback), the split is refused as an option, and a
     programmatic `datasets.load_dataset` call gets the same checks;
   * the command line prints such an error as one line.
+
+Resuming a run killed during a step whose latest checkpoint is cut short
+(its data file truncated): the step restarts from the previous checkpoint
+its CheckpointManager kept, saying so in one warning line, and ends with
+exactly the weights of an uninterrupted run.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -42,6 +48,7 @@ from keras_reid import schema
 from keras_reid import user_errors
 from keras_reid.data import datasets
 from keras_reid.data import from_config
+from tests.hostile import tiny_run
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
@@ -145,7 +152,8 @@ def test_command_line_prints_one_line(tmp_path):
   assert proc.returncode == 1
   assert proc.stderr.strip().splitlines() == [
       "error: Dataset option allow_incomplete='no' of market1501: expected "
-      "true or false (in any case), e.g. allow_incomplete=true."]
+      "true or false (in any case), e.g. allow_incomplete=true. "
+      "(--verbosity=1 shows the traceback)"]
 
 
 def _environment(**settings):
@@ -297,6 +305,49 @@ def test_command_line_names_the_missing_data_folder(tmp_path):
   assert f"REID_DATA_ROOT to the folder holding the datasets (it is " \
          f"'{data}';" in errors[0]
   assert "Expected a CSV with columns path,pid,camid" in errors[0]
+
+
+@pytest.mark.slow
+def test_resume_from_a_truncated_checkpoint_trains_its_iterations_again(
+    tmp_path_factory, tmp_path, caplog):
+  # Imported here: most tests above need no TensorFlow.
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from keras_reid import runs  # pylint: disable=g-import-not-at-top
+  from keras_reid.training import stages  # pylint: disable=g-import-not-at-top
+  base = str(tmp_path_factory.getbasetemp() / "tiny_run")
+  tiny = tiny_run.trained(base)
+  killed = tiny_run.copy(tiny, str(tmp_path / "run"))
+  # As if killed after step 2 saved ckpt-4 (cut short) but before
+  # progress.json recorded the step.
+  path = runs.progress_path(killed)
+  with open(path) as f:
+    progress = json.load(f)
+  progress["finished"] = progress["finished"][:1]
+  with open(path, "w") as f:
+    json.dump(progress, f)
+  bad = tiny_run.truncate(tiny_run.data_file(killed, 4))
+
+  stages.train(tiny_run.config(base), killed)
+
+  said = [r.getMessage() for r in caplog.records
+          if "unreadable" in r.getMessage()]
+  assert said == [
+      f"Checkpoint file {bad} is unreadable (cut short: Read less bytes than "
+      "requested); using the previous checkpoint "
+      f"{os.path.join(killed, tiny_run.STEP2, 'ckpt-2')} (iteration 2) "
+      "instead."]
+  assert runs.Progress.load(killed).is_finished("synthetic", 2)
+  # Iterations 3 and 4 trained again: the same weights, optimizer state and
+  # counter as the uninterrupted run's final checkpoint.
+  want = tf.train.load_checkpoint(os.path.join(tiny, tiny_run.STEP2, "ckpt-4"))
+  got = tf.train.load_checkpoint(os.path.join(killed, tiny_run.STEP2,
+                                              "ckpt-4"))
+  dtypes = want.get_variable_to_dtype_map()
+  assert got.get_variable_to_dtype_map() == dtypes
+  for key, dtype in dtypes.items():
+    if dtype not in (tf.variant, tf.string):
+      np.testing.assert_array_equal(got.get_tensor(key), want.get_tensor(key),
+                                    err_msg=key)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,11 @@ servicer of tensorflow-serving-api) and the REST endpoints
 codes and, where the client depends on them, its error messages:
 NOT_FOUND for an unknown model or version, INVALID_ARGUMENT for an unknown
 signature, missing inputs, a wrong dtype, and any InvalidArgumentError raised
-by the SavedModel's graph assertions.
+by the SavedModel's graph assertions. Every REST request gets an answer: a
+body TF-Serving would refuse (not a JSON object, a signature_name that is not
+a string, nesting too deep, ragged lists, bad base64; see rest_json.py) is
+HTTP 400 with {"error": "<reason>"}, as TF-Serving answers, and a bug of this
+server HTTP 500 with its message, never a dropped connection.
 
 It serves every numeric version folder under a model's base path, loaded
 once at start. Run it by hand:
@@ -24,7 +28,6 @@ once at start. Run it by hand:
 
 from __future__ import annotations
 
-import base64
 import concurrent.futures
 import errno
 import http.server
@@ -44,6 +47,12 @@ from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow_serving.apis import get_model_metadata_pb2
 from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+from keras_reid.serving.test_server import rest_json
+
+
+# The largest request or response either endpoint takes.
+MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 
 
 class ServingStatusError(Exception):
@@ -65,6 +74,12 @@ class SavedModelRepository:
   def __init__(self, models: Mapping[str, str]):
     self._models: dict[str, dict[int, tuple]] = {}
     for name, base in models.items():
+      if not os.path.isdir(base):
+        raise FileNotFoundError(
+            f"Model base path {base!r} of model {name!r} "
+            + ("is a file" if os.path.exists(base) else "does not exist")
+            + "; expected a folder with numeric version subfolders, as "
+            "python -m keras_reid.export --export_dir=<base path> writes.")
       versions = {}
       for entry in os.listdir(base):
         path = os.path.join(base, entry)
@@ -204,35 +219,6 @@ _PATH = re.compile(
     r"(?P<verb>:predict|/metadata)?$")
 
 
-def _from_json(value, dtype: tf.dtypes.DType) -> np.ndarray:
-  """A REST input value -> NumPy, decoding {"b64": ...} objects to bytes."""
-  def dec(v):
-    if isinstance(v, dict) and "b64" in v:
-      return base64.b64decode(v["b64"])
-    if isinstance(v, list):
-      return [dec(x) for x in v]
-    return v
-  value = dec(value)
-  if dtype == tf.string:
-    return np.array(value, dtype=object)
-  array = np.array(value)
-  if dtype.is_integer and array.dtype.kind == "f":
-    raise ServingStatusError(
-        grpc.StatusCode.INVALID_ARGUMENT,
-        f"Expects {dtype.name} values (JSON integers); got floating point "
-        "numbers")
-  if array.dtype.kind in "iuf" and dtype.is_numpy_compatible:
-    # JSON has no dtypes: like TF-Serving, parse numbers as the signature's
-    # dtype, rejecting values that do not fit (e.g. floats for uint8).
-    cast = array.astype(dtype.as_numpy_dtype)
-    if not np.array_equal(cast, array):
-      raise ServingStatusError(
-          grpc.StatusCode.INVALID_ARGUMENT,
-          f"Input values do not fit the signature's dtype {dtype.name}")
-    return cast
-  return array
-
-
 class _RestHandler(http.server.BaseHTTPRequestHandler):
   repository: SavedModelRepository  # set on the subclass made by serve()
 
@@ -262,28 +248,16 @@ class _RestHandler(http.server.BaseHTTPRequestHandler):
         return self._reply(200, {
             "model_spec": {"name": name, "version": str(version)},
             "metadata": {"signature_def": json_format.MessageToDict(sig_map)}})
-      try:
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-      except (ValueError, TypeError) as e:
-        raise ServingStatusError(grpc.StatusCode.INVALID_ARGUMENT,
-                                 f"JSON parse error: {e}") from e
-      if "inputs" not in body:
-        raise ServingStatusError(
-            grpc.StatusCode.INVALID_ARGUMENT,
-            'The test server accepts the columnar {"inputs": ...} format only')
-      signature = body.get("signature_name") or "serving_default"
+      body = rest_json.parse_json(self._read_body())
+      signature = rest_json.signature_name(body)
       _, _, signature_defs = self.repository.resolve(name, version)
       if signature not in signature_defs:
         raise ServingStatusError(
             grpc.StatusCode.INVALID_ARGUMENT,
             f'Serving signature name: "{signature}" not found in signature def')
-      expected = signature_defs[signature].inputs
-      inputs = body["inputs"]
-      if not isinstance(inputs, dict):
-        inputs = {next(iter(expected)): inputs}
-      inputs = {k: _from_json(v, tf.dtypes.as_dtype(expected[k].dtype)
-                              if k in expected else tf.float32)
-                for k, v in inputs.items()}
+      inputs = rest_json.inputs(body, {
+          key: tf.dtypes.as_dtype(info.dtype)
+          for key, info in signature_defs[signature].inputs.items()})
       _, outputs = self.repository.predict(name, version, signature, inputs)
       outputs = {k: v.tolist() for k, v in outputs.items()}
       # Like TF-Serving: a single output is returned without its name.
@@ -291,6 +265,31 @@ class _RestHandler(http.server.BaseHTTPRequestHandler):
                         if len(outputs) == 1 else outputs})
     except ServingStatusError as e:
       self._reply(_HTTP_STATUS.get(e.code, 500), {"error": e.message})
+    except rest_json.RequestError as e:
+      self._reply(400, {"error": str(e)})
+    except Exception as e:  # pylint: disable=broad-except
+      # A bug of this server: still an answer, never a dropped connection.
+      logging.exception("REST %s %s failed", method, self.path)
+      self._reply(500, {"error": f"Internal error: {type(e).__name__}: {e}"})
+
+  def _read_body(self) -> bytes:
+    """The request body, as long as Content-Length says (at most
+    MAX_MESSAGE_BYTES, the gRPC endpoint's limit too)."""
+    length = self.headers.get("Content-Length")
+    try:
+      size = int(length)
+    except (TypeError, ValueError):
+      size = -1
+    if size < 0:
+      got = "missing" if length is None else f"{length!r}"
+      raise rest_json.RequestError(
+          f"Content-Length header {got}: expected the body's size in bytes "
+          "(a predict request needs a JSON body)")
+    if size > MAX_MESSAGE_BYTES:
+      raise rest_json.RequestError(
+          f"Request body of {size} bytes exceeds the limit of "
+          f"{MAX_MESSAGE_BYTES} bytes")
+    return self.rfile.read(size)
 
   def do_GET(self):  # pylint: disable=invalid-name
     self._route("GET")
@@ -375,15 +374,16 @@ def serve(models: Mapping[str, str], *, host: str = "127.0.0.1",
     The running TestServer, with the ports it bound.
 
   Raises:
-    OSError: a port is in use (the message names it) or cannot be bound.
+    OSError: a port is in use (the message names it) or cannot be bound; a
+      model's base path is not a folder (FileNotFoundError, naming it).
     ValueError: a model's base path has no SavedModel version folder.
   """
   # gRPC sets SO_REUSEPORT by default: a second server on a port in use
   # would bind too, and the kernel would split the requests between them.
   server = grpc.server(
       concurrent.futures.ThreadPoolExecutor(max_workers=max_workers),
-      options=[("grpc.max_send_message_length", 256 * 1024 * 1024),
-               ("grpc.max_receive_message_length", 256 * 1024 * 1024),
+      options=[("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+               ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                ("grpc.so_reuseport", 0)])
   http_server = None
   try:
