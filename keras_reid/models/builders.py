@@ -78,12 +78,16 @@ def has_verification_head(model: keras.Model) -> bool:
   return any(layer.name == "verifier" for layer in model.layers)
 
 
-def require_verification_head(model: keras.Model, what: str) -> None:
+def require_verification_head(
+    model: keras.Model, what: str,
+    fix: str = ("Use SIR only (the cosine similarity of the embeddings), or "
+                "train with --config.loss.ver_weight > 0.")) -> None:
   """Raises unless the training model has a verification head.
 
   Args:
     what: what needs the head, for the message (e.g. "CIR re-scoring
       (--cir_topk)").
+    fix: what to do instead, for the message.
 
   Raises:
     ValueError: naming `what`, the reason (loss.ver_weight=0) and the fix.
@@ -92,8 +96,7 @@ def require_verification_head(model: keras.Model, what: str) -> None:
     raise ValueError(
         f"{what} needs a verification head, and this model has none: its "
         "run was trained with config.loss.ver_weight=0, which builds no "
-        "verification heads. Use SIR only (cosine similarity of the "
-        "embeddings), or train with --config.loss.ver_weight > 0.")
+        f"verification heads. {fix}")
 
 
 def check_model_config(model_config: config_dict.ConfigDict) -> None:
@@ -224,7 +227,10 @@ def replace_classifiers(model: keras.Model, model_config: config_dict.ConfigDict
   elif verification:
     require_verification_head(
         model, "A stage with the verification loss (loss.ver_weight > 0) "
-        "continuing this model")
+        "continuing this model",
+        fix="Start the stage from the backbone (init=\"backbone\") or from "
+        "a run trained with loss.ver_weight > 0, or set "
+        "--config.loss.ver_weight=0.")
   new = _build(model_config, num_classes=num_classes, input_shape=input_shape,
                weights="", seed=seed, verification=verification)
   for layer in new.layers:

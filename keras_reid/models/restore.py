@@ -20,7 +20,6 @@ from typing import Any
 import keras
 import tensorflow as tf
 from ml_collections import config_dict
-
 from tensorflow.core.protobuf import trackable_object_graph_pb2
 
 from keras_reid import runs

@@ -268,7 +268,8 @@ def test_without_the_verification_loss_no_verification_head_is_built(
   with pytest.raises(ValueError, match=r"pair scorer needs a verification "
                      r"head.*loss.ver_weight=0.*ver_weight > 0"):
     builders.build_pair_scorer(model)
-  with pytest.raises(ValueError, match="ver_weight > 0"):
+  with pytest.raises(ValueError, match=r"loss.ver_weight > 0\) continuing "
+                     r"this model needs a verification head.*init=\"backbone\""):
     builders.replace_classifiers(model, config, num_classes=4,
                                  input_shape=SHAPE, verification=True)
 
