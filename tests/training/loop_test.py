@@ -3,6 +3,7 @@
 import os
 import warnings
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -118,6 +119,7 @@ def test_without_the_verification_loss_every_variable_gets_a_gradient(
   config.loss.ver_weight = 0.0
   config.train.weight_decay = 0.0  # its gradient would reach the kernels
   # A stage from the backbone: step 1 trains every head it builds.
+  keras.utils.set_random_seed(0)
   model = stage_setup.init_stage_model(None, config.stages.synthetic, config,
                                        NUM_CLASSES)
   assert not builders.has_verification_head(model)
@@ -125,11 +127,21 @@ def test_without_the_verification_loss_every_variable_gets_a_gradient(
   assert _missing_gradient_warnings(tmp_path / "a", model, config, True) == []
   # The same loss on a model with verification heads (as every model was
   # built before): the verifier's variables get none.
+  keras.utils.set_random_seed(0)
   with_heads = builders.build_training_model(
-      config.model, num_classes=NUM_CLASSES, input_shape=(H, W, 3), seed=0)
+      config.model, num_classes=NUM_CLASSES, input_shape=(H, W, 3),
+      seed=config.seed)
   warned = _missing_gradient_warnings(tmp_path / "b", with_heads, config,
                                       True)
   assert warned and all("verifier/" in w for w in warned)
+  # And it trained every other layer exactly as the model without them: a
+  # run with ver_weight=0 learns what it learnt when it had the heads.
+  for layer in model.layers:
+    for a, b in zip(layer.get_weights(),
+                    with_heads.get_layer(layer.name).get_weights(),
+                    strict=True):
+      np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6,
+                                 err_msg=layer.name)
 
 
 def test_which_stages_train_all_heads_in_step1():
