@@ -168,8 +168,10 @@ def _check_losses(config: config_dict.ConfigDict) -> None:
 
   Raises:
     ValueError: naming both keys: the center loss without a positive
-      center_lr; a loss on the embedding (acting on the base, so trained in
-      step 2 only) in a config whose stages have no step 2.
+      center_lr; CIR re-scoring (eval.cir_topk > 0) without a verification
+      head (none is built with loss.ver_weight=0); a loss on the embedding
+      (acting on the base, so trained in step 2 only) in a config whose
+      stages have no step 2.
   """
   loss = config.loss
   step2 = {name: stage.step2_iterations
@@ -190,6 +192,13 @@ def _check_losses(config: config_dict.ConfigDict) -> None:
         f"config.loss.center_weight={loss.center_weight} with "
         f"config.loss.center_lr={loss.center_lr!r}: the class centres would "
         "never move; set center_lr > 0 (0.5 in the bag of tricks).")
+  if config.eval.cir_topk > 0 and not loss.ver_weight > 0:
+    raise ValueError(
+        f"config.eval.cir_topk={config.eval.cir_topk} with "
+        f"config.loss.ver_weight={loss.ver_weight!r}: CIR re-scores with the "
+        "verification head, which a model without the verification loss "
+        "does not have; set --config.eval.cir_topk=0 or "
+        "--config.loss.ver_weight > 0.")
 
 
 def _check_warmup(name: str, stage: config_dict.ConfigDict) -> None:

@@ -312,6 +312,10 @@ class Embedder:
              ) -> Verification:
     """Scores pairs (a[i], b[i]): are they the same person?
 
+    By the cosine similarity of their embeddings, not a verification head:
+    it works for every run and export, those trained with
+    loss.ver_weight=0 (no verification head, no "verify" signature) too.
+
     Args:
       a, b: one image each, or as many images each (anything `embed`
         takes).

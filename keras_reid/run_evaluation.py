@@ -110,14 +110,24 @@ def _resolve_dataset(config, *, dataset: Optional[str], root: Optional[str],
   return load, int(stage.split), stage.dataset, opts
 
 
-def _model_functions(model, *, flip_test: bool, pair_scorer: bool):
-  """(SIR embed function, flip-averaged if asked; CIR pair scorer or None)."""
+def _model_functions(model, *, flip_test: bool, cir: str, cir_topk: int,
+                     verification: bool):
+  """(SIR embed function, flip-averaged if asked; CIR pair scorer or None).
+
+  The pair scorer serves CIR (`cir`, `cir_topk`) and the verification
+  report's head ROC; a model without a verification head (trained with
+  loss.ver_weight=0) has none: CIR is then an error naming why, the
+  verification report goes without the head's ROC.
+  """
   embed = builders.embedding_function(model)
   if flip_test:
     embed = embedders.flip_averaged(embed)
-  scorer = (embedders.keras_pair_scorer(builders.build_pair_scorer(model))
-            if pair_scorer else None)
-  return embed, scorer
+  if cir or cir_topk:
+    builders.require_verification_head(
+        model, f"CIR (--cir={cir!r}, --cir_topk={cir_topk})")
+  elif not (verification and builders.has_verification_head(model)):
+    return embed, None
+  return embed, embedders.keras_pair_scorer(builders.build_pair_scorer(model))
 
 
 def evaluate_run(workdir: str, *, dataset: Optional[str] = None,
@@ -184,8 +194,8 @@ def evaluate_run(workdir: str, *, dataset: Optional[str] = None,
   flip_test = config.eval.flip_test if flip_test is None else flip_test
   batch_size = config.data.eval_batch_size if batch_size is None else batch_size
   embed, pair_scorer = _model_functions(
-      model, flip_test=flip_test,
-      pair_scorer=bool(cir or cir_topk or verification))
+      model, flip_test=flip_test, cir=cir, cir_topk=cir_topk,
+      verification=verification)
   load, stage_split, name, reader_options = _resolve_dataset(
       config, dataset=dataset, root=root, options=options)
   if cuhk03_metric is None:

@@ -162,6 +162,21 @@ def test_strong_model_combinations_that_cannot_work_name_both_keys(changes,
     assert key in str(error.value)
 
 
+def test_cir_without_the_verification_loss_is_refused_naming_both_keys():
+  config = default.get_config()
+  config.eval.cir_topk = 10
+  config_lib.validate_config(config)  # ver_weight 3: a verification head
+  config.loss.ver_weight = 0.0
+  with pytest.raises(ValueError) as error:
+    stages.check_config(config)
+  message = str(error.value)
+  assert message.startswith(
+      "config.eval.cir_topk=10 with config.loss.ver_weight=0.0: ")
+  assert "--config.eval.cir_topk=0" in message and "\n" not in message
+  config.eval.cir_topk = 0
+  stages.check_config(config)
+
+
 @pytest.mark.parametrize("changes, message", [
     (dict(pooling="gem", gem_p=0.0), "model.gem_p=0.0: expected a finite "
      "number > 0"),

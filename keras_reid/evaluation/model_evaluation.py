@@ -118,7 +118,9 @@ def _cir_report(pair_scorer, dataset, arrays: dict, load: dict, *, cir: str,
   beside SIR's."""
   if pair_scorer is None:
     raise ValueError("CIR needs a pair scorer: evaluate a --workdir or a "
-                     "--saved_model with a 'verify' signature.")
+                     "--saved_model with a 'verify' signature (a model "
+                     "trained with config.loss.ver_weight=0 has no "
+                     "verification head, hence none).")
   pairs = len(dataset.query) * len(dataset.gallery)
   if cir == "full" and pairs > FULL_CIR_WARN_PAIRS:
     logging.warning(

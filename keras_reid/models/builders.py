@@ -12,6 +12,16 @@ The training model takes {"images" [B, H, W, 3] (normalised), "pair_i" [P],
 The backbone is a nested model named "backbone"; heads are named (see
 heads.py), the classifiers "classifier", "aux1_classifier", "aux2_classifier".
 
+Verification heads exist only where their loss acts (`verification_heads`:
+config.loss.ver_weight > 0). Without them the model has no
+"*verification_logits" outputs and no "ver_*" / "verifier" layers (so no
+variables without gradients, nothing unused in checkpoints and exports);
+it still takes "pair_i" / "pair_j", which the batches carry anyway. With
+them the model is, variable for variable, the one built before this switch
+existed. What needs a verification head (the CIR pair scorer, the
+SavedModel's verify signature) says so naming the key
+(`require_verification_head`).
+
 BNNeck (model.bnneck, Luo et al. 2019): a BatchNormalization without shift
 ("bnneck", "aux1_bnneck", "aux2_bnneck") between each classifier and its
 feature, and classifiers without bias: the identity loss reads the
@@ -42,6 +52,9 @@ RETRIEVAL_FEATURES = {
 # "embedding"; present iff model.retrieval_feature is "bnneck".
 RETRIEVAL_OUTPUT = "retrieval_embedding"
 AUX_KEYS = ("aux1", "aux2")
+# The main verification head's layers (heads.verifier_layers), as the pair
+# scorer reuses them; the auxiliary heads' carry an "aux1_" / "aux2_" prefix.
+VERIFIER_LAYER_NAMES = ("ver_subtract", "ver_relu", "verifier")
 # GoogLeNet's auxiliary classifiers use dropout 0.7.
 AUX_CLS_DROPOUT = 0.7
 
@@ -52,6 +65,38 @@ def normalization_for(model_config: config_dict.ConfigDict) -> str:
     raise KeyError(f"Unknown backbone {model_config.backbone!r}: expected one "
                    f"of {sorted(backbones.BACKBONES)} (model.backbone).")
   return backbones.BACKBONES[model_config.backbone].normalization
+
+
+def verification_heads(config: config_dict.ConfigDict) -> bool:
+  """Whether a run's training model has verification heads: iff their loss
+  is on (config.loss.ver_weight > 0)."""
+  return config.loss.ver_weight > 0
+
+
+def has_verification_head(model: keras.Model) -> bool:
+  """Whether a training model has the main verification head ("verifier")."""
+  return any(layer.name == "verifier" for layer in model.layers)
+
+
+def require_verification_head(
+    model: keras.Model, what: str,
+    fix: str = ("Use SIR only (the cosine similarity of the embeddings), or "
+                "train with --config.loss.ver_weight > 0.")) -> None:
+  """Raises unless the training model has a verification head.
+
+  Args:
+    what: what needs the head, for the message (e.g. "CIR re-scoring
+      (--cir_topk)").
+    fix: what to do instead, for the message.
+
+  Raises:
+    ValueError: naming `what`, the reason (loss.ver_weight=0) and the fix.
+  """
+  if not has_verification_head(model):
+    raise ValueError(
+        f"{what} needs a verification head, and this model has none: its "
+        "run was trained with config.loss.ver_weight=0, which builds no "
+        f"verification heads. {fix}")
 
 
 def check_model_config(model_config: config_dict.ConfigDict) -> None:
@@ -70,7 +115,8 @@ def check_model_config(model_config: config_dict.ConfigDict) -> None:
     backbones.check_last_stride(model_config.backbone, model_config.last_stride)
 
 
-def _build(model_config, *, num_classes: int, input_shape, weights, seed):
+def _build(model_config, *, num_classes: int, input_shape, weights, seed,
+           verification: bool):
   check_model_config(model_config)
   backbone = backbones.build_backbone(
       model_config.backbone, input_shape=input_shape, weights=weights,
@@ -98,10 +144,19 @@ def _build(model_config, *, num_classes: int, input_shape, weights, seed):
       # Embeddings leave the model as float32 under every dtype policy.
       "embedding": keras.ops.cast(embedding, "float32"),
       "logits": logits,
-      "verification_logits": heads.verification_head(
-          embedding, pair_i, pair_j, dropout=model_config.ver_dropout,
-          mode=mode, seed=None if seed is None else seed + 1),
   }
+  # Heads are created in the order they always were; without verification
+  # the verification heads' layers are still created, never applied (see
+  # heads.verification_head_layers): every other layer starts from the
+  # weights it had when every model had them.
+  ver_seed = None if seed is None else seed + 1
+  if verification:
+    outputs["verification_logits"] = heads.verification_head(
+        embedding, pair_i, pair_j, dropout=model_config.ver_dropout,
+        mode=mode, seed=ver_seed)
+  else:
+    heads.verification_head_layers(dropout=model_config.ver_dropout,
+                                   mode=mode, seed=ver_seed)
   if model_config.retrieval_feature == "bnneck":
     outputs[RETRIEVAL_OUTPUT] = keras.ops.cast(normalized, "float32")
   if model_config.aux_heads:
@@ -112,44 +167,72 @@ def _build(model_config, *, num_classes: int, input_shape, weights, seed):
       outputs[f"{key}_logits"], _ = heads.classification_head(
           aux, num_classes=num_classes, dropout=AUX_CLS_DROPOUT, prefix=prefix,
           seed=aux_seed, use_bnneck=use_bnneck)
-      outputs[f"{key}_verification_logits"] = heads.verification_head(
-          aux, pair_i, pair_j, dropout=model_config.ver_dropout, mode=mode,
-          prefix=prefix, seed=None if seed is None else aux_seed + 1)
+      aux_ver_seed = None if seed is None else aux_seed + 1
+      if verification:
+        outputs[f"{key}_verification_logits"] = heads.verification_head(
+            aux, pair_i, pair_j, dropout=model_config.ver_dropout, mode=mode,
+            prefix=prefix, seed=aux_ver_seed)
+      else:
+        heads.verification_head_layers(dropout=model_config.ver_dropout,
+                                       mode=mode, prefix=prefix,
+                                       seed=aux_ver_seed)
   return keras.Model({"images": images, "pair_i": pair_i, "pair_j": pair_j},
                      outputs, name="reid_training_model")
 
 
 def build_training_model(model_config: config_dict.ConfigDict, *,
                          num_classes: int, input_shape: tuple[int, int, int],
-                         seed: int | None = None) -> keras.Model:
+                         seed: int | None = None,
+                         verification: bool = True) -> keras.Model:
   """Builds the training model (see the module docstring for its I/O).
 
   Args:
     model_config: config.model (backbone, alpha, weights, cls_dropout,
       ver_dropout, ver_dropout_mode, aux_heads, freeze_bn, pooling, gem_p,
       gem_p_trainable, last_stride, bnneck, retrieval_feature).
+    num_classes: N, identities of the training set.
+    input_shape: (H, W, 3).
+    seed: seeds the dropout masks (None: unseeded).
+    verification: build the verification heads (`verification_heads(config)`
+      for a run: only where their loss is on).
 
   Raises:
     ValueError: a model key out of its registry or a last stride the
       backbone cannot take (check_model_config).
-    num_classes: N, identities of the training set.
-    input_shape: (H, W, 3).
-    seed: seeds the dropout masks (None: unseeded).
   """
   return _build(model_config, num_classes=num_classes, input_shape=input_shape,
-                weights=model_config.weights, seed=seed)
+                weights=model_config.weights, seed=seed,
+                verification=verification)
 
 
 def replace_classifiers(model: keras.Model, model_config: config_dict.ConfigDict,
                         *, num_classes: int, input_shape: tuple[int, int, int],
-                        seed: int | None = None) -> keras.Model:
+                        seed: int | None = None,
+                        verification: bool | None = None) -> keras.Model:
   """A new training model with fresh classifiers for `num_classes` identities.
 
   Every other layer (backbone, verification and auxiliary trunks) takes the
   weights of `model`: this is the start of a stage of staged transfer.
+
+  Args:
+    verification: whether the new model has verification heads; None = as
+      `model` has. Without them, `model`'s (if any) are left out.
+
+  Raises:
+    ValueError: a layer of the new model missing from `model` (another model
+      config, or verification heads `model` does not have).
   """
+  if verification is None:
+    verification = has_verification_head(model)
+  elif verification:
+    require_verification_head(
+        model, "A stage with the verification loss (loss.ver_weight > 0) "
+        "continuing this model",
+        fix="Start the stage from the backbone (init=\"backbone\") or from "
+        "a run trained with loss.ver_weight > 0, or set "
+        "--config.loss.ver_weight=0.")
   new = _build(model_config, num_classes=num_classes, input_shape=input_shape,
-               weights="", seed=seed)
+               weights="", seed=seed, verification=verification)
   for layer in new.layers:
     if layer.name in CLASSIFIER_LAYER_NAMES or not layer.weights:
       continue
@@ -241,13 +324,17 @@ def build_pair_scorer(training_model: keras.Model) -> keras.Model:
   Returns:
     keras.Model {"images_a", "images_b"} float [B, H, W, 3] -> probability
     [B] that image a and image b show the same person.
+
+  Raises:
+    ValueError: the model has no verification head
+      (`require_verification_head`).
   """
+  require_verification_head(training_model, "The CIR pair scorer")
   backbone = training_model.get_layer("backbone")
   shape = backbone.input_shape[1:]
   images_a = keras.Input(shape=shape, dtype="float32", name="images_a")
   images_b = keras.Input(shape=shape, dtype="float32", name="images_b")
-  verifier = [training_model.get_layer(n)
-              for n in ("ver_subtract", "ver_relu", "verifier")]
+  verifier = [training_model.get_layer(n) for n in VERIFIER_LAYER_NAMES]
   logits = heads.apply_verifier(backbone(images_a)["feature"],
                                 backbone(images_b)["feature"], layers=verifier)
   probability = reid_layers.SameProbability(name="same_probability")(logits)

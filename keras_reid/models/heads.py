@@ -82,10 +82,29 @@ def verification_head(features, pair_i, pair_j, *, dropout: float,
   Returns:
     Logits float [P, 2] (class 1 = same person) from `<prefix>verifier`.
   """
-  a, b = reid_layers.PairwiseConsistentDropout(
-      dropout, mode=mode, seed=seed, name=f"{prefix}ver_dropout")(
-          [features, pair_i, pair_j])
-  return apply_verifier(a, b, prefix=prefix)
+  pair_dropout, *verifier = verification_head_layers(
+      dropout=dropout, mode=mode, prefix=prefix, seed=seed)
+  a, b = pair_dropout([features, pair_i, pair_j])
+  return apply_verifier(a, b, layers=verifier)
+
+
+def verification_head_layers(*, dropout: float, mode: str = "pairwise",
+                             prefix: str = "", seed: int | None = None
+                             ) -> list[keras.layers.Layer]:
+  """The verification head's layers, created but not applied (no weights).
+
+  `verification_head` applies them. A model built without verification
+  heads creates them all the same and drops them: their unseeded kernel
+  initialisers and seed generators draw from Keras' global seed when
+  created, so creating them keeps every later layer's initial weights (and
+  generator names) those of the model with heads.
+
+  Returns:
+    [PairwiseConsistentDropout `<prefix>ver_dropout`, then verifier_layers].
+  """
+  return [reid_layers.PairwiseConsistentDropout(
+      dropout, mode=mode, seed=seed, name=f"{prefix}ver_dropout"),
+          *verifier_layers(prefix)]
 
 
 def verifier_layers(prefix: str = "") -> list[keras.layers.Layer]:

@@ -11,6 +11,12 @@ A checkpoint is read only after every tensor of it has been read back whole
 copy cut short) makes evaluation, export and a resumed training fall back to
 the newest earlier checkpoint that the step's CheckpointManager kept, saying
 so in one warning line, or fail with one line naming the file.
+
+A run's model has verification heads iff config.loss.ver_weight > 0
+(builders.verification_heads), except for runs trained before that rule:
+they have them whatever ver_weight says. Checkpoints address the model's
+layers by position, so `rebuild_model` builds the layout the checkpoint
+holds (`checkpoint_has_more_layers`), never a mismatching one.
 """
 
 from __future__ import annotations
@@ -24,9 +30,16 @@ from absl import logging
 import keras
 import tensorflow as tf
 from ml_collections import config_dict
+from tensorflow.core.protobuf import trackable_object_graph_pb2
 
 from keras_reid import runs
 from keras_reid.models import builders
+
+# The tf.train.Checkpoint child the training loop saves the model under, and
+# the model's child holding its layers (Keras 3's functional models, by
+# position in topological order).
+_MODEL_KEY = "model"
+_LAYERS_KEY = "_operations"
 
 
 def seed_state_variables(model: keras.Model) -> list[Any]:
@@ -142,6 +155,38 @@ def restore_weights(model: keras.Model, checkpoint_path: str) -> None:
   status.assert_existing_objects_matched()
 
 
+def _checkpoint_layer_count(checkpoint_path: str) -> int | None:
+  """How many layers the checkpoint's model holds (None: no such record)."""
+  reader = tf.train.load_checkpoint(checkpoint_path)
+  graph = trackable_object_graph_pb2.TrackableObjectGraph()
+  graph.ParseFromString(reader.get_tensor("_CHECKPOINTABLE_OBJECT_GRAPH"))
+
+  def child(node_id: int, name: str) -> int | None:
+    for c in graph.nodes[node_id].children:
+      if c.local_name == name:
+        return c.node_id
+    return None
+
+  model = child(0, _MODEL_KEY)
+  layers = None if model is None else child(model, _LAYERS_KEY)
+  return None if layers is None else len(graph.nodes[layers].children)
+
+
+def _layer_count(model: keras.Model) -> int:
+  """How many layers a checkpoint of `model` holds (cf. the above)."""
+  view = tf.train.TrackableView(model)
+  return len(tf.train.TrackableView.children(view.children(model)[_LAYERS_KEY]))
+
+
+def checkpoint_has_more_layers(model: keras.Model,
+                               checkpoint_path: str) -> bool:
+  """Whether the checkpoint's model has layers `model` lacks (for a model
+  without verification heads: a run trained before ver_weight=0 dropped
+  them)."""
+  count = _checkpoint_layer_count(checkpoint_path)
+  return count is not None and count > _layer_count(model)
+
+
 def rebuild_model(config: config_dict.ConfigDict, num_classes: int,
                   checkpoint_path: str) -> keras.Model:
   """Builds the training model of `config` and loads a checkpoint into it.
@@ -149,14 +194,25 @@ def rebuild_model(config: config_dict.ConfigDict, num_classes: int,
   An unreadable checkpoint falls back to an earlier one of its folder
   (`usable_checkpoint`, which warns); none readable raises
   UnreadableCheckpointError.
+
+  The model has verification heads where `config` asks for them
+  (builders.verification_heads) and where the checkpoint has them (a run
+  with loss.ver_weight=0 trained before such runs dropped them).
   """
   checkpoint_path = usable_checkpoint(checkpoint_path)
   model_config = config.model.copy_and_resolve_references()
   model_config.weights = ""  # the checkpoint supplies every weight
-  model = builders.build_training_model(
-      model_config, num_classes=num_classes,
-      input_shape=(config.data.image_height, config.data.image_width, 3),
-      seed=config.seed)
+
+  def build(verification: bool) -> keras.Model:
+    return builders.build_training_model(
+        model_config, num_classes=num_classes,
+        input_shape=(config.data.image_height, config.data.image_width, 3),
+        seed=config.seed, verification=verification)
+
+  verification = builders.verification_heads(config)
+  model = build(verification)
+  if not verification and checkpoint_has_more_layers(model, checkpoint_path):
+    model = build(True)
   restore_weights(model, checkpoint_path)
   # A step's checkpoint also holds the dropout masks' seed states (see
   # loop.run_fine_tuning_step): the next step of a resumed run draws the

@@ -13,6 +13,10 @@ Signatures:
       -> "embeddings" float32 [B, D], L2-normalised.
   verify: "images_a", "images_b" uint8 [B, H, W, 3] (equal B; the two batches
       may have different H, W) -> "same_probability" float32 [B].
+      Only for a model with a verification head: one trained with
+      config.loss.ver_weight=0 has none, and its export has the first two
+      signatures only, export_info.json saying why under "verify_unavailable"
+      (VERIFY_UNAVAILABLE).
 
 Invalid inputs fail with tf.errors.InvalidArgumentError raised by graph
 assertions (TF-Serving answers INVALID_ARGUMENT with the message): wrong rank
@@ -66,9 +70,19 @@ MAX_IMAGE_PIXELS = min(MAX_IMAGE_SIDE ** 2, preprocessing.MAX_IMAGE_PIXELS)
 MAX_REQUEST_PIXELS = 2 ** 25
 
 SIGNATURES = ("serving_default", "serve_bytes", "verify")
+# The signatures of a model without a verification head.
+EMBEDDING_SIGNATURES = ("serving_default", "serve_bytes")
 # What export_saved_model reports to its step_done: each signature traced,
-# then the SavedModel written.
+# then the SavedModel written (one fewer without "verify").
 EXPORT_STEPS = len(SIGNATURES) + 1
+# export_info.json's "verify_unavailable" for a model without a
+# verification head.
+VERIFY_UNAVAILABLE = (
+    "no 'verify' signature: the model has no verification head (its run was "
+    "trained with config.loss.ver_weight=0, which builds none). Compare "
+    "embeddings instead (the cosine similarity of the unit embeddings, as "
+    "keras_reid.Embedder.verify does), or export a run trained with "
+    "loss.ver_weight > 0.")
 EXPORT_INFO_FILE = os.path.join("assets.extra", "export_info.json")
 
 # File signatures ("magic numbers") of the formats serve_bytes accepts.
@@ -165,22 +179,20 @@ def _decode_one(contents: tf.Tensor, image_size: tuple[int, int]) -> tf.Tensor:
   return _resize(image, image_size)
 
 
-class ReidServingModule(tf.Module):
-  """Holds the Keras models and the three serving functions.
+class ReidEmbeddingModule(tf.Module):
+  """Holds the embedder and the two embedding functions (EMBEDDING_SIGNATURES).
 
   Attributes:
     embedder: keras.Model, float32 normalised images [B, H, W, 3] -> [B, D].
-    pair_scorer: keras.Model, {"images_a", "images_b"} -> probability [B].
     image_size: (H, W), the models' input size.
     normalization: a key of keras_reid.data.preprocessing.NORMALIZATIONS.
   """
 
-  def __init__(self, embedder: keras.Model, pair_scorer: keras.Model,
-               image_size: tuple[int, int], normalization: str):
+  def __init__(self, embedder: keras.Model, image_size: tuple[int, int],
+               normalization: str):
     super().__init__(name="reid_serving")
     preprocessing.check_normalization(normalization)
     self.embedder = embedder
-    self.pair_scorer = pair_scorer
     self.image_size = tuple(int(s) for s in image_size)
     self.normalization = normalization
 
@@ -223,6 +235,20 @@ class ReidServingModule(tf.Module):
         lambda c: _decode_one(c, self.image_size), images,
         fn_output_signature=tf.TensorSpec([h, w, 3], tf.float32))
     return self._embed(decoded)
+
+
+
+class ReidServingModule(ReidEmbeddingModule):
+  """Holds the Keras models and the three serving functions (SIGNATURES).
+
+  Attributes (and ReidEmbeddingModule's):
+    pair_scorer: keras.Model, {"images_a", "images_b"} -> probability [B].
+  """
+
+  def __init__(self, embedder: keras.Model, pair_scorer: keras.Model,
+               image_size: tuple[int, int], normalization: str):
+    super().__init__(embedder, image_size, normalization)
+    self.pair_scorer = pair_scorer
 
   @tf.function(input_signature=[
       tf.TensorSpec(shape=None, dtype=tf.uint8, name="images_a"),
@@ -288,7 +314,8 @@ def _readable_by_others(folder: str) -> None:
   os.chmod(folder, 0o777 & ~umask)
 
 
-def export_saved_model(embedder: keras.Model, pair_scorer: keras.Model, *,
+def export_saved_model(embedder: keras.Model,
+                       pair_scorer: Optional[keras.Model], *,
                        export_base: str, image_size: tuple[int, int],
                        normalization: str,
                        version: Optional[int] = None,
@@ -296,7 +323,10 @@ def export_saved_model(embedder: keras.Model, pair_scorer: keras.Model, *,
                        step_done: Optional[Callable[[str], None]] = None,
                        write_extra: Optional[Callable[[str], dict]] = None
                        ) -> str:
-  """Writes a versioned SavedModel with the three serving signatures.
+  """Writes a versioned SavedModel with the serving signatures.
+
+  SIGNATURES, or without a pair scorer EMBEDDING_SIGNATURES (no "verify";
+  export_info.json's "verify_unavailable" says why: VERIFY_UNAVAILABLE).
 
   The version is written to a hidden temporary folder and renamed into place,
   so a TF-Serving instance polling `export_base` never sees half a model.
@@ -305,15 +335,17 @@ def export_saved_model(embedder: keras.Model, pair_scorer: keras.Model, *,
     embedder: keras.Model, float32 normalised images [B, H, W, 3] -> [B, D]
       (e.g. keras_reid.models.builders.build_embedder(training_model)).
     pair_scorer: keras.Model, {"images_a", "images_b"} float32 normalised
-      [B, H, W, 3] -> same-person probability [B] (or [B, 1]).
+      [B, H, W, 3] -> same-person probability [B] (or [B, 1]); None for a
+      model without a verification head (no "verify" signature).
     export_base: the model's base path (TF-Serving's `base_path`).
     image_size: (H, W), the models' input size.
     normalization: a key of keras_reid.data.preprocessing.NORMALIZATIONS.
     version: the version number; None = next_version(export_base).
     extra_info: more JSON-serialisable entries for export_info.json (e.g.
       "weights_from": which stage and step of a run the weights come from).
-    step_done: called with what was done after each of the EXPORT_STEPS
-      (tracing each signature, writing the SavedModel), for progress.
+    step_done: called with what was done after each of its steps (tracing
+      each signature, writing the SavedModel: EXPORT_STEPS, one fewer
+      without a pair scorer), for progress.
     write_extra: called with the unpublished version folder after the
       SavedModel is written in it, to add more files (e.g.
       keras_reid.serving.formats.write_formats); returns more entries for
@@ -339,9 +371,15 @@ def export_saved_model(embedder: keras.Model, pair_scorer: keras.Model, *,
         "version=None for the next free number.")
   os.makedirs(export_base, exist_ok=True)
   step_done = step_done or (lambda what: None)
-  module = ReidServingModule(embedder, pair_scorer, image_size, normalization)
+  if pair_scorer is None:
+    module = ReidEmbeddingModule(embedder, image_size, normalization)
+    names = EMBEDDING_SIGNATURES
+  else:
+    module = ReidServingModule(embedder, pair_scorer, image_size,
+                               normalization)
+    names = SIGNATURES
   signatures = {}
-  for name in SIGNATURES:
+  for name in names:
     signatures[name] = getattr(module, name).get_concrete_function()
     step_done(f"traced {name}")
   tmp = tempfile.mkdtemp(prefix=f".tmp-{int(version)}-", dir=export_base)
@@ -355,9 +393,11 @@ def export_saved_model(embedder: keras.Model, pair_scorer: keras.Model, *,
         "max_encoded_bytes": MAX_ENCODED_BYTES,
         "max_image_pixels": MAX_IMAGE_PIXELS,
         "max_request_pixels": MAX_REQUEST_PIXELS,
-        "signatures": list(SIGNATURES),
+        "signatures": list(names),
         **(extra_info or {}),
     }
+    if pair_scorer is None:
+      info["verify_unavailable"] = VERIFY_UNAVAILABLE
     if write_extra is not None:
       info.update(write_extra(tmp))
     os.makedirs(os.path.join(tmp, "assets.extra"), exist_ok=True)
@@ -377,6 +417,9 @@ def export_run(workdir: str, export_base: str,
                representative_images: str = "",
                representative_count: int = 100) -> str:
   """Restores a training run's model and exports it (without aux heads).
+
+  A run without a verification head (trained with loss.ver_weight=0) is
+  exported without the "verify" signature (see export_saved_model).
 
   Args:
     workdir: the run directory of `python -m keras_reid.train`.
@@ -439,9 +482,15 @@ def export_run(workdir: str, export_base: str,
           representative_images=images, representative_source=source,
           step_done=step_done)}
 
+  pair_scorer = None
+  if builders.has_verification_head(training_model):
+    pair_scorer = builders.build_pair_scorer(training_model)
+  else:
+    logging.warning("Run %s has no verification head (config.loss.ver_weight"
+                    "=0): the export has no 'verify' signature.", workdir)
+    step_done("no verify signature: no verification head")
   return export_saved_model(
-      embedder,
-      builders.build_pair_scorer(training_model),
+      embedder, pair_scorer,
       export_base=export_base, image_size=image_size,
       normalization=normalization,
       extra_info=info, step_done=step_done,

@@ -99,23 +99,37 @@ def stage_uses_cuhk03_metric(stage: config_dict.ConfigDict,
 def init_stage_model(model: keras.Model | None, stage: config_dict.ConfigDict,
                       config: config_dict.ConfigDict,
                       num_classes: int) -> keras.Model:
-  """The model a stage starts from, with new heads for its identities."""
+  """The model a stage starts from, with new heads for its identities.
+
+  It has verification heads iff config.loss.ver_weight > 0
+  (builders.verification_heads), except a stage continuing this run's
+  model (init="previous"), which keeps that model's: a run trained before
+  ver_weight=0 dropped them resumes with the layout its checkpoints hold.
+  """
   if stage.init == "backbone" or (stage.init == "previous" and model is None):
     return builders.build_training_model(
         config.model, num_classes=num_classes, input_shape=input_shape(config),
-        seed=config.seed)
+        seed=config.seed, verification=builders.verification_heads(config))
   if stage.init != "previous":  # a previous run's workdir
     model, _ = restore.restore_training_model(stage.init)
+    return new_classifiers(model, config, num_classes,
+                           verification=builders.verification_heads(config))
   return new_classifiers(model, config, num_classes)
 
 
 def new_classifiers(model: keras.Model, config: config_dict.ConfigDict,
-                    num_classes: int) -> keras.Model:
-  """The model with its classifiers replaced by new ones for `num_classes`."""
+                    num_classes: int, *,
+                    verification: bool | None = None) -> keras.Model:
+  """The model with its classifiers replaced by new ones for `num_classes`.
+
+  verification: whether it has verification heads; None = as `model` has
+  (builders.replace_classifiers).
+  """
   return builders.replace_classifiers(model, config.model,
                                       num_classes=num_classes,
                                       input_shape=input_shape(config),
-                                      seed=config.seed)
+                                      seed=config.seed,
+                                      verification=verification)
 
 
 # stage.step1_trains: what step 1 trains on the frozen base.

@@ -188,6 +188,109 @@ def test_default_model_is_unchanged_by_the_strong_baseline_keys(aux_heads):
                              outputs["embedding"], rtol=1e-6)
 
 
+# The same model's initial weights under keras.utils.set_random_seed(0) and
+# seed=0, as built before models without the verification loss dropped their
+# verification heads (commit f0cc73d): (sum of |w| over model.weights, the
+# same sums weighted by each variable's 1-based position).
+DEFAULT_INITIAL_WEIGHTS = {
+    False: (19573.203627485782, 1925351.9406693988),
+    True: (115677.75622282922, 16028073.16293618),
+}
+
+
+def _abs_sums(model):
+  return np.array([np.abs(np.asarray(v, np.float64)).sum()
+                   for v in model.weights])
+
+
+@pytest.mark.parametrize("aux_heads", [False, True])
+def test_default_model_initial_weights_are_unchanged(aux_heads):
+  keras.utils.set_random_seed(0)
+  model = builders.build_training_model(_config(aux_heads=aux_heads),
+                                        num_classes=3, input_shape=SHAPE,
+                                        seed=0)
+  sums = _abs_sums(model)
+  got = (sums.sum(), (np.arange(1, len(sums) + 1) * sums).sum())
+  assert got == pytest.approx(DEFAULT_INITIAL_WEIGHTS[aux_heads], rel=1e-6)
+
+
+def _start_state(model):
+  """Layer name -> initial weights and dropout seed-generator states."""
+  state = {}
+  for layer in model._flatten_layers(include_self=False, recursive=True):  # pylint: disable=protected-access
+    if layer.name == "backbone":
+      continue  # its layers are listed themselves
+    values = [w.numpy() for w in layer.weights] + [
+        g.state.numpy() for g in getattr(layer, "_seed_generators", [])]
+    if values:
+      state[layer.name] = values
+  return state
+
+
+@pytest.mark.parametrize("aux_heads", [False, True])
+@pytest.mark.parametrize("seed", [0, None])
+def test_without_the_verification_loss_no_verification_head_is_built(
+    aux_heads, seed):
+  config = _config(aux_heads=aux_heads)
+  run_config = default.get_config()
+  assert builders.verification_heads(run_config)
+  run_config.loss.ver_weight = 0.0
+  assert not builders.verification_heads(run_config)
+  built = {}
+  for verification in (True, False):
+    keras.utils.set_random_seed(0)
+    built[verification] = builders.build_training_model(
+        config, num_classes=3, input_shape=SHAPE, seed=seed,
+        verification=verification)
+  with_heads, model = built[True], built[False]
+  prefixes = ("",) + tuple(f"{k}_" for k in builders.AUX_KEYS[:2 * aux_heads])
+  # Every other layer starts where it does in the model with heads (and so
+  # where it did before models without the verification loss lost them).
+  start, start_with_heads = _start_state(model), _start_state(with_heads)
+  assert set(start_with_heads) - set(start) == {
+      f"{p}{n}" for p in prefixes for n in ("ver_dropout", "verifier")}
+  for name, values in start.items():
+    for a, b in zip(values, start_with_heads[name], strict=True):
+      np.testing.assert_array_equal(a, b, err_msg=name)
+  verification_layers = {f"{p}{n}" for p in prefixes
+                         for n in ("ver_dropout", *builders.VERIFIER_LAYER_NAMES)}
+  assert verification_layers <= {layer.name for layer in with_heads.layers}
+  assert not verification_layers & {layer.name for layer in model.layers}
+  assert not [v.path for v in model.variables if "verifier" in v.path]
+  assert len(with_heads.weights) - len(model.weights) == 2 * len(prefixes)
+  assert builders.has_verification_head(with_heads)
+  assert not builders.has_verification_head(model)
+  out = model(_inputs(), training=True)
+  assert not [k for k in out if "verification" in k]
+  assert set(out) == set(with_heads(_inputs())) - {
+      f"{p}verification_logits" for p in prefixes}
+  # What needs the head says why it is missing and which key to set.
+  with pytest.raises(ValueError, match=r"pair scorer needs a verification "
+                     r"head.*loss.ver_weight=0.*ver_weight > 0"):
+    builders.build_pair_scorer(model)
+  with pytest.raises(ValueError, match=r"loss.ver_weight > 0\) continuing "
+                     r"this model needs a verification head.*init=\"backbone\""):
+    builders.replace_classifiers(model, config, num_classes=4,
+                                 input_shape=SHAPE, verification=True)
+
+
+def test_replace_classifiers_keeps_or_drops_the_verification_heads(aux_model):
+  config = _config(aux_heads=True)
+  kept = builders.replace_classifiers(aux_model, config, num_classes=4,
+                                      input_shape=SHAPE)
+  assert builders.has_verification_head(kept)
+  dropped = builders.replace_classifiers(aux_model, config, num_classes=4,
+                                         input_shape=SHAPE,
+                                         verification=False)
+  assert not builders.has_verification_head(dropped)
+  assert not [v.path for v in dropped.weights if "verifier" in v.path]
+  np.testing.assert_array_equal(dropped.get_layer("aux1_fc").kernel,
+                                aux_model.get_layer("aux1_fc").kernel)
+  again = builders.replace_classifiers(dropped, config, num_classes=5,
+                                       input_shape=SHAPE)
+  assert not builders.has_verification_head(again)
+
+
 def _strong(**overrides):
   return _config(bnneck=True, cls_dropout=0.0, **overrides)
 

@@ -146,6 +146,23 @@ def test_missing_model_version_and_signature(server, exported):
                               version=1).embed(images).shape == (1, 256)
 
 
+def test_verify_on_a_model_without_verification_head_says_why(
+    exported_without_verify):
+  running = test_server.serve({MODEL: exported_without_verify.base})
+  try:
+    images = exported_without_verify.images(2, 2, 64, 32)
+    for protocol, port in (("grpc", running.grpc_port),
+                           ("rest", running.rest_port)):
+      reid = client.make_client(f"127.0.0.1:{port}", MODEL, protocol=protocol)
+      assert reid.embed(images).shape == (2, 256)
+      with pytest.raises(client.SignatureNotFoundError,
+                         match=r"'verify'.*no verification head.*"
+                         r"config\.loss\.ver_weight=0"):
+        reid.verify(images, images[::-1])
+  finally:
+    running.stop()
+
+
 @pytest.mark.parametrize("protocol", ["grpc", "rest"])
 def test_server_down_is_unavailable_after_retries(protocol, monkeypatch):
   sleeps = []

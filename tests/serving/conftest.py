@@ -72,3 +72,14 @@ def exported(tmp_path_factory):
       normalization=normalization)
   return Exported(path, base, embedder, pair_scorer, normalization)
 
+
+
+@pytest.fixture(scope="session")
+def exported_without_verify(exported, tmp_path_factory):
+  """The same embedder exported as a model without a verification head is
+  (no pair scorer: builders has none for a run with loss.ver_weight=0)."""
+  base = str(tmp_path_factory.mktemp("export_embedding_only") / "reid")
+  path = saved_model.export_saved_model(
+      exported.embedder, None, export_base=base, image_size=IMAGE_SIZE,
+      normalization=exported.normalization)
+  return Exported(path, base, exported.embedder, None, exported.normalization)

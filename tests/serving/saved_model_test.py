@@ -299,5 +299,51 @@ def test_export_run_uses_the_restored_run(tmp_path, monkeypatch, capsys):
       atol=1e-6)
 
 
+def test_export_without_a_verification_head_has_the_embedding_signatures(
+    exported, exported_without_verify):
+  path = exported_without_verify.path
+  loaded = tf.saved_model.load(path)
+  assert sorted(loaded.signatures) == sorted(
+      saved_model.EMBEDDING_SIGNATURES) == ["serve_bytes", "serving_default"]
+  with open(os.path.join(path, saved_model.EXPORT_INFO_FILE)) as f:
+    info = json.load(f)
+  assert info["signatures"] == ["serving_default", "serve_bytes"]
+  assert info["verify_unavailable"] == saved_model.VERIFY_UNAVAILABLE
+  assert "config.loss.ver_weight=0" in info["verify_unavailable"]
+  with open(os.path.join(exported.path, saved_model.EXPORT_INFO_FILE)) as f:
+    assert "verify_unavailable" not in json.load(f)
+  images = exported.images(0, 3, 80, 40)
+  got = loaded.signatures["serving_default"](images=tf.constant(images))
+  np.testing.assert_allclose(got["embeddings"],
+                             _expected_embeddings(exported, images),
+                             rtol=1e-4, atol=1e-5)
+
+
+def test_export_run_without_a_verification_head(tmp_path, monkeypatch, capsys):
+  config = schema.base_config()
+  config.data.image_height, config.data.image_width = H, W
+  config.model.weights = ""
+  config.loss.ver_weight = 0.0
+  model = builders.build_training_model(
+      config.model, num_classes=3, input_shape=(H, W, 3), seed=1,
+      verification=builders.verification_heads(config))
+  monkeypatch.setattr(restore, "restore_training_model",
+                      lambda workdir: (model, config))
+  monkeypatch.setattr(runs, "weights_origin", lambda workdir: {})
+  calls = []
+  monkeypatch.setattr(saved_model, "export_saved_model",
+                      lambda *args, **kwargs: calls.append((args, kwargs)) or
+                      "the/path")
+  monkeypatch.setattr(progress, "SLOW_SECONDS", 0.0)
+  assert saved_model.export_run("run", str(tmp_path)) == "the/path"
+  (embedder, pair_scorer), _ = calls[0]
+  assert pair_scorer is None
+  assert embedder.output.shape[-1] == model.output["embedding"].shape[-1]
+  # The step "verify" would have taken is reported, so the steps add up.
+  lines = capsys.readouterr().err.splitlines()
+  assert lines[1].startswith("Export: 2/5 export steps (40%) - ")
+  assert lines[1].endswith("no verify signature: no verification head")
+
+
 if __name__ == "__main__":
   raise SystemExit(pytest.main([__file__, "-q"]))

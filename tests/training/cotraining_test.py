@@ -433,28 +433,51 @@ def test_resume_matches_uninterrupted_run(tmp_path, source_run, monkeypatch,
 
 def test_config_errors_name_the_key(tmp_path, source_run):
   root, source = source_run
+  # The numeric keys' ranges are config_ranges' (one line, its wording and
+  # fix), not repeated by cotraining.check_stage.
+  ranges = r": expected {}\. Fix it in the config file"
   for overrides, match in (
       (dict(supervision="cotrain"), r"stages.target.supervision='cotrain'"),
       (dict(unsupervised=dict(pseudo_labels="fuzzy")),
        r"stages.target.unsupervised.pseudo_labels='fuzzy'"),
-      (dict(unsupervised=dict(rounds=0)), r"stages.target.unsupervised.rounds=0"),
+      (dict(unsupervised=dict(rounds=0)), r"stages.target.unsupervised.rounds=0"
+       + ranges.format(r"an integer >= 1")),
       (dict(unsupervised=dict(verification_pairs="confident")),
        r"stages.target.unsupervised.verification_pairs='confident': expected "
        r"one of \['all', 'none'\]"),
       (dict(unsupervised=dict(soft_temperature=0.0)),
-       r"stages.target.unsupervised.soft_temperature=0.0"),
+       r"stages.target.unsupervised.soft_temperature=0.0"
+       + ranges.format(r"a finite number > 0")),
+      (dict(unsupervised=dict(soft_top_m=0)),
+       r"stages.target.unsupervised.soft_top_m=0"
+       + ranges.format(r"an integer >= 1")),
+      (dict(unsupervised=dict(graph_k=0)),
+       r"stages.target.unsupervised.graph_k=0"
+       + ranges.format(r"an integer >= 1")),
+      (dict(unsupervised=dict(grdl_lambda=-1.0)),
+       r"stages.target.unsupervised.grdl_lambda=-1.0"
+       + ranges.format(r"a finite number >= 0")),
+      (dict(unsupervised=dict(grdl_atoms=0)),
+       r"stages.target.unsupervised.grdl_atoms=0"
+       + ranges.format(r"an integer >= 1")),
+      (dict(unsupervised=dict(grdl_iterations=0)),
+       r"stages.target.unsupervised.grdl_iterations=0"
+       + ranges.format(r"an integer >= 1")),
       (dict(step1_iterations=0, step2_iterations=0), r"step1_iterations \+ step2_iterations"),
       (dict(unsupervised=dict(camera_a=5)),
        r"camera_a=5 leaves camera A with 0"),
       (dict(supervision="clustering", unsupervised=dict(rounds=0)),
-       r"stages.target.unsupervised.rounds=0"),
+       r"stages.target.unsupervised.rounds=0" + ranges.format(r"an integer >= 1")),
       (dict(supervision="clustering", unsupervised=dict(cluster_eps=0.0)),
-       r"stages.target.unsupervised.cluster_eps=0.0: expected"),
+       r"stages.target.unsupervised.cluster_eps=0.0"
+       + ranges.format(r"a finite number > 0")),
       (dict(supervision="clustering",
             unsupervised=dict(cluster_min_samples=0)),
-       r"stages.target.unsupervised.cluster_min_samples=0"),
+       r"stages.target.unsupervised.cluster_min_samples=0"
+       + ranges.format(r"an integer >= 1 \(the image included\)")),
       (dict(supervision="clustering", unsupervised=dict(memory_momentum=1.0)),
-       r"stages.target.unsupervised.memory_momentum=1.0"),
+       r"stages.target.unsupervised.memory_momentum=1.0"
+       + ranges.format(r"a finite number in \[0, 1\)")),
       (dict(supervision="clustering", ids_per_batch=50,
             unsupervised=_CLUSTERING),
        r"DBSCAN found \d+ clusters .* fewer than ids_per_batch=50")):

@@ -1,7 +1,9 @@
 """Tests of one fine-tuning step: what trains in each step, NaN handling."""
 
 import os
+import warnings
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -91,6 +93,55 @@ def test_step1_with_all_heads_trains_verifier_on_the_frozen_base(tmp_path):
   weights = loop.loss_weights(config.loss, 1, verifiers_train=True)
   assert weights["ver_weight"] == config.loss.ver_weight
   assert loop.loss_weights(config.loss, 1)["ver_weight"] == 0.0
+
+
+def _missing_gradient_warnings(workdir, model, config, all_heads):
+  """The optimizer's "Gradients do not exist" warnings of a step 1 + 2."""
+  with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    for step, kwargs in ((1, dict(all_heads=all_heads)), (2, {})):
+      loop.run_fine_tuning_step(
+          model, loop.FineTuningStep("s", step, iterations=2, lr=0.05,
+                                     lr_decay_iterations=100,
+                                     lr_decay_factor=0.1, batch_size=K * M,
+                                     **kwargs),
+          make_dataset=_make_dataset, config=config,
+          strategy=tf.distribute.get_strategy(),
+          workdir=str(workdir),
+          writer=tf.summary.create_file_writer(str(workdir / "tb")))
+  return [str(w.message) for w in caught
+          if "Gradients do not exist" in str(w.message)]
+
+
+def test_without_the_verification_loss_every_variable_gets_a_gradient(
+    tmp_path):
+  config = tiny_config.get_config()
+  config.loss.ver_weight = 0.0
+  config.train.weight_decay = 0.0  # its gradient would reach the kernels
+  # A stage from the backbone: step 1 trains every head it builds.
+  keras.utils.set_random_seed(0)
+  model = stage_setup.init_stage_model(None, config.stages.synthetic, config,
+                                       NUM_CLASSES)
+  assert not builders.has_verification_head(model)
+  assert not [v.path for v in model.variables if "verifier" in v.path]
+  assert _missing_gradient_warnings(tmp_path / "a", model, config, True) == []
+  # The same loss on a model with verification heads (as every model was
+  # built before): the verifier's variables get none.
+  keras.utils.set_random_seed(0)
+  with_heads = builders.build_training_model(
+      config.model, num_classes=NUM_CLASSES, input_shape=(H, W, 3),
+      seed=config.seed)
+  warned = _missing_gradient_warnings(tmp_path / "b", with_heads, config,
+                                      True)
+  assert warned and all("verifier/" in w for w in warned)
+  # And it trained every other layer exactly as the model without them: a
+  # run with ver_weight=0 learns what it learnt when it had the heads.
+  for layer in model.layers:
+    for a, b in zip(layer.get_weights(),
+                    with_heads.get_layer(layer.name).get_weights(),
+                    strict=True):
+      np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6,
+                                 err_msg=layer.name)
 
 
 def test_which_stages_train_all_heads_in_step1():

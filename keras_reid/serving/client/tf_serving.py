@@ -42,6 +42,13 @@ predict_pb2 = protos.predict_pb2
 prediction_service_pb2_grpc = protos.prediction_service_pb2_grpc
 
 DEFAULT_SIGNATURE = "serving_default"
+# Why a keras-reid model lacks "verify" (keras_reid.serving.saved_model's
+# VERIFY_UNAVAILABLE; this module imports no TensorFlow).
+NO_VERIFY = (
+    "A keras-reid model without 'verify' has no verification head: its run "
+    "was trained with config.loss.ver_weight=0. Compare embeddings instead "
+    "(the dot product of embed()'s unit vectors is their cosine "
+    "similarity), or serve a run trained with loss.ver_weight > 0.")
 # 64 uint8 images of 512x256 are 25 MB; gRPC's default limit is 4 MB.
 MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 
@@ -141,10 +148,19 @@ class _Client:
     return self.predict({"images": contents}, "serve_bytes")["embeddings"]
 
   def verify(self, images_a: np.ndarray, images_b: np.ndarray) -> np.ndarray:
-    """Two uint8 [B, H, W, 3] batches -> float32 [B] same-person probability."""
-    return self.predict({"images_a": np.asarray(images_a),
-                         "images_b": np.asarray(images_b)},
-                        "verify")["same_probability"]
+    """Two uint8 [B, H, W, 3] batches -> float32 [B] same-person probability.
+
+    Raises:
+      SignatureNotFoundError: the served model has no "verify" signature:
+        it was exported without a verification head (the message says so
+        and what to use instead).
+    """
+    try:
+      return self.predict({"images_a": np.asarray(images_a),
+                           "images_b": np.asarray(images_b)},
+                          "verify")["same_probability"]
+    except SignatureNotFoundError as e:
+      raise SignatureNotFoundError(f"{e} {NO_VERIFY}") from e
 
 
 class GrpcClient(_Client):
