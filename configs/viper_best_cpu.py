@@ -15,7 +15,7 @@ viper_cpu's unchanged, so a finished viper_cpu reid_pool run can start the
 target stage (bench/reproduce.py's row best_cpu_recipe does, and checks it).
 
 What each ingredient adds, VIPeR splits 0-2, Rank-1 mean +- sample SD
-(bench/reproduction_results.md; paired differences and their t-based 95%
+(bench/reproduction_results_before_91977ac.md; paired differences and their t-based 95%
 intervals in its claims table). The ingredients were picked on these
 splits' test identities (there is no validation split), so this recipe's
 numbers are optimistic:

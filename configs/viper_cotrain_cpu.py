@@ -31,7 +31,7 @@ prototype's settings) and grdl_lambda 0.1, the value that
 on the labelled source (reid_pool, the pool model's features; camera-B
 label accuracy 65.2% at 0.1 vs 63.3% at 0.01, the prototype's value; 47.9%
 at 0, 61.1% at 1; self-training's feature-space labels 65.5%). Checked on
-VIPeR splits 0-2 (bench/reproduction_results.md, 3 rounds): Rank-1 14.1 +-
+VIPeR splits 0-2 (bench/reproduction_results_before_91977ac.md, 3 rounds): Rank-1 14.1 +-
 0.2 at 0.1 (row staged_cotraining_lambda0.1) vs 12.6 +- 1.6 at 0.01 (row
 staged_cotraining), paired +1.6 points, 95% CI [-2.02, +5.18]: within noise
 on three splits. Another source model: rerun select_grdl_lambda and pass
