@@ -31,8 +31,9 @@ each VIPeR stage 21-30 min on 2 cores loaded by other jobs):
         --rows=strong_cpu_recipe
 
 Paired over splits 0-2 (bench/reproduction_results.md): no CIR beats CIR
-top-10 on this model by 3.8 [+0.2, +7.4]; extra_pool changes Rank-1 by -0.8
-[-3.8, +2.1] (within noise) at twice the large stage's time, so it is off.
+top-10 on this model by 3.8 [+0.2, +7.4]; over splits 0-4, extra_pool changes
+Rank-1 by -1.7 [-3.5, +0.1] (within noise, lower on four of five splits) at
+twice the large stage's time, so it is off.
 The choices were made on splits 0-2's test identities (there is no
 validation split), as configs/viper_best_cpu.py's were; splits 3-4 were not
 looked at before. bench/strong_results.md has every row and command.
