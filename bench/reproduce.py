@@ -81,7 +81,8 @@ POOL_STEP1_CLASSIFIERS = "pool_mobilenet_v1_0.5_step1_classifiers"
 # Unsupervised VIPeR stage (pseudo labels, no VIPeR identities read for
 # training): configs/viper_cotrain_cpu.py:SUPERVISION,<pool run dir>.
 COTRAIN = "configs/viper_cotrain_cpu.py"
-# Co-training's fixes (issue 27.1), as overrides.
+# Co-training's fixes (labels from normalised codes, a fresh dictionary,
+# no pseudo-pair verification), as overrides.
 COTRAIN_L2 = ("--config.stages.viper.unsupervised.l2_normalize=true",
               "--config.stages.viper.unsupervised.grdl_lambda=0.01")
 COTRAIN_REFIT = ("--config.stages.viper.unsupervised.refit_dictionary=true",)
@@ -378,7 +379,7 @@ ROWS = (
         "(cross-validated on reid_pool)", config=f"{COTRAIN}:cotraining",
         pool=POOL_MOBILENET, pool_in_config=True,
         overrides=("--config.stages.viper.unsupervised.grdl_lambda=0.1",)),
-    # Co-training's fixes (issue 27.1), each adding to the one above; picked
+    # Co-training's fixes, each adding to the one above; picked
     # by pseudo-label accuracy (bench/cotraining_labels.py,
     # bench/cotraining_results.md), grdl_lambda 0.01 as select_grdl_lambda
     # picks it on reid_pool for normalised codes.

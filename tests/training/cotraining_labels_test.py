@@ -8,7 +8,7 @@ camera-A image; soft: top-m with the temperature of
 pseudo_labels.soft_pseudo_labels' docstring). A make_labels that labelled
 from Y would give other labels, which the test checks as well.
 
-The options of issue 27 (unsupervised.l2_normalize, refit_dictionary,
+The co-training fix options (unsupervised.l2_normalize, refit_dictionary,
 verification_pairs) against NumPy / hand oracles.
 
 Also: configs/viper_cotrain_cpu.py's grdl_lambda is the one the recorded

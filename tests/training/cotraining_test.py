@@ -134,7 +134,7 @@ def test_rounds_end_to_end(tmp_path, source_run, supervision):
   assert model.get_layer("classifier").get_weights()[0].shape[-1] == num_a
 
 
-def test_issue27_options_in_the_rounds(tmp_path, source_run, monkeypatch):
+def test_cotraining_fix_options_reach_the_rounds(tmp_path, source_run, monkeypatch):
   """l2_normalize, refit_dictionary and verification_pairs="none" reach the
   rounds: round 2's GRDL starts from no dictionary, its labels are those of
   the normalised codes, and no round trains the verification loss."""
