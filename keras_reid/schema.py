@@ -127,6 +127,16 @@ def stage_config(**overrides) -> config_dict.ConfigDict:
           # Added to the distance of two images of one camera (0 = off):
           # clusters must then join images across cameras.
           cluster_camera_weight=0.0,
+          # "dbscan" (the above) or "mutual_nn": a cluster is two images of
+          # different cameras that are each other's nearest neighbour
+          # across cameras, every other image an outlier (for targets with
+          # one image per identity and camera: VIPeR, PRID, GRID, where
+          # DBSCAN chains people together; eps, min_samples, k1, k2 and
+          # camera_weight are then unused).
+          cluster_method="dbscan",
+          # Subtract each camera's mean feature before grouping (camera
+          # ids only, no identities).
+          cluster_camera_centring=False,
           # Cluster memory (config.loss.cluster_memory_weight > 0): each
           # batch feature x updates its cluster's centroid c <- normalise(
           # m * c + (1 - m) * x), m this momentum (Cluster Contrast: 0.2).

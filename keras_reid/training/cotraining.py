@@ -120,6 +120,8 @@ def check_stage(name: str, stage: config_dict.ConfigDict,
   expect(stage.unsupervised.verification_pairs in VERIFICATION_PAIRS,
          "unsupervised.verification_pairs", f"one of {list(VERIFICATION_PAIRS)}")
   if stage.supervision == "clustering":
+    expect(stage.unsupervised.cluster_method in clustering.METHODS,
+           "unsupervised.cluster_method", f"one of {list(clustering.METHODS)}")
     return  # hard labels: the triplet loss applies
   if stage.unsupervised.pseudo_labels == "soft" and config.loss.triplet_weight > 0:
     raise ValueError(
@@ -181,7 +183,8 @@ def make_labels(features: np.ndarray, camids: np.ndarray,
     stage: the stage config (supervision; unsupervised.pseudo_labels,
       soft_top_m, soft_temperature, l2_normalize, graph_k, grdl_lambda,
       grdl_atoms, grdl_iterations; for clustering cluster_eps, cluster_min_samples,
-      cluster_k1, cluster_k2, cluster_camera_weight).
+      cluster_k1, cluster_k2, cluster_camera_weight, cluster_method,
+      cluster_camera_centring).
     seed: GRDL's initial dictionary draw when there is no warm start.
     init_dictionary: [dim, atoms] warm start (the previous round's).
     callback: GRDL's callback(iteration, objective).
@@ -197,7 +200,8 @@ def make_labels(features: np.ndarray, camids: np.ndarray,
     u = stage.unsupervised
     clusters = clustering.cluster_features(
         features, camids, eps=u.cluster_eps, min_samples=u.cluster_min_samples,
-        k1=u.cluster_k1, k2=u.cluster_k2, camera_weight=u.cluster_camera_weight)
+        k1=u.cluster_k1, k2=u.cluster_k2, camera_weight=u.cluster_camera_weight,
+        method=u.cluster_method, camera_centring=u.cluster_camera_centring)
     return RoundLabels(clusters.labels, np.zeros(len(clusters.labels), bool),
                        None, [], clusters.centroids)
   is_a = graph.camera_a_mask(camids, stage.unsupervised.camera_a)
@@ -464,7 +468,9 @@ def _report_clusters(run: runner.TrainingRun, name: str,
       quality, supervision=stage.supervision, round=r,
       cluster_eps=u.cluster_eps, cluster_min_samples=u.cluster_min_samples,
       cluster_k1=u.cluster_k1, cluster_k2=u.cluster_k2,
-      cluster_camera_weight=u.cluster_camera_weight))
+      cluster_camera_weight=u.cluster_camera_weight,
+      cluster_method=u.cluster_method,
+      cluster_camera_centring=u.cluster_camera_centring))
   print(f"Stage {name!r} round {r}: {quality['num_clusters']} clusters, "
         f"{quality['num_outliers']} outliers of {len(records)} images; "
         f"pairwise precision {100 * quality['pairwise_precision']:.1f}%, "
@@ -476,13 +482,20 @@ def _check_batchable(name: str, stage: config_dict.ConfigDict, r: int,
   """A clustering round needs ids_per_batch clusters for its K x M batches."""
   if labels.num_classes < stage.ids_per_batch:
     u = stage.unsupervised
+    outliers = int((~labels.kept).sum())
+    if u.cluster_method == "mutual_nn":
+      found = (f"cross-camera mutual nearest neighbours gave "
+               f"{labels.num_classes} pairs ({outliers} images unpaired)")
+      fix = ""
+    else:
+      found = (f"DBSCAN found {labels.num_classes} clusters (eps="
+               f"{u.cluster_eps}, min_samples={u.cluster_min_samples}, "
+               f"{outliers} outliers)")
+      fix = f" or raise --config.stages.{name}.unsupervised.cluster_eps"
     raise ValueError(
-        f"Stage {name!r} round {r}: DBSCAN found {labels.num_classes} "
-        f"clusters (eps={u.cluster_eps}, min_samples="
-        f"{u.cluster_min_samples}, {int((~labels.kept).sum())} outliers), "
-        f"fewer than ids_per_batch={stage.ids_per_batch} identities per "
-        f"batch: lower --config.stages.{name}.ids_per_batch or raise "
-        f"--config.stages.{name}.unsupervised.cluster_eps.")
+        f"Stage {name!r} round {r}: {found}, fewer than ids_per_batch="
+        f"{stage.ids_per_batch} identities per batch: lower "
+        f"--config.stages.{name}.ids_per_batch{fix}.")
 
 
 def _memory_factory(config: config_dict.ConfigDict,

@@ -16,6 +16,22 @@ identity and camera, two images of one camera are never the same person).
 With one camera the term shifts every pair alike: clustering needs no
 second camera.
 
+Cross-camera mutual nearest neighbours (`cluster_method="mutual_nn"`): two
+images of different cameras form a cluster when each is the other's most
+similar image (cosine) among the other cameras' images; every other image
+is an outlier. Meant for targets with one or two images per identity and
+camera (VIPeR, PRID, GRID), where DBSCAN on the Jaccard distance chains
+identities together: the k-reciprocal neighbourhoods that the Jaccard
+distance compares are mostly other people when an identity has two
+images. Needs two cameras.
+
+Camera centring (optional, `camera_centring`): before either method, each
+camera's mean L2-normalised feature is subtracted from its images' (then
+normalised again), which takes out what a camera adds to every image
+(lighting, viewpoint, colour cast) and leaves what tells people apart.
+Camera ids are part of an unlabelled Re-ID set, as in camera-aware
+methods; identities are not read.
+
 NumPy / SciPy / scikit-learn only; `cluster_quality` is the only function
 that reads identities (monitoring, never training).
 """
@@ -31,6 +47,9 @@ from sklearn.metrics import cluster as sk_metrics
 from keras_reid.evaluation import rerank
 
 OUTLIER = -1
+
+# How the features are grouped (stages.<name>.unsupervised.cluster_method).
+METHODS = ("dbscan", "mutual_nn")
 
 
 class NoClusterError(ValueError):
@@ -60,6 +79,51 @@ def l2_normalize(features) -> np.ndarray:
   x = np.asarray(features, np.float32)
   norms = np.linalg.norm(x, axis=1, keepdims=True)
   return x / np.maximum(norms, 1e-12)
+
+
+def camera_centred(features, camids) -> np.ndarray:
+  """float32 [N, dim]: L2-normalised features minus their camera's mean
+  L2-normalised feature, normalised again (see module doc)."""
+  x = l2_normalize(features)
+  camids = np.asarray(camids)
+  if camids.shape != (x.shape[0],):
+    raise ValueError(f"camids has shape {camids.shape}: expected "
+                     f"[{x.shape[0]}], one camera id per feature row.")
+  centred = x.copy()
+  for cam in np.unique(camids):
+    rows = camids == cam
+    centred[rows] -= x[rows].mean(axis=0)
+  return l2_normalize(centred)
+
+
+def mutual_nearest_pairs(features, camids) -> np.ndarray:
+  """int64 [N] cluster ids of cross-camera mutual nearest neighbours.
+
+  Image i and j (different cameras) form a cluster when j is i's most
+  cosine-similar image among the images of other cameras than i's, and i
+  is j's. Clusters are numbered by their lower image index's order;
+  everything else is OUTLIER.
+
+  Raises:
+    ValueError: fewer than two cameras.
+  """
+  x = l2_normalize(features)
+  camids = np.asarray(camids)
+  if len(np.unique(camids)) < 2:
+    raise ValueError(
+        f"cluster_method='mutual_nn' pairs images across cameras, but all "
+        f"{camids.size} training images have camera {camids[0]!r}: use "
+        "cluster_method='dbscan' for a one-camera set.")
+  similarity = x @ x.T
+  similarity[camids[:, None] == camids[None, :]] = -np.inf  # same camera
+  nearest = similarity.argmax(axis=1)
+  labels = np.full(x.shape[0], OUTLIER, np.int64)
+  next_id = 0
+  for i, j in enumerate(nearest):
+    if i < j and nearest[j] == i:
+      labels[i] = labels[j] = next_id
+      next_id += 1
+  return labels
 
 
 def cluster_distance(features, camids=None, *, k1: int = 30, k2: int = 6,
@@ -116,15 +180,19 @@ def centroids(features, labels) -> np.ndarray:
 
 def cluster_features(features, camids=None, *, eps: float, min_samples: int,
                      k1: int = 30, k2: int = 6,
-                     camera_weight: float = 0.0) -> Clusters:
+                     camera_weight: float = 0.0, method: str = "dbscan",
+                     camera_centring: bool = False) -> Clusters:
   """Clusters the training features (see module doc).
 
   Args:
     features: [N, dim] SIR features of the training images.
-    camids: [N] camera ids (camera_weight > 0 only).
+    camids: [N] camera ids (camera_weight > 0, mutual_nn or camera_centring).
     eps, min_samples: DBSCAN's (eps in Jaccard distance, min_samples
       counting the image itself).
     k1, k2, camera_weight: see `cluster_distance`.
+    method: "dbscan" or "mutual_nn" (METHODS; eps, min_samples, k1, k2 and
+      camera_weight are DBSCAN's only).
+    camera_centring: subtract each camera's mean feature first.
 
   Returns:
     Clusters.
@@ -132,7 +200,22 @@ def cluster_features(features, camids=None, *, eps: float, min_samples: int,
   Raises:
     NoClusterError: DBSCAN found no cluster; names eps and min_samples.
   """
-  distance = cluster_distance(features, camids, k1=k1, k2=k2,
+  if method not in METHODS:
+    raise ValueError(f"cluster method {method!r}: expected one of "
+                     f"{list(METHODS)}.")
+  # The cluster memory starts from centroids of the model's own features
+  # (it is updated with them), whatever space the grouping used.
+  grouped = camera_centred(features, camids) if camera_centring else features
+  if method == "mutual_nn":
+    labels = mutual_nearest_pairs(grouped, camids)
+    if (labels == OUTLIER).all():
+      raise NoClusterError(
+          f"no two of the {labels.size} training images are each other's "
+          "nearest neighbour across cameras (cluster_method='mutual_nn'): "
+          "the set is too small or the features carry nothing; use "
+          "cluster_method='dbscan'.")
+    return Clusters(labels, centroids(features, labels))
+  distance = cluster_distance(grouped, camids, k1=k1, k2=k2,
                               camera_weight=camera_weight)
   labels = dbscan_labels(distance, eps=eps, min_samples=min_samples)
   if (labels == OUTLIER).all():

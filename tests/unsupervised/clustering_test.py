@@ -99,3 +99,92 @@ def test_cluster_quality_against_hand_counts():
 
 if __name__ == "__main__":
   raise SystemExit(pytest.main([__file__, "-q", "-p", "no:cacheprovider"]))
+
+
+def _mutual_pairs_oracle(x, camids):
+  """Cross-camera mutual nearest neighbours by brute force (sets of pairs)."""
+  unit = x / np.linalg.norm(x, axis=1, keepdims=True)
+  def nearest(i):
+    best, best_sim = None, -np.inf
+    for j in range(len(x)):
+      if camids[j] != camids[i] and unit[i] @ unit[j] > best_sim:
+        best, best_sim = j, unit[i] @ unit[j]
+    return best
+  near = [nearest(i) for i in range(len(x))]
+  return {(i, j) for i, j in enumerate(near) if i < j and near[j] == i}
+
+
+def _pairs_of(labels):
+  return {tuple(np.flatnonzero(labels == c)) for c in np.unique(labels)
+          if c >= 0}
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_mutual_nn_equals_brute_force_pairs(seed):
+  rng = np.random.default_rng(seed)
+  x = rng.normal(size=(40, 8)).astype(np.float32)
+  camids = rng.integers(0, 3, size=40)
+  labels = clustering.mutual_nearest_pairs(x, camids)
+  assert labels.dtype == np.int64
+  assert _pairs_of(labels) == _mutual_pairs_oracle(x, camids)
+  paired = labels >= 0
+  assert (np.bincount(labels[paired]) == 2).all()
+  # Clusters numbered by their first image's order.
+  firsts = [np.flatnonzero(labels == c)[0] for c in range(labels.max() + 1)]
+  assert firsts == sorted(firsts)
+
+
+def _offset_camera_pairs(seed=0, num_ids=30, dim=32, offset=4.0):
+  """One image per identity and camera; camera 1 adds a large shared
+  vector to every image (what a camera does to all its images)."""
+  rng = np.random.default_rng(seed)
+  people = rng.normal(size=(num_ids, dim))
+  camera_shift = offset * rng.normal(size=dim)
+  x = np.concatenate([people + 0.1 * rng.normal(size=people.shape),
+                      people + 0.1 * rng.normal(size=people.shape)
+                      + camera_shift]).astype(np.float32)
+  pids = np.tile(np.arange(num_ids), 2)
+  camids = np.repeat([0, 1], num_ids)
+  return x, pids, camids
+
+
+def test_camera_centring_recovers_pairs_a_camera_shift_hides():
+  x, pids, camids = _offset_camera_pairs()
+  plain = clustering.cluster_features(x, camids, eps=0.5, min_samples=2,
+                                      method="mutual_nn")
+  centred = clustering.cluster_features(x, camids, eps=0.5, min_samples=2,
+                                        method="mutual_nn",
+                                        camera_centring=True)
+  plain_q = clustering.cluster_quality(plain.labels, pids)
+  centred_q = clustering.cluster_quality(centred.labels, pids)
+  assert centred_q["num_clusters"] == 30
+  assert centred_q["pairwise_precision"] == 1.0
+  assert plain_q["num_clusters"] * plain_q["pairwise_precision"] < 15
+  # The memory starts from the model's own (uncentred) features.
+  unit = x / np.linalg.norm(x, axis=1, keepdims=True)
+  mean = unit[centred.labels == 0].mean(0)
+  np.testing.assert_allclose(centred.centroids[0], mean / np.linalg.norm(mean),
+                             atol=1e-6)
+
+
+def test_camera_centred_against_per_camera_oracle():
+  rng = np.random.default_rng(3)
+  x = rng.normal(size=(12, 5)).astype(np.float32)
+  camids = np.array([7, 7, 9, 9, 9, 7, 2, 2, 9, 7, 2, 9])
+  out = clustering.camera_centred(x, camids)
+  unit = x / np.linalg.norm(x, axis=1, keepdims=True)
+  for i in range(12):
+    expected = unit[i] - unit[camids == camids[i]].mean(0)
+    np.testing.assert_allclose(out[i], expected / np.linalg.norm(expected),
+                               atol=1e-6)
+  with pytest.raises(ValueError, match=r"camids has shape \(3,\)"):
+    clustering.camera_centred(x, camids[:3])
+
+
+def test_mutual_nn_needs_two_cameras_and_a_known_method():
+  x, _ = _blobs()
+  with pytest.raises(ValueError, match="all 27 training images have camera"):
+    clustering.cluster_features(x, np.zeros(len(x), int), eps=0.5,
+                                min_samples=2, method="mutual_nn")
+  with pytest.raises(ValueError, match=r"'kmeans': expected one of"):
+    clustering.cluster_features(x, eps=0.5, min_samples=2, method="kmeans")
