@@ -218,3 +218,38 @@ def test_viper_cotrain_lambda_is_the_cross_validated_one():
 
 if __name__ == "__main__":
   raise SystemExit(pytest.main([__file__, "-q", "-p", "no:cacheprovider"]))
+
+
+def test_clustering_mutual_nn_labels_pairs_of_camera_centred_features():
+  """stages.<name>.unsupervised.cluster_method / cluster_camera_centring
+  reach make_labels: one image per person and camera, camera 1 adds a large
+  shared vector; centred, mutual nearest neighbours pair every person
+  (clustering_test checks the pairing against brute force), uncentred
+  fewer than half of them."""
+  rng = np.random.default_rng(0)
+  people = rng.normal(size=(20, 16))
+  features = np.concatenate([people, people + 4.0 * rng.normal(size=16)])
+  features += 0.05 * rng.normal(size=features.shape)
+  camids = np.repeat([0, 1], 20)
+  pids = np.tile(np.arange(20), 2)
+  def labels(centring):
+    stage = schema.stage_config(
+        supervision="clustering",
+        unsupervised=dict(cluster_method="mutual_nn",
+                          cluster_camera_centring=centring))
+    return cotraining.make_labels(features, camids, stage)
+  centred = labels(True)
+  np.testing.assert_array_equal(centred.labels, np.tile(np.arange(20), 2))
+  assert centred.centroids.shape == (20, 16)
+  plain = labels(False).labels
+  right = sum(len(set(pids[plain == c])) == 1 for c in range(plain.max() + 1))
+  assert right < 10
+
+
+def test_cluster_method_is_checked_by_name():
+  stage = schema.stage_config(supervision="clustering",
+                              unsupervised=dict(cluster_method="kmeans"))
+  with pytest.raises(ValueError, match=r"config.stages.viper.unsupervised"
+                     r".cluster_method='kmeans': expected one of "
+                     r"\['dbscan', 'mutual_nn'\]"):
+    cotraining.check_stage("viper", stage, schema.base_config())
