@@ -26,7 +26,14 @@ nothing here trains):
       positive pairs of two different people, of classes that hold only
       their camera-A image (positives = two augmentations of one image),
       and the same when only confident camera-B labels join a class
-      (mutual nearest neighbours, or top probability >= --threshold).
+      (mutual nearest neighbours, or top probability >= --threshold);
+  (e) with --clustering, the clustering mode's groups (keras_reid.
+      unsupervised.clustering.cluster_features): DBSCAN on the Jaccard
+      distance over a grid of eps and (k1, k2), camera weight 1 and
+      min_samples 2 as configs/viper_cluster_cpu.py, and cross-camera mutual
+      nearest-neighbour pairs, each with and without camera centring:
+      number of clusters, outlier fraction and pairwise precision / recall
+      against the hidden identities.
 
 Features are cached in --cache_dir (derived from the research-only images:
 keep it out of the repository). The viper stage's other settings are
@@ -193,6 +200,31 @@ def spaces(features, is_a, stage, lambdas, seed) -> dict:
   return out
 
 
+CLUSTER_EPS = (0.3, 0.4, 0.5, 0.6)
+CLUSTER_K = ((10, 1), (20, 2), (30, 6))
+
+
+def cluster_rows(feats, camids, pids) -> dict:
+  """(e): {name: {"clusters": cluster_quality(...)}} per grouping."""
+  from keras_reid.unsupervised import clustering
+  rows = {}
+  for centring in (False, True):
+    tail = ", centred" if centring else ""
+    groups = {f"mutual NN{tail}": clustering.cluster_features(
+        feats, camids, eps=1.0, min_samples=2, method="mutual_nn",
+        camera_centring=centring).labels}
+    space = clustering.camera_centred(feats, camids) if centring else feats
+    for k1, k2 in CLUSTER_K:
+      distance = clustering.cluster_distance(space, camids, k1=k1, k2=k2,
+                                             camera_weight=1.0)
+      for eps in CLUSTER_EPS:
+        groups[f"DBSCAN k1={k1} k2={k2} eps={eps}{tail}"] = (
+            clustering.dbscan_labels(distance, eps=eps, min_samples=2))
+    for name, labels in groups.items():
+      rows[name] = {"clusters": clustering.cluster_quality(labels, pids)}
+  return rows
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--source_run", required=True)
@@ -205,6 +237,8 @@ def main() -> None:
   parser.add_argument("--skip_source", action="store_true",
                       help="no source calibration (c)")
   parser.add_argument("--output_json", default="")
+  parser.add_argument("--clustering", action="store_true",
+                      help="also (e): the clustering mode's groups")
   args = parser.parse_args()
   from keras_reid.data import from_config
   from keras_reid.training import cotraining
@@ -280,6 +314,9 @@ def main() -> None:
             rows[name] = dict(accuracy=pseudo_labels.label_accuracy(
                 pseudo_labels.hard_pseudo_labels(z, is_a), pids,
                 is_a)["accuracy"])
+    if args.clustering:
+      camids = np.asarray([r.camid for r in records])
+      rows.update(cluster_rows(feats, camids, pids))
     per_split.append(rows)
     print(f"split {split} done ({time.time() - t0:.0f} s)", flush=True)
   result["per_split"] = per_split
@@ -344,6 +381,18 @@ def _print_tables(per_split, temps, threshold) -> None:
       cells.append(" / ".join(f"{v[0]:.2f}" if i == 3 else _fmt(v)
                               for i, v in enumerate(vals)))
     print(f"| {name} | " + " | ".join(cells) + " |")
+  cluster_names = [nm for nm in names if "clusters" in per_split[0].get(nm, {})]
+  if cluster_names:
+    print("\n(e) clustering-mode groups: clusters / outliers % / pairwise "
+          "precision % / pairwise recall %, mean over splits")
+    print("| grouping | clusters | outliers | precision | recall |\n"
+          "|---|---|---|---|---|")
+    for name in cluster_names:
+      num = np.mean([rows[name]["clusters"]["num_clusters"]
+                     for rows in per_split])
+      cells = [_fmt(_mean(per_split, name, "clusters", k)) for k in (
+          "outlier_fraction", "pairwise_precision", "pairwise_recall")]
+      print(f"| {name} | {num:.0f} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

@@ -83,13 +83,15 @@ POOL_STEP1_CLASSIFIERS = "pool_mobilenet_v1_0.5_step1_classifiers"
 COTRAIN = "configs/viper_cotrain_cpu.py"
 # Co-training's fixes (labels from normalised codes, a fresh dictionary,
 # no pseudo-pair verification), as overrides.
-MUTUAL_NN = ("--config.stages.viper.unsupervised.cluster_method=mutual_nn",
-             "--config.stages.viper.unsupervised.cluster_camera_centring=true")
+# configs/viper_cluster_cpu.py groups by mutual nearest neighbours; its
+# DBSCAN settings are kept for these rows.
+DBSCAN = ("--config.stages.viper.unsupervised.cluster_method=dbscan",
+          "--config.stages.viper.unsupervised.cluster_camera_centring=false")
 COTRAIN_L2 = ("--config.stages.viper.unsupervised.l2_normalize=true",
               "--config.stages.viper.unsupervised.grdl_lambda=0.01")
 COTRAIN_REFIT = ("--config.stages.viper.unsupervised.refit_dictionary=true",)
 COTRAIN_NO_VER = ("--config.stages.viper.unsupervised.verification_pairs=none",)
-# Unsupervised VIPeR stage by clustering (DBSCAN pseudo labels + cluster
+# Unsupervised VIPeR stage by clustering (mutual-NN pairs + cluster
 # memory): configs/viper_cluster_cpu.py:<pool run dir>.
 CLUSTER = "configs/viper_cluster_cpu.py"
 # The best CPU recipe.
@@ -403,25 +405,27 @@ ROWS = (
         overrides=("--config.stages.viper.unsupervised.l2_normalize=true",)),
     Row("staged_clustering", "ImageNet -> reid_pool -> VIPeR without "
         "labels: 5 rounds of DBSCAN clustering + cluster memory "
-        "(configs/viper_cluster_cpu.py)", config=CLUSTER, pool=POOL_MOBILENET,
-        pool_in_config=True),
+        "(configs/viper_cluster_cpu.py with cluster_method dbscan)",
+        config=CLUSTER, pool=POOL_MOBILENET, pool_in_config=True,
+        overrides=DBSCAN),
     Row("strong_clustering", "ImageNet -> reid_pool with the strong-baseline "
         "ingredients -> VIPeR without labels: 5 rounds of clustering "
-        "(configs/viper_cluster_cpu.py)", config=CLUSTER, pool=POOL_STRONG,
-        pool_in_config=True, overrides=BNNECK),
+        "(configs/viper_cluster_cpu.py with cluster_method dbscan)",
+        config=CLUSTER, pool=POOL_STRONG, pool_in_config=True,
+        overrides=BNNECK + DBSCAN),
     # Pairs instead of DBSCAN clusters: on VIPeR (two images an identity)
-    # DBSCAN's clusters from the strong pool were 2-10 % pure pairs
-    # (label quality of the strong pool's features, splits 0-4), cross-camera
-    # mutual nearest neighbours ~31 % (33 % with camera centring).
+    # 0.3-13 % of the pairs DBSCAN grouped from the strong pool's features
+    # were one person, of cross-camera mutual nearest neighbours 31 % (33 %
+    # camera-centred): bench/cotraining_labels.py --clustering, splits 0-4.
     Row("strong_mutual_nn", "ImageNet -> reid_pool with the strong-baseline "
         "ingredients -> VIPeR without labels: 5 rounds on cross-camera "
         "mutual nearest-neighbour pairs of camera-centred features",
         config=CLUSTER, pool=POOL_STRONG, pool_in_config=True,
-        overrides=BNNECK + MUTUAL_NN),
+        overrides=BNNECK),
     Row("staged_mutual_nn", "ImageNet -> reid_pool -> VIPeR without labels: "
         "5 rounds on cross-camera mutual nearest-neighbour pairs of "
-        "camera-centred features", config=CLUSTER, pool=POOL_MOBILENET,
-        pool_in_config=True, overrides=MUTUAL_NN),
+        "camera-centred features (configs/viper_cluster_cpu.py)",
+        config=CLUSTER, pool=POOL_MOBILENET, pool_in_config=True),
     Row("staged_self_training_1round", "self-training, 1 round",
         config=f"{COTRAIN}:self_training", pool=POOL_MOBILENET,
         pool_in_config=True, overrides=("--config.stages.viper.unsupervised.rounds=1",)),
