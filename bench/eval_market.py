@@ -19,12 +19,22 @@ subprocess so that its peak RSS is its own:
 Usage:
   python bench/eval_market.py [--dim 1024] [--methods fast,baseline]
       [--scale 1.0] [--repeats 1]
+
+In one process, alternating (ratios to the GEMM measured side by side):
+  python bench/eval_market.py --alternate 7 [--before_root DIR]
+      [--check_reference]
+runs gemm and fast (and, with --before_root, the evaluator of a checkout
+of the package in DIR, e.g. `git archive <commit> keras_reid | tar -x -C
+DIR`) in turn, `--alternate` rounds, and prints their medians and the
+medians' ratios to the GEMM's; --check_reference also compares fast with
+the float64 reference evaluator (slow at full size: use --scale 0.25).
 """
 
 from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import importlib.util
 import json
 import os
 import resource
@@ -140,6 +150,58 @@ def run_one(method: str, dim: int, scale: float, repeats: int) -> dict:
                        if k in result})
 
 
+def _load_before(root: str):
+  """keras_reid.evaluation.ranking of the package checked out in `root`."""
+  path = os.path.join(root, "keras_reid", "evaluation", "ranking.py")
+  if not os.path.isfile(path):
+    raise SystemExit(
+        f"--before_root {root!r}: no {path}; unpack the package there, e.g. "
+        f"`git archive <commit> keras_reid | tar -x -C {root}`.")
+  spec = importlib.util.spec_from_file_location("ranking_before", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def alternate(dim: int, scale: float, rounds: int, before_root: str,
+              check_reference: bool) -> dict:
+  """gemm / fast (/ fast_before) in turn in this process, `rounds` times."""
+  data = market_like(dim, scale)
+  keep = data[3] != records.JUNK_PID
+  runs = {
+      "gemm": lambda: reference.distance_matrix(data[0], data[1][keep],
+                                                np.float32),
+      "fast": lambda: ranking.evaluate_features(*data),
+  }
+  if before_root:
+    before = _load_before(before_root)
+    runs["fast_before"] = lambda: before.evaluate_features(*data)
+  names = list(runs)
+  times = {name: [] for name in names}
+  metrics = {}
+  for r in range(rounds):
+    for name in names[r % len(names):] + names[:r % len(names)]:
+      t0 = time.perf_counter()
+      out = runs[name]()
+      times[name].append(time.perf_counter() - t0)
+      if isinstance(out, dict):
+        metrics[name] = {k: out[k] for k in ranking.METRIC_KEYS}
+  gemm = float(np.median(times["gemm"]))
+  summary = {name: dict(median_s=float(np.median(t)),
+                        best_s=float(np.min(t)),
+                        median_over_gemm=float(np.median(t)) / gemm,
+                        all_s=[round(x, 3) for x in t])
+             for name, t in times.items()}
+  summary["metrics"] = metrics
+  if check_reference:
+    want = reference.evaluate_features(*data)
+    metrics["reference_float64"] = {k: want[k] for k in ranking.METRIC_KEYS}
+    summary["fast_equals_reference"] = all(
+        np.isclose(metrics["fast"][k], want[k], rtol=1e-12, atol=0)
+        for k in ranking.METRIC_KEYS)
+  return summary
+
+
 def main():
   parser = argparse.ArgumentParser()
   parser.add_argument("--dim", type=int, default=1024)
@@ -147,7 +209,15 @@ def main():
   parser.add_argument("--repeats", type=int, default=1)
   parser.add_argument("--methods", default="gemm,gemm_argsort,baseline,fast")
   parser.add_argument("--child", default="")
+  parser.add_argument("--alternate", type=int, default=0)
+  parser.add_argument("--before_root", default="")
+  parser.add_argument("--check_reference", action="store_true")
   args = parser.parse_args()
+  if args.alternate:
+    print(json.dumps(alternate(args.dim, args.scale, args.alternate,
+                               args.before_root, args.check_reference),
+                     indent=1))
+    return
   if args.child:
     print(json.dumps(run_one(args.child, args.dim, args.scale, args.repeats)))
     return

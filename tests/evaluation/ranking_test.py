@@ -204,6 +204,44 @@ def test_near_ties_are_ordered_as_the_float64_reference():
                                           num_threads=threads), one_block)
 
 
+def near_tie_cluster(eps=4e-5):
+  """Queries at the origin and six gallery items at squared distances
+  1 + (j eps)^2, j = 0..5: distinct in float64, all 1.0 in float32 (below
+  half its ulp at 1), their gallery indices in the reverse of their
+  float64 order. In float64 order their pids are 1 2 1 2 2 1, so true
+  matches and other items alternate inside the tie. Items at distance 4
+  around the origin keep the features' mean near 0 (no shift by
+  `condition_features`)."""
+  near = np.zeros((6, 3), np.float32)
+  near[:, 0] = 1
+  near[:, 1] = np.arange(6)[::-1] * np.float32(eps)  # index 0 is j = 5
+  far = np.array([[-2, 0, 0], [-2, 0, 0], [0, -2, 0], [0, 0, -2], [0, 2, 0],
+                  [0, 0, 2]], np.float32)
+  gf = np.concatenate([near, far])
+  gp = np.array([1, 2, 1, 2, 2, 1][::-1] + [3, 3, 4, 5, 6, 7])
+  gc = np.ones(gp.size, np.int64)
+  return (np.zeros((3, 3), np.float32), gf, np.array([1, 1, 2]), gp,
+          np.array([0, -1, 0]), gc)
+
+
+def test_near_ties_straddling_true_matches_follow_float64():
+  qf, gf, qp, gp, qc, gc = near_tie_cluster()
+  want = reference.evaluate_features(qf, gf, qp, gp, qc, gc, max_rank=10)
+  # float64 ranks: pid 1 matches at 0, 2, 5; pid 2 at 1, 3, 4.
+  ap1, ap2 = (1 + 2 / 3 + 3 / 6) / 3, (1 / 2 + 2 / 4 + 3 / 5) / 3
+  assert want["mAP"] == pytest.approx((2 * ap1 + ap2) / 3)
+  # The premise: float32 cannot tell the six apart, so ranking by it (ties
+  # by gallery index: ranks 0, 3, 5 and 1, 2, 4) scores differently.
+  float32 = ranking.features_distance_fn(qf, gf)(0, len(qf))
+  assert np.unique(float32[:, :6]).size == 1
+  by_float32 = ranking.evaluate_distances(float32, qp, gp, qc, gc, max_rank=10)
+  assert by_float32["mAP"] != pytest.approx(want["mAP"])
+  for chunk, threads in ((10_000, 1), (1, 1), (2, 2)):
+    got = ranking.evaluate_features(qf, gf, qp, gp, qc, gc, max_rank=10,
+                                    chunk_size=chunk, num_threads=threads)
+    assert_same(got, want, exact=False)
+
+
 def test_invariant_to_gallery_order():
   rng = np.random.default_rng(4)
   qf, gf, qp, gp, qc, gc = market_like(rng, noise=1.2)
