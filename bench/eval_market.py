@@ -178,18 +178,26 @@ def alternate(dim: int, scale: float, rounds: int, before_root: str,
     runs["fast_before"] = lambda: before.evaluate_features(*data)
   names = list(runs)
   times = {name: [] for name in names}
+  cpu = {name: [] for name in names}
   metrics = {}
   for r in range(rounds):
     for name in names[r % len(names):] + names[:r % len(names)]:
-      t0 = time.perf_counter()
+      t0, c0 = time.perf_counter(), time.process_time()
       out = runs[name]()
       times[name].append(time.perf_counter() - t0)
+      cpu[name].append(time.process_time() - c0)
       if isinstance(out, dict):
         metrics[name] = {k: out[k] for k in ranking.METRIC_KEYS}
   gemm = float(np.median(times["gemm"]))
+  gemm_cpu = float(np.median(cpu["gemm"]))
+  # CPU seconds (all threads) say what each costs when other jobs take
+  # the cores; wall seconds what it takes when they do not.
   summary = {name: dict(median_s=float(np.median(t)),
                         best_s=float(np.min(t)),
                         median_over_gemm=float(np.median(t)) / gemm,
+                        median_cpu_s=float(np.median(cpu[name])),
+                        median_cpu_over_gemm=float(np.median(cpu[name]))
+                        / gemm_cpu,
                         all_s=[round(x, 3) for x in t])
              for name, t in times.items()}
   summary["metrics"] = metrics

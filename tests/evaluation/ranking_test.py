@@ -242,6 +242,30 @@ def test_near_ties_straddling_true_matches_follow_float64():
     assert_same(got, want, exact=False)
 
 
+def test_random_near_tie_clusters_equal_the_reference():
+  # Integer points in 2 dimensions plus offsets of 1e-4 x small integers in
+  # 2 more: squared distances are integers + ~1e-8, distinct in float64
+  # and exactly tied in float32, true matches and other items among them.
+  rng = np.random.default_rng(11)
+
+  def points(n):
+    return np.concatenate([rng.integers(-1, 2, (n, 2)),
+                           1e-4 * rng.integers(-3, 4, (n, 2))], 1)
+
+  for _ in range(40):
+    nq, ng = rng.integers(1, 30), rng.integers(2, 80)
+    qf, gf = points(nq).astype(np.float32), points(ng).astype(np.float32)
+    qp, gp = rng.integers(1, 4, nq), rng.integers(-1, 4, ng)
+    qc, gc = rng.integers(-1, 3, nq), rng.integers(-1, 3, ng)
+    if not any(m.size for m in ranking.true_matches(qp, qc, gp, gc)):
+      continue
+    got = ranking.evaluate_features(qf, gf, qp, gp, qc, gc, max_rank=10,
+                                    chunk_size=int(rng.integers(1, 8)),
+                                    num_threads=int(rng.integers(1, 3)))
+    assert_same(got, reference.evaluate_features(qf, gf, qp, gp, qc, gc,
+                                                 max_rank=10), exact=False)
+
+
 def test_invariant_to_gallery_order():
   rng = np.random.default_rng(4)
   qf, gf, qp, gp, qc, gc = market_like(rng, noise=1.2)
