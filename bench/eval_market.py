@@ -22,7 +22,7 @@ Usage:
 
 In one process, alternating (ratios to the GEMM measured side by side):
   python bench/eval_market.py --alternate 7 [--before_root DIR]
-      [--check_reference]
+      [--check_reference] [--single_thread]
 runs gemm and fast (and, with --before_root, the evaluator of a checkout
 of the package in DIR, e.g. `git archive <commit> keras_reid | tar -x -C
 DIR`) in turn, `--alternate` rounds, and prints their medians and the
@@ -44,6 +44,7 @@ import threading
 import time
 
 import numpy as np
+import threadpoolctl
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from keras_reid.data import records  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -164,18 +165,32 @@ def _load_before(root: str):
 
 
 def alternate(dim: int, scale: float, rounds: int, before_root: str,
-              check_reference: bool) -> dict:
-  """gemm / fast (/ fast_before) in turn in this process, `rounds` times."""
+              check_reference: bool, single_thread: bool = False) -> dict:
+  """gemm / fast (/ fast_before) in turn in this process, `rounds` times.
+
+  single_thread: BLAS on one thread and num_threads=1, so that the CPU
+  seconds compare the work alone (no parallel loss, no spinning BLAS
+  threads).
+  """
   data = market_like(dim, scale)
   keep = data[3] != records.JUNK_PID
+  threads = 1 if single_thread else None
   runs = {
       "gemm": lambda: reference.distance_matrix(data[0], data[1][keep],
                                                 np.float32),
-      "fast": lambda: ranking.evaluate_features(*data),
+      "fast": lambda: ranking.evaluate_features(*data, num_threads=threads),
   }
   if before_root:
     before = _load_before(before_root)
-    runs["fast_before"] = lambda: before.evaluate_features(*data)
+    runs["fast_before"] = lambda: before.evaluate_features(
+        *data, num_threads=threads)
+  if single_thread:
+    with threadpoolctl.threadpool_limits(1, user_api="blas"):
+      return _alternate(runs, rounds, data, check_reference)
+  return _alternate(runs, rounds, data, check_reference)
+
+
+def _alternate(runs: dict, rounds: int, data, check_reference: bool) -> dict:
   names = list(runs)
   times = {name: [] for name in names}
   cpu = {name: [] for name in names}
@@ -220,11 +235,12 @@ def main():
   parser.add_argument("--alternate", type=int, default=0)
   parser.add_argument("--before_root", default="")
   parser.add_argument("--check_reference", action="store_true")
+  parser.add_argument("--single_thread", action="store_true")
   args = parser.parse_args()
   if args.alternate:
     print(json.dumps(alternate(args.dim, args.scale, args.alternate,
-                               args.before_root, args.check_reference),
-                     indent=1))
+                               args.before_root, args.check_reference,
+                               args.single_thread), indent=1))
     return
   if args.child:
     print(json.dumps(run_one(args.child, args.dim, args.scale, args.repeats)))
