@@ -117,7 +117,8 @@ DistanceChunkFn = Callable[[int, int], np.ndarray]
 DEFAULT_MEMORY_BUDGET_MB = 512.0
 _DISTANCE_BYTES = np.dtype(np.float32).itemsize
 # What ranking one query takes besides its block, in distance rows (at
-# most: the candidates' columns, int64, their values and their order).
+# most: the candidates' columns, int64, their values and the number of
+# windows each reaches, int64).
 _SCRATCH_ROWS = 5
 
 
@@ -474,7 +475,8 @@ def _block_ranks(dist: np.ndarray, matches, removed, start: int,
   beyond its farthest match's window [lo, hi]; the values below each
   match's lo are counted (one binary search of each value among the
   query's lo); the few in some window are paired with the matches whose
-  window holds them, for the whole block at once.
+  window holds them, for the queries of about _PAIRS_AT_ONCE such items
+  at once.
 
   Args:
     dist: [n, G] float32 distances of queries start..start+n-1, invalid
@@ -520,36 +522,6 @@ def _block_ranks(dist: np.ndarray, matches, removed, start: int,
   # j-th lo are in some window iff not beyond the j-th entry.
   reach_hi = np.full(cols.size + num_used, -np.inf, np.float32)
   ranks = np.empty(cols.size, np.int64)
-  near_values, near_cols = [], []
-  near_counts = np.empty(num_used, np.int64)
-  for u, i in enumerate(used):
-    b, e = begins[u], ends[u]
-    upto = reach_hi[b + u:e + u + 1]
-    np.maximum.accumulate(hi[b:e], out=upto[1:])
-    row = dist[i]
-    candidates = np.flatnonzero(row <= upto[-1])
-    values = row[candidates]
-    # How many lo each value reaches: the values below the j-th lo are
-    # those reaching at most j - 1.
-    at = lo[b:e].searchsorted(values, side="right")
-    ranks[b:e] = np.bincount(at, minlength=e - b + 1)[:-1].cumsum()
-    near = np.flatnonzero(values <= upto[at])
-    near_values.append(values[near])
-    near_cols.append(candidates[near])
-    near_counts[u] = near.size
-  # Window items of the whole block by (query, value); a match's window
-  # is then one slice of them.
-  query = np.repeat(np.arange(num_used, dtype=np.uint64), near_counts)
-  item_keys = (query << np.uint64(32)) | _sortable(np.concatenate(near_values))
-  by_key = np.argsort(item_keys)
-  item_keys = item_keys[by_key]
-  item_values = np.concatenate(near_values)[by_key]
-  item_cols = np.concatenate(near_cols)[by_key]
-  match_query = np.repeat(np.arange(num_used, dtype=np.uint64),
-                          counts) << np.uint64(32)
-  first = item_keys.searchsorted(match_query | _sortable(lo), side="left")
-  sizes = item_keys.searchsorted(match_query | _sortable(hi),
-                                 side="right") - first
   thr64 = thr.astype(np.float64)
   num_gallery = dist.shape[1]
 
@@ -572,19 +544,62 @@ def _block_ranks(dist: np.ndarray, matches, removed, start: int,
         before[tie] = (theirs < mine) | ((theirs == mine) & (it < cols[kt]))
     ranks[:] += np.bincount(k[before], minlength=ranks.size)
 
-  # The (match, window item) pairs, a bounded number at a time.
-  size_ends = np.cumsum(sizes)
-  k0 = 0
-  while k0 < cols.size:
-    done = size_ends[k0 - 1] if k0 else 0
-    k1 = min(cols.size, max(k0 + 1, int(np.searchsorted(
-        size_ends, done + _PAIRS_AT_ONCE, side="right"))))
-    sz = sizes[k0:k1]
-    if size_ends[k1 - 1] > done:
-      j = np.arange(size_ends[k1 - 1] - done) + np.repeat(
-          first[k0:k1] - (size_ends[k0:k1] - sz - done), sz)
-      settle(np.repeat(np.arange(k0, k1), sz), item_values[j], item_cols[j])
-    k0 = k1
+  def settle_queries(u0, u1, near_values, near_cols, near_counts):
+    """Settles the window items of queries u0..u1-1 (in column order)."""
+    # By (query, value): a match's window is then one slice of them.
+    query = np.repeat(np.arange(u0, u1, dtype=np.uint64), near_counts)
+    item_keys = (query << np.uint64(32)) | _sortable(
+        np.concatenate(near_values))
+    by_key = np.argsort(item_keys)
+    item_keys = item_keys[by_key]
+    item_values = np.concatenate(near_values)[by_key]
+    item_cols = np.concatenate(near_cols)[by_key]
+    kb, ke = begins[u0], ends[u1 - 1]
+    match_query = np.repeat(np.arange(u0, u1, dtype=np.uint64),
+                            counts[u0:u1]) << np.uint64(32)
+    first = item_keys.searchsorted(match_query | _sortable(lo[kb:ke]),
+                                   side="left")
+    sizes = item_keys.searchsorted(match_query | _sortable(hi[kb:ke]),
+                                   side="right") - first
+    # The (match, window item) pairs, a bounded number at a time.
+    size_ends = np.cumsum(sizes)
+    k0 = 0
+    while k0 < ke - kb:
+      done = size_ends[k0 - 1] if k0 else 0
+      k1 = min(ke - kb, max(k0 + 1, int(np.searchsorted(
+          size_ends, done + _PAIRS_AT_ONCE, side="right"))))
+      sz = sizes[k0:k1]
+      if size_ends[k1 - 1] > done:
+        j = np.arange(size_ends[k1 - 1] - done) + np.repeat(
+            first[k0:k1] - (size_ends[k0:k1] - sz - done), sz)
+        settle(kb + np.repeat(np.arange(k0, k1), sz), item_values[j],
+               item_cols[j])
+      k0 = k1
+
+  # The window items of a few queries are held at once, at most about
+  # _PAIRS_AT_ONCE (more only for one query's).
+  near_values, near_cols, near_counts = [], [], []
+  u0 = held = 0
+  for u, i in enumerate(used):
+    b, e = begins[u], ends[u]
+    upto = reach_hi[b + u:e + u + 1]
+    np.maximum.accumulate(hi[b:e], out=upto[1:])
+    row = dist[i]
+    candidates = np.flatnonzero(row <= upto[-1])
+    values = row[candidates]
+    # How many lo each value reaches: the values below the j-th lo are
+    # those reaching at most j - 1.
+    at = lo[b:e].searchsorted(values, side="right")
+    ranks[b:e] = np.bincount(at, minlength=e - b + 1)[:-1].cumsum()
+    near = np.flatnonzero(values <= upto[at])
+    near_values.append(values[near])
+    near_cols.append(candidates[near])
+    near_counts.append(near.size)
+    held += near.size
+    if held >= _PAIRS_AT_ONCE or u == num_used - 1:
+      settle_queries(u0, u + 1, near_values, near_cols, near_counts)
+      near_values, near_cols, near_counts = [], [], []
+      u0, held = u + 1, 0
   # Ascending within each query.
   ranks = ranks[np.lexsort((ranks, rows))]
   return used, counts, ranks
@@ -776,7 +791,7 @@ def _distance_fn(qf: np.ndarray, gf: np.ndarray) -> DistanceChunkFn:
 
 # Bytes of float64 rows `_FeatureDistances.exact` gathers at once (in cache).
 _EXACT_BLOCK_BYTES = 2**20
-# (match, window item) pairs `_block_ranks` compares at once.
+# (match, window item) pairs, and window items, `_block_ranks` holds at once.
 _PAIRS_AT_ONCE = 2**13
 
 
