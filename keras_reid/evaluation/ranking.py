@@ -673,8 +673,8 @@ def evaluate_distance_fn(dist_fn: DistanceChunkFn, num_queries: int,
                           chunk_size=chunk_size,
                           memory_budget_mb=memory_budget_mb)
 
-  def run(start: int):
-    stop = min(start + chunk_size, num_queries)
+  def run(bounds: tuple[int, int]):
+    start, stop = bounds
     dist = dist_fn(start, stop)
     if dist.shape != (stop - start, gallery_pids.shape[0]):
       raise ValueError(
@@ -685,8 +685,9 @@ def evaluate_distance_fn(dist_fn: DistanceChunkFn, num_queries: int,
     return _evaluate_chunk(dist, matches[start:stop], removed[start:stop],
                            start, _feature_distances(dist_fn))
 
-  starts = range(0, num_queries, chunk_size)
-  if num_threads > 1 and len(starts) > 1:
+  starts = _block_starts(num_queries, chunk_size, num_threads)
+  blocks = list(zip(starts[:-1], starts[1:]))
+  if num_threads > 1 and len(blocks) > 1:
     # Every thread computes and ranks its own chunks, its GEMM on one BLAS
     # thread: a GEMM threaded over every core stalls on the core a ranking
     # thread holds (Market-sized, 2 cores: 0.91 s that way, 0.82 s this
@@ -694,10 +695,31 @@ def evaluate_distance_fn(dist_fn: DistanceChunkFn, num_queries: int,
     # restored on exit.
     with threadpoolctl.threadpool_limits(1, user_api="blas"), \
         concurrent.futures.ThreadPoolExecutor(num_threads) as pool:
-      per_chunk = list(pool.map(run, starts))
+      per_chunk = list(pool.map(run, blocks))
   else:
-    per_chunk = [run(s) for s in starts]
+    per_chunk = [run(b) for b in blocks]
   return _summarize([r for chunk in per_chunk for r in chunk], max_rank)
+
+
+def _block_starts(num_queries: int, chunk_size: int,
+                  num_threads: int) -> list[int]:
+  """Where the blocks of queries start, then num_queries.
+
+  Blocks of chunk_size, but the last round of num_threads blocks shares
+  what is left equally: one short last block would leave the other
+  threads idle at the end (Market on 2 threads: 13 x 256 + 40 queries
+  split 1,792 / 1,576; 12 x 256 + 2 x 148: 1,684 / 1,684). Full blocks
+  keep the GEMM's row count (256 rows: 2.5% less time a query than 241).
+  """
+  full = num_queries // chunk_size // num_threads * num_threads
+  if num_threads == 1 or not full:
+    full = num_queries // chunk_size
+  starts = list(range(0, full * chunk_size, chunk_size))
+  left = num_queries - full * chunk_size
+  if left:
+    parts = min(num_threads, left)
+    starts += [full * chunk_size + left * j // parts for j in range(parts)]
+  return starts + [num_queries]
 
 
 def _summarize(per_query, max_rank: int) -> dict:

@@ -134,6 +134,20 @@ def test_block_size_fits_the_memory_budget():
     ranking.block_size(1000, 2, chunk_size=0)
 
 
+def test_last_round_of_blocks_is_shared_by_the_threads():
+  # Market on 2 threads: 12 blocks of 256, then 296 queries in 2 halves
+  # (not 256 + 40, which leaves one thread idle at the end).
+  starts = ranking._block_starts(3368, 256, 2)  # pylint: disable=protected-access
+  assert np.diff(starts).tolist() == [256] * 12 + [148, 148]
+  assert np.diff(ranking._block_starts(3368, 256, 1)).tolist() == (  # pylint: disable=protected-access
+      [256] * 13 + [40])
+  for num_queries, chunk, threads in ((5, 256, 2), (91, 5, 3), (600, 256, 16),
+                                      (11659, 97, 16), (1, 1, 3)):
+    sizes = np.diff(ranking._block_starts(num_queries, chunk, threads))  # pylint: disable=protected-access
+    assert sizes.sum() == num_queries and 1 <= sizes.min()
+    assert sizes.max() <= chunk  # within the memory budget
+
+
 @pytest.mark.parametrize("threads", [1, 3])
 def test_memory_budget_bounds_the_blocks_not_the_scores(threads):
   rng = np.random.default_rng(6)
