@@ -28,6 +28,9 @@ of the package in DIR, e.g. `git archive <commit> keras_reid | tar -x -C
 DIR`) in turn, `--alternate` rounds, and prints their medians and the
 medians' ratios to the GEMM's; --check_reference also compares fast with
 the float64 reference evaluator (slow at full size: use --scale 0.25).
+
+  python bench/eval_market.py --phases 3 [--before_root DIR]
+prints where fast's CPU time goes (one thread; `phases`).
 """
 
 from __future__ import annotations
@@ -225,6 +228,59 @@ def _alternate(runs: dict, rounds: int, data, check_reference: bool) -> dict:
   return summary
 
 
+def phases(dim: int, scale: float, rounds: int, before_root: str) -> dict:
+  """Where fast's CPU time goes, one thread (BLAS too), median of rounds.
+
+  Thread CPU seconds of: the distance GEMMs (`_FeatureDistances.__call__`:
+  the GEMM and its element-wise passes), the float64 distances of near
+  ties (`.exact`), the rest of ranking the blocks (`_block_ranks` less
+  `.exact`), and everything else (feature checks, conditioning, match
+  lists, metrics).
+  """
+  data = market_like(dim, scale)
+  modules = {"fast": ranking}
+  if before_root:
+    modules["fast_before"] = _load_before(before_root)
+  out = {}
+  with threadpoolctl.threadpool_limits(1, user_api="blas"):
+    for name, module in modules.items():
+      spent = {}
+
+      def timed(key, fn, spent=spent):
+        def wrapper(*args, **kwargs):
+          t0 = time.thread_time()
+          try:
+            return fn(*args, **kwargs)
+          finally:
+            spent[key] = spent.get(key, 0.0) + time.thread_time() - t0
+        return wrapper
+
+      saved = (module._FeatureDistances.__call__,  # pylint: disable=protected-access
+               module._FeatureDistances.exact, module._block_ranks)  # pylint: disable=protected-access
+      module._FeatureDistances.__call__ = timed("gemm", saved[0])  # pylint: disable=protected-access
+      module._FeatureDistances.exact = timed("exact_float64", saved[1])  # pylint: disable=protected-access
+      module._block_ranks = timed("block_ranks", saved[2])  # pylint: disable=protected-access
+      rows = []
+      try:
+        for _ in range(rounds):
+          spent.clear()
+          t0 = time.thread_time()
+          module.evaluate_features(*data, num_threads=1)
+          total = time.thread_time() - t0
+          rows.append(dict(
+              total=total, gemm=spent["gemm"],
+              exact_float64=spent.get("exact_float64", 0.0),
+              rank_blocks_less_exact=spent["block_ranks"]
+              - spent.get("exact_float64", 0.0),
+              other=total - spent["gemm"] - spent["block_ranks"]))
+      finally:
+        (module._FeatureDistances.__call__, module._FeatureDistances.exact,  # pylint: disable=protected-access
+         module._block_ranks) = saved  # pylint: disable=protected-access
+      out[name] = {key: round(float(np.median([r[key] for r in rows])), 3)
+                   for key in rows[0]}
+  return out
+
+
 def main():
   parser = argparse.ArgumentParser()
   parser.add_argument("--dim", type=int, default=1024)
@@ -236,7 +292,12 @@ def main():
   parser.add_argument("--before_root", default="")
   parser.add_argument("--check_reference", action="store_true")
   parser.add_argument("--single_thread", action="store_true")
+  parser.add_argument("--phases", type=int, default=0)
   args = parser.parse_args()
+  if args.phases:
+    print(json.dumps(phases(args.dim, args.scale, args.phases,
+                            args.before_root), indent=1))
+    return
   if args.alternate:
     print(json.dumps(alternate(args.dim, args.scale, args.alternate,
                                args.before_root, args.check_reference,
