@@ -812,7 +812,7 @@ def _distance_fn(qf: np.ndarray, gf: np.ndarray) -> DistanceChunkFn:
 
 
 # Bytes of float64 rows `_FeatureDistances.exact` gathers at once (in cache).
-_EXACT_BLOCK_BYTES = 2**20
+_EXACT_BLOCK_BYTES = 2**18
 # (match, window item) pairs, and window items, `_block_ranks` holds at once.
 _PAIRS_AT_ONCE = 2**13
 
