@@ -19,12 +19,25 @@ subprocess so that its peak RSS is its own:
 Usage:
   python bench/eval_market.py [--dim 1024] [--methods fast,baseline]
       [--scale 1.0] [--repeats 1]
+
+In one process, alternating (ratios to the GEMM measured side by side):
+  python bench/eval_market.py --alternate 7 [--before_root DIR]
+      [--check_reference] [--single_thread]
+runs gemm and fast (and, with --before_root, the evaluator of a checkout
+of the package in DIR, e.g. `git archive <commit> keras_reid | tar -x -C
+DIR`) in turn, `--alternate` rounds, and prints their medians and the
+medians' ratios to the GEMM's; --check_reference also compares fast with
+the float64 reference evaluator (slow at full size: use --scale 0.25).
+
+  python bench/eval_market.py --phases 3 [--before_root DIR]
+prints where fast's CPU time goes (one thread; `phases`).
 """
 
 from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import importlib.util
 import json
 import os
 import resource
@@ -34,6 +47,7 @@ import threading
 import time
 
 import numpy as np
+import threadpoolctl
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from keras_reid.data import records  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -140,6 +154,133 @@ def run_one(method: str, dim: int, scale: float, repeats: int) -> dict:
                        if k in result})
 
 
+def _load_before(root: str):
+  """keras_reid.evaluation.ranking of the package checked out in `root`."""
+  path = os.path.join(root, "keras_reid", "evaluation", "ranking.py")
+  if not os.path.isfile(path):
+    raise SystemExit(
+        f"--before_root {root!r}: no {path}; unpack the package there, e.g. "
+        f"`git archive <commit> keras_reid | tar -x -C {root}`.")
+  spec = importlib.util.spec_from_file_location("ranking_before", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def alternate(dim: int, scale: float, rounds: int, before_root: str,
+              check_reference: bool, single_thread: bool = False) -> dict:
+  """gemm / fast (/ fast_before) in turn in this process, `rounds` times.
+
+  single_thread: BLAS on one thread and num_threads=1, so that the CPU
+  seconds compare the work alone (no parallel loss, no spinning BLAS
+  threads).
+  """
+  data = market_like(dim, scale)
+  keep = data[3] != records.JUNK_PID
+  threads = 1 if single_thread else None
+  runs = {
+      "gemm": lambda: reference.distance_matrix(data[0], data[1][keep],
+                                                np.float32),
+      "fast": lambda: ranking.evaluate_features(*data, num_threads=threads),
+  }
+  if before_root:
+    before = _load_before(before_root)
+    runs["fast_before"] = lambda: before.evaluate_features(
+        *data, num_threads=threads)
+  if single_thread:
+    with threadpoolctl.threadpool_limits(1, user_api="blas"):
+      return _alternate(runs, rounds, data, check_reference)
+  return _alternate(runs, rounds, data, check_reference)
+
+
+def _alternate(runs: dict, rounds: int, data, check_reference: bool) -> dict:
+  names = list(runs)
+  times = {name: [] for name in names}
+  cpu = {name: [] for name in names}
+  metrics = {}
+  for r in range(rounds):
+    for name in names[r % len(names):] + names[:r % len(names)]:
+      t0, c0 = time.perf_counter(), time.process_time()
+      out = runs[name]()
+      times[name].append(time.perf_counter() - t0)
+      cpu[name].append(time.process_time() - c0)
+      if isinstance(out, dict):
+        metrics[name] = {k: out[k] for k in ranking.METRIC_KEYS}
+  gemm = float(np.median(times["gemm"]))
+  gemm_cpu = float(np.median(cpu["gemm"]))
+  # CPU seconds (all threads) say what each costs when other jobs take
+  # the cores; wall seconds what it takes when they do not.
+  summary = {name: dict(median_s=float(np.median(t)),
+                        best_s=float(np.min(t)),
+                        median_over_gemm=float(np.median(t)) / gemm,
+                        median_cpu_s=float(np.median(cpu[name])),
+                        median_cpu_over_gemm=float(np.median(cpu[name]))
+                        / gemm_cpu,
+                        all_s=[round(x, 3) for x in t])
+             for name, t in times.items()}
+  summary["metrics"] = metrics
+  if check_reference:
+    want = reference.evaluate_features(*data)
+    metrics["reference_float64"] = {k: want[k] for k in ranking.METRIC_KEYS}
+    summary["fast_equals_reference"] = all(
+        np.isclose(metrics["fast"][k], want[k], rtol=1e-12, atol=0)
+        for k in ranking.METRIC_KEYS)
+  return summary
+
+
+def phases(dim: int, scale: float, rounds: int, before_root: str) -> dict:
+  """Where fast's CPU time goes, one thread (BLAS too), median of rounds.
+
+  Thread CPU seconds of: the distance GEMMs (`_FeatureDistances.__call__`:
+  the GEMM and its element-wise passes), the float64 distances of near
+  ties (`.exact`), the rest of ranking the blocks (`_block_ranks` less
+  `.exact`), and everything else (feature checks, conditioning, match
+  lists, metrics).
+  """
+  data = market_like(dim, scale)
+  modules = {"fast": ranking}
+  if before_root:
+    modules["fast_before"] = _load_before(before_root)
+  out = {}
+  with threadpoolctl.threadpool_limits(1, user_api="blas"):
+    for name, module in modules.items():
+      spent = {}
+
+      def timed(key, fn, spent=spent):
+        def wrapper(*args, **kwargs):
+          t0 = time.thread_time()
+          try:
+            return fn(*args, **kwargs)
+          finally:
+            spent[key] = spent.get(key, 0.0) + time.thread_time() - t0
+        return wrapper
+
+      saved = (module._FeatureDistances.__call__,  # pylint: disable=protected-access
+               module._FeatureDistances.exact, module._block_ranks)  # pylint: disable=protected-access
+      module._FeatureDistances.__call__ = timed("gemm", saved[0])  # pylint: disable=protected-access
+      module._FeatureDistances.exact = timed("exact_float64", saved[1])  # pylint: disable=protected-access
+      module._block_ranks = timed("block_ranks", saved[2])  # pylint: disable=protected-access
+      rows = []
+      try:
+        for _ in range(rounds):
+          spent.clear()
+          t0 = time.thread_time()
+          module.evaluate_features(*data, num_threads=1)
+          total = time.thread_time() - t0
+          rows.append(dict(
+              total=total, gemm=spent["gemm"],
+              exact_float64=spent.get("exact_float64", 0.0),
+              rank_blocks_less_exact=spent["block_ranks"]
+              - spent.get("exact_float64", 0.0),
+              other=total - spent["gemm"] - spent["block_ranks"]))
+      finally:
+        (module._FeatureDistances.__call__, module._FeatureDistances.exact,  # pylint: disable=protected-access
+         module._block_ranks) = saved  # pylint: disable=protected-access
+      out[name] = {key: round(float(np.median([r[key] for r in rows])), 3)
+                   for key in rows[0]}
+  return out
+
+
 def main():
   parser = argparse.ArgumentParser()
   parser.add_argument("--dim", type=int, default=1024)
@@ -147,7 +288,21 @@ def main():
   parser.add_argument("--repeats", type=int, default=1)
   parser.add_argument("--methods", default="gemm,gemm_argsort,baseline,fast")
   parser.add_argument("--child", default="")
+  parser.add_argument("--alternate", type=int, default=0)
+  parser.add_argument("--before_root", default="")
+  parser.add_argument("--check_reference", action="store_true")
+  parser.add_argument("--single_thread", action="store_true")
+  parser.add_argument("--phases", type=int, default=0)
   args = parser.parse_args()
+  if args.phases:
+    print(json.dumps(phases(args.dim, args.scale, args.phases,
+                            args.before_root), indent=1))
+    return
+  if args.alternate:
+    print(json.dumps(alternate(args.dim, args.scale, args.alternate,
+                               args.before_root, args.check_reference,
+                               args.single_thread), indent=1))
+    return
   if args.child:
     print(json.dumps(run_one(args.child, args.dim, args.scale, args.repeats)))
     return

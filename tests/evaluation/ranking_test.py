@@ -134,6 +134,20 @@ def test_block_size_fits_the_memory_budget():
     ranking.block_size(1000, 2, chunk_size=0)
 
 
+def test_last_round_of_blocks_is_shared_by_the_threads():
+  # Market on 2 threads: 12 blocks of 256, then 296 queries in 2 halves
+  # (not 256 + 40, which leaves one thread idle at the end).
+  starts = ranking._block_starts(3368, 256, 2)  # pylint: disable=protected-access
+  assert np.diff(starts).tolist() == [256] * 12 + [148, 148]
+  assert np.diff(ranking._block_starts(3368, 256, 1)).tolist() == (  # pylint: disable=protected-access
+      [256] * 13 + [40])
+  for num_queries, chunk, threads in ((5, 256, 2), (91, 5, 3), (600, 256, 16),
+                                      (11659, 97, 16), (1, 1, 3)):
+    sizes = np.diff(ranking._block_starts(num_queries, chunk, threads))  # pylint: disable=protected-access
+    assert sizes.sum() == num_queries and 1 <= sizes.min()
+    assert sizes.max() <= chunk  # within the memory budget
+
+
 @pytest.mark.parametrize("threads", [1, 3])
 def test_memory_budget_bounds_the_blocks_not_the_scores(threads):
   rng = np.random.default_rng(6)
@@ -202,6 +216,68 @@ def test_near_ties_are_ordered_as_the_float64_reference():
   for chunk, threads in ((1, 1), (7, 2)):
     assert_same(ranking.evaluate_features(*args, chunk_size=chunk,
                                           num_threads=threads), one_block)
+
+
+def near_tie_cluster(eps=4e-5):
+  """Queries at the origin and six gallery items at squared distances
+  1 + (j eps)^2, j = 0..5: distinct in float64, all 1.0 in float32 (below
+  half its ulp at 1), their gallery indices in the reverse of their
+  float64 order. In float64 order their pids are 1 2 1 2 2 1, so true
+  matches and other items alternate inside the tie. Items at distance 4
+  around the origin keep the features' mean near 0 (no shift by
+  `condition_features`)."""
+  near = np.zeros((6, 3), np.float32)
+  near[:, 0] = 1
+  near[:, 1] = np.arange(6)[::-1] * np.float32(eps)  # index 0 is j = 5
+  far = np.array([[-2, 0, 0], [-2, 0, 0], [0, -2, 0], [0, 0, -2], [0, 2, 0],
+                  [0, 0, 2]], np.float32)
+  gf = np.concatenate([near, far])
+  gp = np.array([1, 2, 1, 2, 2, 1][::-1] + [3, 3, 4, 5, 6, 7])
+  gc = np.ones(gp.size, np.int64)
+  return (np.zeros((3, 3), np.float32), gf, np.array([1, 1, 2]), gp,
+          np.array([0, -1, 0]), gc)
+
+
+def test_near_ties_straddling_true_matches_follow_float64():
+  qf, gf, qp, gp, qc, gc = near_tie_cluster()
+  want = reference.evaluate_features(qf, gf, qp, gp, qc, gc, max_rank=10)
+  # float64 ranks: pid 1 matches at 0, 2, 5; pid 2 at 1, 3, 4.
+  ap1, ap2 = (1 + 2 / 3 + 3 / 6) / 3, (1 / 2 + 2 / 4 + 3 / 5) / 3
+  assert want["mAP"] == pytest.approx((2 * ap1 + ap2) / 3)
+  # The premise: float32 cannot tell the six apart, so ranking by it (ties
+  # by gallery index: ranks 0, 3, 5 and 1, 2, 4) scores differently.
+  float32 = ranking.features_distance_fn(qf, gf)(0, len(qf))
+  assert np.unique(float32[:, :6]).size == 1
+  by_float32 = ranking.evaluate_distances(float32, qp, gp, qc, gc, max_rank=10)
+  assert by_float32["mAP"] != pytest.approx(want["mAP"])
+  for chunk, threads in ((10_000, 1), (1, 1), (2, 2)):
+    got = ranking.evaluate_features(qf, gf, qp, gp, qc, gc, max_rank=10,
+                                    chunk_size=chunk, num_threads=threads)
+    assert_same(got, want, exact=False)
+
+
+def test_random_near_tie_clusters_equal_the_reference():
+  # Integer points in 2 dimensions plus offsets of 1e-4 x small integers in
+  # 2 more: squared distances are integers + ~1e-8, distinct in float64
+  # and exactly tied in float32, true matches and other items among them.
+  rng = np.random.default_rng(11)
+
+  def points(n):
+    return np.concatenate([rng.integers(-1, 2, (n, 2)),
+                           1e-4 * rng.integers(-3, 4, (n, 2))], 1)
+
+  for _ in range(40):
+    nq, ng = rng.integers(1, 30), rng.integers(2, 80)
+    qf, gf = points(nq).astype(np.float32), points(ng).astype(np.float32)
+    qp, gp = rng.integers(1, 4, nq), rng.integers(-1, 4, ng)
+    qc, gc = rng.integers(-1, 3, nq), rng.integers(-1, 3, ng)
+    if not any(m.size for m in ranking.true_matches(qp, qc, gp, gc)):
+      continue
+    got = ranking.evaluate_features(qf, gf, qp, gp, qc, gc, max_rank=10,
+                                    chunk_size=int(rng.integers(1, 8)),
+                                    num_threads=int(rng.integers(1, 3)))
+    assert_same(got, reference.evaluate_features(qf, gf, qp, gp, qc, gc,
+                                                 max_rank=10), exact=False)
 
 
 def test_invariant_to_gallery_order():
