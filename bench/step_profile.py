@@ -43,8 +43,12 @@ form's with dropout off.
   python bench/step_profile.py --mode=candidates --cases=googlenet:32
 """
 
+import collections
+import glob
 import os
+import re
 import statistics
+import tempfile
 import subprocess
 import sys
 import time
@@ -54,12 +58,11 @@ from absl import flags
 import numpy as np
 import tensorflow as tf
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import training_throughput  # pylint: disable=g-import-not-at-top
-
+from bench import training_throughput  # pylint: disable=g-import-not-at-top
 from keras_reid import losses  # pylint: disable=g-import-not-at-top
+from tensorflow.tsl.profiler.protobuf import xplane_pb2  # pylint: disable=g-import-not-at-top
 
 _MODE = flags.DEFINE_enum("mode", "profile", ["profile", "candidates"],
                           "What to time.")
@@ -73,8 +76,12 @@ _REPEATS = flags.DEFINE_integer("repeats", 5, "Alternating rounds.")
 _CALLS = flags.DEFINE_integer("calls", 2, "Calls per timing.")
 _VARIANTS = flags.DEFINE_multi_string(
     "variant", ["base=", "xla=jit:1", "inter1=inter:1", "intra1=intra:1",
-                "onednn_off=onednn:0", "deterministic=deterministic:1"],
+                "onednn_off=onednn:0", "deterministic=deterministic:1",
+                "fused_bn=fused_bn:1"],
     "Candidates: name=key:value,... (first = reference).")
+_OP_TOP = flags.DEFINE_integer(
+    "op_top", 12, "Profile mode: also trace the step with the TF profiler "
+    "and list this many op types by time (0 = no trace).")
 _SERVE = flags.DEFINE_string("serve", "", "Internal: serve this variant's "
                              "case (backbone:batch|spec) on stdin/stdout.")
 
@@ -261,7 +268,53 @@ def profile(case):
                "other_heads_and_glue", "grad", "apply", "step"):
     print(f"| {name} | {t[name] * 1e3:.1f} | "
           f"{100 * t[name] / t['step']:.1f} |", flush=True)
+  if _OP_TOP.value:
+    print_op_times(lambda: float(iteration(iterator)["loss/total"]), t["step"])
   ver_candidates(step, heads, features)
+
+
+_OP_EVENT = re.compile(r"^(\S+):(\w+)$")  # "<op name>:<op type>"
+
+
+def op_times(fn, calls=2):
+  """{(pass, op type): seconds per call} of fn's TF ops, from a profile.
+
+  The TF profiler's host trace: every op event "<name>:<type>" on the
+  executor threads (not their Eigen shards), summed (two inter-op threads can overlap, so the sum
+  may exceed the wall time); pass is "bwd" for ops under gradient_tape/.
+  """
+  with tempfile.TemporaryDirectory() as logdir:
+    tf.profiler.experimental.start(logdir)
+    for _ in range(calls):
+      fn()
+    tf.profiler.experimental.stop()
+    space = xplane_pb2.XSpace()
+    with open(glob.glob(os.path.join(logdir, "**", "*.xplane.pb"),
+                        recursive=True)[0], "rb") as f:
+      space.ParseFromString(f.read())
+  totals = collections.Counter()
+  for plane in space.planes:
+    for line in plane.lines:
+      if "Eigen" in line.name:  # intra-op shards of the ops counted below
+        continue
+      for event in line.events:
+        name = plane.event_metadata[event.metadata_id].name
+        match = _OP_EVENT.match(name)
+        if match and "::" not in name:  # not ExecutorState::Process etc.
+          kind = "bwd" if "gradient_tape/" in match.group(1) else "fwd"
+          totals[(kind, match.group(2))] += event.duration_ps * 1e-12 / calls
+  return totals
+
+
+def print_op_times(fn, step_seconds):
+  totals = op_times(fn)
+  op_ms = sum(totals.values()) * 1e3
+  print(f"ops by time (TF profiler, sum over threads; {op_ms:.0f} ms of "
+        "ops per step):\n| pass | op type | ms | % of step "
+        "|\n|---|---|---|---|")
+  for (kind, op), seconds in totals.most_common(_OP_TOP.value):
+    print(f"| {kind} | {op} | {seconds * 1e3:.1f} | "
+          f"{100 * seconds / step_seconds:.1f} |", flush=True)
 
 
 def ver_candidates(step, heads, features):
@@ -299,9 +352,45 @@ def ver_candidates(step, heads, features):
           flush=True)
 
 
+def use_fused_batch_norm():
+  """Makes keras BatchNormalization train through FusedBatchNormV3 (NHWC).
+
+  A measurement only (candidate `fused_bn`): Keras 3 normalises with
+  tf.nn.moments + tf.nn.batch_normalization, a dozen element-wise ops and
+  their gradients per layer. Same maths: the moving variance gets the
+  biased batch variance as in Keras (the fused op returns the unbiased
+  one); other cases (inference, masks, renorm, non-4D) keep Keras' path.
+  """
+  from keras import ops  # pylint: disable=g-import-not-at-top
+  layer_class = tf.keras.layers.BatchNormalization
+  keras_call = layer_class.call
+
+  def call(self, inputs, training=None, mask=None):
+    if not (training and self.trainable and mask is None and not self.renorm
+            and len(inputs.shape) == 4 and self.axis in (-1, 3)):
+      return keras_call(self, inputs, training=training, mask=mask)
+    x = tf.cast(inputs, tf.float32)
+    channels = x.shape[-1]
+    gamma = (tf.cast(self.gamma, tf.float32) if self.scale
+             else tf.ones([channels]))
+    beta = (tf.cast(self.beta, tf.float32) if self.center
+            else tf.zeros([channels]))
+    y, mean, variance = tf.compat.v1.nn.fused_batch_norm(
+        x, gamma, beta, epsilon=self.epsilon, is_training=True)
+    n = tf.cast(tf.size(x) // channels, tf.float32)
+    variance = variance * (n - 1.0) / n
+    self.moving_mean.assign(self.moving_mean * self.momentum
+                            + mean * (1.0 - self.momentum))
+    self.moving_variance.assign(self.moving_variance * self.momentum
+                                + variance * (1.0 - self.momentum))
+    return ops.cast(y, self.compute_dtype)
+  layer_class.call = call
+
+
 def _parse_variant(text):
   name, _, spec = text.partition("=")
-  settings = dict(jit=0, intra=0, inter=0, onednn=1, deterministic=0)
+  settings = dict(jit=0, intra=0, inter=0, onednn=1, deterministic=0,
+                  fused_bn=0)
   for item in filter(None, spec.split(",")):
     key, value = item.split(":")
     if key not in settings:
@@ -319,6 +408,8 @@ def serve(text):
   tf.config.threading.set_inter_op_parallelism_threads(settings["inter"])
   if settings["deterministic"]:
     tf.config.experimental.enable_op_determinism()
+  if settings["fused_bn"]:
+    use_fused_batch_norm()
   step = _build(case, jit=bool(settings["jit"]))
   iteration, iterator = step["iteration"], step["iterator"]
   for _ in range(2):
