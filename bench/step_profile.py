@@ -33,10 +33,12 @@ the first variant is the median over rounds. A variant is
 name=key:value,...: jit (XLA on the replica step), intra / inter (thread
 pools; 0 = TF's default), onednn (TF_ENABLE_ONEDNN_OPTS), deterministic
 (tf.config.experimental.enable_op_determinism, on in real runs by
-train.deterministic). Also times the verification heads alone with XLA and
-with each repeated positive pair computed once with a weight (`dedup`),
-and checks that the dedup form's loss and gradients equal the repeated
-form's with dropout off.
+train.deterministic), fused_bn (BatchNormalization through
+FusedBatchNormV3, `use_fused_batch_norm`), distinct (train.distinct_pairs).
+Profile mode also times the verification heads alone with XLA and with
+each repeated positive pair computed once with a weight (`dedup`), and
+checks that the dedup form's loss and gradients equal the repeated form's
+with dropout off.
 
   python bench/step_profile.py --mode=profile \
       --cases=googlenet:32,googlenet:128,mobilenet_v1:128
@@ -77,7 +79,7 @@ _CALLS = flags.DEFINE_integer("calls", 2, "Calls per timing.")
 _VARIANTS = flags.DEFINE_multi_string(
     "variant", ["base=", "xla=jit:1", "inter1=inter:1", "intra1=intra:1",
                 "onednn_off=onednn:0", "deterministic=deterministic:1",
-                "fused_bn=fused_bn:1"],
+                "fused_bn=fused_bn:1", "distinct=distinct:1"],
     "Candidates: name=key:value,... (first = reference).")
 _OP_TOP = flags.DEFINE_integer(
     "op_top", 12, "Profile mode: also trace the step with the TF profiler "
@@ -95,11 +97,12 @@ def _case(case):
   return backbone, h, w, int(batch) // m, m
 
 
-def _build(case, jit=False):
+def _build(case, jit=False, distinct_pairs=False):
   backbone, h, w, k, m = _case(case)
   alpha = _MOBILENET_ALPHA.value if backbone != "googlenet" else 0.25
   return training_throughput.build_step(backbone, h, w, k, m, jit, "float32",
-                                        alpha=alpha)
+                                        alpha=alpha,
+                                        distinct_pairs=distinct_pairs)
 
 
 def _timer(fn):
@@ -390,7 +393,7 @@ def use_fused_batch_norm():
 def _parse_variant(text):
   name, _, spec = text.partition("=")
   settings = dict(jit=0, intra=0, inter=0, onednn=1, deterministic=0,
-                  fused_bn=0)
+                  fused_bn=0, distinct=0)
   for item in filter(None, spec.split(",")):
     key, value = item.split(":")
     if key not in settings:
@@ -410,7 +413,8 @@ def serve(text):
     tf.config.experimental.enable_op_determinism()
   if settings["fused_bn"]:
     use_fused_batch_norm()
-  step = _build(case, jit=bool(settings["jit"]))
+  step = _build(case, jit=bool(settings["jit"]),
+                distinct_pairs=bool(settings["distinct"]))
   iteration, iterator = step["iteration"], step["iterator"]
   for _ in range(2):
     float(iteration(iterator)["loss/total"])

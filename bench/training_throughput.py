@@ -68,7 +68,8 @@ def random_batch(k, m, h, w):
               pair_i=pair_i, pair_j=pair_j, pair_same=pair_same)
 
 
-def build_step(backbone, height, width, k, m, jit, policy, alpha=0.25):
+def build_step(backbone, height, width, k, m, jit, policy, alpha=0.25,
+               distinct_pairs=False):
   """The real step-2 train step of `backbone` on a random K x M batch.
 
   Returns a dict: model (the training model), optimizer, iteration (the
@@ -93,7 +94,7 @@ def build_step(backbone, height, width, k, m, jit, policy, alpha=0.25):
   weight_decay = loop.coupled_weight_decay(config.train)
   train_iteration = loop.make_train_iteration(
       model, optimizer, strategy, weights, jit_compile=jit,
-      weight_decay=weight_decay)
+      distinct_pairs=distinct_pairs, weight_decay=weight_decay)
   batch = random_batch(k, m, height, width)
   iterator = iter(tf.data.Dataset.from_tensors(batch).repeat())
   return dict(model=model, optimizer=optimizer, iteration=train_iteration,
