@@ -463,7 +463,11 @@ def candidates(case):
           f"{statistics.median(ratios):.2f} |", flush=True)
   for child in children.values():
     child.stdin.close()
-    child.wait()
+  for child in children.values():
+    try:
+      child.wait(timeout=60)
+    except subprocess.TimeoutExpired:  # seen: TF's exit hanging
+      child.kill()
 
 
 def main(argv):
