@@ -286,8 +286,8 @@ def base_config() -> config_dict.ConfigDict:
       jit_compile=False,           # XLA for the train step
       # Verification heads run once per distinct pair of the batch, not once
       # per repeated copy of a positive pair (same loss; the copies share
-      # one dropout mask): 3.8x faster heads at K=32 x M=4 on a CPU
-      # (bench/training_results.md). Not with jit_compile.
+      # one dropout mask); the heads alone 2.4-3.8x faster at K=32 x M=4 on
+      # a 2-core CPU (bench/training_results.md). Not with jit_compile.
       distinct_pairs=False,
       # "auto": mixed_bfloat16 on CPUs with native bfloat16 (avx512_bf16 /
       # amx_bf16; not for depthwise backbones such as MobileNet, slower in
