@@ -68,11 +68,18 @@ def random_batch(k, m, h, w):
               pair_i=pair_i, pair_j=pair_j, pair_same=pair_same)
 
 
-def make_step(backbone, height, width, k, m, jit, policy):
-  """A warmed-up `run(n)` timing n train steps under `policy`."""
+def build_step(backbone, height, width, k, m, jit, policy, alpha=0.25,
+               distinct_pairs=False):
+  """The real step-2 train step of `backbone` on a random K x M batch.
+
+  Returns a dict: model (the training model), optimizer, iteration (the
+  `loop.make_train_iteration` tf.function, not yet traced), iterator (the
+  batch repeated from memory), batch (its NumPy arrays), weights (the loss
+  weights) and weight_decay (the coupled L2 coefficient).
+  """
   config = default.get_config()
   config.model.backbone = backbone
-  config.model.alpha = _ALPHA.value
+  config.model.alpha = alpha
   config.model.aux_heads = backbone == "googlenet"
   with precision_lib.policy_scope(policy):
     model = builders.build_training_model(
@@ -83,12 +90,23 @@ def make_step(backbone, height, width, k, m, jit, policy):
   optimizer = loop.make_optimizer(
       config.train, step2,
       loss_scaling=precision_lib.uses_loss_scaling(policy))
+  weights = loop.loss_weights(config.loss, 2)
+  weight_decay = loop.coupled_weight_decay(config.train)
   train_iteration = loop.make_train_iteration(
-      model, optimizer, strategy, loop.loss_weights(config.loss, 2),
-      jit_compile=jit,
-      weight_decay=loop.coupled_weight_decay(config.train))
+      model, optimizer, strategy, weights, jit_compile=jit,
+      distinct_pairs=distinct_pairs, weight_decay=weight_decay)
   batch = random_batch(k, m, height, width)
   iterator = iter(tf.data.Dataset.from_tensors(batch).repeat())
+  return dict(model=model, optimizer=optimizer, iteration=train_iteration,
+              iterator=iterator, batch=batch, weights=weights,
+              weight_decay=weight_decay)
+
+
+def make_step(backbone, height, width, k, m, jit, policy):
+  """A warmed-up `run(n)` timing n train steps under `policy`."""
+  step = build_step(backbone, height, width, k, m, jit, policy,
+                    alpha=_ALPHA.value)
+  train_iteration, iterator = step["iteration"], step["iterator"]
   for _ in range(_WARMUP.value):
     float(train_iteration(iterator)["loss/total"])
 

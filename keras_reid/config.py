@@ -158,6 +158,12 @@ def validate_config(config: config_dict.ConfigDict) -> None:
          "at least one stage (see keras_reid/schema.py stage_config)")
   config_ranges.check_ranges(flatten(config))
   _check_losses(config)
+  if config.train.get("distinct_pairs") and config.train.jit_compile:
+    raise ValueError(
+        "config.train.distinct_pairs=True with config.train.jit_compile=True: "
+        "the distinct pairs come from tf.unique, which XLA cannot compile; "
+        "set --config.train.distinct_pairs=false or "
+        "--config.train.jit_compile=false.")
   for name, stage in config.stages.items():
     _check_warmup(name, stage)
   _validate_model(config.model)

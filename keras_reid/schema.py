@@ -294,6 +294,11 @@ def base_config() -> config_dict.ConfigDict:
       # weaker at momentum 0.9 for the same value; required by "adamw").
       weight_decay_mode="coupled_l2",
       jit_compile=False,           # XLA for the train step
+      # Verification heads run once per distinct pair of the batch, not once
+      # per repeated copy of a positive pair (same loss; the copies share
+      # one dropout mask); the heads alone 2.4-3.8x faster at K=32 x M=4 on
+      # a 2-core CPU (bench/training_results.md). Not with jit_compile.
+      distinct_pairs=False,
       # "auto": mixed_bfloat16 on CPUs with native bfloat16 (avx512_bf16 /
       # amx_bf16; not for depthwise backbones such as MobileNet, slower in
       # it there) and GPUs of compute capability >= 8.0, else float32 (the

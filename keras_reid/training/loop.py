@@ -336,10 +336,31 @@ def make_center_state(model: keras.Model,
   return CenterState(centers, optimizer)
 
 
+def distinct_pair_indices(pair_i, pair_j):
+  """The distinct pairs of a batch's pairs, and where each pair is among them.
+
+  Args:
+    pair_i, pair_j: int [P] batch indices (pipeline.pair_indices repeats
+      each positive pair about negatives / positives times).
+
+  Returns:
+    (distinct_i int32 [U], distinct_j int32 [U], copies int32 [P]), the U
+    distinct (i, j) in order of first appearance: pair p is distinct pair
+    copies[p], so tf.gather(f(distinct pairs), copies) == f(pairs) for any
+    per-pair f.
+  """
+  pair_i, pair_j = tf.cast(pair_i, tf.int64), tf.cast(pair_j, tf.int64)
+  stride = tf.maximum(tf.reduce_max(pair_j), 0) + 1  # j < stride
+  keys, copies = tf.unique(pair_i * stride + pair_j, out_idx=tf.int32)
+  return (tf.cast(keys // stride, tf.int32), tf.cast(keys % stride, tf.int32),
+          copies)
+
+
 def make_train_iteration(model: keras.Model,
                          optimizer: keras.optimizers.Optimizer,
                          strategy: tf.distribute.Strategy, weights: dict, *,
                          jit_compile: bool,
+                         distinct_pairs: bool = False,
                          weight_decay: float = 0.0,
                          center_state: CenterState | None = None,
                          memory: cluster_memory.ClusterMemory | None = None
@@ -350,6 +371,13 @@ def make_train_iteration(model: keras.Model,
     model, optimizer, strategy: what trains, how, where.
     weights: keyword arguments of losses.compute_losses (`loss_weights`).
     jit_compile: XLA-compile the replica step.
+    distinct_pairs: run the verification heads once per distinct
+      (pair_i, pair_j) of the batch and gather their logits back to the
+      batch's P pairs (`distinct_pair_indices`), instead of once per pair:
+      the loss is the same mean over the P pairs, but the repeated copies of
+      a positive pair (pipeline.pair_indices tiles them to match the
+      negatives) share one pairwise dropout mask instead of one each. Not
+      with jit_compile (tf.unique has no XLA kernel).
     weight_decay: coupled L2 on the trainable kernels
       (`weight_decay_loss`; 0 = none, e.g. when the optimizer decays).
     center_state: the center loss's centres (`make_center_state`): the
@@ -368,10 +396,23 @@ def make_train_iteration(model: keras.Model,
   variables = model.trainable_variables
   num_replicas = strategy.num_replicas_in_sync
 
+  if distinct_pairs and jit_compile:
+    raise ValueError(
+        "config.train.distinct_pairs=True with config.train.jit_compile=True: "
+        "the distinct pairs come from tf.unique, which XLA cannot compile; "
+        "set one of them to False.")
+
   def replica_iteration(batch):
+    pair_i, pair_j = batch["pair_i"], batch["pair_j"]
+    if distinct_pairs:
+      pair_i, pair_j, copies = distinct_pair_indices(pair_i, pair_j)
     with tf.GradientTape(persistent=center_state is not None) as tape:
-      outputs = model({"images": batch["images"], "pair_i": batch["pair_i"],
-                       "pair_j": batch["pair_j"]}, training=True)
+      outputs = model({"images": batch["images"], "pair_i": pair_i,
+                       "pair_j": pair_j}, training=True)
+      if distinct_pairs:
+        outputs = {k: tf.gather(v, copies)
+                   if k.endswith("verification_logits") else v
+                   for k, v in outputs.items()}
       # Mixed precision computes in bfloat16 / float16; the losses, their
       # softmax and the L2 term are taken in float32.
       outputs = {k: tf.cast(v, tf.float32) for k, v in outputs.items()}
@@ -555,6 +596,7 @@ def run_fine_tuning_step(
   train_iteration = make_train_iteration(
       model, optimizer, strategy, weights,
       jit_compile=config.train.jit_compile,
+      distinct_pairs=config.train.distinct_pairs,
       weight_decay=coupled_weight_decay(config.train),
       center_state=center_state, memory=memory)
   start = int(state.iterations_done.numpy())
