@@ -19,8 +19,9 @@ distance exactly as `gallery search` does). Reported per setting:
     measured by writing it to a temporary file (no in-memory copy). Every
     type also keeps the float32 embeddings (N x D x 4 bytes) for the exact
     re-ranking and the table; IVF-PQ without them would be its codes only.
-    The benchmark's galleries share one embeddings array (the exact
-    gallery's), so one run holds it once, not once per index;
+    The benchmark's galleries share one embeddings array (a view of the
+    exact index's storage), so a run holds the rows twice (that one and the
+    approximate index's, for HNSW) instead of four times;
   * peak RSS GiB: the process's peak resident memory so far (getrusage):
     data, the exact index, the gallery's embeddings and every index built
     up to then (an upper bound on one index type's need);
@@ -224,9 +225,13 @@ def main():
       exact = gallery_index.Gallery.create("bench", d)
       exact.add(data, paths)
       build_s = time.perf_counter() - t0
-      # The gallery holds its own (identical) copy: keep only that one.
+      # The gallery's embeddings and its IndexFlatIP hold the same float32
+      # rows: keep one copy (a view of the index's storage), not three.
+      flat = faiss.downcast_index(exact._index.index)  # pylint: disable=protected-access
+      stored = faiss.rev_swig_ptr(flat.get_xb(), n * d).reshape(n, d)
+      np.testing.assert_array_equal(stored[[0, -1]], data[[0, -1]])
       del data
-      data = exact.embeddings
+      exact.embeddings = data = stored
       exact_qps, exact_result = _time_search(
           exact, queries, k, args.exact_repeats or args.repeats)
       identity_rank1 = float(np.mean(
