@@ -13,8 +13,9 @@ distance exactly as `gallery search` does). Reported per setting:
   * recall@10: mean fraction of the exact top-10 found in the top-10;
   * queries/s: the 1000 queries searched as one batch, k = 10, best of
     `--repeats`; speedup = against the exact index's queries/s timed right
-    before (200 of the queries, one batch), so that a machine whose load
-    changes during the run still compares like with like;
+    before (`--beside_queries` of the queries, 200 by default, one batch;
+    `--exact_repeats` for the first, full exact timing), so that a machine
+    whose load changes during the run still compares like with like;
   * index MiB: the serialised FAISS index (what it holds in memory),
     measured by writing it to a temporary file (no in-memory copy). Every
     type also keeps the float32 embeddings (N x D x 4 bytes) for the exact
