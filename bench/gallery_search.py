@@ -13,11 +13,19 @@ distance exactly as `gallery search` does). Reported per setting:
   * recall@10: mean fraction of the exact top-10 found in the top-10;
   * queries/s: the 1000 queries searched as one batch, k = 10, best of
     `--repeats`; speedup = against the exact index's queries/s timed right
-    before (200 of the queries, one batch), so that a machine whose load
-    changes during the run still compares like with like;
-  * index MiB: the serialised FAISS index (what it holds in memory). Every
+    before (`--beside_queries` of the queries, 200 by default, one batch;
+    `--exact_repeats` for the first, full exact timing), so that a machine
+    whose load changes during the run still compares like with like;
+  * index MiB: the serialised FAISS index (what it holds in memory),
+    measured by writing it to a temporary file (no in-memory copy). Every
     type also keeps the float32 embeddings (N x D x 4 bytes) for the exact
     re-ranking and the table; IVF-PQ without them would be its codes only.
+    The benchmark's galleries share one embeddings array (a view of the
+    exact index's storage), so a run holds the rows twice (that one and the
+    approximate index's, for HNSW) instead of four times;
+  * peak RSS GiB: the process's peak resident memory so far (getrusage):
+    data, the exact index, the gallery's embeddings and every index built
+    up to then (an upper bound on one index type's need);
   * build s: adding the N embeddings (and training, for IVF-PQ).
 
 Results are appended to --output (JSON lines) as each setting finishes, so a
@@ -31,7 +39,9 @@ import argparse
 import json
 import os
 import platform
+import resource
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -92,6 +102,20 @@ def _time_search(gallery, queries, k, repeats):
   return len(queries) / best, result
 
 
+def _index_mib(gallery) -> float:
+  """The serialised FAISS index's size, written to a temporary file (at
+  1M x 1024 an in-memory `faiss.serialize_index` copy is another 4 GiB)."""
+  import faiss  # pylint: disable=g-import-not-at-top
+  with tempfile.TemporaryDirectory() as tmp:
+    path = os.path.join(tmp, "index.faiss")
+    faiss.write_index(gallery._index, path)  # pylint: disable=protected-access
+    return os.path.getsize(path) / 2**20
+
+
+def _peak_rss_gib() -> float:
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB
+
+
 def _recall(rows, exact_rows):
   r1 = float(np.mean(rows[:, 0] == exact_rows[:, 0]))
   r10 = float(np.mean([len(set(a) & set(b)) / len(b)
@@ -121,8 +145,8 @@ def markdown_table(path: str) -> str:
   """The rows of a results file as a markdown table."""
   lines = ["| N | D | index | build params | search params | recall@1 | "
            "recall@10 | queries/s | exact queries/s beside | speedup | "
-           "speedup vs fastest exact | index MiB | build s |",
-           "|" + "---|" * 13]
+           "speedup vs fastest exact | index MiB | peak RSS GiB | build s |",
+           "|" + "---|" * 14]
   with open(path) as f:
     rows = [json.loads(line) for line in f if line.strip()]
   # The fastest exact speed measured at each size: the least flattering
@@ -137,6 +161,7 @@ def markdown_table(path: str) -> str:
     if r["setting"] == "machine":
       continue
     exact = r.get("exact_qps", r["qps"] / r["speedup"])
+    rss = f"{r['peak_rss_gib']:.1f}" if "peak_rss_gib" in r else ""
     params = ", ".join(f"{k}={v}" for k, v in (r.get("params") or {}).items())
     build = ", ".join(f"{k}={v}" for k, v in
                       (r.get("build_params") or {}).items())
@@ -145,7 +170,7 @@ def markdown_table(path: str) -> str:
         f"{r['recall1']:.3f} | {r['recall10']:.3f} | {r['qps']:.0f} | "
         f"{exact:.1f} | {r['speedup']:.1f}x | "
         f"{r['qps'] / fastest[(r['n'], r['d'])]:.1f}x | {r['index_mib']:.1f} | "
-        f"{r['build_s']:.0f} |")
+        f"{rss} | {r['build_s']:.0f} |")
   return "\n".join(lines)
 
 
@@ -155,6 +180,11 @@ def main():
   parser.add_argument("--dims", default="256,1024")
   parser.add_argument("--queries", type=int, default=1000)
   parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--exact_repeats", type=int, default=None,
+                      help="repeats of the exact index's full timing "
+                      "(default --repeats; 1 keeps 1M x 1024 to minutes)")
+  parser.add_argument("--beside_queries", type=int, default=200,
+                      help="queries of the exact timing beside each setting")
   parser.add_argument("--nprobe", default="8,16,32,64")
   parser.add_argument("--refine", default="1,10")
   parser.add_argument("--ef_search", default="32,64,128,256")
@@ -174,7 +204,7 @@ def main():
 
   def emit(row):
     row = dict(row, time=time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
-               loadavg=os.getloadavg())
+               loadavg=os.getloadavg(), peak_rss_gib=_peak_rss_gib())
     print(json.dumps(row), flush=True)
     with open(args.output, "a") as f:
       f.write(json.dumps(row) + "\n")
@@ -196,12 +226,20 @@ def main():
       exact = gallery_index.Gallery.create("bench", d)
       exact.add(data, paths)
       build_s = time.perf_counter() - t0
-      exact_qps, exact_result = _time_search(exact, queries, k, args.repeats)
+      # The gallery's embeddings and its IndexFlatIP hold the same float32
+      # rows: keep one copy (a view of the index's storage), not three.
+      flat = faiss.downcast_index(exact._index.index)  # pylint: disable=protected-access
+      stored = faiss.rev_swig_ptr(flat.get_xb(), n * d).reshape(n, d)
+      np.testing.assert_array_equal(stored[[0, -1]], data[[0, -1]])
+      del data
+      exact.embeddings = data = stored
+      exact_qps, exact_result = _time_search(
+          exact, queries, k, args.exact_repeats or args.repeats)
       identity_rank1 = float(np.mean(
           gallery_ids[exact_result.rows[:, 0]] == query_ids))
       emit(dict(base, setting="flat", recall1=1.0, recall10=1.0,
                 identity_rank1=identity_rank1,
-                qps=exact_qps, speedup=1.0, index_mib=exact.index_bytes() / 2**20,
+                qps=exact_qps, speedup=1.0, index_mib=_index_mib(exact),
                 build_s=build_s, generate_s=gen_s))
       exact_rows = exact_result.rows
 
@@ -217,7 +255,8 @@ def main():
         g = gallery_index.Gallery.create("bench", d, options)
         g.add(data, paths)
         build_s = time.perf_counter() - t0
-        mib = g.index_bytes() / 2**20
+        g.embeddings = data  # the same values: share the exact gallery's copy
+        mib = _index_mib(g)
         if index_type == "ivfpq":
           sweep = [dict(nprobe=p, refine=r)
                    for r in map(int, args.refine.split(","))
@@ -226,10 +265,12 @@ def main():
           sweep = [dict(ef_search=e) for e in map(int, args.ef_search.split(","))]
         for params in sweep:
           g.set_search_options(**params)
-          exact_qps, _ = _time_search(exact, queries[:200], k, 1)
+          exact_qps, _ = _time_search(exact, queries[:args.beside_queries], k,
+                                      1)
           qps, result = _time_search(g, queries, k, args.repeats)
           r1, r10 = _recall(result.rows, exact_rows)
           emit(dict(base, setting=index_type, params=params,
+                    exact_beside_queries=args.beside_queries,
                     build_params={key: getattr(g.options, key) for key in (
                         ("nlist", "pq_m", "pq_bits") if index_type == "ivfpq"
                         else ("hnsw_m", "ef_construction"))},
