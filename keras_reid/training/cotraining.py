@@ -17,9 +17,11 @@ Each of its `rounds` rounds
      fitted afresh with unsupervised.refit_dictionary); with
      unsupervised.l2_normalize the neighbours are those of the
      L2-normalised features / codes;
-     for clustering, DBSCAN clusters of Y on the k-reciprocal Jaccard
-     distance are the classes and DBSCAN's outliers are left out of the
-     round (keras_reid.unsupervised.clustering),
+     for clustering, groups of Y are the classes and the images in no
+     group are left out of the round (keras_reid.unsupervised.clustering:
+     DBSCAN on the k-reciprocal Jaccard distance, or cross-camera mutual
+     nearest-neighbour pairs with unsupervised.cluster_method "mutual_nn";
+     optionally of camera-centred Y),
   4. replaces the classifiers (num_A classes) and fine-tunes two-stepped
      (the stage's step1 / step2 settings) with classification on the
      (soft) labels and verification on pairs from them (K x M batches
@@ -76,7 +78,8 @@ from keras_reid.unsupervised import pseudo_labels
 #   "self_training": pseudo labels from nearest camera-A neighbours in the
 #     model's feature space (the baseline; alone it drifts);
 #   "cotraining": the same in the GRDL code space (the complementary model);
-#   "clustering": DBSCAN clusters of the features, outliers unlabelled.
+#   "clustering": groups of the features (DBSCAN clusters or cross-camera
+#     mutual pairs), the images in no group unlabelled.
 SUPERVISIONS = ("labels", "self_training", "cotraining", "clustering")
 # stage.unsupervised.pseudo_labels: "soft" (top-m distribution) or "hard".
 PSEUDO_LABELS = ("soft", "hard")
