@@ -217,7 +217,8 @@ def test_tensorflow_start_up_lines_are_off_unless_asked_for():
      "--config.train.jit_compile?"),
     (["--config.train.lr=1"],
      "--config.train.lr: no such key; the keys of --config.train are "
-     "['checkpoint_every', 'deterministic', 'distribute', 'jit_compile', "
+     "['checkpoint_every', 'deterministic', 'distinct_pairs', 'distribute', "
+         "'jit_compile', "
      "'log_every', 'max_checkpoints', 'momentum', 'optimizer', 'precision', "
      "'weight_decay', 'weight_decay_mode']."),
     (["--config.qqqq=1"],
