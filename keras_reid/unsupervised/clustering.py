@@ -53,7 +53,8 @@ METHODS = ("dbscan", "mutual_nn")
 
 
 class NoClusterError(ValueError):
-  """DBSCAN left every image an outlier (no class to train on)."""
+  """Every image is an outlier: DBSCAN found no cluster, or no two images
+  are mutual nearest neighbours (no class to train on)."""
 
 
 @dataclasses.dataclass
@@ -117,12 +118,11 @@ def mutual_nearest_pairs(features, camids) -> np.ndarray:
   similarity = x @ x.T
   similarity[camids[:, None] == camids[None, :]] = -np.inf  # same camera
   nearest = similarity.argmax(axis=1)
+  index = np.arange(x.shape[0])
+  # Each pair once, from its lower index (in index order: the numbering).
+  lower = np.flatnonzero((nearest[nearest] == index) & (index < nearest))
   labels = np.full(x.shape[0], OUTLIER, np.int64)
-  next_id = 0
-  for i, j in enumerate(nearest):
-    if i < j and nearest[j] == i:
-      labels[i] = labels[j] = next_id
-      next_id += 1
+  labels[lower] = labels[nearest[lower]] = np.arange(lower.size)
   return labels
 
 
@@ -198,7 +198,7 @@ def cluster_features(features, camids=None, *, eps: float, min_samples: int,
     Clusters.
 
   Raises:
-    NoClusterError: DBSCAN found no cluster; names eps and min_samples.
+    NoClusterError: no cluster; for DBSCAN names eps and min_samples.
   """
   if method not in METHODS:
     raise ValueError(f"cluster method {method!r}: expected one of "
