@@ -123,6 +123,8 @@ RANGES: dict[str, Range] = {
     "stage.unsupervised.cluster_k1": _int(1),
     "stage.unsupervised.cluster_k2": _int(1, why="1 = no query expansion"),
     "stage.unsupervised.cluster_camera_weight": Range(0., why="0 = off"),
+    "stage.unsupervised.cluster_keep_fraction": Range(
+        0., 1., low_open=True, why="1 = every mutual pair"),
     "stage.unsupervised.memory_momentum": _PROBABILITY_OPEN,
 }
 

@@ -137,6 +137,10 @@ def stage_config(**overrides) -> config_dict.ConfigDict:
           # Subtract each camera's mean feature before grouping (camera
           # ids only, no identities).
           cluster_camera_centring=False,
+          # mutual_nn only: keep this fraction of the pairs, those whose
+          # similarity stands out most above either image's second most
+          # similar image across cameras (1.0 = all pairs).
+          cluster_keep_fraction=1.0,
           # Cluster memory (config.loss.cluster_memory_weight > 0): each
           # batch feature x updates its cluster's centroid c <- normalise(
           # m * c + (1 - m) * x), m this momentum (Cluster Contrast: 0.2).

@@ -125,6 +125,14 @@ def check_stage(name: str, stage: config_dict.ConfigDict,
   if stage.supervision == "clustering":
     expect(stage.unsupervised.cluster_method in clustering.METHODS,
            "unsupervised.cluster_method", f"one of {list(clustering.METHODS)}")
+    if (stage.unsupervised.cluster_method != "mutual_nn"
+        and stage.unsupervised.cluster_keep_fraction != 1.0):
+      raise ValueError(
+          f"config.stages.{name}.unsupervised.cluster_keep_fraction="
+          f"{stage.unsupervised.cluster_keep_fraction!r} with cluster_method="
+          f"{stage.unsupervised.cluster_method!r}: only mutual_nn keeps a "
+          f"fraction of its pairs; set --config.stages.{name}.unsupervised."
+          "cluster_keep_fraction=1.0 or cluster_method=mutual_nn.")
     return  # hard labels: the triplet loss applies
   if stage.unsupervised.pseudo_labels == "soft" and config.loss.triplet_weight > 0:
     raise ValueError(
@@ -187,7 +195,7 @@ def make_labels(features: np.ndarray, camids: np.ndarray,
       soft_top_m, soft_temperature, l2_normalize, graph_k, grdl_lambda,
       grdl_atoms, grdl_iterations; for clustering cluster_eps, cluster_min_samples,
       cluster_k1, cluster_k2, cluster_camera_weight, cluster_method,
-      cluster_camera_centring).
+      cluster_camera_centring, cluster_keep_fraction).
     seed: GRDL's initial dictionary draw when there is no warm start.
     init_dictionary: [dim, atoms] warm start (the previous round's).
     callback: GRDL's callback(iteration, objective).
@@ -204,7 +212,8 @@ def make_labels(features: np.ndarray, camids: np.ndarray,
     clusters = clustering.cluster_features(
         features, camids, eps=u.cluster_eps, min_samples=u.cluster_min_samples,
         k1=u.cluster_k1, k2=u.cluster_k2, camera_weight=u.cluster_camera_weight,
-        method=u.cluster_method, camera_centring=u.cluster_camera_centring)
+        method=u.cluster_method, camera_centring=u.cluster_camera_centring,
+        keep_fraction=u.cluster_keep_fraction)
     return RoundLabels(clusters.labels, np.zeros(len(clusters.labels), bool),
                        None, [], clusters.centroids)
   is_a = graph.camera_a_mask(camids, stage.unsupervised.camera_a)
@@ -473,7 +482,8 @@ def _report_clusters(run: runner.TrainingRun, name: str,
       cluster_k1=u.cluster_k1, cluster_k2=u.cluster_k2,
       cluster_camera_weight=u.cluster_camera_weight,
       cluster_method=u.cluster_method,
-      cluster_camera_centring=u.cluster_camera_centring))
+      cluster_camera_centring=u.cluster_camera_centring,
+      cluster_keep_fraction=u.cluster_keep_fraction))
   print(f"Stage {name!r} round {r}: {quality['num_clusters']} clusters, "
         f"{quality['num_outliers']} outliers of {len(records)} images; "
         f"pairwise precision {100 * quality['pairwise_precision']:.1f}%, "
@@ -488,8 +498,10 @@ def _check_batchable(name: str, stage: config_dict.ConfigDict, r: int,
     outliers = int((~labels.kept).sum())
     if u.cluster_method == "mutual_nn":
       found = (f"cross-camera mutual nearest neighbours gave "
-               f"{labels.num_classes} pairs ({outliers} images unpaired)")
-      fix = ""
+               f"{labels.num_classes} pairs ({outliers} images unpaired, "
+               f"cluster_keep_fraction={u.cluster_keep_fraction})")
+      fix = (f" or raise --config.stages.{name}.unsupervised."
+             "cluster_keep_fraction" if u.cluster_keep_fraction < 1 else "")
     else:
       found = (f"DBSCAN found {labels.num_classes} clusters (eps="
                f"{u.cluster_eps}, min_samples={u.cluster_min_samples}, "

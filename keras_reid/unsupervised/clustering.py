@@ -23,7 +23,12 @@ is an outlier. Meant for targets with one or two images per identity and
 camera (VIPeR, PRID, GRID), where DBSCAN on the Jaccard distance chains
 identities together: the k-reciprocal neighbourhoods that the Jaccard
 distance compares are mostly other people when an identity has two
-images. Needs two cameras.
+images. Needs two cameras. Optionally only the most confident pairs are
+kept (`keep_fraction` < 1): those whose similarity stands out most above
+either image's second most similar image across cameras (the margin; on
+VIPeR from the strong reid_pool model, keeping the half with the largest
+margin raised the share of right pairs from 33 to 43 %,
+bench/cotraining_labels.py --clustering).
 
 Camera centring (optional, `camera_centring`): before either method, each
 camera's mean L2-normalised feature is subtracted from its images' (then
@@ -97,17 +102,25 @@ def camera_centred(features, camids) -> np.ndarray:
   return l2_normalize(centred)
 
 
-def mutual_nearest_pairs(features, camids) -> np.ndarray:
+def mutual_nearest_pairs(features, camids,
+                         keep_fraction: float = 1.0) -> np.ndarray:
   """int64 [N] cluster ids of cross-camera mutual nearest neighbours.
 
   Image i and j (different cameras) form a cluster when j is i's most
   cosine-similar image among the images of other cameras than i's, and i
-  is j's. Clusters are numbered by their lower image index's order;
-  everything else is OUTLIER.
+  is j's. With keep_fraction < 1 only round(keep_fraction * pairs) pairs
+  (at least one) stay: those of the largest margin s(i, j) - max(s2(i),
+  s2(j)), s2(x) the similarity of x's second most similar image across
+  cameras (+inf margin when there is none); ties keep the lower index.
+  Clusters are numbered by their lower image index's order; everything
+  else is OUTLIER.
 
   Raises:
-    ValueError: fewer than two cameras.
+    ValueError: fewer than two cameras, or keep_fraction not in (0, 1].
   """
+  if not 0.0 < keep_fraction <= 1.0:
+    raise ValueError(f"keep_fraction={keep_fraction!r}: expected a fraction "
+                     "of the mutual pairs in (0, 1] (1 keeps all).")
   x = l2_normalize(features)
   camids = np.asarray(camids)
   if len(np.unique(camids)) < 2:
@@ -121,6 +134,14 @@ def mutual_nearest_pairs(features, camids) -> np.ndarray:
   index = np.arange(x.shape[0])
   # Each pair once, from its lower index (in index order: the numbering).
   lower = np.flatnonzero((nearest[nearest] == index) & (index < nearest))
+  if keep_fraction < 1.0 and lower.size:
+    second = np.partition(similarity, -2, axis=1)[:, -2]  # -inf: no second
+    upper = nearest[lower]
+    margin = similarity[lower, upper] - np.maximum(second[lower],
+                                                   second[upper])
+    keep = max(1, int(round(keep_fraction * lower.size)))
+    # Stable sort: equal margins keep index order.
+    lower = np.sort(lower[np.argsort(-margin, kind="stable")[:keep]])
   labels = np.full(x.shape[0], OUTLIER, np.int64)
   labels[lower] = labels[nearest[lower]] = np.arange(lower.size)
   return labels
@@ -181,7 +202,8 @@ def centroids(features, labels) -> np.ndarray:
 def cluster_features(features, camids=None, *, eps: float, min_samples: int,
                      k1: int = 30, k2: int = 6,
                      camera_weight: float = 0.0, method: str = "dbscan",
-                     camera_centring: bool = False) -> Clusters:
+                     camera_centring: bool = False,
+                     keep_fraction: float = 1.0) -> Clusters:
   """Clusters the training features (see module doc).
 
   Args:
@@ -193,6 +215,8 @@ def cluster_features(features, camids=None, *, eps: float, min_samples: int,
     method: "dbscan" or "mutual_nn" (METHODS; eps, min_samples, k1, k2 and
       camera_weight are DBSCAN's only).
     camera_centring: subtract each camera's mean feature first.
+    keep_fraction: mutual_nn only: the fraction of the pairs kept, those
+      of the largest margin (`mutual_nearest_pairs`).
 
   Returns:
     Clusters.
@@ -203,11 +227,15 @@ def cluster_features(features, camids=None, *, eps: float, min_samples: int,
   if method not in METHODS:
     raise ValueError(f"cluster method {method!r}: expected one of "
                      f"{list(METHODS)}.")
+  if method != "mutual_nn" and keep_fraction != 1.0:
+    raise ValueError(f"keep_fraction={keep_fraction!r} with method "
+                     f"{method!r}: only mutual_nn keeps a fraction of its "
+                     "pairs; use 1.0.")
   # The cluster memory starts from centroids of the model's own features
   # (it is updated with them), whatever space the grouping used.
   grouped = camera_centred(features, camids) if camera_centring else features
   if method == "mutual_nn":
-    labels = mutual_nearest_pairs(grouped, camids)
+    labels = mutual_nearest_pairs(grouped, camids, keep_fraction)
     if (labels == OUTLIER).all():
       raise NoClusterError(
           f"no two of the {labels.size} training images are each other's "

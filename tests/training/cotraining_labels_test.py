@@ -216,9 +216,6 @@ def test_viper_cotrain_lambda_is_the_cross_validated_one():
     assert stage.unsupervised.grdl_lambda == float(selected[0])
 
 
-if __name__ == "__main__":
-  raise SystemExit(pytest.main([__file__, "-q", "-p", "no:cacheprovider"]))
-
 
 def test_clustering_mutual_nn_labels_pairs_of_camera_centred_features():
   """stages.<name>.unsupervised.cluster_method / cluster_camera_centring
@@ -232,11 +229,12 @@ def test_clustering_mutual_nn_labels_pairs_of_camera_centred_features():
   features += 0.05 * rng.normal(size=features.shape)
   camids = np.repeat([0, 1], 20)
   pids = np.tile(np.arange(20), 2)
-  def labels(centring):
+  def labels(centring, fraction=1.0):
     stage = schema.stage_config(
         supervision="clustering",
         unsupervised=dict(cluster_method="mutual_nn",
-                          cluster_camera_centring=centring))
+                          cluster_camera_centring=centring,
+                          cluster_keep_fraction=fraction))
     return cotraining.make_labels(features, camids, stage)
   centred = labels(True)
   np.testing.assert_array_equal(centred.labels, np.tile(np.arange(20), 2))
@@ -244,6 +242,10 @@ def test_clustering_mutual_nn_labels_pairs_of_camera_centred_features():
   plain = labels(False).labels
   right = sum(len(set(pids[plain == c])) == 1 for c in range(plain.max() + 1))
   assert right < 10
+  # cluster_keep_fraction reaches the pairing: half the pairs, 10 classes.
+  half = labels(True, 0.5)
+  assert half.num_classes == 10 and half.centroids.shape == (10, 16)
+  assert (half.labels >= 0).sum() == 20
 
 
 def test_cluster_method_is_checked_by_name():
@@ -253,3 +255,17 @@ def test_cluster_method_is_checked_by_name():
                      r".cluster_method='kmeans': expected one of "
                      r"\['dbscan', 'mutual_nn'\]"):
     cotraining.check_stage("viper", stage, schema.base_config())
+
+
+def test_keep_fraction_needs_mutual_pairs():
+  stage = schema.stage_config(supervision="clustering",
+                              unsupervised=dict(cluster_keep_fraction=0.5))
+  with pytest.raises(ValueError, match=r"cluster_keep_fraction=0.5 with "
+                     r"cluster_method='dbscan': only mutual_nn keeps"):
+    cotraining.check_stage("viper", stage, schema.base_config())
+  stage.unsupervised.cluster_method = "mutual_nn"
+  cotraining.check_stage("viper", stage, schema.base_config())
+
+
+if __name__ == "__main__":
+  raise SystemExit(pytest.main([__file__, "-q", "-p", "no:cacheprovider"]))

@@ -97,9 +97,6 @@ def test_cluster_quality_against_hand_counts():
   assert perfect["pairwise_precision"] == perfect["pairwise_recall"] == 1.0
 
 
-if __name__ == "__main__":
-  raise SystemExit(pytest.main([__file__, "-q", "-p", "no:cacheprovider"]))
-
 
 def _mutual_pairs_oracle(x, camids):
   """Cross-camera mutual nearest neighbours by brute force (sets of pairs)."""
@@ -188,3 +185,64 @@ def test_mutual_nn_needs_two_cameras_and_a_known_method():
                                 min_samples=2, method="mutual_nn")
   with pytest.raises(ValueError, match=r"'kmeans': expected one of"):
     clustering.cluster_features(x, eps=0.5, min_samples=2, method="kmeans")
+
+
+def _margin_oracle(x, camids, pairs):
+  """{pair: s(i, j) - max(second best of i, of j)} by brute force."""
+  unit = x / np.linalg.norm(x, axis=1, keepdims=True)
+  def second(i):
+    sims = sorted((unit[i] @ unit[j] for j in range(len(x))
+                   if camids[j] != camids[i]), reverse=True)
+    return sims[1] if len(sims) > 1 else -np.inf
+  return {(i, j): unit[i] @ unit[j] - max(second(i), second(j))
+          for i, j in pairs}
+
+
+@pytest.mark.parametrize("seed,fraction", [(0, 0.5), (1, 0.25), (2, 0.8)])
+def test_keep_fraction_keeps_the_largest_margin_pairs(seed, fraction):
+  rng = np.random.default_rng(seed)
+  x = rng.normal(size=(60, 8)).astype(np.float32)
+  camids = rng.integers(0, 3, size=60)
+  every = _mutual_pairs_oracle(x, camids)
+  margin = _margin_oracle(x, camids, every)
+  keep = max(1, round(fraction * len(every)))
+  expected = set(sorted(every, key=lambda p: -margin[p])[:keep])
+  labels = clustering.mutual_nearest_pairs(x, camids, keep_fraction=fraction)
+  assert _pairs_of(labels) == expected
+  assert len(expected) < len(every)
+  firsts = [np.flatnonzero(labels == c)[0] for c in range(labels.max() + 1)]
+  assert firsts == sorted(firsts)
+  np.testing.assert_array_equal(
+      clustering.mutual_nearest_pairs(x, camids, keep_fraction=1.0),
+      clustering.mutual_nearest_pairs(x, camids))
+
+
+def test_keep_fraction_drops_the_ambiguous_pair_first():
+  # Two clear people across cameras 0 / 1 and an ambiguous pair whose
+  # images each have a near rival: the half kept must be the clear ones.
+  x = np.array([[1, 0, 0, 0], [1, 0.05, 0, 0],        # person A
+                [0, 1, 0, 0], [0.05, 1, 0, 0],        # person B
+                [0, 0, 1, 1], [0, 0, 1, 0.9],         # ambiguous C
+                [0, 0, 0.9, 1], [0, 0, 1, 0.95]],     # its rivals
+               np.float32)
+  camids = np.array([0, 1, 0, 1, 0, 1, 1, 0])
+  every = _pairs_of(clustering.mutual_nearest_pairs(x, camids))
+  assert {(0, 1), (2, 3)} <= every and len(every) == 4
+  kept = _pairs_of(clustering.mutual_nearest_pairs(x, camids,
+                                                   keep_fraction=0.5))
+  assert kept == {(0, 1), (2, 3)}
+
+
+def test_keep_fraction_is_checked():
+  x, _ = _blobs()
+  camids = np.arange(len(x)) % 2
+  for bad in (0.0, 1.5, -0.1):
+    with pytest.raises(ValueError, match=rf"keep_fraction={bad}: expected"):
+      clustering.mutual_nearest_pairs(x, camids, keep_fraction=bad)
+  with pytest.raises(ValueError, match="only mutual_nn keeps a fraction"):
+    clustering.cluster_features(x, camids, eps=0.5, min_samples=2,
+                                keep_fraction=0.5)
+
+
+if __name__ == "__main__":
+  raise SystemExit(pytest.main([__file__, "-q", "-p", "no:cacheprovider"]))
