@@ -430,6 +430,21 @@ ROWS = (
         config=CLUSTER, pool=POOL_STRONG, pool_in_config=True,
         overrides=BNNECK + (
             "--config.stages.viper.unsupervised.cluster_keep_fraction=0.5",)),
+    # Test-time flip alone, on strong_mutual_nn's models.
+    Row("strong_mutual_nn_flip_test", "strong_mutual_nn with test-time flip",
+        kind="evaluate", source="strong_mutual_nn",
+        evaluate_flags=("--flip_test",)),
+    # Pairs from flip-averaged features (36 % right against 33 %; the
+    # confident half 48 % against 43 %), the confident half, flip at test.
+    Row("strong_mutual_nn_confident_flip", "ImageNet -> reid_pool with the "
+        "strong-baseline ingredients -> VIPeR without labels: 5 rounds on "
+        "the confident half of the mutual pairs of flip-averaged features, "
+        "test-time flip",
+        config=CLUSTER, pool=POOL_STRONG, pool_in_config=True,
+        overrides=BNNECK + (
+            "--config.stages.viper.unsupervised.cluster_keep_fraction=0.5",
+            "--config.stages.viper.unsupervised.flip_features=true",
+            "--config.eval.flip_test=true")),
     Row("staged_mutual_nn", "ImageNet -> reid_pool -> VIPeR without labels: "
         "5 rounds on cross-camera mutual nearest-neighbour pairs of "
         "camera-centred features (configs/viper_cluster_cpu.py)",
@@ -556,6 +571,9 @@ CLAIMS = (
      "transfer"),
     ("staged_mutual_nn", "staged_no_target_training",
      "unlabelled target: mutual-NN pairs > direct transfer"),
+    ("strong_mutual_nn_confident_flip", "staged_strong_no_target_training",
+     "unlabelled target, strong source model: confident mutual-NN pairs of "
+     "flipped features + test-time flip > direct transfer"),
 )
 
 # Settings of this project (not the paper's claims), compared the same way:
@@ -563,6 +581,11 @@ CLAIMS = (
 CHOICES = (
     ("strong_mutual_nn_confident", "strong_mutual_nn",
      "mutual-NN pairs on VIPeR: the half with the largest margin > all"),
+    ("strong_mutual_nn_flip_test", "strong_mutual_nn",
+     "mutual-NN pairs on VIPeR: test-time flip > none"),
+    ("strong_mutual_nn_confident_flip", "strong_mutual_nn_flip_test",
+     "mutual-NN pairs on VIPeR (test-time flip in both): the confident half "
+     "of flip-averaged features' pairs > all pairs of plain features"),
     ("strong_mutual_nn", "strong_clustering",
      "clustering on VIPeR: mutual-NN pairs > DBSCAN"),
     ("staged_cotraining_l2", "staged_cotraining_lambda0.1",

@@ -115,6 +115,12 @@ def stage_config(**overrides) -> config_dict.ConfigDict:
           # stage) or "none" (no verification loss in the rounds: most
           # pseudo-positive pairs are two people or one image twice).
           verification_pairs="all",
+          # Label from the mean feature of each training image and its
+          # mirror image (test-time flip's features; twice the extraction
+          # time), in every mode. On VIPeR from the strong reid_pool model
+          # it raised the share of right cross-camera mutual pairs from 33
+          # to 36 % (the confident half: 43 to 48 %).
+          flip_features=False,
           # "clustering" (keras_reid.unsupervised.clustering): DBSCAN on the
           # k-reciprocal Jaccard distance of the L2-normalised features;
           # a cluster is a class, DBSCAN's outliers are left out of the

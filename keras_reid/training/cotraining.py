@@ -380,11 +380,15 @@ def warm_start_dictionary(previous: str, stage: config_dict.ConfigDict,
 
 
 def extract_features(model: keras.Model, records: list[records_lib.Record],
-                     config: config_dict.ConfigDict, *,
+                     config: config_dict.ConfigDict, *, flip: bool = False,
                      progress_label: str = "Embedding") -> np.ndarray:
-  """[N, dim] float32 SIR features of `records` by the model's backbone."""
+  """[N, dim] float32 SIR features of `records` by the model's backbone;
+  with `flip` the mean of each image's and its mirror image's."""
+  embed = builders.embedding_function(model)
+  if flip:
+    embed = embedders.flip_averaged(embed)
   return embedders.extract_features(
-      builders.embedding_function(model), records,
+      embed, records,
       image_size=(config.data.image_height, config.data.image_width),
       normalization=builders.normalization_for(config.model),
       batch_size=config.data.eval_batch_size, progress_label=progress_label)
@@ -419,7 +423,7 @@ def _make_round_labels(run: runner.TrainingRun, name: str,
   paths = [rec.path for rec in records]
   camids = np.asarray([rec.camid for rec in records])
   features = extract_features(
-      model, records, run.config,
+      model, records, run.config, flip=stage.unsupervised.flip_features,
       progress_label=f"Stage {name!r} round {r}: embedding the training set")
   warm = warm_start_dictionary(
       runs.round_labels_path(run.read_dir, name, r - 1), stage, r, paths,

@@ -18,6 +18,8 @@ import tensorflow as tf
 from keras_reid import runs
 from keras_reid import schema
 from keras_reid.data import from_config
+from keras_reid.evaluation import embedders
+from keras_reid.models import builders
 from keras_reid.models import restore
 from keras_reid.training import cotraining
 from keras_reid.training import loop
@@ -198,7 +200,8 @@ def _clustering_config(root, source, **unsupervised):
 
 def test_clustering_rounds_end_to_end(tmp_path, source_run):
   root, source = source_run
-  config = _clustering_config(root, source, cluster_camera_weight=0.1)
+  config = _clustering_config(root, source, cluster_camera_weight=0.1,
+                              flip_features=True)
   workdir = str(tmp_path / "run")
   metrics = stages.train(config, workdir)
   assert 0.0 < metrics["rank20"] <= 1.0
@@ -217,10 +220,18 @@ def test_clustering_rounds_end_to_end(tmp_path, source_run):
     assert finished.num_classes == labels.num_classes == labels.labels.max() + 1
     assert labels.centroids.shape[0] == labels.num_classes
   # Round 2's labels are the clusters of the model that ended round 1 (an
-  # oracle: features extracted again from its checkpoint, clustered again).
+  # oracle: features extracted again from its checkpoint, each the mean of
+  # the image's and its mirror image's (flip_features), clustered again).
   after_round1 = restore.rebuild_model(config, saved[0].num_classes,
                                        progress.finished[1].checkpoint)
-  features = cotraining.extract_features(after_round1, dataset.train, config)
+  plain = cotraining.extract_features(after_round1, dataset.train, config)
+  mirrored = embedders.extract_features(
+      lambda images: builders.embedding_function(after_round1)(
+          tf.reverse(images, axis=[2])), dataset.train,
+      image_size=(config.data.image_height, config.data.image_width),
+      normalization=builders.normalization_for(config.model),
+      batch_size=config.data.eval_batch_size)
+  features = (plain + mirrored) / 2
   assert saved[1].centroids.shape[1] == features.shape[1]
   want = cluster_lib.cluster_features(
       features, camids, eps=0.6, min_samples=2, k1=3, k2=1, camera_weight=0.1)
