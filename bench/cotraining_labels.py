@@ -33,7 +33,10 @@ nothing here trains):
       min_samples 2 as configs/viper_cluster_cpu.py, and cross-camera mutual
       nearest-neighbour pairs, each with and without camera centring:
       number of clusters, outlier fraction and pairwise precision / recall
-      against the hidden identities.
+      against the hidden identities; mutual pairs also with only the half /
+      quarter of the largest margin kept (cluster_keep_fraction), and with
+      --flip every grouping again on flip-averaged features (the mean of
+      each image's and its mirror image's: unsupervised.flip_features).
 
 Features are cached in --cache_dir (derived from the research-only images:
 keep it out of the repository). The viper stage's other settings are
@@ -67,9 +70,11 @@ def _target_stage(source_run: str):
   return viper_cotrain_cpu.get_config(f"cotraining,{source_run}")
 
 
-def _features(run: str, records, cache: str, tag: str) -> np.ndarray:
-  """[N, dim] SIR features of `records` by `run`'s latest model (cached)."""
-  path = os.path.join(cache, f"{tag}.npz")
+def _features(run: str, records, cache: str, tag: str,
+              flip: bool = False) -> np.ndarray:
+  """[N, dim] SIR features of `records` by `run`'s latest model (cached);
+  with `flip` the mean of each image's and its mirror image's."""
+  path = os.path.join(cache, f"{tag}{'_flip' if flip else ''}.npz")
   paths = np.asarray([r.path for r in records])
   if os.path.exists(path):
     with np.load(path) as data:
@@ -78,7 +83,7 @@ def _features(run: str, records, cache: str, tag: str) -> np.ndarray:
   from keras_reid.models import restore
   from keras_reid.training import cotraining
   model, config = restore.restore_training_model(run)
-  features = cotraining.extract_features(model, records, config,
+  features = cotraining.extract_features(model, records, config, flip=flip,
                                          progress_label=tag)
   os.makedirs(cache, exist_ok=True)
   np.savez(path + ".tmp.npz", features=features, paths=paths)
@@ -204,21 +209,27 @@ CLUSTER_EPS = (0.3, 0.4, 0.5, 0.6)
 CLUSTER_K = ((10, 1), (20, 2), (30, 6))
 
 
-def cluster_rows(feats, camids, pids) -> dict:
+KEEP_FRACTIONS = (1.0, 0.5, 0.25)
+
+
+def cluster_rows(feats, camids, pids, prefix: str = "") -> dict:
   """(e): {name: {"clusters": cluster_quality(...)}} per grouping."""
   from keras_reid.unsupervised import clustering
   rows = {}
   for centring in (False, True):
     tail = ", centred" if centring else ""
-    groups = {f"mutual NN{tail}": clustering.cluster_features(
-        feats, camids, eps=1.0, min_samples=2, method="mutual_nn",
-        camera_centring=centring).labels}
+    groups = {}
+    for keep in KEEP_FRACTIONS:
+      kept = f", keep {keep:g}" if keep < 1 else ""
+      groups[f"{prefix}mutual NN{tail}{kept}"] = clustering.cluster_features(
+          feats, camids, eps=1.0, min_samples=2, method="mutual_nn",
+          camera_centring=centring, keep_fraction=keep).labels
     space = clustering.camera_centred(feats, camids) if centring else feats
     for k1, k2 in CLUSTER_K:
       distance = clustering.cluster_distance(space, camids, k1=k1, k2=k2,
                                              camera_weight=1.0)
       for eps in CLUSTER_EPS:
-        groups[f"DBSCAN k1={k1} k2={k2} eps={eps}{tail}"] = (
+        groups[f"{prefix}DBSCAN k1={k1} k2={k2} eps={eps}{tail}"] = (
             clustering.dbscan_labels(distance, eps=eps, min_samples=2))
     for name, labels in groups.items():
       rows[name] = {"clusters": clustering.cluster_quality(labels, pids)}
@@ -239,12 +250,14 @@ def main() -> None:
   parser.add_argument("--output_json", default="")
   parser.add_argument("--clustering", action="store_true",
                       help="also (e): the clustering mode's groups")
+  parser.add_argument("--flip", action="store_true",
+                      help="(e) also on flip-averaged features")
   args = parser.parse_args()
   from keras_reid.data import from_config
   from keras_reid.training import cotraining
 
   splits = [int(s) for s in args.splits.split(",")]
-  lambdas = [float(v) for v in args.lambdas.split(",")]
+  lambdas = [float(v) for v in args.lambdas.split(",") if v]  # "" = none
   config = _target_stage(args.source_run)
   stage = config.stages.viper
   top_m = stage.unsupervised.soft_top_m
@@ -317,6 +330,10 @@ def main() -> None:
     if args.clustering:
       camids = np.asarray([r.camid for r in records])
       rows.update(cluster_rows(feats, camids, pids))
+      if args.flip:
+        flipped = _features(args.source_run, records, cache,
+                            f"viper_split{split}", flip=True)
+        rows.update(cluster_rows(flipped, camids, pids, prefix="flip, "))
     per_split.append(rows)
     print(f"split {split} done ({time.time() - t0:.0f} s)", flush=True)
   result["per_split"] = per_split
