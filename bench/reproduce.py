@@ -816,7 +816,7 @@ def claim_verdict(better: dict[int, dict],
   The per-split differences, their sample SD and the t-based 95 %
   interval of their mean (keras_reid.evaluation.paired): "holds" when the
   interval lies above zero, "contradicted" when below, else "within noise";
-  "too few splits" under two pairs.
+  "too few splits" under three pairs (paired.MIN_PAIRS).
   """
   return paired.paired_comparison(
       {s: 100 * m["rank1"] for s, m in better.items()},
@@ -917,7 +917,8 @@ def write_reports(results: dict[str, dict[int, dict]], runs: list[dict]) -> None
             "\"within noise\" when it contains zero (no difference shown "
             "either way; for the bfloat16 equality claim that is the "
             "expected outcome, and the interval bounds the difference); "
-            "\"too few splits\" under two pairs. * marks a split with a "
+            "\"too few splits\" under three pairs (at two the interval collapses "
+            "whenever the two differences are equal). * marks a split with a "
             "dirty-tree run on either side.", ""]
   _atomic_write(_RESULTS_MD.value, "\n".join(lines))
   _atomic_write(_RESULTS_JSON.value, json.dumps(runs, indent=1) + "\n")

@@ -11,9 +11,14 @@ Verdicts (the claim is that the difference is positive):
   "holds"           the interval lies above zero;
   "contradicted"    the interval lies below zero;
   "within noise"    the interval contains zero;
-  "too few splits"  fewer than two pairs (no spread, no interval);
+  "too few splits"  fewer than MIN_PAIRS (3) pairs: no verdict (the mean
+                    and, from two pairs, the interval are still given);
   "not measured yet" no pair at all.
 
+Why three: at n = 2 the interval has one degree of freedom and collapses
+to a point whenever the two differences are equal, which Rank-1 makes
+common (it moves in steps of one query: 0.32 points on VIPeR), so two
+splits with the same +3.8 would "hold" with a zero-width interval.
 At n = 3 splits, t(0.975, 2) = 4.303: the 95 % interval is 4.3 standard
 errors wide on each side, so only large or very consistent differences
 hold. TensorFlow-free (NumPy and SciPy).
@@ -33,6 +38,9 @@ CONTRADICTED = "contradicted"
 WITHIN_NOISE = "within noise"
 TOO_FEW = "too few splits"
 NOT_MEASURED = "not measured yet"
+
+# Fewest paired splits that get a verdict (see the module docstring).
+MIN_PAIRS = 3
 
 
 def mean_sd(values) -> tuple[float, float]:
@@ -61,7 +69,8 @@ class PairedComparison:
     mean: mean of diffs (nan when n = 0).
     sd: sample SD of diffs, ddof=1 (nan when n < 2).
     low, high: the t-based confidence interval of the mean (nan when n < 2;
-      both equal the mean when sd is 0).
+      both equal the mean when sd is 0; reported, not judged, when n <
+      MIN_PAIRS).
     confidence: e.g. 0.95.
     verdict: one of HOLDS, CONTRADICTED, WITHIN_NOISE, TOO_FEW,
       NOT_MEASURED.
@@ -120,7 +129,9 @@ def paired_comparison(better: Mapping[int, float], worse: Mapping[int, float],
   half = (stats.t.ppf(0.5 + confidence / 2, len(diffs) - 1) * sd
           / math.sqrt(len(diffs)))
   low, high = mean - half, mean + half
-  if low > 0:
+  if len(diffs) < MIN_PAIRS:
+    verdict = TOO_FEW
+  elif low > 0:
     verdict = HOLDS
   elif high < 0:
     verdict = CONTRADICTED

@@ -99,7 +99,25 @@ def test_zero_spread_collapses_the_interval():
   c = paired.paired_comparison(*_sides([0.5, 0.5, 0.5]))
   assert c.sd == 0 and c.low == pytest.approx(0.5) == c.high
   assert c.verdict == paired.HOLDS
-  assert paired.paired_comparison(*_sides([0, 0])).verdict == paired.WITHIN_NOISE
+  assert (paired.paired_comparison(*_sides([0, 0, 0])).verdict
+          == paired.WITHIN_NOISE)
+
+
+def test_two_pairs_get_no_verdict():
+  # Two equal differences (Rank-1 moves in steps of one query) collapse the
+  # interval to a point: [+3.8, +3.8] would "hold" on two splits.
+  c = paired.paired_comparison(*_sides([3.8, 3.8]))
+  assert c.sd == pytest.approx(0, abs=1e-12)
+  assert c.low == pytest.approx(3.8) == c.high
+  assert c.verdict == paired.TOO_FEW
+  # Two clearly positive ones: the interval is given, still no verdict.
+  c = paired.paired_comparison(*_sides([5.0, 6.0]))
+  assert c.low == pytest.approx(5.5 - 12.706 * math.sqrt(0.5) / math.sqrt(2),
+                                abs=1e-3)
+  assert c.verdict == paired.TOO_FEW
+  assert c.describe().startswith("too few splits: difference +5.5 points, "
+                                 "95% CI [")
+  assert paired.MIN_PAIRS == 3
 
 
 def test_describe_names_the_numbers():
