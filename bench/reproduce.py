@@ -560,6 +560,11 @@ CLAIMS = (
      "unlabelled target, co-training fixed (normalised codes, fresh "
      "dictionary, no pseudo-pair verification) > self-training (normalised "
      "features)"),
+    ("staged_cotraining_l2_refit_no_ver", "staged_no_target_training",
+     "unlabelled target: co-training fixed > direct transfer"),
+    ("staged_self_training_l2", "staged_no_target_training",
+     "unlabelled target: self-training (normalised features) > direct "
+     "transfer"),
     ("staged_clustering", "staged_no_target_training",
      "unlabelled target: clustering > direct transfer"),
     ("staged_clustering", "staged_self_training",

@@ -40,8 +40,8 @@ split's VIPeR stage 280-470 s, so 17-20 min a split on 2 cores):
     Rank-1 33.2 +- 1.3, Rank-5 64.4, Rank-10 75.7, Rank-20 86.5, mAP 47.3
     viper_cpu on the same splits: 30.2 +- 1.0 (+3.0 paired, 95% CI
     [+0.31, +5.77]: holds)
-    (before the fix of 91977ac; after it, splits 0-3: Rank-1 32.4 +- 1.8,
-    mAP 46.5, +4.4 over viper_cpu, 95% CI [+0.28, +8.58]: holds;
+    (before the fix of 91977ac; after it, splits 0-4: Rank-1 32.7 +- 1.7,
+    mAP 46.8, +4.2 over viper_cpu, 95% CI [+1.39, +7.10]: holds;
     bench/reproduction_results.md)
 
     REID_DATA_ROOT=/path/to/data python bench/reproduce.py --splits=0-4 \
