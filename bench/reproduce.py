@@ -165,7 +165,7 @@ NO_TARGET = ("--config.stages.viper.step1_iterations=0",
              "--config.stages.viper.step2_iterations=0")
 
 # The strong baseline's ingredients (Luo et al. 2019, "bag of tricks"), each
-# a config switch (issue 26); VIPeR's step 2 is 300 iterations, so its
+# a config switch; VIPeR's step 2 is 300 iterations, so its
 # warmup is 10 % of them as in the bag of tricks' 10 of 120 epochs.
 BNNECK = ("--config.model.bnneck=true",
           "--config.model.retrieval_feature=bnneck")
@@ -496,7 +496,7 @@ CLAIMS = (
     ("direct_input_224x112", "direct_method",
      "a 224x112 input beats 128x64 (not in the paper; a best-recipe "
      "ingredient)"),
-    # The strong baseline's ingredients on the method (issue 26).
+    # The strong baseline's ingredients on the method.
     ("direct_strong", "direct_method",
      "the strong-baseline ingredients improve the method (direct)"),
     ("direct_bag_of_tricks", "direct_method",

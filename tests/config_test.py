@@ -354,7 +354,7 @@ def test_every_numeric_key_has_a_range_its_default_satisfies():
   config_ranges.check_ranges(config_lib.flatten(config))
 
 
-# The hostile values of issue 25 (item 5), each refused before training.
+# Hostile config values, each refused before training.
 @pytest.mark.parametrize("key, value, expected", [
     ("stages.synthetic.step2_lr", -0.01, "> 0"),
     ("stages.synthetic.step1_lr", float("nan"), "a finite number > 0"),
