@@ -200,7 +200,7 @@ def _swap_checkpoints(entries):
 ])
 def test_progress_entries_must_name_their_own_checkpoints(run, tmp_path, edit,
                                                           message):
-  # Issue 25 item 8: swapped entries made evaluate use step 1's weights.
+  # Regression: swapped entries made evaluate use step 1's weights.
   edited = _edited_progress(run, str(tmp_path / "edited"), edit)
   with pytest.raises(ValueError, match=message):
     runs.Progress.load(edited)

@@ -357,7 +357,7 @@ if __name__ == "__main__":
 
 @pytest.mark.slow
 def test_command_line_refuses_an_out_of_range_value_before_training(tmp_path):
-  # Issue 25 item 5: a negative step-2 lr trained by gradient ascent and
+  # Regression: a negative step-2 lr trained by gradient ascent and
   # exited 0. Now one line, exit 1, and no run directory is created.
   workdir = tmp_path / "run"
   proc = _run(["-m", "keras_reid.train", f"--workdir={workdir}",

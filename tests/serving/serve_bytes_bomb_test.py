@@ -89,7 +89,7 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
 
 
 def test_large_request_is_resized_before_it_is_widened(exported):
-  # Issue 25 item 6: serving_default cast the whole batch to float32 before
+  # Regression: serving_default cast the whole batch to float32 before
   # resizing it (4 bytes a pixel channel): this 96 MiB request grew the
   # peak by 294 MB then, by 0 MB now (2026-12-07, tiny model). Measured in
   # a fresh process, whose peak is its own.
