@@ -7,6 +7,11 @@ module stays import-light so that `python -m keras_reid.<tool> --help` is fast:
 imported on first use.
 """
 
+from keras_reid import onednn as _onednn
+
+# Before any keras_reid module imports TensorFlow (keras_reid/onednn.py).
+_onednn.enable_by_default()
+
 __version__ = "0.1.0"
 
 __all__ = ["Embedder"]

@@ -45,7 +45,8 @@ CONFIG_FILE = config_lib.CONFIG_FILE
 PROGRESS_FILE = "progress.json"
 METRICS_FILE = "metrics.json"
 # What the run resolved at its (last) start: {"precision": {"requested",
-# "policy", "reason"}} (config.json keeps train.precision as given, "auto").
+# "policy", "reason"}, "onednn": {"TF_ENABLE_ONEDNN_OPTS", "enabled"}}
+# (config.json keeps train.precision as given, "auto"; keras_reid/onednn.py).
 RUNTIME_FILE = "runtime.json"
 EVAL_REPORT_FILE = "eval.json"
 _CHECKPOINTS_DIR = "checkpoints"

@@ -18,6 +18,7 @@ import tensorflow as tf
 from ml_collections import config_dict
 
 from keras_reid import config as config_lib
+from keras_reid import onednn
 from keras_reid import runs
 from keras_reid.data import augmentation
 from keras_reid.data import datasets
@@ -144,7 +145,8 @@ def _start_run(config: config_dict.ConfigDict, workdir: str,
                                backbone=config.model.backbone)
   logging.info("Precision %s (train.precision=%r: %s).", resolved.policy,
                resolved.requested, resolved.reason)
-  runs.write_json(runs.runtime_path(out), {"precision": resolved.to_json()})
+  runs.write_json(runs.runtime_path(out), {"precision": resolved.to_json(),
+                                           "onednn": onednn.status()})
   keras.config.set_dtype_policy(resolved.policy)
   writer = tf.summary.create_file_writer(runs.tensorboard_dir(out))
   hparams.write_session_start(writer, config, workdir)  # HParams dashboard

@@ -10,6 +10,7 @@ import time
 import numpy as np
 import pytest
 import tensorflow as tf
+from tensorflow.python.util import _pywrap_util_port  # what TF says of oneDNN
 
 from keras_reid import runs
 from keras_reid.data import from_config
@@ -54,9 +55,14 @@ def test_tiny_run_end_to_end(tmp_path, synthetic_dir):
     assert written[key] == pytest.approx(metrics[key])
   assert os.path.exists(os.path.join(workdir, "config.json"))
   with open(os.path.join(workdir, runs.RUNTIME_FILE)) as f:
-    assert json.load(f)["precision"] == {
-        "requested": "float32", "policy": "float32",
-        "reason": "set in config.train.precision"}
+    runtime = json.load(f)
+  assert runtime["precision"] == {
+      "requested": "float32", "policy": "float32",
+      "reason": "set in config.train.precision"}
+  # The kernels this process's TensorFlow trained with, as TF itself says.
+  assert runtime["onednn"] == {
+      "TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS"),
+      "enabled": bool(_pywrap_util_port.IsMklEnabled())}
   progress = runs.Progress.load(workdir)
   assert [(p.stage, p.step) for p in progress.finished] == [
       ("synthetic", 1), ("synthetic", 2)]

@@ -1,0 +1,68 @@
+"""keras_reid turns TensorFlow's oneDNN kernels on unless the user says no.
+
+Guaranteed (keras_reid/onednn.py):
+  * importing keras_reid sets TF_ENABLE_ONEDNN_OPTS=1 when it is unset, so a
+    TensorFlow imported afterwards runs oneDNN's kernels, on CPUs where
+    TensorFlow's own default leaves them off (AVX2-only) too;
+  * a value the user set, "0" included, is kept and TensorFlow follows it;
+  * a run's runtime.json says which kernels it trained with.
+Each case runs in a fresh interpreter: TensorFlow reads the variable once,
+when it loads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from keras_reid import onednn
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# Prints the variable and TensorFlow's own answer after `import keras_reid`
+# and then TensorFlow, the order of every entry point.
+_PROBE = """
+import os, json
+import keras_reid
+import tensorflow
+from tensorflow.python.util import _pywrap_util_port
+print(json.dumps([os.environ.get("TF_ENABLE_ONEDNN_OPTS"),
+                  bool(_pywrap_util_port.IsMklEnabled())]))
+"""
+
+
+def _probe(environ_value):
+  env = {k: v for k, v in os.environ.items() if k != onednn.ONEDNN_ENV}
+  if environ_value is not None:
+    env[onednn.ONEDNN_ENV] = environ_value
+  env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+  proc = subprocess.run([sys.executable, "-c", _PROBE], cwd=REPO, env=env,
+                        capture_output=True, text=True, check=False)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_unset_variable_turns_onednn_on():
+  assert _probe(None) == ["1", True]
+
+
+def test_users_zero_is_kept_and_followed():
+  assert _probe("0") == ["0", False]
+
+
+def test_enable_by_default_keeps_a_set_value():
+  environ = {onednn.ONEDNN_ENV: "0"}
+  onednn.enable_by_default(environ)
+  assert environ == {onednn.ONEDNN_ENV: "0"}
+  environ = {}
+  onednn.enable_by_default(environ)
+  assert environ == {onednn.ONEDNN_ENV: "1"}
+
+
+
+if __name__ == "__main__":
+  raise SystemExit(pytest.main([__file__, "-q", "-p", "no:cacheprovider"]))
