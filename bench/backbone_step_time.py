@@ -24,9 +24,10 @@ import time
 from absl import app
 from absl import flags
 import numpy as np
-import tensorflow as tf
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import keras_reid  # noqa: F401  # pylint: disable=g-import-not-at-top,unused-import  # first: oneDNN on (keras_reid/onednn.py)
+import tensorflow as tf
 
 from keras_reid import schema  # pylint: disable=g-import-not-at-top
 from keras_reid.data import pipeline

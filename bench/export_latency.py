@@ -29,9 +29,10 @@ from absl import app
 from absl import flags
 import numpy as np
 import onnxruntime
-import tensorflow as tf
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+import keras_reid  # noqa: F401  # pylint: disable=g-import-not-at-top,unused-import  # first: oneDNN on (keras_reid/onednn.py)
+import tensorflow as tf
 
 from configs import viper_cpu  # pylint: disable=g-import-not-at-top
 from keras_reid.models import builders

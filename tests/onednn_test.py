@@ -6,12 +6,17 @@ Guaranteed (keras_reid/onednn.py):
     TensorFlow's own default leaves them off (AVX2-only) too;
   * a value the user set, "0" included, is kept and TensorFlow follows it;
   * a run's runtime.json says which kernels it trained with.
-Each case runs in a fresh interpreter: TensorFlow reads the variable once,
-when it loads.
+  * every bench script imports keras_reid before TensorFlow or Keras (so its
+    timings are of the kernels users get; the entry points import
+    keras_reid.quiet first, tests/quiet_test.py).
+The interpreter cases run in fresh interpreters: TensorFlow reads the
+variable once, when it loads.
 """
 
 from __future__ import annotations
 
+import ast
+import glob
 import json
 import os
 import subprocess
@@ -62,6 +67,50 @@ def test_enable_by_default_keeps_a_set_value():
   onednn.enable_by_default(environ)
   assert environ == {onednn.ONEDNN_ENV: "1"}
 
+
+
+
+def _module_level_imports(path):
+  """Top-level module names imported at module level (try blocks too), in
+  source order."""
+  with open(path, encoding="utf-8") as f:
+    tree = ast.parse(f.read(), path)
+  names = []
+  for node in ast.walk(tree):
+    if isinstance(node, ast.Import):
+      names += [(node.lineno, a.name) for a in node.names]
+    elif isinstance(node, ast.ImportFrom) and node.level == 0:
+      names.append((node.lineno, node.module))
+  return [name for _, name in sorted(names)]
+
+
+def _first_tf_import_follows_keras_reid(path):
+  for name in _module_level_imports(path):
+    top = name.split(".")[0]
+    if top == "keras_reid":
+      return True
+    if top in ("tensorflow", "keras", "tf_keras"):
+      return False
+  return True
+
+
+def test_bench_scripts_import_keras_reid_before_tensorflow():
+  scripts = sorted(glob.glob(os.path.join(REPO, "bench", "*.py")))
+  assert len(scripts) > 10, scripts
+  late = [os.path.relpath(p, REPO) for p in scripts
+          if not _first_tf_import_follows_keras_reid(p)]
+  assert not late, (f"{late} import TensorFlow / Keras before keras_reid: "
+                    "their timings would run Eigen's kernels where "
+                    "TensorFlow's default leaves oneDNN off")
+
+
+def test_import_order_check_catches_tensorflow_first(tmp_path):
+  script = tmp_path / "late.py"
+  script.write_text("import sys\nimport tensorflow as tf\n"
+                    "from keras_reid import runs\n")
+  assert not _first_tf_import_follows_keras_reid(str(script))
+  script.write_text("import keras_reid\nimport tensorflow as tf\n")
+  assert _first_tf_import_follows_keras_reid(str(script))
 
 
 if __name__ == "__main__":
