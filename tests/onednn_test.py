@@ -5,7 +5,9 @@ Guaranteed (keras_reid/onednn.py):
     TensorFlow imported afterwards runs oneDNN's kernels, on CPUs where
     TensorFlow's own default leaves them off (AVX2-only) too;
   * a value the user set, "0" included, is kept and TensorFlow follows it;
-  * a run's runtime.json says which kernels it trained with.
+  * a run's runtime.json says which kernels it trained with
+    (tests/training/train_test.py), and a TensorFlow imported before
+    keras_reid, which then ignores the variable, gets a warning naming why;
   * every bench script imports keras_reid before TensorFlow or Keras (so its
     timings are of the kernels users get; the entry points import
     keras_reid.quiet first, tests/quiet_test.py).
@@ -60,6 +62,52 @@ def test_unset_variable_turns_onednn_on():
 
 def test_users_zero_is_kept_and_followed():
   assert _probe("0") == ["0", False]
+
+
+# TensorFlow first, as a user's script might: the variable comes too late.
+_LATE_PROBE = """
+import tensorflow
+import keras_reid
+from keras_reid import onednn
+print(onednn.late_import_warning(onednn.status()))
+"""
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"),
+                    reason="TensorFlow's oneDNN kernels are built for x86 here")
+def test_tensorflow_imported_first_gets_a_warning():
+  env = {k: v for k, v in os.environ.items() if k != onednn.ONEDNN_ENV}
+  env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+  proc = subprocess.run([sys.executable, "-c", _LATE_PROBE], cwd=REPO,
+                        env=env, capture_output=True, text=True, check=False)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  last = proc.stdout.strip().splitlines()[-1]
+  # TensorFlow's own default here is Eigen on AVX2-only CPUs; on CPUs where
+  # it turns oneDNN on itself there is nothing to warn about.
+  if _tf_default_is_eigen():
+    assert "imported before keras_reid" in last, last
+  else:
+    assert last == "None", last
+
+
+def _tf_default_is_eigen():
+  env = {k: v for k, v in os.environ.items() if k != onednn.ONEDNN_ENV}
+  env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+  proc = subprocess.run(
+      [sys.executable, "-c", "import tensorflow\n"
+       "from tensorflow.python.util import _pywrap_util_port as p\n"
+       "print(p.IsMklEnabled())"],
+      env=env, capture_output=True, text=True, check=True)
+  return proc.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_late_import_warning_only_when_asked_for_and_off():
+  env = onednn.ONEDNN_ENV
+  assert onednn.late_import_warning({env: "1", "enabled": False})
+  assert onednn.late_import_warning({env: "1", "enabled": True}) is None
+  assert onednn.late_import_warning({env: "0", "enabled": False}) is None
+  assert onednn.late_import_warning({env: None, "enabled": False}) is None
+  assert onednn.late_import_warning({env: "1", "enabled": None}) is None
 
 
 def test_enable_by_default_keeps_a_set_value():

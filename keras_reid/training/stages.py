@@ -145,8 +145,12 @@ def _start_run(config: config_dict.ConfigDict, workdir: str,
                                backbone=config.model.backbone)
   logging.info("Precision %s (train.precision=%r: %s).", resolved.policy,
                resolved.requested, resolved.reason)
+  kernels = onednn.status()
+  hint = onednn.late_import_warning(kernels)
+  if hint:
+    logging.warning(hint)
   runs.write_json(runs.runtime_path(out), {"precision": resolved.to_json(),
-                                           "onednn": onednn.status()})
+                                           "onednn": kernels})
   keras.config.set_dtype_policy(resolved.policy)
   writer = tf.summary.create_file_writer(runs.tensorboard_dir(out))
   hparams.write_session_start(writer, config, workdir)  # HParams dashboard
