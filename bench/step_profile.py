@@ -33,8 +33,8 @@ the first variant is the median over rounds. A variant is
 name=key:value,...: jit (XLA on the replica step), intra / inter (thread
 pools; 0 = TF's default), onednn (TF_ENABLE_ONEDNN_OPTS), deterministic
 (tf.config.experimental.enable_op_determinism, on in real runs by
-train.deterministic), fused_bn (BatchNormalization through
-FusedBatchNormV3, `use_fused_batch_norm`), distinct (train.distinct_pairs).
+train.deterministic), fused_bn (model.fused_batchnorm: the
+backbone's BatchNormalization through FusedBatchNormV3), distinct (train.distinct_pairs).
 Profile mode also times the verification heads alone with XLA and with
 each repeated positive pair computed once with a weight (`dedup`), and
 checks that the dedup form's loss and gradients equal the repeated form's
@@ -98,12 +98,13 @@ def _case(case):
   return backbone, h, w, int(batch) // m, m
 
 
-def _build(case, jit=False, distinct_pairs=False):
+def _build(case, jit=False, distinct_pairs=False, fused_batchnorm=False):
   backbone, h, w, k, m = _case(case)
   alpha = _MOBILENET_ALPHA.value if backbone != "googlenet" else 0.25
   return training_throughput.build_step(backbone, h, w, k, m, jit, "float32",
                                         alpha=alpha,
-                                        distinct_pairs=distinct_pairs)
+                                        distinct_pairs=distinct_pairs,
+                                        fused_batchnorm=fused_batchnorm)
 
 
 def _timer(fn):
@@ -356,41 +357,6 @@ def ver_candidates(step, heads, features):
           flush=True)
 
 
-def use_fused_batch_norm():
-  """Makes keras BatchNormalization train through FusedBatchNormV3 (NHWC).
-
-  A measurement only (candidate `fused_bn`): Keras 3 normalises with
-  tf.nn.moments + tf.nn.batch_normalization, a dozen element-wise ops and
-  their gradients per layer. Same maths: the moving variance gets the
-  biased batch variance as in Keras (the fused op returns the unbiased
-  one); other cases (inference, masks, renorm, non-4D) keep Keras' path.
-  """
-  from keras import ops  # pylint: disable=g-import-not-at-top
-  layer_class = tf.keras.layers.BatchNormalization
-  keras_call = layer_class.call
-
-  def call(self, inputs, training=None, mask=None):
-    if not (training and self.trainable and mask is None and not self.renorm
-            and len(inputs.shape) == 4 and self.axis in (-1, 3)):
-      return keras_call(self, inputs, training=training, mask=mask)
-    x = tf.cast(inputs, tf.float32)
-    channels = x.shape[-1]
-    gamma = (tf.cast(self.gamma, tf.float32) if self.scale
-             else tf.ones([channels]))
-    beta = (tf.cast(self.beta, tf.float32) if self.center
-            else tf.zeros([channels]))
-    y, mean, variance = tf.compat.v1.nn.fused_batch_norm(
-        x, gamma, beta, epsilon=self.epsilon, is_training=True)
-    n = tf.cast(tf.size(x) // channels, tf.float32)
-    variance = variance * (n - 1.0) / n
-    self.moving_mean.assign(self.moving_mean * self.momentum
-                            + mean * (1.0 - self.momentum))
-    self.moving_variance.assign(self.moving_variance * self.momentum
-                                + variance * (1.0 - self.momentum))
-    return ops.cast(y, self.compute_dtype)
-  layer_class.call = call
-
-
 def _parse_variant(text):
   name, _, spec = text.partition("=")
   settings = dict(jit=0, intra=0, inter=0, onednn=1, deterministic=0,
@@ -412,10 +378,9 @@ def serve(text):
   tf.config.threading.set_inter_op_parallelism_threads(settings["inter"])
   if settings["deterministic"]:
     tf.config.experimental.enable_op_determinism()
-  if settings["fused_bn"]:
-    use_fused_batch_norm()
   step = _build(case, jit=bool(settings["jit"]),
-                distinct_pairs=bool(settings["distinct"]))
+                distinct_pairs=bool(settings["distinct"]),
+                fused_batchnorm=bool(settings["fused_bn"]))
   iteration, iterator = step["iteration"], step["iterator"]
   for _ in range(2):
     float(iteration(iterator)["loss/total"])

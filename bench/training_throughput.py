@@ -62,6 +62,10 @@ _DISTINCT = flags.DEFINE_bool(
     "distinct_pairs", False, "Also time the first precision's step with "
     "train.distinct_pairs (heads once per distinct pair), as row "
     "'<precision>+distinct_pairs'.")
+_FUSED_BN = flags.DEFINE_bool(
+    "fused_batchnorm", False, "Also time the first precision's step with "
+    "model.fused_batchnorm, as row '<precision>+fused_batchnorm' (and, with "
+    "--distinct_pairs, '<precision>+distinct_pairs+fused_batchnorm').")
 _OUTPUT = flags.DEFINE_string("output_json", "", "Also write results here.")
 
 
@@ -74,7 +78,7 @@ def random_batch(k, m, h, w):
 
 
 def build_step(backbone, height, width, k, m, jit, policy, alpha=0.25,
-               distinct_pairs=False):
+               distinct_pairs=False, fused_batchnorm=False):
   """The real step-2 train step of `backbone` on a random K x M batch.
 
   Returns a dict: model (the training model), optimizer, iteration (the
@@ -86,6 +90,7 @@ def build_step(backbone, height, width, k, m, jit, policy, alpha=0.25,
   config.model.backbone = backbone
   config.model.alpha = alpha
   config.model.aux_heads = backbone == "googlenet"
+  config.model.fused_batchnorm = fused_batchnorm
   with precision_lib.policy_scope(policy):
     model = builders.build_training_model(
         config.model, num_classes=100, input_shape=(height, width, 3), seed=0)
@@ -108,10 +113,11 @@ def build_step(backbone, height, width, k, m, jit, policy, alpha=0.25,
 
 
 def make_step(backbone, height, width, k, m, jit, policy,
-              distinct_pairs=False):
+              distinct_pairs=False, fused_batchnorm=False):
   """A warmed-up `run(n)` timing n train steps under `policy`."""
   step = build_step(backbone, height, width, k, m, jit, policy,
-                    alpha=_ALPHA.value, distinct_pairs=distinct_pairs)
+                    alpha=_ALPHA.value, distinct_pairs=distinct_pairs,
+                    fused_batchnorm=fused_batchnorm)
   train_iteration, iterator = step["iteration"], step["iterator"]
   for _ in range(_WARMUP.value):
     float(train_iteration(iterator)["loss/total"])
@@ -171,10 +177,16 @@ def main(argv):
         for jit in (v.lower() == "true" for v in _XLA.value):
           runs = {p: make_step(backbone, h, w, k, m, jit, p)
                   for p in _PRECISIONS.value}
-          if _DISTINCT.value:
-            first = _PRECISIONS.value[0]
-            runs[f"{first}+distinct_pairs"] = make_step(
-                backbone, h, w, k, m, jit, first, distinct_pairs=True)
+          first = _PRECISIONS.value[0]
+          for distinct, fused in ((True, False), (False, True), (True, True)):
+            if (distinct and not _DISTINCT.value) or (
+                fused and not _FUSED_BN.value):
+              continue
+            name = first + "+distinct_pairs" * distinct + (
+                "+fused_batchnorm" * fused)
+            runs[name] = make_step(backbone, h, w, k, m, jit, first,
+                                   distinct_pairs=distinct,
+                                   fused_batchnorm=fused)
           close_peer = None
           if _PEER.value and backbone == "googlenet" and not jit:
             peer = peer_step(h, w, k, m)

