@@ -6,9 +6,9 @@ many AMD EPYC cloud cores) they fall back to Eigen's kernels. Measured on a
 2-core AMD EPYC with AVX2 only (bench/training_results.md, "oneDNN on CPUs
 without AVX-512"): the train step runs 1.45x faster at GoogLeNet 128x64
 batch 32, 1.89x at batch 128 and 1.35x for MobileNet v1 0.5 batch 64 with
-oneDNN on (a whole configs/viper_cpu.py run 1.27x). So keras_reid turns it on: `import keras_reid` (which every
-`keras_reid.*` import runs first) sets TF_ENABLE_ONEDNN_OPTS=1 when the
-environment does not set it.
+oneDNN on (a whole configs/viper_cpu.py run 1.27x). So keras_reid turns
+it on: `import keras_reid` (which every `keras_reid.*` import runs first)
+sets TF_ENABLE_ONEDNN_OPTS=1 when the environment does not set it.
 
 TensorFlow reads the variable once, when it loads, so the setting only
 reaches a process whose TensorFlow is imported after keras_reid (the
