@@ -33,8 +33,8 @@ the first variant is the median over rounds. A variant is
 name=key:value,...: jit (XLA on the replica step), intra / inter (thread
 pools; 0 = TF's default), onednn (TF_ENABLE_ONEDNN_OPTS), deterministic
 (tf.config.experimental.enable_op_determinism, on in real runs by
-train.deterministic), fused_bn (model.fused_batchnorm: the
-backbone's BatchNormalization through FusedBatchNormV3), distinct (train.distinct_pairs).
+train.deterministic), fused_bn (model.fused_batchnorm: the backbone's
+BatchNormalization through FusedBatchNormV3), distinct (train.distinct_pairs).
 Profile mode also times the verification heads alone with XLA and with
 each repeated positive pair computed once with a weight (`dedup`), and
 checks that the dedup form's loss and gradients equal the repeated form's

@@ -177,13 +177,17 @@ def main(argv):
         for jit in (v.lower() == "true" for v in _XLA.value):
           runs = {p: make_step(backbone, h, w, k, m, jit, p)
                   for p in _PRECISIONS.value}
+          options = []  # (distinct_pairs, fused_batchnorm) of extra rows
+          if _DISTINCT.value:
+            options.append((True, False))
+          if _FUSED_BN.value:
+            options.append((False, True))
+          if _DISTINCT.value and _FUSED_BN.value:
+            options.append((True, True))
           first = _PRECISIONS.value[0]
-          for distinct, fused in ((True, False), (False, True), (True, True)):
-            if (distinct and not _DISTINCT.value) or (
-                fused and not _FUSED_BN.value):
-              continue
-            name = first + "+distinct_pairs" * distinct + (
-                "+fused_batchnorm" * fused)
+          for distinct, fused in options:
+            name = (first + ("+distinct_pairs" if distinct else "")
+                    + ("+fused_batchnorm" if fused else ""))
             runs[name] = make_step(backbone, h, w, k, m, jit, first,
                                    distinct_pairs=distinct,
                                    fused_batchnorm=fused)
