@@ -456,6 +456,21 @@ ROWS = (
             "--config.stages.viper.unsupervised.cluster_keep_fraction=0.5",
             "--config.stages.viper.unsupervised.flip_features=true",
             "--config.eval.flip_test=true")),
+    # Source classes beside the pairs (SpCL): reid_pool identities, as many
+    # as the round has pairs, trained with them (configs/viper_cluster_cpu.py
+    # "source_classes").
+    Row("strong_mutual_nn_source", "strong_mutual_nn with labelled reid_pool "
+        "identities trained beside each round's pairs (as many as its pairs)",
+        config=CLUSTER + ":source_classes", pool=POOL_STRONG,
+        pool_in_config=True, overrides=BNNECK),
+    Row("strong_mutual_nn_confident_flip_source", "strong_mutual_nn_"
+        "confident_flip with labelled reid_pool identities trained beside "
+        "each round's pairs", config=CLUSTER + ":source_classes",
+        pool=POOL_STRONG, pool_in_config=True,
+        overrides=BNNECK + (
+            "--config.stages.viper.unsupervised.cluster_keep_fraction=0.5",
+            "--config.stages.viper.unsupervised.flip_features=true",
+            "--config.eval.flip_test=true")),
     Row("staged_mutual_nn", "ImageNet -> reid_pool -> VIPeR without labels: "
         "5 rounds on cross-camera mutual nearest-neighbour pairs of "
         "camera-centred features (configs/viper_cluster_cpu.py)",
@@ -592,6 +607,12 @@ CLAIMS = (
     ("strong_mutual_nn_confident_flip", "staged_strong_no_target_training",
      "unlabelled target, strong source model: confident mutual-NN pairs of "
      "flipped features + test-time flip > direct transfer"),
+    ("strong_mutual_nn_source", "strong_mutual_nn",
+     "unlabelled target: source classes beside the mutual-NN pairs help"),
+    ("strong_mutual_nn_confident_flip_source",
+     "strong_mutual_nn_confident_flip",
+     "unlabelled target: source classes beside the confident pairs of "
+     "flipped features help"),
 )
 
 # Settings of this project (not the paper's claims), compared the same way:

@@ -9,7 +9,11 @@
     #   --config.stages.viper.step1_iterations=0
     # (only with SOURCE_RUN: without it the reid_pool stage needs them)
 
-The argument is the SOURCE_RUN, optional: without it the first stage is
+The argument is "[source_classes,]SOURCE_RUN", both optional.
+"source_classes" trains labelled reid_pool identities beside each round's
+groups (unsupervised.source_dataset / source_root / source_identities:
+as many identities as the round has groups, drawn per round; README "When
+to use which mode"). SOURCE_RUN: without it the first stage is
 configs/viper_cpu.py's reid_pool stage, trained in the same run; with it,
 the workdir of a finished run with viper_cpu's model (e.g.
 runs/reproduce/pool_mobilenet_v1_0.5 of bench/reproduce.py), the VIPeR stage
@@ -54,10 +58,18 @@ hidden identities in cotrain/viper/round<r>.json and TensorBoard
 (cotrain/cluster_*). Reads $REID_DATA_ROOT (see configs/viper_cpu.py).
 """
 
+import os
+
 from configs import viper_cotrain_cpu
+from configs import viper_cpu
+
+SOURCE_CLASSES = "source_classes"
 
 
-def get_config(source: str = ""):
+def get_config(arg: str = ""):
+  modes = arg.split(",") if arg else []
+  source_classes = SOURCE_CLASSES in modes
+  source = ",".join(mode for mode in modes if mode != SOURCE_CLASSES)
   config = viper_cotrain_cpu.get_config(
       "clustering" + (f",{source}" if source else ""))
   config.loss.cluster_memory_weight = 1.0
@@ -68,4 +80,8 @@ def get_config(source: str = ""):
           rounds=5, cluster_method="mutual_nn", cluster_camera_centring=True,
           cluster_eps=0.5, cluster_min_samples=2, cluster_k1=20,
           cluster_k2=2, cluster_camera_weight=1.0, memory_momentum=0.2)))
+  if source_classes:
+    config.stages.viper.unsupervised.update(dict(
+        source_dataset="manifest",
+        source_root=os.path.join(viper_cpu.data_root(), "reid_pool")))
   return config

@@ -126,6 +126,8 @@ RANGES: dict[str, Range] = {
     "stage.unsupervised.cluster_keep_fraction": Range(
         0., 1., low_open=True, why="1 = every mutual pair"),
     "stage.unsupervised.memory_momentum": _PROBABILITY_OPEN,
+    "stage.unsupervised.source_identities": _int(
+        0, why="0 = as many as the round's groups"),
 }
 
 

@@ -4,7 +4,7 @@
       config.json                      the resolved config (keras_reid.config)
       runtime.json                     what train.precision resolved to
       progress.json                    finished fine-tuning steps (resume from here)
-      metrics.json                     the final evaluation
+      metrics.json                     the final evaluation, train_seconds, phase_seconds
       checkpoints/<stage>/step<n>/     tf.train.CheckpointManager checkpoints;
       checkpoints/<stage>/round<r>/step<n>/   an unsupervised stage's rounds
       eval/<stage>.json                each stage's evaluation

@@ -151,6 +151,17 @@ def stage_config(**overrides) -> config_dict.ConfigDict:
           # batch feature x updates its cluster's centroid c <- normalise(
           # m * c + (1 - m) * x), m this momentum (Cluster Contrast: 0.2).
           memory_momentum=0.2,
+          # Clustering only: a labelled source set trained beside each
+          # round's groups (SpCL's source classes, Ge et al. 2020): the
+          # round draws source_identities of its identities (seeded; 0 = as
+          # many as the round has groups), each a class after the groups,
+          # its centroid in the cluster memory the normalised mean feature
+          # of its images. A dataset name as a stage's `dataset` ("" = no
+          # source) and its folder; the source's labels, never the
+          # target's, are read.
+          source_dataset="",
+          source_root="",
+          source_identities=0,
       )),
   ))
   moved = [k for k in overrides if k in stage.unsupervised]

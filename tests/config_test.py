@@ -9,6 +9,7 @@ import pytest
 
 from configs import default
 from configs import staged_googlenet
+from configs import viper_cpu
 from keras_reid import config as config_lib
 from keras_reid import config_ranges
 from keras_reid import schema
@@ -86,6 +87,14 @@ def test_viper_cluster_config_builds_and_clusters_a_viper_shaped_set():
   assert config.loss.cluster_memory_weight > 0
   stages.check_config(config)
   assert list(viper_cluster_cpu.get_config().stages) == ["reid_pool", "viper"]
+  assert viper.unsupervised.source_dataset == ""  # no source classes
+  # "source_classes": reid_pool's identities beside the groups, any order.
+  for arg in ("source_classes,/runs/source", "/runs/source,source_classes"):
+    with_source = viper_cluster_cpu.get_config(arg).stages.viper
+    assert with_source.init == "/runs/source"
+    assert with_source.unsupervised.source_dataset == "manifest"
+    assert with_source.unsupervised.source_root == os.path.join(
+        viper_cpu.data_root(), "reid_pool")
   # Tiny scale: its clustering settings on features shaped like VIPeR's
   # training split (316 identities x one image in each of 2 cameras) find
   # the identities' pairs, enough of them for its K x M batches.

@@ -122,6 +122,13 @@ def check_stage(name: str, stage: config_dict.ConfigDict,
          f"one of {list(PSEUDO_LABELS)}")
   expect(stage.unsupervised.verification_pairs in VERIFICATION_PAIRS,
          "unsupervised.verification_pairs", f"one of {list(VERIFICATION_PAIRS)}")
+  if stage.unsupervised.source_dataset and stage.supervision != "clustering":
+    raise ValueError(
+        f"config.stages.{name}.unsupervised.source_dataset="
+        f"{stage.unsupervised.source_dataset!r} with supervision="
+        f"{stage.supervision!r}: source classes train beside clustering "
+        f"groups only; set --config.stages.{name}.supervision=clustering or "
+        f"--config.stages.{name}.unsupervised.source_dataset=''.")
   if stage.supervision == "clustering":
     expect(stage.unsupervised.cluster_method in clustering.METHODS,
            "unsupervised.cluster_method", f"one of {list(clustering.METHODS)}")
@@ -158,20 +165,31 @@ class RoundLabels:
     objective: GRDL objective at the start and after each iteration ([]
       for self-training).
     centroids: float32 [C, dim] (clustering): the normalised mean feature
-      of each cluster, the cluster memory's start; None otherwise.
+      of each cluster, the cluster memory's start; None otherwise. With
+      source classes [C + S, dim]: the clusters', then the source
+      identities'.
+    source_pids: int64 [S] sorted (clustering with
+      unsupervised.source_dataset): the source identities drawn for the
+      round; class C + i is source_pids[i]. None without a source.
   """
   labels: np.ndarray
   is_a: np.ndarray
   dictionary: np.ndarray | None
   objective: list[float]
   centroids: np.ndarray | None = None
+  source_pids: np.ndarray | None = None
 
   @property
   def num_classes(self) -> int:
-    """The classes the round trains: clusters, or camera-A images."""
+    """The classes the round trains: clusters (and source identities), or
+    camera-A images."""
     if self.centroids is not None:
       return int(self.centroids.shape[0])
     return int(self.is_a.sum())
+
+  @property
+  def num_source_classes(self) -> int:
+    return 0 if self.source_pids is None else len(self.source_pids)
 
   @property
   def kept(self) -> np.ndarray:
@@ -329,6 +347,8 @@ def save_labels(path: str, labels: RoundLabels, paths: list[str]) -> None:
     arrays["dictionary"] = labels.dictionary
   if labels.centroids is not None:
     arrays["centroids"] = labels.centroids
+  if labels.source_pids is not None:
+    arrays["source_pids"] = labels.source_pids
   buffer = io.BytesIO()
   np.savez(buffer, **arrays)
   tmp = path + ".tmp"
@@ -349,7 +369,8 @@ def load_labels(path: str, paths: list[str]) -> RoundLabels:
         labels=data["labels"], is_a=data["is_a"],
         dictionary=data["dictionary"] if "dictionary" in data else None,
         objective=data["objective"].tolist(),
-        centroids=data["centroids"] if "centroids" in data else None)
+        centroids=data["centroids"] if "centroids" in data else None,
+        source_pids=data["source_pids"] if "source_pids" in data else None)
 
 
 def warm_start_dictionary(previous: str, stage: config_dict.ConfigDict,
@@ -377,6 +398,63 @@ def warm_start_dictionary(previous: str, stage: config_dict.ConfigDict,
   if warm is None or warm.shape != (dim, stage.unsupervised.grdl_atoms):
     return None
   return warm
+
+
+def draw_source_identities(source_pids: Sequence[int], count: int,
+                           seed: int) -> np.ndarray:
+  """int64 [S] sorted: `count` distinct identities of `source_pids` (the
+  source's training pids, repeats allowed), drawn by `seed`; all of them
+  when there are no more than `count`."""
+  pids = np.unique(np.asarray(source_pids, np.int64))
+  if count >= len(pids):
+    return pids
+  return np.sort(np.random.default_rng(seed).choice(pids, count,
+                                                    replace=False))
+
+
+def identity_centroids(features: np.ndarray, pids: Sequence[int],
+                       drawn: np.ndarray) -> np.ndarray:
+  """float32 [S, dim]: the L2-normalised mean feature of each drawn
+  identity's images (features [N, dim] in the order of pids [N]), in the
+  order of `drawn`, as clustering.Clusters.centroids are of a cluster's."""
+  pids = np.asarray(pids)
+  means = np.stack([features[pids == pid].mean(axis=0) for pid in drawn])
+  return sklearn.preprocessing.normalize(means).astype(np.float32)
+
+
+def add_source_classes(labels: RoundLabels, drawn: np.ndarray,
+                       centroids: np.ndarray) -> RoundLabels:
+  """A clustering round's labels with `drawn` source identities as classes
+  C .. C + S - 1 after its C clusters (centroids [S, dim] appended)."""
+  return dataclasses.replace(
+      labels, centroids=np.concatenate([labels.centroids, centroids]),
+      source_pids=drawn)
+
+
+def source_training_labels(labels: RoundLabels,
+                           source_records: list[records_lib.Record],
+                           labels_path: str) -> tuple[list, np.ndarray]:
+  """(the source records of the round's drawn identities, their int64
+  classes C + i); ([], []) without a source.
+
+  Raises:
+    ValueError: a drawn identity is not in the source's training set (the
+      source changed since `labels_path` was written).
+  """
+  if labels.source_pids is None:
+    return [], np.zeros(0, np.int64)
+  drawn = labels.source_pids
+  records = [r for r in source_records if r.pid in set(drawn.tolist())]
+  missing = sorted(set(drawn.tolist()) - {r.pid for r in records})
+  if missing:
+    raise ValueError(
+        f"{labels_path} trains source identities {missing[:5]} that the "
+        "source set (unsupervised.source_dataset / source_root) no longer "
+        "has; move the file away to draw them again, or pass a new "
+        "--workdir.")
+  first = labels.num_classes - labels.num_source_classes
+  classes = first + np.searchsorted(drawn, [r.pid for r in records])
+  return records, classes.astype(np.int64)
 
 
 def extract_features(model: keras.Model, records: list[records_lib.Record],
@@ -416,9 +494,13 @@ def _evaluate_before_round(run: runner.TrainingRun, name: str,
 def _make_round_labels(run: runner.TrainingRun, name: str,
                        stage: config_dict.ConfigDict, round_index: int,
                        model: keras.Model, records: list[records_lib.Record],
-                       seed: int) -> RoundLabels:
-  """Labels round `round_index` from `model`'s features; saves them and
-  reports their accuracy against the hidden identities (monitoring only)."""
+                       seed: int,
+                       source_records: list[records_lib.Record] | None
+                       ) -> RoundLabels:
+  """Labels round `round_index` from `model`'s features (with source
+  classes when `source_records`, the labelled source's training records,
+  are given); saves them and reports their accuracy against the hidden
+  identities (monitoring only)."""
   r = round_index
   paths = [rec.path for rec in records]
   camids = np.asarray([rec.camid for rec in records])
@@ -446,6 +528,9 @@ def _make_round_labels(run: runner.TrainingRun, name: str,
     with run.writer.as_default(step=0):
       tf.summary.scalar(f"cotrain/{name}/round{r}/grdl_objective",
                         labels.objective[0])
+  if source_records:
+    labels = _with_source_classes(run, name, stage, r, model, labels,
+                                  source_records, seed)
   save_labels(runs.round_labels_path(run.workdir, name, r), labels, paths)
   if stage.supervision == "clustering":
     _report_clusters(run, name, stage, r, labels, records)
@@ -465,6 +550,28 @@ def _make_round_labels(run: runner.TrainingRun, name: str,
         f"{100 * accuracy['accuracy']:.1f}% (camera B; "
         f"{100 * accuracy['reachable']:.1f}% reachable)", flush=True)
   return labels
+
+
+def _with_source_classes(run: runner.TrainingRun, name: str,
+                         stage: config_dict.ConfigDict, r: int,
+                         model: keras.Model, labels: RoundLabels,
+                         source_records: list[records_lib.Record],
+                         seed: int) -> RoundLabels:
+  """Round r's clusters plus the source identities it draws, with their
+  centroids from `model`'s features (as the clusters')."""
+  u = stage.unsupervised
+  drawn = draw_source_identities(
+      [rec.pid for rec in source_records],
+      u.source_identities or labels.num_classes, seed)
+  chosen = [rec for rec in source_records if rec.pid in set(drawn.tolist())]
+  features = extract_features(
+      model, chosen, run.config, flip=u.flip_features,
+      progress_label=f"Stage {name!r} round {r}: embedding the source")
+  print(f"Stage {name!r} round {r}: {len(drawn)} source identities "
+        f"({len(chosen)} images) beside {labels.num_classes} groups",
+        flush=True)
+  return add_source_classes(labels, drawn, identity_centroids(
+      features, [rec.pid for rec in chosen], drawn))
 
 
 def _report_clusters(run: runner.TrainingRun, name: str,
@@ -548,7 +655,8 @@ def round_config(config: config_dict.ConfigDict,
 def run_stage(run: runner.TrainingRun, *, name: str,
               stage: config_dict.ConfigDict, stage_index: int,
               dataset: records_lib.ReidDataset,
-              evaluate: Callable[[keras.Model], dict] | None) -> None:
+              evaluate: Callable[[keras.Model], dict] | None,
+              source: records_lib.ReidDataset | None = None) -> None:
   """Runs (or resumes) the rounds of an unsupervised stage.
 
   Each round is a key "<stage>/round<r>" run by runner.run_steps with the
@@ -560,8 +668,11 @@ def run_stage(run: runner.TrainingRun, *, name: str,
     dataset: its dataset; train's paths and camids are read for training,
       its pids only by label_accuracy (monitoring).
     evaluate: model -> metrics on the target's query / gallery, or None.
+    source: the labelled source set of unsupervised.source_dataset (its
+      training records and pids are read), or None.
   """
   config = run.config
+  source_records = list(source.train) if source is not None else None
   records = list(dataset.train)
   paths = [r.path for r in records]
   clusters = stage.supervision == "clustering"
@@ -601,33 +712,41 @@ def run_stage(run: runner.TrainingRun, *, name: str,
     if os.path.exists(saved):
       round_labels = load_labels(saved, paths)
     else:
-      source = None
+      labeller = None
       if r == 1 and not run.progress.has_started(key):
         # Round 1's labels come from the stage's start model: build it now
         # and train it as is. A clustering round's class count is known
         # only after its labels: the model that trains is built afterwards
         # (as a resumed process builds it).
         with run.strategy.scope():
-          source = start(run.latest_model())
+          labeller = start(run.latest_model())
         if not clusters:
-          run.model, initialised = source, True
-      if source is None:
-        source = run.latest_model()
+          run.model, initialised = labeller, True
+      if labeller is None:
+        labeller = run.latest_model()
       if evaluate is not None:
-        _evaluate_before_round(run, name, r, source, evaluate)
-      round_labels = _make_round_labels(run, name, stage, r, source, records,
-                                        seed)
+        with run.clock.phase("evaluation"):
+          _evaluate_before_round(run, name, r, labeller, evaluate)
+      with run.clock.phase("pseudo_labels"):
+        round_labels = _make_round_labels(run, name, stage, r, labeller,
+                                          records, seed, source_records)
     if clusters:
       _check_batchable(name, stage, r, round_labels)
       start = functools.partial(start_model, r=r, seed=seed,
                                 num_classes=round_labels.num_classes)
-    # The round trains on its labelled images (outliers left out).
+    # The round trains on its labelled images (outliers left out) and the
+    # images of its source identities.
     kept = round_labels.kept
+    extra, extra_labels = source_training_labels(round_labels,
+                                                 source_records or [], saved)
     round_dataset = dataclasses.replace(
-        dataset, train=[rec for rec, k in zip(records, kept) if k])
+        dataset, train=[rec for rec, k in zip(records, kept) if k] + extra)
+    train_labels = round_labels.labels[kept]
+    if extra:
+      train_labels = np.concatenate([train_labels, extra_labels])
     runner.run_steps(
         run, steps, num_classes=round_labels.num_classes,
-        make_dataset=lambda step, labels=round_labels.labels[kept], seed=seed,
+        make_dataset=lambda step, labels=train_labels, seed=seed,
         data=round_dataset: (
             stage_setup.train_dataset_fn(data, stage, config,
                                          seed + step.step, labels=labels)),

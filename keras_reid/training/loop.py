@@ -35,6 +35,7 @@ from keras_reid.models import centers as centers_lib
 from keras_reid.models import precision
 from keras_reid.models import restore
 from keras_reid.training import cluster_memory
+from keras_reid.training import timing
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -543,7 +544,8 @@ def run_fine_tuning_step(
     workdir: str, writer: tf.summary.SummaryWriter,
     evaluate: Callable[[keras.Model], dict] | None = None,
     restore_dir: str | None = None,
-    memory: cluster_memory.ClusterMemory | None = None) -> str:
+    memory: cluster_memory.ClusterMemory | None = None,
+    clock: timing.PhaseClock | None = None) -> str:
   """Runs (or resumes) one fine-tuning step and returns its final checkpoint.
 
   Args:
@@ -565,6 +567,10 @@ def run_fine_tuning_step(
       every worker restarts from the same iteration.
     memory: the cluster memory of a "clustering" round's step (see
       make_train_iteration), checkpointed with the step; None = none.
+    clock: the run's phase clock (keras_reid.training.timing): the step's
+      start-up through its first iteration, its other iterations, its
+      evaluations, checkpoints and summaries; None = a clock of this call
+      alone.
 
   Raises:
     NonFiniteLossError: the loss became NaN/inf (the checkpoints keep the
@@ -577,6 +583,8 @@ def run_fine_tuning_step(
         f" in stage {step.stage!r} runs on one replica, not "
         f"{strategy.num_replicas_in_sync}: set --config.train.distribute="
         "default, or --config.loss.cluster_memory_weight=0.")
+  clock = clock or timing.PhaseClock()
+  step_started = time.perf_counter()
   builders.set_step_trainable(model, step.step,
                               freeze_bn=config.model.freeze_bn,
                               all_heads=step.all_heads)
@@ -615,11 +623,19 @@ def run_fine_tuning_step(
           f"Weights became NaN/inf in stage {step.stage!r} step "
           f"{step.step} at iteration {int(state.iterations_done.numpy())}; "
           f"not saving. Last good checkpoint: {manager.latest_checkpoint}.")
-    return manager.save(checkpoint_number=int(state.iterations_done.numpy()))
+    with clock.phase("checkpoint_saves"):
+      return manager.save(
+          checkpoint_number=int(state.iterations_done.numpy()))
 
   for iteration in range(start, step.iterations):
+    began = time.perf_counter()
     values = train_iteration(state.iterator)
-    total = float(values["loss/total"])
+    total = float(values["loss/total"])  # waits for the iteration to end
+    first = iteration == start  # traces the step: start-up's last part
+    ended = time.perf_counter()
+    clock.add("step_start" if first else "iterations",
+              ended - (step_started if first else began))
+    clock.count_iteration(images_per_iteration, first=first)
     if not math.isfinite(total):
       raise NonFiniteLossError(
           f"Loss is {total} in stage {step.stage!r} step {step.step} at "
@@ -637,13 +653,21 @@ def run_fine_tuning_step(
       throughput = (images_per_iteration * (completed - last_iteration)
                     / (now - last_time))
       last_time, last_iteration = now, completed
-      _write_scalars(writer, values, optimizer, throughput, global_iteration)
+      with clock.phase("summaries"):
+        _write_scalars(writer, values, optimizer, throughput,
+                       global_iteration)
     if completed % config.train.checkpoint_every == 0:
       save()
     if evaluate and step.eval_every and completed % step.eval_every == 0:
-      write_eval_summaries(writer, evaluate(model), global_iteration)
+      with clock.phase("evaluation"):
+        metrics = evaluate(model)
+      with clock.phase("summaries"):
+        write_eval_summaries(writer, metrics, global_iteration)
+  if start == step.iterations:  # resumed at its end: start-up only
+    clock.add("step_start", time.perf_counter() - step_started)
   path = save()
-  writer.flush()
+  with clock.phase("summaries"):
+    writer.flush()
   return path
 
 

@@ -22,6 +22,7 @@ from keras_reid import runs
 from keras_reid.models import restore
 from keras_reid.training import cluster_memory
 from keras_reid.training import loop
+from keras_reid.training import timing
 
 # input_context (and first_batch=, for a resumed pipeline) -> training batches.
 MakeDataset = Callable[..., tf.data.Dataset]
@@ -44,6 +45,7 @@ class TrainingRun:
       one.
     iterations_done: iterations of every step before the current one
       (TensorBoard's x axis), finished or not.
+    clock: where this process's time goes (metrics.json "phase_seconds").
   """
   config: config_dict.ConfigDict
   strategy: tf.distribute.Strategy
@@ -53,6 +55,8 @@ class TrainingRun:
   progress: runs.Progress
   model: keras.Model | None = None
   iterations_done: int = 0
+  clock: timing.PhaseClock = dataclasses.field(
+      default_factory=timing.PhaseClock)
 
   @property
   def read_dir(self) -> str:
@@ -121,13 +125,14 @@ def run_steps(run: TrainingRun, steps: list[loop.FineTuningStep], *,
     run.model = model
     dataset_factory = make_dataset(step)
     if input_images_tag:
-      sample = next(iter(dataset_factory(tf.distribute.InputContext())))
-      loop.write_input_images(run.writer, sample["images"].numpy(),
-                              input_images_tag, step.global_iteration_offset)
+      with run.clock.phase("summaries"):
+        sample = next(iter(dataset_factory(tf.distribute.InputContext())))
+        loop.write_input_images(run.writer, sample["images"].numpy(),
+                                input_images_tag, step.global_iteration_offset)
     checkpoint = loop.run_fine_tuning_step(
         model, step, make_dataset=dataset_factory, config=config,
         strategy=run.strategy, workdir=run.workdir,
         restore_dir=run.restore_dir, writer=run.writer, evaluate=evaluate,
-        memory=memory)
+        memory=memory, clock=run.clock)
     run.progress.record(run.workdir, runs.FinishedStep(
         step.stage, step.step, num_classes, checkpoint))

@@ -37,6 +37,7 @@ from keras_reid.training import hparams
 from keras_reid.training import loop
 from keras_reid.training import runner
 from keras_reid.training import stage_setup
+from keras_reid.training import timing
 
 
 def check_config(config: config_dict.ConfigDict) -> None:
@@ -71,6 +72,10 @@ def check_config(config: config_dict.ConfigDict) -> None:
     cotraining.check_stage(name, stage, config)
     for dataset in stage.dataset.split("+"):
       expect_in(f"stages.{name}.dataset", dataset, datasets.DATASETS)
+    source = stage.unsupervised.source_dataset
+    for dataset in source.split("+") if source else ():
+      expect_in(f"stages.{name}.unsupervised.source_dataset", dataset,
+                datasets.DATASETS)
 
 
 def _check_same_config(config: config_dict.ConfigDict, workdir: str) -> None:
@@ -112,6 +117,13 @@ def _load_stage_datasets(config: config_dict.ConfigDict
   """
   stage_datasets, skipped_images = {}, {}
   for name, stage in config.stages.items():
+    if config_lib.is_unsupervised(stage) and stage.unsupervised.source_dataset:
+      # Before its stage: check_test_images_not_trained sees it trained there.
+      key = source_key(name)
+      source = _load_source_dataset(name, stage, config)
+      stage_datasets[key], skipped_images[key] = (
+          image_files.check_dataset_images(
+              source, skip_corrupt=config.data.skip_corrupt))
     dataset = from_config.load_stage_dataset(stage, config)
     dataset, skipped_images[name] = image_files.check_dataset_images(
         dataset, skip_corrupt=config.data.skip_corrupt)
@@ -127,7 +139,47 @@ def _load_stage_datasets(config: config_dict.ConfigDict
             f"stage {name!r} ({dataset.name}) cannot be evaluated: {e}"
         ) from None
   from_config.check_test_images_not_trained(stage_datasets)
+  for name in config.stages:
+    if source_key(name) in stage_datasets:
+      _check_source_apart(name, stage_datasets[source_key(name)],
+                          stage_datasets[name])
   return stage_datasets, skipped_images
+
+
+def source_key(name: str) -> str:
+  """The key of stage `name`'s labelled source set among the datasets."""
+  return f"{name}/source"
+
+
+def _load_source_dataset(name: str, stage: config_dict.ConfigDict,
+                         config: config_dict.ConfigDict
+                         ) -> records_lib.ReidDataset:
+  """unsupervised.source_dataset / source_root, read as a stage's dataset;
+  a failure names the two keys."""
+  u = stage.unsupervised
+  as_stage = config_dict.ConfigDict(dict(
+      dataset=u.source_dataset, root=u.source_root, options="", split=0,
+      split_seed=0))
+  try:
+    return from_config.load_stage_dataset(as_stage, config)
+  except (ValueError, KeyError, FileNotFoundError) as e:
+    raise type(e)(
+        f"config.stages.{name}.unsupervised.source_dataset="
+        f"{u.source_dataset!r}, source_root={u.source_root!r}: {e}") from None
+
+
+def _check_source_apart(name: str, source: records_lib.ReidDataset,
+                        target: records_lib.ReidDataset) -> None:
+  """Refuses a source holding the unlabelled stage's own training images:
+  their labels would be the target's."""
+  own = {os.path.realpath(r.path) for r in target.train}
+  shared = [r.path for r in source.train if os.path.realpath(r.path) in own]
+  if shared:
+    raise ValueError(
+        f"config.stages.{name}.unsupervised.source_root holds {len(shared)} "
+        f"of stage {name!r}'s own training images (e.g. {shared[0]!r}): "
+        "their labels would be the target's, which an unsupervised stage "
+        "never reads. Point source_dataset / source_root at another set.")
 
 
 def _start_run(config: config_dict.ConfigDict, workdir: str,
@@ -191,7 +243,8 @@ def _evaluate_stage(run: runner.TrainingRun, name: str,
     with run.strategy.scope():
       model = run.model = stage_setup.init_stage_model(
           None, stage, run.config, len({r.pid for r in dataset.train}))
-  metrics = evaluate(model)
+  with run.clock.phase("evaluation"):
+    metrics = evaluate(model)
   if skipped["num_skipped"]:
     # Listed once, here and in metrics.json, not logged per pipeline.
     metrics["skipped_corrupt_images"] = skipped
@@ -250,7 +303,8 @@ def _train_stages(config: config_dict.ConfigDict, workdir: str,
     if config_lib.is_unsupervised(stage):  # rounds of pseudo labels instead
       cotraining.run_stage(run, name=name, stage=stage,
                            stage_index=stage_index, dataset=dataset,
-                           evaluate=evaluate)
+                           evaluate=evaluate,
+                           source=stage_datasets.get(source_key(name)))
     else:
       _train_labelled_stage(run, name, stage, stage_index, dataset, evaluate)
     if evaluate is not None:
@@ -261,6 +315,9 @@ def _train_stages(config: config_dict.ConfigDict, workdir: str,
   final_metrics = dict(final_metrics, train_seconds=time.perf_counter() - started)
   final_metrics["num_skipped_corrupt_images"] = sum(
       v["num_skipped"] for v in skipped_images.values())
+  # Wall-clock, like train_seconds: "_seconds" marks what varies per run.
+  final_metrics["phase_seconds"] = run.clock.breakdown()
+  print(timing.describe(final_metrics["phase_seconds"]), flush=True)
   hparams.write_session_end(run.writer, final_metrics, run.iterations_done)
   runs.write_metrics(run.workdir, final_metrics)
   return final_metrics

@@ -86,6 +86,9 @@ def test_rounds_end_to_end(tmp_path, source_run, supervision):
   workdir = str(tmp_path / "run")
   metrics = stages.train(config, workdir)
   assert 0.0 < metrics["rank20"] <= 1.0
+  # The two rounds' labelling and their evaluations have their own phases.
+  seconds = metrics["phase_seconds"]["seconds"]
+  assert seconds["pseudo_labels"] > 0 and seconds["evaluation"] > 0
 
   progress = runs.Progress.load(workdir)
   assert [(p.stage, p.step) for p in progress.finished] == [
@@ -266,6 +269,52 @@ def test_clustering_rounds_end_to_end(tmp_path, source_run):
   assert "loss/cluster_memory" in tags
   assert len(tags["eval/rank1"]) == 3  # before round 1, 2 and at the end
   assert "loss/ver" in tags  # unsupervised.verification_pairs "all"
+  model, _ = restore.restore_training_model(workdir)
+  assert (model.get_layer("classifier").get_weights()[0].shape[-1]
+          == saved[1].num_classes)
+
+
+def test_clustering_with_source_classes(tmp_path, source_run):
+  """Each round trains 3 drawn identities of the labelled source (domain
+  "a") beside its groups: classes C .. C + 2, centroids from the round's
+  model, in the memory and the classifier."""
+  root, source = source_run
+  config = _clustering_config(root, source, source_dataset="synthetic",
+                              source_root=os.path.join(root, "a"),
+                              source_identities=3)
+  workdir = str(tmp_path / "run")
+  stages.train(config, workdir)
+
+  progress = runs.Progress.load(workdir)
+  dataset = from_config.load_stage_dataset(config.stages.target, config)
+  paths = [r.path for r in dataset.train]
+  source_set = from_config.load_stage_dataset(
+      schema.stage_config(dataset="synthetic", root=os.path.join(root, "a")),
+      config)
+  source_pids = {r.pid for r in source_set.train}
+  saved = [cotraining.load_labels(runs.round_labels_path(workdir, "target", r),
+                                  paths) for r in (1, 2)]
+  for labels, finished in zip(saved, progress.finished[1::2]):
+    groups = int(labels.labels.max()) + 1
+    assert len(labels.source_pids) == 3
+    assert set(labels.source_pids.tolist()) <= source_pids
+    assert finished.num_classes == labels.num_classes == groups + 3
+  # Round 2's source centroids: the normalised mean feature of each drawn
+  # identity's images under the model that ended round 1.
+  after_round1 = restore.rebuild_model(config, saved[0].num_classes,
+                                       progress.finished[1].checkpoint)
+  drawn = saved[1].source_pids
+  for i, pid in enumerate(drawn):
+    images = [r for r in source_set.train if r.pid == pid]
+    mean = cotraining.extract_features(after_round1, images, config).mean(0)
+    np.testing.assert_allclose(saved[1].centroids[-3 + i],
+                               mean / np.linalg.norm(mean), atol=1e-5)
+  # The memory and the classifier cover the groups and the source classes.
+  reader = tf.train.load_checkpoint(progress.finished[3].checkpoint)
+  (memory_key,) = [k for k in reader.get_variable_to_shape_map()
+                   if k.startswith("cluster_memory/")
+                   and "OPTIMIZER" not in k]
+  assert reader.get_tensor(memory_key).shape == saved[1].centroids.shape
   model, _ = restore.restore_training_model(workdir)
   assert (model.get_layer("classifier").get_weights()[0].shape[-1]
           == saved[1].num_classes)

@@ -21,6 +21,7 @@ from keras_reid.evaluation import reference
 from keras_reid.models import builders
 from keras_reid.models import restore
 from keras_reid.training import stages
+from keras_reid.training import timing
 from tests.training import tiny_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -66,6 +67,21 @@ def test_tiny_run_end_to_end(tmp_path, synthetic_dir):
   progress = runs.Progress.load(workdir)
   assert [(p.stage, p.step) for p in progress.finished] == [
       ("synthetic", 1), ("synthetic", 2)]
+  # Where the time went: every phase and "other" add up to the process's
+  # time, which is train_seconds; the images are every iteration's.
+  phases = written["phase_seconds"]
+  seconds = phases["seconds"]
+  assert set(seconds) == set(timing.PHASES) | {"other"}
+  assert sum(seconds.values()) == pytest.approx(phases["total_seconds"])
+  assert phases["total_seconds"] == pytest.approx(metrics["train_seconds"],
+                                                  rel=0.05, abs=0.5)
+  for phase in ("step_start", "iterations", "evaluation", "checkpoint_saves"):
+    assert seconds[phase] > 0, phase
+  assert seconds["pseudo_labels"] == 0  # a labelled stage
+  stage = config.stages.synthetic
+  assert phases["images_trained"] == (
+      (stage.step1_iterations + stage.step2_iterations)
+      * stage.ids_per_batch * stage.images_per_id)
   tags = _tensorboard_tags(os.path.join(workdir, "tensorboard"))
   for tag in ("loss/total", "loss/cls", "loss/ver", "accuracy/cls",
               "accuracy/ver", "lr", "throughput/images_per_sec", "eval/rank1",
