@@ -85,6 +85,9 @@ _VARIANTS = flags.DEFINE_multi_string(
 _OP_TOP = flags.DEFINE_integer(
     "op_top", 12, "Profile mode: also trace the step with the TF profiler "
     "and list this many op types by time (0 = no trace).")
+_PROFILE_OPTIONS = flags.DEFINE_string(
+    "profile_options", "", "Profile mode: the step's options as a "
+    "variant's, e.g. fused_bn:1,distinct:1 (default: neither).")
 _SERVE = flags.DEFINE_string("serve", "", "Internal: serve this variant's "
                              "case (backbone:batch|spec) on stdin/stdout.")
 
@@ -192,7 +195,11 @@ def ver_heads_fn(heads, features, pairs, *, training, weighted=False,
 
 
 def profile(case):
-  step = _build(case)
+  # The step's options (fused_bn, distinct); thread and oneDNN settings are
+  # the process's (TF_ENABLE_ONEDNN_OPTS).
+  _, settings = _parse_variant("profile=" + _PROFILE_OPTIONS.value)
+  step = _build(case, distinct_pairs=bool(settings["distinct"]),
+                fused_batchnorm=bool(settings["fused_bn"]))
   model, batch = step["model"], step["batch"]
   iteration, iterator = step["iteration"], step["iterator"]
   backbone = model.get_layer("backbone")
