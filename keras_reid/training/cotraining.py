@@ -28,7 +28,10 @@ Each of its `rounds` rounds
      grouped by label; off with unsupervised.verification_pairs "none"); a clustering round with
      config.loss.cluster_memory_weight > 0 also trains on the InfoNCE loss
      over a memory of its cluster centroids (training.cluster_memory,
-     checkpointed with the step).
+     checkpointed with the step). With unsupervised.source_dataset a
+     clustering round also trains labelled identities of a source set,
+     drawn per round, as classes after its groups (their centroids in the
+     memory): SpCL's source classes.
 
 Each round fine-tunes in two steps like a stage; progress.json lists a
 round's steps under stage "<stage>/round<r>" (checkpoints in
@@ -444,8 +447,9 @@ def source_training_labels(labels: RoundLabels,
   if labels.source_pids is None:
     return [], np.zeros(0, np.int64)
   drawn = labels.source_pids
-  records = [r for r in source_records if r.pid in set(drawn.tolist())]
-  missing = sorted(set(drawn.tolist()) - {r.pid for r in records})
+  wanted = set(drawn.tolist())
+  records = [r for r in source_records if r.pid in wanted]
+  missing = sorted(wanted - {r.pid for r in records})
   if missing:
     raise ValueError(
         f"{labels_path} trains source identities {missing[:5]} that the "
@@ -563,7 +567,8 @@ def _with_source_classes(run: runner.TrainingRun, name: str,
   drawn = draw_source_identities(
       [rec.pid for rec in source_records],
       u.source_identities or labels.num_classes, seed)
-  chosen = [rec for rec in source_records if rec.pid in set(drawn.tolist())]
+  wanted = set(drawn.tolist())
+  chosen = [rec for rec in source_records if rec.pid in wanted]
   features = extract_features(
       model, chosen, run.config, flip=u.flip_features,
       progress_label=f"Stage {name!r} round {r}: embedding the source")
