@@ -12,6 +12,7 @@ from keras_reid.models import builders
 from keras_reid.training import loop
 from keras_reid.training import stage_setup
 from keras_reid.training import stages
+from tests.training import fixed_batch
 from tests.training import tiny_config
 
 NUM_CLASSES = 3
@@ -20,15 +21,7 @@ K, M, H, W = 3, 2, 64, 32
 
 def _make_dataset(context):
   del context
-  rng = np.random.default_rng(0)
-  images = rng.normal(size=(K * M, H, W, 3)).astype(np.float32)
-  labels = np.repeat(np.arange(K), M).astype(np.int32)
-  ii, jj = np.triu_indices(K * M, k=1)
-  batch = dict(images=images, labels=labels,
-               camids=np.zeros(K * M, np.int32),
-               pair_i=ii.astype(np.int32), pair_j=jj.astype(np.int32),
-               pair_same=(labels[ii] == labels[jj]).astype(np.float32))
-  return tf.data.Dataset.from_tensors(batch).repeat()
+  return fixed_batch.make_dataset(K, M, H, W)
 
 
 def _setup(tmp_path, **train_overrides):

@@ -4,13 +4,13 @@ phase_seconds: tests/training/train_test.py)."""
 
 import time
 
-import numpy as np
 import pytest
 import tensorflow as tf
 
 from keras_reid.models import builders
 from keras_reid.training import loop
 from keras_reid.training import timing
+from tests.training import fixed_batch
 from tests.training import tiny_config
 
 
@@ -71,15 +71,7 @@ K, M, H, W = 3, 2, 64, 32
 
 def _make_dataset(context):
   del context
-  rng = np.random.default_rng(0)
-  images = rng.normal(size=(K * M, H, W, 3)).astype(np.float32)
-  labels = np.repeat(np.arange(K), M).astype(np.int32)
-  ii, jj = np.triu_indices(K * M, k=1)
-  batch = dict(images=images, labels=labels,
-               camids=np.zeros(K * M, np.int32),
-               pair_i=ii.astype(np.int32), pair_j=jj.astype(np.int32),
-               pair_same=(labels[ii] == labels[jj]).astype(np.float32))
-  return tf.data.Dataset.from_tensors(batch).repeat()
+  return fixed_batch.make_dataset(K, M, H, W)
 
 
 def test_a_step_puts_evaluations_checkpoints_and_iterations_apart(tmp_path):
