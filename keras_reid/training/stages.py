@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import time
 
 from absl import logging
 import keras
@@ -286,7 +285,6 @@ def _train_stages(config: config_dict.ConfigDict, workdir: str,
   """`train` once the config, the data and the run directory are checked."""
   run = _start_run(config, workdir, strategy)
   final_metrics: dict = {}
-  started = time.perf_counter()
 
   for stage_index, (name, stage) in enumerate(config.stages.items()):
     dataset = stage_datasets[name]
@@ -312,12 +310,14 @@ def _train_stages(config: config_dict.ConfigDict, workdir: str,
                                       skipped_images[name])
 
   run.writer.flush()
-  final_metrics = dict(final_metrics, train_seconds=time.perf_counter() - started)
+  # Wall-clock, both from the run's clock: "_seconds" marks what varies
+  # per run.
+  phases = run.clock.breakdown()
+  final_metrics = dict(final_metrics, train_seconds=phases["total_seconds"],
+                       phase_seconds=phases)
   final_metrics["num_skipped_corrupt_images"] = sum(
       v["num_skipped"] for v in skipped_images.values())
-  # Wall-clock, like train_seconds: "_seconds" marks what varies per run.
-  final_metrics["phase_seconds"] = run.clock.breakdown()
-  print(timing.describe(final_metrics["phase_seconds"]), flush=True)
+  print(timing.describe(phases), flush=True)
   hparams.write_session_end(run.writer, final_metrics, run.iterations_done)
   runs.write_metrics(run.workdir, final_metrics)
   return final_metrics

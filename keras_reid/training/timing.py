@@ -27,7 +27,7 @@ evaluation writes) counts as the outer one, so the phases add up to the
 total.
 
 The clock counts this process only: a resumed run's breakdown covers the
-part it ran, as train_seconds does.
+part it ran. Its total is the run's train_seconds.
 """
 
 from __future__ import annotations
