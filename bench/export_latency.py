@@ -35,6 +35,7 @@ import keras_reid  # noqa: F401  # pylint: disable=g-import-not-at-top,unused-im
 import tensorflow as tf
 
 from configs import viper_cpu  # pylint: disable=g-import-not-at-top
+from keras_reid import cpu_kind
 from keras_reid.models import builders
 from keras_reid.serving import formats
 from keras_reid.serving import saved_model
@@ -77,16 +78,6 @@ def _latencies(fn, images) -> list[float]:
     fn(images)
     times.append(time.perf_counter() - t)
   return times
-
-
-def _cpu() -> tuple[str, str]:
-  """(model name, flags) of the first CPU in /proc/cpuinfo."""
-  fields = {}
-  with open("/proc/cpuinfo") as f:
-    for line in f:
-      key, _, value = line.partition(":")
-      fields.setdefault(key.strip(), value.strip())
-  return fields.get("model name", platform.processor()), fields.get("flags", "")
 
 
 def main(argv):
@@ -132,7 +123,9 @@ def main(argv):
         times = _latencies(runners[variant], batch32)
         rate[variant].append(32 * len(times) / sum(times))
   load_after = os.getloadavg()
-  cpu_model, cpu_flags = _cpu()
+  cpu = cpu_kind.describe()
+  cpu_model = cpu["model"] or platform.processor()
+  cpu_flags = " ".join(cpu["flags"])
   base_rate = float(np.median(rate["saved_model"]))
   base_lat = float(np.median(lat["saved_model"]))
   lines = [

@@ -746,7 +746,9 @@ def run_one(row: Row, split: int | None, force: bool) -> dict | None:
       metrics = report["cir"]["cir"]  # CIR rows: the CIR metrics
     with open(os.path.join(workdir, "seconds.json")) as f:
       seconds = json.load(f)["seconds"]
-    return dict({k: metrics[k] for k in METRICS}, seconds=seconds)
+    # The model it evaluates trained on its source run's kernels and CPU.
+    return dict({k: metrics[k] for k in METRICS}, seconds=seconds,
+                **trained_on(run_dir(ROW_BY_NAME[row.source], split)))
 
   if row.pool:
     if run_one(ROW_BY_NAME[row.pool], None, force=False) is None:
@@ -780,17 +782,20 @@ def run_one(row: Row, split: int | None, force: bool) -> dict | None:
   if "cir" in metrics:  # the config re-scores by CIR: its CIR metrics
     metrics = metrics["cir"]["cir"]
   return dict({k: metrics[k] for k in METRICS}, seconds=seconds,
-              onednn=onednn_enabled(workdir))
+              **trained_on(workdir))
 
 
-def onednn_enabled(workdir: str) -> bool | None:
-  """Whether the run trained on TensorFlow's oneDNN kernels (its
-  runtime.json); None for runs from before runtime.json recorded it."""
+def trained_on(workdir: str) -> dict:
+  """{"onednn": whether the run trained on TensorFlow's oneDNN kernels,
+  "cpu": its CPU kind (keras_reid.cpu_kind's vector_isa)}, from its
+  runtime.json; None where the run predates the field."""
   try:
     with open(runs.runtime_path(workdir)) as f:
-      return json.load(f).get("onednn", {}).get("enabled")
+      runtime = json.load(f)
   except FileNotFoundError:
-    return None
+    runtime = {}
+  return {"onednn": runtime.get("onednn", {}).get("enabled"),
+          "cpu": runtime.get("cpu", {}).get("vector_isa")}
 
 
 # The sections of a config that decide what a large stage trains.
@@ -873,12 +878,21 @@ def claim_verdict(better: dict[int, dict],
       {s: 100 * m["rank1"] for s, m in worse.items()})
 
 
+def _platforms_differ(a: dict, b: dict) -> bool:
+  """Whether two runs trained on different kernels or CPU kinds (float32
+  rounding then differs, as between two seeds)."""
+  return any(a.get(key) != b.get(key) for key in ("onednn", "cpu"))
+
+
 def _per_split_cell(comparison: paired.PairedComparison,
                     better: dict[int, dict], worse: dict[int, dict]) -> str:
-  """"0: +1.2*, 1: +0.4": each split's difference, * if a run is dirty."""
-  return ", ".join(
-      f"{s}: {d:+.1f}{'*' if _is_dirty(better[s]) or _is_dirty(worse[s]) else ''}"
-      for s, d in zip(comparison.splits, comparison.diffs)) or "-"
+  """"0: +1.2*, 1: +0.4\u2020": each split's difference, * if a run is
+  dirty, \u2020 (dagger) if its two runs trained on different kernels or CPU kinds."""
+  def marks(s):
+    return (("*" if _is_dirty(better[s]) or _is_dirty(worse[s]) else "")
+            + ("\u2020" if _platforms_differ(better[s], worse[s]) else ""))
+  return ", ".join(f"{s}: {d:+.1f}{marks(s)}"
+                   for s, d in zip(comparison.splits, comparison.diffs)) or "-"
 
 
 def _claims_table(claims, results: dict[str, dict[int, dict]]) -> list[str]:
@@ -924,12 +938,18 @@ def write_reports(results: dict[str, dict[int, dict]], runs: list[dict]) -> None
       "bench/reproduction_results_before_91977ac.md. Rows without numbers "
       "have not been rerun since.",
       "",
-      "Kernels: keras_reid turns TensorFlow's oneDNN kernels on since "
+      "Kernels and CPU: keras_reid turns TensorFlow's oneDNN kernels on since "
       "commit b7e1425 (keras_reid/onednn.py); runs before it trained on "
       "Eigen's, TensorFlow's default on the AVX2-only CPU they ran on (to "
-      "rerun them so: TF_ENABLE_ONEDNN_OPTS=0). Each later run records its "
-      "kernels (\"onednn\" in bench/reproduction_runs.json). The two agree "
-      "to float32 rounding, which moves a split's Rank-1 like a seed does.",
+      "rerun them so: TF_ENABLE_ONEDNN_OPTS=0). Each run records its kernels "
+      "and CPU kind (\"onednn\" and \"cpu\" in "
+      "bench/reproduction_runs.json; the runs of sessions before the CPU was "
+      "recorded all ran on AVX2-only CPUs and say \"avx2\"). A deterministic "
+      "run repeats bit for bit on one CPU kind with one kernel library, but "
+      "kernels and CPU kinds round float32 sums differently, which moves a "
+      "split's Rank-1 like a seed does (the default job, 90 queries: 4 to 13 "
+      "Rank-1 points between kernel libraries or CPU kinds; "
+      "bench/training_results.md).",
       "",
       "A split marked * ran from a working tree with uncommitted changes "
       "(its commit in bench/reproduction_runs.json ends in \"+dirty\"); "
@@ -976,7 +996,9 @@ def write_reports(results: dict[str, dict[int, dict]], runs: list[dict]) -> None
             "expected outcome, and the interval bounds the difference); "
             "\"too few splits\" under three pairs (at two the interval collapses "
             "whenever the two differences are equal). * marks a split with a "
-            "dirty-tree run on either side.", ""]
+            "dirty-tree run on either side; \u2020 a split whose two runs trained "
+            "on different kernels or CPU kinds (their rounding differs as two "
+            "seeds' would: noise the interval's SD takes in, not a bias).", ""]
   _atomic_write(_RESULTS_MD.value, "\n".join(lines))
   _atomic_write(_RESULTS_JSON.value, json.dumps(runs, indent=1) + "\n")
 

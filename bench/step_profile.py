@@ -64,6 +64,7 @@ import keras_reid  # noqa: F401  # pylint: disable=g-import-not-at-top,unused-im
 import tensorflow as tf
 
 from bench import training_throughput  # pylint: disable=g-import-not-at-top
+from keras_reid import cpu_kind  # pylint: disable=g-import-not-at-top
 from keras_reid import losses  # pylint: disable=g-import-not-at-top
 from tensorflow.tsl.profiler.protobuf import xplane_pb2  # pylint: disable=g-import-not-at-top
 
@@ -448,14 +449,10 @@ def main(argv):
   if _SERVE.value:
     serve(_SERVE.value)
     return
-  with open("/proc/cpuinfo") as f:
-    cpuinfo = f.read()
-  model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines()
-                if line.startswith("model name")), "?")
-  avx = sorted({w for w in cpuinfo.split() if w.startswith("avx")})
-  print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {model}, "
-        f"{os.cpu_count()} cores, {' '.join(avx)}, TF {tf.__version__}",
-        flush=True)
+  cpu = cpu_kind.describe()
+  print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+        f"{cpu['model'] or '?'}, {os.cpu_count()} cores, "
+        f"{' '.join(cpu['flags'])}, TF {tf.__version__}", flush=True)
   for case in _CASES.value:
     (profile if _MODE.value == "profile" else candidates)(case)
     tf.keras.backend.clear_session()

@@ -19,9 +19,10 @@ from keras_reid import runs as runs_lib
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _run(row, split, rank1, commit="abc1234"):
+def _run(row, split, rank1, commit="abc1234", onednn=False, cpu="avx2"):
   return dict(row=row, split=split, commit=commit, rank1=rank1 / 100,
-              rank5=0.5, rank10=0.6, rank20=0.7, mAP=0.3, seconds=10.0)
+              rank5=0.5, rank10=0.6, rank20=0.7, mAP=0.3, seconds=10.0,
+              onednn=onednn, cpu=cpu)
 
 
 def _report(tmp_path, runs):
@@ -79,6 +80,24 @@ def test_verdicts_are_paired_t_intervals_and_dirty_runs_are_marked(tmp_path):
   # The runs file is written back with the same runs (sorted).
   assert json.loads((tmp_path / "runs.json").read_text()) == sorted(
       runs, key=lambda r: (r["row"], r["split"]))
+
+
+def test_pairs_across_kernels_or_cpu_kinds_are_marked(tmp_path):
+  runs = [
+      _run("direct_method", 0, 16.0),
+      _run("direct_method", 1, 17.0),
+      _run("direct_method", 2, 18.0, commit="647ad5f+dirty"),
+      _run("direct_cls_only", 0, 10.0),  # same kernels, same CPU: no mark
+      _run("direct_cls_only", 1, 10.0, onednn=True),  # other kernels
+      _run("direct_cls_only", 2, 10.0, cpu="avx512_bf16"),  # other CPU
+  ]
+  lines = _report(tmp_path, runs)
+  assert "| 0: +6.0, 1: +7.0\u2020, 2: +8.0*\u2020 |" in _line(
+      lines, "| adding the verification loss helps")
+  # The marks change no statistic: the verdict is the unmarked one.
+  assert _line(lines, "| adding the verification loss helps").endswith(
+      "| holds: difference +7.0 points, 95% CI [+4.52, +9.48] (paired over "
+      "3 splits, SD 1.0) |")
 
 
 def _write(path, value):

@@ -24,6 +24,7 @@ TF_FREE_MODULES = (
     # The package: keras_reid.Embedder is imported on first use only.
     "keras_reid",
     "keras_reid.config",
+    "keras_reid.cpu_kind",
     "keras_reid.runs",
     # The entry points' own helpers (quiet is imported first).
     "keras_reid.quiet",

@@ -22,6 +22,8 @@ from typing import Callable, Iterator, Sequence, TypeVar
 import keras
 import tensorflow as tf
 
+from keras_reid import cpu_kind
+
 AUTO = "auto"
 FLOAT32 = "float32"
 MIXED_BFLOAT16 = "mixed_bfloat16"
@@ -69,14 +71,6 @@ def cpu_has_bf16(cpuinfo_text: str) -> bool:
                 if line.split(":", 1)[0].strip() == "flags" and ":" in line]
   return bool(flag_lines) and all(
       any(flag in flags for flag in BF16_CPU_FLAGS) for flags in flag_lines)
-
-
-def _read_cpuinfo() -> str:
-  try:
-    with open("/proc/cpuinfo") as f:
-      return f.read()
-  except OSError:  # not Linux: no flags known, float32
-    return ""
 
 
 def _gpu_capabilities() -> list[tuple[int, int]]:
@@ -138,7 +132,7 @@ def resolve(precision: str, *, backbone: str = "",
   if precision != AUTO:
     return Resolved(precision, precision, "set in config.train.precision")
   if cpuinfo_text is None:
-    cpuinfo_text = _read_cpuinfo()
+    cpuinfo_text = cpu_kind.read_cpuinfo()  # "" off Linux: float32
   if gpu_capabilities is None:
     gpu_capabilities = _gpu_capabilities()
   policy, reason = auto_policy(cpuinfo_text, gpu_capabilities, backbone)

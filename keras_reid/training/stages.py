@@ -17,6 +17,7 @@ import tensorflow as tf
 from ml_collections import config_dict
 
 from keras_reid import config as config_lib
+from keras_reid import cpu_kind
 from keras_reid import onednn
 from keras_reid import runs
 from keras_reid.data import augmentation
@@ -200,8 +201,10 @@ def _start_run(config: config_dict.ConfigDict, workdir: str,
   hint = onednn.late_import_warning(kernels)
   if hint:
     logging.warning(hint)
+  # The kernels and the CPU kind decide a float32 run's exact numbers.
   runs.write_json(runs.runtime_path(out), {"precision": resolved.to_json(),
-                                           "onednn": kernels})
+                                           "onednn": kernels,
+                                           "cpu": cpu_kind.describe()})
   keras.config.set_dtype_policy(resolved.policy)
   writer = tf.summary.create_file_writer(runs.tensorboard_dir(out))
   hparams.write_session_start(writer, config, workdir)  # HParams dashboard

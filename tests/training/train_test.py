@@ -12,6 +12,7 @@ import pytest
 import tensorflow as tf
 from tensorflow.python.util import _pywrap_util_port  # what TF says of oneDNN
 
+from keras_reid import cpu_kind
 from keras_reid import runs
 from keras_reid.data import from_config
 from keras_reid.data.synthetic import generator as synthetic
@@ -64,6 +65,7 @@ def test_tiny_run_end_to_end(tmp_path, synthetic_dir):
   assert runtime["onednn"] == {
       "TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS"),
       "enabled": bool(_pywrap_util_port.IsMklEnabled())}
+  assert runtime["cpu"] == cpu_kind.describe()  # the CPU it ran on
   progress = runs.Progress.load(workdir)
   assert [(p.stage, p.step) for p in progress.finished] == [
       ("synthetic", 1), ("synthetic", 2)]
