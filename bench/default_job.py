@@ -102,8 +102,8 @@ def main() -> int:
   off = {k: (metrics[k], v) for k, v in recorded.items()
          if abs(metrics[k] - v) > TOLERANCE[k]}
   if off:
-    print(f"DIFFERENT from the recorded figures for {kernels} kernels on a "
-          f"{cpu} CPU (measured, recorded): {off}", file=sys.stderr)
+    print(f"DIFFERENT from the recorded figures for {kernels} kernels on "
+          f"CPU kind {cpu} (measured, recorded): {off}", file=sys.stderr)
     return 1
   print(f"matches the recorded figures for {kernels} kernels on CPU kind {cpu}",
         recorded)
