@@ -31,7 +31,8 @@ nothing here trains):
       unsupervised.clustering.cluster_features): DBSCAN on the Jaccard
       distance over a grid of eps and (k1, k2), camera weight 1 and
       min_samples 2 as configs/viper_cluster_cpu.py, and cross-camera mutual
-      nearest-neighbour pairs, each with and without camera centring:
+      nearest-neighbour pairs and the one-to-one cross-camera assignment
+      (cluster_method "assignment"), each with and without camera centring:
       number of clusters, outlier fraction and pairwise precision / recall
       against the hidden identities; mutual pairs also with only the half /
       quarter of the largest margin kept (cluster_keep_fraction), and with
@@ -219,11 +220,13 @@ def cluster_rows(feats, camids, pids, prefix: str = "") -> dict:
   for centring in (False, True):
     tail = ", centred" if centring else ""
     groups = {}
-    for keep in KEEP_FRACTIONS:
-      kept = f", keep {keep:g}" if keep < 1 else ""
-      groups[f"{prefix}mutual NN{tail}{kept}"] = clustering.cluster_features(
-          feats, camids, eps=1.0, min_samples=2, method="mutual_nn",
-          camera_centring=centring, keep_fraction=keep).labels
+    for method, title in (("mutual_nn", "mutual NN"),
+                          ("assignment", "one-to-one assignment")):
+      for keep in KEEP_FRACTIONS:
+        kept = f", keep {keep:g}" if keep < 1 else ""
+        groups[f"{prefix}{title}{tail}{kept}"] = clustering.cluster_features(
+            feats, camids, eps=1.0, min_samples=2, method=method,
+            camera_centring=centring, keep_fraction=keep).labels
     space = clustering.camera_centred(feats, camids) if centring else feats
     for k1, k2 in CLUSTER_K:
       distance = clustering.cluster_distance(space, camids, k1=k1, k2=k2,

@@ -138,14 +138,17 @@ def stage_config(**overrides) -> config_dict.ConfigDict:
           # across cameras, every other image an outlier (for targets with
           # one image per identity and camera: VIPeR, PRID, GRID, where
           # DBSCAN chains people together; eps, min_samples, k1, k2 and
-          # camera_weight are then unused).
+          # camera_weight are then unused), or "assignment": for two
+          # cameras, the one-to-one pairing of their images with the
+          # largest summed similarity (scipy's linear_sum_assignment; every
+          # image of the smaller camera paired).
           cluster_method="dbscan",
           # Subtract each camera's mean feature before grouping (camera
           # ids only, no identities).
           cluster_camera_centring=False,
-          # mutual_nn only: keep this fraction of the pairs, those whose
-          # similarity stands out most above either image's second most
-          # similar image across cameras (1.0 = all pairs).
+          # mutual_nn and assignment only: keep this fraction of the pairs,
+          # those whose similarity stands out most above either image's
+          # most similar other image across cameras (1.0 = all pairs).
           cluster_keep_fraction=1.0,
           # Cluster memory (config.loss.cluster_memory_weight > 0): each
           # batch feature x updates its cluster's centroid c <- normalise(

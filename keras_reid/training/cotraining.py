@@ -135,13 +135,14 @@ def check_stage(name: str, stage: config_dict.ConfigDict,
   if stage.supervision == "clustering":
     expect(stage.unsupervised.cluster_method in clustering.METHODS,
            "unsupervised.cluster_method", f"one of {list(clustering.METHODS)}")
-    if (stage.unsupervised.cluster_method != "mutual_nn"
+    if (stage.unsupervised.cluster_method not in clustering.PAIR_METHODS
         and stage.unsupervised.cluster_keep_fraction != 1.0):
       raise ValueError(
           f"config.stages.{name}.unsupervised.cluster_keep_fraction="
           f"{stage.unsupervised.cluster_keep_fraction!r} with cluster_method="
-          f"{stage.unsupervised.cluster_method!r}: only mutual_nn keeps a "
-          f"fraction of its pairs; set --config.stages.{name}.unsupervised."
+          f"{stage.unsupervised.cluster_method!r}: only "
+          f"{' and '.join(clustering.PAIR_METHODS)} keep a fraction of their "
+          f"pairs; set --config.stages.{name}.unsupervised."
           "cluster_keep_fraction=1.0 or cluster_method=mutual_nn.")
     return  # hard labels: the triplet loss applies
   if stage.unsupervised.pseudo_labels == "soft" and config.loss.triplet_weight > 0:

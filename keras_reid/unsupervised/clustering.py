@@ -30,6 +30,16 @@ VIPeR from the strong reid_pool model, keeping the half with the largest
 margin raised the share of right pairs from 33 to 43 %,
 bench/cotraining_labels.py --clustering).
 
+Cross-camera one-to-one assignment (`cluster_method="assignment"`): for a
+target of exactly two cameras, every image of the smaller camera is paired
+with one image of the other so that the pairs' summed cosine similarity is
+the largest any one-to-one pairing reaches (the linear assignment problem,
+scipy.optimize.linear_sum_assignment). Where each identity has one image
+per camera (VIPeR), the right pairing is one-to-one, and the assignment uses
+that: an image whose nearest neighbour is taken by a better-matching image
+gets its next best, where mutual nearest neighbours leave both unpaired.
+`keep_fraction` keeps the pairs of the largest margin, as for mutual_nn.
+
 Camera centring (optional, `camera_centring`): before either method, each
 camera's mean L2-normalised feature is subtracted from its images' (then
 normalised again), which takes out what a camera adds to every image
@@ -46,6 +56,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+from scipy import optimize
 from sklearn import cluster as sk_cluster
 from sklearn.metrics import cluster as sk_metrics
 
@@ -54,7 +65,9 @@ from keras_reid.evaluation import rerank
 OUTLIER = -1
 
 # How the features are grouped (stages.<name>.unsupervised.cluster_method).
-METHODS = ("dbscan", "mutual_nn")
+METHODS = ("dbscan", "mutual_nn", "assignment")
+# The methods that pair images across cameras (and can keep a fraction).
+PAIR_METHODS = ("mutual_nn", "assignment")
 
 
 class NoClusterError(ValueError):
@@ -102,6 +115,54 @@ def camera_centred(features, camids) -> np.ndarray:
   return l2_normalize(centred)
 
 
+def _cross_camera_similarity(features, camids, method: str):
+  """(float32 [N, N] cosine similarity with -inf between images of one
+  camera, int [N] camera ids); checks the cameras `method` needs."""
+  x = l2_normalize(features)
+  camids = np.asarray(camids)
+  cameras = np.unique(camids)
+  if len(cameras) < 2:
+    raise ValueError(
+        f"cluster_method={method!r} pairs images across cameras, but all "
+        f"{camids.size} training images have camera {camids[0]!r}: use "
+        "cluster_method='dbscan' for a one-camera set.")
+  if method == "assignment" and len(cameras) > 2:
+    raise ValueError(
+        f"cluster_method='assignment' pairs the images of two cameras one "
+        f"to one, but the training images have {len(cameras)} cameras "
+        f"{cameras.tolist()}: use cluster_method='mutual_nn'.")
+  similarity = x @ x.T
+  similarity[camids[:, None] == camids[None, :]] = -np.inf  # same camera
+  return similarity, camids
+
+
+def _pair_labels(similarity, lower, upper, keep_fraction: float) -> np.ndarray:
+  """int64 [N] cluster ids of the pairs (lower[k], upper[k]), lower[k] <
+  upper[k] ascending: with keep_fraction < 1 only round(keep_fraction *
+  pairs) (at least one) stay, those of the largest margin s(i, j) -
+  max(s'(i), s'(j)), s'(x) the similarity of x's most similar image across
+  cameras other than its partner (+inf margin when there is none); ties
+  keep the lower index. Clusters are numbered in lower index order."""
+  if not 0.0 < keep_fraction <= 1.0:
+    raise ValueError(f"keep_fraction={keep_fraction!r}: expected a fraction "
+                     "of the pairs in (0, 1] (1 keeps all).")
+  if keep_fraction < 1.0 and lower.size:
+    others = similarity.copy()
+    others[lower, upper] = others[upper, lower] = -np.inf  # the partner
+    best_other = others.max(axis=1)  # -inf: no other image across cameras
+    margin = similarity[lower, upper] - np.maximum(best_other[lower],
+                                                   best_other[upper])
+    keep = max(1, int(round(keep_fraction * lower.size)))
+    # Stable sort: equal margins keep index order.
+    order = np.argsort(-margin, kind="stable")[:keep]
+    lower, upper = lower[order], upper[order]
+    by_index = np.argsort(lower)
+    lower, upper = lower[by_index], upper[by_index]
+  labels = np.full(similarity.shape[0], OUTLIER, np.int64)
+  labels[lower] = labels[upper] = np.arange(lower.size)
+  return labels
+
+
 def mutual_nearest_pairs(features, camids,
                          keep_fraction: float = 1.0) -> np.ndarray:
   """int64 [N] cluster ids of cross-camera mutual nearest neighbours.
@@ -121,30 +182,44 @@ def mutual_nearest_pairs(features, camids,
   if not 0.0 < keep_fraction <= 1.0:
     raise ValueError(f"keep_fraction={keep_fraction!r}: expected a fraction "
                      "of the mutual pairs in (0, 1] (1 keeps all).")
-  x = l2_normalize(features)
-  camids = np.asarray(camids)
-  if len(np.unique(camids)) < 2:
-    raise ValueError(
-        f"cluster_method='mutual_nn' pairs images across cameras, but all "
-        f"{camids.size} training images have camera {camids[0]!r}: use "
-        "cluster_method='dbscan' for a one-camera set.")
-  similarity = x @ x.T
-  similarity[camids[:, None] == camids[None, :]] = -np.inf  # same camera
+  similarity, _ = _cross_camera_similarity(features, camids, "mutual_nn")
   nearest = similarity.argmax(axis=1)
-  index = np.arange(x.shape[0])
+  index = np.arange(similarity.shape[0])
   # Each pair once, from its lower index (in index order: the numbering).
   lower = np.flatnonzero((nearest[nearest] == index) & (index < nearest))
-  if keep_fraction < 1.0 and lower.size:
-    second = np.partition(similarity, -2, axis=1)[:, -2]  # -inf: no second
-    upper = nearest[lower]
-    margin = similarity[lower, upper] - np.maximum(second[lower],
-                                                   second[upper])
-    keep = max(1, int(round(keep_fraction * lower.size)))
-    # Stable sort: equal margins keep index order.
-    lower = np.sort(lower[np.argsort(-margin, kind="stable")[:keep]])
-  labels = np.full(x.shape[0], OUTLIER, np.int64)
-  labels[lower] = labels[nearest[lower]] = np.arange(lower.size)
-  return labels
+  return _pair_labels(similarity, lower, nearest[lower], keep_fraction)
+
+
+def cross_camera_assignment(features, camids,
+                            keep_fraction: float = 1.0) -> np.ndarray:
+  """int64 [N] cluster ids of the one-to-one pairing of two cameras' images
+  with the largest summed cosine similarity.
+
+  Every image of the camera with fewer images gets a partner in the other
+  camera (min(n_a, n_b) pairs); the rest of the larger camera's images are
+  OUTLIER. With keep_fraction < 1, only the pairs of the largest margin stay
+  (s(i, j) - max(s'(i), s'(j)), s'(x) x's most similar image across cameras
+  other than its partner; see `mutual_nearest_pairs`). Clusters are numbered
+  by their lower image index's order.
+
+  Raises:
+    ValueError: not exactly two cameras, or keep_fraction not in (0, 1].
+  """
+  if not 0.0 < keep_fraction <= 1.0:
+    raise ValueError(f"keep_fraction={keep_fraction!r}: expected a fraction "
+                     "of the pairs in (0, 1] (1 keeps all).")
+  similarity, camids = _cross_camera_similarity(features, camids,
+                                                "assignment")
+  first, second = np.unique(camids)
+  rows, cols = np.flatnonzero(camids == first), np.flatnonzero(camids == second)
+  # Cosine similarity in float64: equal sums must not tie by rounding.
+  cross = similarity[np.ix_(rows, cols)].astype(np.float64)
+  picked_rows, picked_cols = optimize.linear_sum_assignment(cross,
+                                                            maximize=True)
+  a, b = rows[picked_rows], cols[picked_cols]
+  lower, upper = np.minimum(a, b), np.maximum(a, b)
+  order = np.argsort(lower)
+  return _pair_labels(similarity, lower[order], upper[order], keep_fraction)
 
 
 def cluster_distance(features, camids=None, *, k1: int = 30, k2: int = 6,
@@ -212,11 +287,12 @@ def cluster_features(features, camids=None, *, eps: float, min_samples: int,
     eps, min_samples: DBSCAN's (eps in Jaccard distance, min_samples
       counting the image itself).
     k1, k2, camera_weight: see `cluster_distance`.
-    method: "dbscan" or "mutual_nn" (METHODS; eps, min_samples, k1, k2 and
-      camera_weight are DBSCAN's only).
+    method: "dbscan", "mutual_nn" or "assignment" (METHODS; eps,
+      min_samples, k1, k2 and camera_weight are DBSCAN's only).
     camera_centring: subtract each camera's mean feature first.
-    keep_fraction: mutual_nn only: the fraction of the pairs kept, those
-      of the largest margin (`mutual_nearest_pairs`).
+    keep_fraction: mutual_nn and assignment only (PAIR_METHODS): the
+      fraction of the pairs kept, those of the largest margin
+      (`mutual_nearest_pairs`).
 
   Returns:
     Clusters.
@@ -227,13 +303,16 @@ def cluster_features(features, camids=None, *, eps: float, min_samples: int,
   if method not in METHODS:
     raise ValueError(f"cluster method {method!r}: expected one of "
                      f"{list(METHODS)}.")
-  if method != "mutual_nn" and keep_fraction != 1.0:
+  if method not in PAIR_METHODS and keep_fraction != 1.0:
     raise ValueError(f"keep_fraction={keep_fraction!r} with method "
-                     f"{method!r}: only mutual_nn keeps a fraction of its "
-                     "pairs; use 1.0.")
+                     f"{method!r}: only {' and '.join(PAIR_METHODS)} keep a "
+                     "fraction of their pairs; use 1.0.")
   # The cluster memory starts from centroids of the model's own features
   # (it is updated with them), whatever space the grouping used.
   grouped = camera_centred(features, camids) if camera_centring else features
+  if method == "assignment":
+    labels = cross_camera_assignment(grouped, camids, keep_fraction)
+    return Clusters(labels, centroids(features, labels))
   if method == "mutual_nn":
     labels = mutual_nearest_pairs(grouped, camids, keep_fraction)
     if (labels == OUTLIER).all():

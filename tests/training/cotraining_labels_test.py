@@ -253,7 +253,7 @@ def test_cluster_method_is_checked_by_name():
                               unsupervised=dict(cluster_method="kmeans"))
   with pytest.raises(ValueError, match=r"config.stages.viper.unsupervised"
                      r".cluster_method='kmeans': expected one of "
-                     r"\['dbscan', 'mutual_nn'\]"):
+                     r"\['dbscan', 'mutual_nn', 'assignment'\]"):
     cotraining.check_stage("viper", stage, schema.base_config())
 
 
@@ -261,7 +261,7 @@ def test_keep_fraction_needs_mutual_pairs():
   stage = schema.stage_config(supervision="clustering",
                               unsupervised=dict(cluster_keep_fraction=0.5))
   with pytest.raises(ValueError, match=r"cluster_keep_fraction=0.5 with "
-                     r"cluster_method='dbscan': only mutual_nn keeps"):
+                     r"cluster_method='dbscan': only mutual_nn and assignment keep"):
     cotraining.check_stage("viper", stage, schema.base_config())
   stage.unsupervised.cluster_method = "mutual_nn"
   cotraining.check_stage("viper", stage, schema.base_config())

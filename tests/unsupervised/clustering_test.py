@@ -1,5 +1,7 @@
 """Tests for keras_reid.unsupervised.clustering on hand-built feature sets."""
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -239,9 +241,91 @@ def test_keep_fraction_is_checked():
   for bad in (0.0, 1.5, -0.1):
     with pytest.raises(ValueError, match=rf"keep_fraction={bad}: expected"):
       clustering.mutual_nearest_pairs(x, camids, keep_fraction=bad)
-  with pytest.raises(ValueError, match="only mutual_nn keeps a fraction"):
+  with pytest.raises(ValueError,
+                     match="only mutual_nn and assignment keep a fraction"):
     clustering.cluster_features(x, camids, eps=0.5, min_samples=2,
                                 keep_fraction=0.5)
+  for bad in (0.0, 1.5):
+    with pytest.raises(ValueError, match=rf"keep_fraction={bad}: expected"):
+      clustering.cross_camera_assignment(x, camids, keep_fraction=bad)
+
+
+def _assignment_oracle(x, camids):
+  """The one-to-one cross-camera pairing of the largest summed cosine
+  similarity, by trying every injection of the smaller camera's images."""
+  unit = x / np.linalg.norm(x, axis=1, keepdims=True)
+  cams = np.unique(camids)
+  small, large = sorted((np.flatnonzero(camids == c) for c in cams), key=len)
+  best, best_sum = None, -np.inf
+  for chosen in itertools.permutations(large, len(small)):
+    total = sum(unit[i] @ unit[j] for i, j in zip(small, chosen))
+    if total > best_sum + 1e-9:
+      best, best_sum = chosen, total
+  return {tuple(sorted((int(i), int(j)))) for i, j in zip(small, best)}
+
+
+@pytest.mark.parametrize("seed,num_a,num_b", [(0, 5, 6), (1, 6, 6), (2, 6, 4)])
+def test_assignment_equals_brute_force_pairing(seed, num_a, num_b):
+  rng = np.random.default_rng(seed)
+  x = rng.normal(size=(num_a + num_b, 8)).astype(np.float32)
+  camids = rng.permutation(np.repeat([3, 8], [num_a, num_b]))
+  labels = clustering.cross_camera_assignment(x, camids)
+  assert labels.dtype == np.int64
+  assert _pairs_of(labels) == _assignment_oracle(x, camids)
+  # Every image of the smaller camera is paired; the rest are outliers.
+  assert (labels >= 0).sum() == 2 * min(num_a, num_b)
+  firsts = [np.flatnonzero(labels == c)[0] for c in range(labels.max() + 1)]
+  assert firsts == sorted(firsts)
+
+
+def test_assignment_pairs_what_mutual_nn_leaves_alone():
+  # a1, a2 (camera 0) both prefer b1 (camera 1); b1 prefers a1. Mutual
+  # nearest neighbours pair only (a1, b1); one-to-one, a2 goes with b2
+  # (0.95 + 0.70 > 0.50 + 0.82).
+  x = np.array([[1, 0, 0], [0.8, 0.6, 0],
+                [0.95, 0.1, 0.3], [0.5, 0.5, 0.7]], np.float32)
+  camids = np.array([0, 0, 1, 1])
+  assert _pairs_of(clustering.mutual_nearest_pairs(x, camids)) == {(0, 2)}
+  clusters = clustering.cluster_features(x, camids, eps=0.5, min_samples=2,
+                                         method="assignment")
+  assert _pairs_of(clusters.labels) == {(0, 2), (1, 3)}
+  assert clusters.num_clusters == 2
+
+
+def _other_margin_oracle(x, camids, pairs):
+  """{pair: s(i, j) - max(best non-partner of i, of j)} by brute force."""
+  unit = x / np.linalg.norm(x, axis=1, keepdims=True)
+  def best_other(i, partner):
+    sims = [unit[i] @ unit[j] for j in range(len(x))
+            if camids[j] != camids[i] and j != partner]
+    return max(sims) if sims else -np.inf
+  return {(i, j): unit[i] @ unit[j] - max(best_other(i, j), best_other(j, i))
+          for i, j in pairs}
+
+
+@pytest.mark.parametrize("seed,fraction", [(0, 0.5), (1, 0.25)])
+def test_assignment_keeps_the_largest_margin_pairs(seed, fraction):
+  rng = np.random.default_rng(seed)
+  x = rng.normal(size=(14, 8)).astype(np.float32)
+  camids = np.repeat([0, 1], 7)
+  every = _assignment_oracle(x, camids)
+  margin = _other_margin_oracle(x, camids, every)
+  keep = max(1, round(fraction * len(every)))
+  expected = set(sorted(every, key=lambda p: -margin[p])[:keep])
+  labels = clustering.cross_camera_assignment(x, camids,
+                                              keep_fraction=fraction)
+  assert _pairs_of(labels) == expected
+  assert len(expected) < len(every)
+
+
+def test_assignment_needs_exactly_two_cameras():
+  x, _ = _blobs()
+  with pytest.raises(ValueError, match="all 27 training images have camera"):
+    clustering.cross_camera_assignment(x, np.zeros(len(x), int))
+  with pytest.raises(ValueError, match=r"3 cameras \[0, 1, 2\]: use "
+                     "cluster_method='mutual_nn'"):
+    clustering.cluster_features(x, np.arange(len(x)) % 3, eps=0.5,
+                                min_samples=2, method="assignment")
 
 
 if __name__ == "__main__":
