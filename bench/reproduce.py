@@ -471,6 +471,20 @@ ROWS = (
             "--config.stages.viper.unsupervised.cluster_keep_fraction=0.5",
             "--config.stages.viper.unsupervised.flip_features=true",
             "--config.eval.flip_test=true")),
+    # The one-to-one cross-camera assignment instead of mutual pairs (every
+    # camera-A image paired; cluster_method "assignment"), otherwise as
+    # strong_mutual_nn_confident_flip: the confident half, flip-averaged
+    # features, test-time flip.
+    Row("strong_assignment_confident_flip", "ImageNet -> reid_pool with the "
+        "strong-baseline ingredients -> VIPeR without labels: 5 rounds on the "
+        "confident half of the one-to-one cross-camera assignment of "
+        "flip-averaged features, test-time flip",
+        config=CLUSTER, pool=POOL_STRONG, pool_in_config=True,
+        overrides=BNNECK + (
+            "--config.stages.viper.unsupervised.cluster_method=assignment",
+            "--config.stages.viper.unsupervised.cluster_keep_fraction=0.5",
+            "--config.stages.viper.unsupervised.flip_features=true",
+            "--config.eval.flip_test=true")),
     Row("staged_mutual_nn", "ImageNet -> reid_pool -> VIPeR without labels: "
         "5 rounds on cross-camera mutual nearest-neighbour pairs of "
         "camera-centred features (configs/viper_cluster_cpu.py)",
@@ -607,6 +621,10 @@ CLAIMS = (
     ("strong_mutual_nn_confident_flip", "staged_strong_no_target_training",
      "unlabelled target, strong source model: confident mutual-NN pairs of "
      "flipped features + test-time flip > direct transfer"),
+    ("strong_assignment_confident_flip", "staged_strong_no_target_training",
+     "unlabelled target, strong source model: the confident half of the "
+     "one-to-one cross-camera assignment (flipped features, test-time flip) "
+     "> direct transfer"),
     ("strong_mutual_nn_source", "strong_mutual_nn",
      "unlabelled target: source classes beside the mutual-NN pairs help"),
     ("strong_mutual_nn_confident_flip_source",
@@ -627,6 +645,9 @@ CHOICES = (
      "of flip-averaged features' pairs > all pairs of plain features"),
     ("strong_mutual_nn", "strong_clustering",
      "clustering on VIPeR: mutual-NN pairs > DBSCAN"),
+    ("strong_assignment_confident_flip", "strong_mutual_nn_confident_flip",
+     "pairs on VIPeR (confident half, flipped features, test-time flip): "
+     "one-to-one assignment > mutual nearest neighbours"),
     ("staged_cotraining_l2", "staged_cotraining_lambda0.1",
      "co-training: labels from L2-normalised codes > raw codes"),
     ("staged_cotraining_l2_refit", "staged_cotraining_l2",
