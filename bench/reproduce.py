@@ -191,6 +191,13 @@ POOL_STRONG_224 = "pool_mobilenet_v1_0.5_strong_224x112"
 STRONG_POOL_STAGE = ("--config.stages.reid_pool.lr_schedule=cosine",
                      "--config.stages.reid_pool.step2_warmup_iterations=240")
 
+# Unsupervised rounds on the confident half of the pairs, grouped on
+# flip-averaged features, evaluated with test-time flip.
+CONFIDENT_FLIP = (
+    "--config.stages.viper.unsupervised.cluster_keep_fraction=0.5",
+    "--config.stages.viper.unsupervised.flip_features=true",
+    "--config.eval.flip_test=true")
+
 ROWS = (
     Row("imagenet_features", "ImageNet features, no Re-ID training (floor)",
         overrides=NO_TARGET),
@@ -452,10 +459,7 @@ ROWS = (
         "the confident half of the mutual pairs of flip-averaged features, "
         "test-time flip",
         config=CLUSTER, pool=POOL_STRONG, pool_in_config=True,
-        overrides=BNNECK + (
-            "--config.stages.viper.unsupervised.cluster_keep_fraction=0.5",
-            "--config.stages.viper.unsupervised.flip_features=true",
-            "--config.eval.flip_test=true")),
+        overrides=BNNECK + CONFIDENT_FLIP),
     # Source classes beside the pairs (SpCL): reid_pool identities, as many
     # as the round has pairs, trained with them (configs/viper_cluster_cpu.py
     # "source_classes").
@@ -467,10 +471,7 @@ ROWS = (
         "confident_flip with labelled reid_pool identities trained beside "
         "each round's pairs", config=CLUSTER + ":source_classes",
         pool=POOL_STRONG, pool_in_config=True,
-        overrides=BNNECK + (
-            "--config.stages.viper.unsupervised.cluster_keep_fraction=0.5",
-            "--config.stages.viper.unsupervised.flip_features=true",
-            "--config.eval.flip_test=true")),
+        overrides=BNNECK + CONFIDENT_FLIP),
     # The one-to-one cross-camera assignment instead of mutual pairs (every
     # camera-A image paired; cluster_method "assignment"), otherwise as
     # strong_mutual_nn_confident_flip: the confident half, flip-averaged
@@ -481,10 +482,8 @@ ROWS = (
         "flip-averaged features, test-time flip",
         config=CLUSTER, pool=POOL_STRONG, pool_in_config=True,
         overrides=BNNECK + (
-            "--config.stages.viper.unsupervised.cluster_method=assignment",
-            "--config.stages.viper.unsupervised.cluster_keep_fraction=0.5",
-            "--config.stages.viper.unsupervised.flip_features=true",
-            "--config.eval.flip_test=true")),
+            "--config.stages.viper.unsupervised.cluster_method=assignment",)
+        + CONFIDENT_FLIP),
     Row("staged_mutual_nn", "ImageNet -> reid_pool -> VIPeR without labels: "
         "5 rounds on cross-camera mutual nearest-neighbour pairs of "
         "camera-centred features (configs/viper_cluster_cpu.py)",
