@@ -136,16 +136,21 @@ def _cross_camera_similarity(features, camids, method: str):
   return similarity, camids
 
 
+def _check_keep_fraction(keep_fraction: float) -> None:
+  """Raises ValueError unless 0 < keep_fraction <= 1 (before any work)."""
+  if not 0.0 < keep_fraction <= 1.0:
+    raise ValueError(f"keep_fraction={keep_fraction!r}: expected a fraction "
+                     "of the pairs in (0, 1] (1 keeps all).")
+
+
 def _pair_labels(similarity, lower, upper, keep_fraction: float) -> np.ndarray:
   """int64 [N] cluster ids of the pairs (lower[k], upper[k]), lower[k] <
   upper[k] ascending: with keep_fraction < 1 only round(keep_fraction *
   pairs) (at least one) stay, those of the largest margin s(i, j) -
   max(s'(i), s'(j)), s'(x) the similarity of x's most similar image across
   cameras other than its partner (+inf margin when there is none); ties
-  keep the lower index. Clusters are numbered in lower index order."""
-  if not 0.0 < keep_fraction <= 1.0:
-    raise ValueError(f"keep_fraction={keep_fraction!r}: expected a fraction "
-                     "of the pairs in (0, 1] (1 keeps all).")
+  keep the lower index. Clusters are numbered in lower index order.
+  keep_fraction is checked by the callers (`_check_keep_fraction`)."""
   if keep_fraction < 1.0 and lower.size:
     others = similarity.copy()
     others[lower, upper] = others[upper, lower] = -np.inf  # the partner
@@ -179,9 +184,7 @@ def mutual_nearest_pairs(features, camids,
   Raises:
     ValueError: fewer than two cameras, or keep_fraction not in (0, 1].
   """
-  if not 0.0 < keep_fraction <= 1.0:
-    raise ValueError(f"keep_fraction={keep_fraction!r}: expected a fraction "
-                     "of the mutual pairs in (0, 1] (1 keeps all).")
+  _check_keep_fraction(keep_fraction)
   similarity, _ = _cross_camera_similarity(features, camids, "mutual_nn")
   nearest = similarity.argmax(axis=1)
   index = np.arange(similarity.shape[0])
@@ -205,14 +208,12 @@ def cross_camera_assignment(features, camids,
   Raises:
     ValueError: not exactly two cameras, or keep_fraction not in (0, 1].
   """
-  if not 0.0 < keep_fraction <= 1.0:
-    raise ValueError(f"keep_fraction={keep_fraction!r}: expected a fraction "
-                     "of the pairs in (0, 1] (1 keeps all).")
+  _check_keep_fraction(keep_fraction)
   similarity, camids = _cross_camera_similarity(features, camids,
                                                 "assignment")
   first, second = np.unique(camids)
   rows, cols = np.flatnonzero(camids == first), np.flatnonzero(camids == second)
-  # Cosine similarity in float64: equal sums must not tie by rounding.
+  # The solver works in float64: convert the block once, here.
   cross = similarity[np.ix_(rows, cols)].astype(np.float64)
   picked_rows, picked_cols = optimize.linear_sum_assignment(cross,
                                                             maximize=True)
