@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import importlib.util
 import json
 import os
 import shutil
@@ -46,6 +45,7 @@ import time
 from absl import app
 from absl import flags
 from ml_collections import config_dict
+from ml_collections import config_flags
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, _REPO)  # the configs import configs.*
@@ -119,9 +119,9 @@ class Row:
     pool_config: for a staged row that stands for a whole config (large
       stage included, e.g. "configs/viper_best_cpu.py:viper"), that config:
       the pool run must have trained its reid_pool stage with the same
-      model, data, loss and train settings (checked before training), so
-      that the row's numbers are the config's; its time is the pool's plus
-      its own.
+      model, data, loss and train settings as that config with the row's
+      overrides (checked before training), so that the row's numbers are
+      the config's; its time is the pool's plus its own.
 
   A training row whose config sets eval.cir_topk reports its CIR metrics,
   as the evaluation rows with --cir_topk do.
@@ -147,6 +147,10 @@ LITE0 = ("--config.model.backbone=efficientnet_lite0",
          "--config.model.weights=imagenet", "--config.model.freeze_bn=true",
          "--config.stages.viper.step2_lr=0.002")
 
+# configs/viper_strong_cpu.py's input before it became 224x112 (its rows
+# measured at 128x64 pin it).
+INPUT_128X64 = ("--config.data.image_height=128",
+                "--config.data.image_width=64")
 INPUT_160X80 = ("--config.data.image_height=160",
                 "--config.data.image_width=80")
 INPUT_224X112 = ("--config.data.image_height=224",
@@ -300,28 +304,30 @@ ROWS = (
             "--config.eval.flip_test=true", "--config.eval.cir_topk=10")),
     # The strong CPU recipe, trained from its own config file (the shared
     # pool run is checked to be the config's reid_pool stage): the
-    # staged_strong_best training without CIR re-scoring.
-    Row("strong_cpu_recipe", "configs/viper_strong_cpu.py: staged with the "
+    # staged_strong_best training without CIR re-scoring, at the config's
+    # input before it became 224x112.
+    Row("strong_cpu_recipe", "configs/viper_strong_cpu.py at a 128x64 input "
+        "(its input until the 224x112 row below): staged with the "
         "strong-baseline ingredients, VIPeR stage 4x long, flip test",
         config=STRONG_CPU + ",direct", pool=POOL_STRONG,
-        pool_config=STRONG_CPU),
-    # The strong CPU recipe at a 224x112 input in both stages (its config
-    # file is 128x64, so the pool is not checked against it: its overrides
-    # are the strong pool's plus the input size).
+        overrides=INPUT_128X64, pool_config=STRONG_CPU),
+    # The strong CPU recipe as its config file is (224x112 in both stages).
     Row(POOL_STRONG_224, "ImageNet -> reid_pool with the strong-baseline "
         "ingredients at a 224x112 input (once)", config=STAGED, kind="pool",
         overrides=STRONG_GLOBAL + STRONG_POOL_STAGE + NO_TARGET
         + INPUT_224X112),
-    Row("strong_cpu_recipe_224x112", "configs/viper_strong_cpu.py at a "
-        "224x112 input in both stages", config=STRONG_CPU + ",direct",
-        pool=POOL_STRONG_224, overrides=INPUT_224X112),
+    Row("strong_cpu_recipe_224x112", "configs/viper_strong_cpu.py: the "
+        "strong CPU recipe, 224x112 in both stages", config=STRONG_CPU
+        + ",direct", pool=POOL_STRONG_224, pool_config=STRONG_CPU),
     Row(POOL_STRONG_EXTRA, "ImageNet -> reid_pool + extra_pool (TownCentre, "
-        "SARC3D) with the strong-baseline ingredients (once)",
+        "SARC3D) with the strong-baseline ingredients at 128x64 (once)",
         config=STRONG_CPU + ",extra_pool", kind="pool",
-        overrides=NO_TARGET + ("--config.stages.viper.step2_warmup_iterations=0",)),
+        overrides=NO_TARGET + INPUT_128X64
+        + ("--config.stages.viper.step2_warmup_iterations=0",)),
     Row("strong_cpu_recipe_extra_pool", "configs/viper_strong_cpu.py:"
-        "viper,extra_pool: the strong CPU recipe, large stage on reid_pool + "
-        "extra_pool", config=STRONG_CPU + ",direct", pool=POOL_STRONG_EXTRA,
+        "viper,extra_pool at 128x64: the strong CPU recipe, large stage on "
+        "reid_pool + extra_pool", config=STRONG_CPU + ",direct",
+        pool=POOL_STRONG_EXTRA, overrides=INPUT_128X64,
         pool_config=STRONG_CPU + ",extra_pool"),
     Row("strong_extra_pool_no_target_training", "ImageNet -> reid_pool + "
         "extra_pool with the strong-baseline ingredients, VIPeR not trained "
@@ -555,9 +561,11 @@ CLAIMS = (
      "the strong-baseline ingredients improve the staged method"),
     ("staged_strong_best", "best_cpu_recipe",
      "the strong-baseline ingredients improve the best CPU recipe"),
-    ("strong_cpu_recipe", "best_cpu_recipe",
+    ("strong_cpu_recipe_224x112", "best_cpu_recipe",
      "the strong CPU recipe (configs/viper_strong_cpu.py) > the best CPU "
      "recipe (configs/viper_best_cpu.py)"),
+    ("strong_cpu_recipe", "best_cpu_recipe",
+     "the strong CPU recipe at 128x64 > the best CPU recipe (both 128x64)"),
     ("strong_cpu_recipe_224x112", "strong_cpu_recipe",
      "a 224x112 input beats 128x64 in the strong CPU recipe (both stages)"),
     ("strong_cpu_recipe", "staged_strong_no_target_training",
@@ -774,8 +782,7 @@ def run_one(row: Row, split: int | None, force: bool) -> dict | None:
     if run_one(ROW_BY_NAME[row.pool], None, force=False) is None:
       return None
     if row.pool_config and not _DRY_RUN.value:
-      check_pool_trained_as(run_dir(ROW_BY_NAME[row.pool], None),
-                            row.pool_config)
+      check_pool_trained_as(run_dir(ROW_BY_NAME[row.pool], None), row)
   workdir = run_dir(row, split)
   metrics_path = runs.metrics_path(workdir)
   log_path = os.path.join(os.path.dirname(workdir) if split is not None
@@ -822,24 +829,31 @@ def trained_on(workdir: str) -> dict:
 POOL_SECTIONS = ("seed", "model", "data", "loss", "train")
 
 
-def check_pool_trained_as(pool_dir: str, config_arg: str) -> None:
-  """Raises unless the run in pool_dir trained config_arg's reid_pool stage.
+def configured(config_arg: str, overrides: tuple[str, ...] = ()
+               ) -> config_dict.ConfigDict:
+  """The config a `keras_reid.train --config=config_arg *overrides` trains.
+
+  Parsed by ml_collections' own flag parser (the one keras_reid.train uses),
+  on a private flag registry, so the overrides mean here what they mean
+  there.
 
   Args:
-    pool_dir: a pool row's run directory (its config.json).
-    config_arg: "configs/FILE.py:ARG", a config with a reid_pool stage.
-
-  Raises:
-    ValueError: names every setting that differs with both values, and
-      the fix (make the pool row's overrides and the config agree).
+    config_arg: "configs/FILE.py[:ARG]", relative to the repository.
+    overrides: `--config.KEY=VALUE` flags.
   """
-  path, _, arg = config_arg.partition(":")
-  spec = importlib.util.spec_from_file_location(
-      "pool_config", os.path.join(_REPO, path))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  wanted = module.get_config(arg) if arg else module.get_config()
-  trained = config_lib.load_config(pool_dir)
+  argv = ["reproduce", f"--config={os.path.join(_REPO, config_arg)}",
+          *overrides]
+  registry = flags.FlagValues()
+  # sys_argv: the parser reads the overrides from it, not from sys.argv.
+  config_flags.DEFINE_config_file("config", None, flag_values=registry,
+                                  sys_argv=argv)
+  registry(argv)
+  return registry.config
+
+
+def pool_differences(trained: config_dict.ConfigDict,
+                     wanted: config_dict.ConfigDict) -> list[str]:
+  """Where two configs' large stages differ ("KEY: trained X, config Y")."""
   differences = []
   for name in ("stages.reid_pool",) + POOL_SECTIONS:
     got, want = _section(trained, name), _section(wanted, name)
@@ -849,11 +863,29 @@ def check_pool_trained_as(pool_dir: str, config_arg: str) -> None:
                       if got.get(k) != want.get(k)]
     elif got != want:
       differences.append(f"{name}: trained {got!r}, config {want!r}")
+  return differences
+
+
+def check_pool_trained_as(pool_dir: str, row: Row) -> None:
+  """Raises unless the run in pool_dir trained row's config's reid_pool stage.
+
+  Args:
+    pool_dir: the run directory (its config.json) of row's pool row.
+    row: a staged row with `pool_config`; its overrides apply to that
+      config as they apply to its own training (e.g. the input size).
+
+  Raises:
+    ValueError: names every setting that differs with both values, and
+      the fix (make the pool row's overrides and the config agree).
+  """
+  differences = pool_differences(config_lib.load_config(pool_dir),
+                                 configured(row.pool_config, row.overrides))
   if differences:
     raise ValueError(
-        f"The pool run {pool_dir} did not train {config_arg}'s reid_pool "
-        f"stage ({'; '.join(differences)}): make the pool row's overrides and "
-        "the config agree, so that the staged row's numbers are the config's.")
+        f"The pool run {pool_dir} did not train {row.pool_config}'s "
+        f"reid_pool stage with row {row.name}'s overrides "
+        f"({'; '.join(differences)}): make the pool row's overrides and the "
+        "config agree, so that the staged row's numbers are the config's.")
 
 
 def _section(config: config_dict.ConfigDict, dotted: str):

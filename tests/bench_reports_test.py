@@ -141,5 +141,55 @@ def test_cotraining_rounds_summary_is_mean_and_sample_sd(tmp_path):
   ]
 
 
+# Run in a subprocess: bench/reproduce.py defines absl flags at import.
+_POOL_CHECK = r"""
+import json, sys
+sys.path.insert(0, "bench")
+import reproduce
+from keras_reid import config as config_lib
+workdir, = sys.argv[1:]
+out = {}
+for row in reproduce.ROWS:
+  if row.pool_config:
+    pool = reproduce.ROW_BY_NAME[row.pool]
+    out[row.name] = reproduce.pool_differences(
+        reproduce.configured(pool.config, pool.overrides),
+        reproduce.configured(row.pool_config, row.overrides))
+# strong_cpu_recipe without the 128x64 it pins: its pool no longer matches.
+row = reproduce.ROW_BY_NAME["strong_cpu_recipe"]
+unpinned = reproduce.dataclasses.replace(row, overrides=())
+pool = reproduce.ROW_BY_NAME[row.pool]
+config_lib.save_config(reproduce.configured(pool.config, pool.overrides),
+                       workdir)
+reproduce.check_pool_trained_as(workdir, row)  # the pool's own config: passes
+try:
+  reproduce.check_pool_trained_as(workdir, unpinned)
+  out["unpinned_error"] = ""
+except ValueError as error:
+  out["unpinned_error"] = str(error)
+print(json.dumps(out))
+"""
+
+
+def test_every_whole_config_row_names_a_pool_trained_as_its_config(tmp_path):
+  # A staged row that stands for a config file (pool_config) reuses a pool
+  # row's run: the pool row's config and overrides must train the file's
+  # large stage with the row's overrides (e.g. the input size), or the
+  # row's numbers are not the file's.
+  completed = subprocess.run(
+      [sys.executable, "-c", _POOL_CHECK, str(tmp_path / "pool")],
+      capture_output=True, text=True, timeout=120, check=False, cwd=REPO,
+      env=dict(os.environ, REID_DATA_ROOT=str(tmp_path / "data")))
+  assert completed.returncode == 0, completed.stderr
+  out = json.loads(completed.stdout.splitlines()[-1])
+  unpinned_error = out.pop("unpinned_error")
+  assert {"strong_cpu_recipe", "strong_cpu_recipe_224x112",
+          "strong_cpu_recipe_extra_pool", "best_cpu_recipe"} <= set(out)
+  assert out == {name: [] for name in out}
+  # The check names each differing key with both values.
+  assert "data.image_height: trained 128, config 224" in unpinned_error
+  assert "data.image_width: trained 64, config 112" in unpinned_error
+
+
 if __name__ == "__main__":
   raise SystemExit(pytest.main([__file__, "-q", "-p", "no:cacheprovider"]))

@@ -33,7 +33,7 @@ def _manifest(folder, pids, images_per_id=2):
     writer.writerows(rows)
 
 
-def test_both_stages_have_the_strong_ingredients_and_the_long_target_stage(
+def test_both_stages_have_the_strong_ingredients_the_input_and_the_long_target(
     monkeypatch, tmp_path):
   monkeypatch.setenv("REID_DATA_ROOT", str(tmp_path))
   config = viper_strong_cpu.get_config()
@@ -43,6 +43,9 @@ def test_both_stages_have_the_strong_ingredients_and_the_long_target_stage(
   assert (config.loss.label_smoothing, config.loss.triplet_weight,
           config.loss.center_weight) == (0.1, 1.0, 0.0005)
   assert config.data.random_erasing_prob == 0.5
+  # Both stages at 224x112 (measured above viper_cpu's 128x64 on each of
+  # VIPeR splits 0-4).
+  assert (config.data.image_height, config.data.image_width) == (224, 112)
   pool, target = config.stages.reid_pool, config.stages.viper
   assert (pool.lr_schedule, pool.step2_warmup_iterations) == ("cosine", 240)
   assert (target.lr_schedule, target.step2_warmup_iterations) == (
