@@ -506,6 +506,19 @@ ROWS = (
         overrides=BNNECK + (
             "--config.stages.viper.unsupervised.cluster_method=assignment",)
         + CONFIDENT_FLIP),
+    # The same unsupervised rounds from the strong CPU recipe's large stage
+    # at its 224x112 input (a source model trained with labels on reid_pool
+    # only), and that model's zero-shot row.
+    Row("strong224_no_target_training", "ImageNet -> reid_pool with the "
+        "strong-baseline ingredients at 224x112, VIPeR not trained "
+        "(zero-shot)", pool=POOL_STRONG_224,
+        overrides=BNNECK + NO_TARGET + INPUT_224X112),
+    Row("strong224_assignment_confident_flip", "strong_assignment_confident_"
+        "flip from the 224x112 strong reid_pool model, at 224x112",
+        config=CLUSTER, pool=POOL_STRONG_224, pool_in_config=True,
+        overrides=BNNECK + (
+            "--config.stages.viper.unsupervised.cluster_method=assignment",)
+        + CONFIDENT_FLIP + INPUT_224X112),
     Row("staged_mutual_nn", "ImageNet -> reid_pool -> VIPeR without labels: "
         "5 rounds on cross-camera mutual nearest-neighbour pairs of "
         "camera-centred features (configs/viper_cluster_cpu.py)",
@@ -654,6 +667,14 @@ CLAIMS = (
      "unlabelled target, strong source model: the confident half of the "
      "one-to-one cross-camera assignment (flipped features, test-time flip) "
      "> direct transfer"),
+    ("strong224_assignment_confident_flip", "strong224_no_target_training",
+     "unlabelled target, strong 224x112 source model: the confident half of "
+     "the one-to-one assignment > direct transfer"),
+    ("strong224_assignment_confident_flip", "strong_assignment_confident_flip",
+     "unlabelled target: the 224x112 strong source model > the 128x64 one "
+     "(both: confident assignment halves, flip)"),
+    ("strong224_no_target_training", "staged_strong_no_target_training",
+     "zero-shot: the strong large stage at 224x112 > at 128x64"),
     ("strong_mutual_nn_source", "strong_mutual_nn",
      "unlabelled target: source classes beside the mutual-NN pairs help"),
     ("strong_mutual_nn_confident_flip_source",
