@@ -206,6 +206,10 @@ CONFIDENT_FLIP = (
     "--config.stages.viper.unsupervised.cluster_keep_fraction=0.5",
     "--config.stages.viper.unsupervised.flip_features=true",
     "--config.eval.flip_test=true")
+# The same on the one-to-one cross-camera assignment, on a BNNeck model.
+ASSIGNMENT_CONFIDENT_FLIP = BNNECK + (
+    "--config.stages.viper.unsupervised.cluster_method=assignment",
+) + CONFIDENT_FLIP
 
 ROWS = (
     Row("imagenet_features", "ImageNet features, no Re-ID training (floor)",
@@ -503,9 +507,7 @@ ROWS = (
         "confident half of the one-to-one cross-camera assignment of "
         "flip-averaged features, test-time flip",
         config=CLUSTER, pool=POOL_STRONG, pool_in_config=True,
-        overrides=BNNECK + (
-            "--config.stages.viper.unsupervised.cluster_method=assignment",)
-        + CONFIDENT_FLIP),
+        overrides=ASSIGNMENT_CONFIDENT_FLIP),
     # The same unsupervised rounds from the strong CPU recipe's large stage
     # at its 224x112 input (a source model trained with labels on reid_pool
     # only), and that model's zero-shot row.
@@ -516,9 +518,7 @@ ROWS = (
     Row("strong224_assignment_confident_flip", "strong_assignment_confident_"
         "flip from the 224x112 strong reid_pool model, at 224x112",
         config=CLUSTER, pool=POOL_STRONG_224, pool_in_config=True,
-        overrides=BNNECK + (
-            "--config.stages.viper.unsupervised.cluster_method=assignment",)
-        + CONFIDENT_FLIP + INPUT_224X112),
+        overrides=ASSIGNMENT_CONFIDENT_FLIP + INPUT_224X112),
     Row("staged_mutual_nn", "ImageNet -> reid_pool -> VIPeR without labels: "
         "5 rounds on cross-camera mutual nearest-neighbour pairs of "
         "camera-centred features (configs/viper_cluster_cpu.py)",
